@@ -1,0 +1,18 @@
+#include "config/config.hpp"
+
+#include <algorithm>
+
+namespace drover::config {
+
+std::string Address::str() const {
+    const bool v6 = host.find(':') != std::string::npos;
+    return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+const Cluster* Config::find_cluster(std::string_view name) const {
+    const auto it = std::find_if(clusters.begin(), clusters.end(),
+                                 [&](const Cluster& c) { return c.name == name; });
+    return it == clusters.end() ? nullptr : &*it;
+}
+
+}  // namespace drover::config

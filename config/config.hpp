@@ -1,0 +1,222 @@
+#pragma once
+// The typed configuration: what config/loader.cpp produces from YAML and every other layer reads.
+// Plain values with their defaults in member initializers; no YAML type ever appears here.
+// Keys and meanings follow ../shared/CONFIG.md (the public interface); docs/configuration.md documents
+// every key with its default.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace drover::config {
+
+using Duration = std::chrono::milliseconds;
+using namespace std::chrono_literals;
+
+// Where a value came from in the user's file; 1-based line and column. Empty file for defaults.
+struct Mark {
+    std::string file;
+    int line = 0;
+    int column = 0;
+};
+
+// An IP literal and a port: "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:0" (port 0 = pick any).
+struct Address {
+    std::string host;   // IP literal without brackets
+    std::uint16_t port = 0;
+
+    std::string str() const;   // re-bracketed for IPv6: "[::1]:80"
+    bool operator==(const Address&) const = default;
+};
+
+struct AdminConfig {
+    Address address{"127.0.0.1", 9901};
+};
+
+struct LogConfig {
+    enum class Level { debug, info, warn, error };
+    Level level = Level::info;
+};
+
+struct ShutdownConfig {
+    Duration drain_timeout = 15s;   // SIGTERM: how long live connections may finish before being closed
+};
+
+struct TlsCertificate {
+    std::string cert;   // paths, relative ones resolved against the config file's folder
+    std::string key;
+};
+
+struct ListenerTls {
+    std::vector<TlsCertificate> certificates;
+};
+
+struct RouteMatch {
+    std::string host;          // exact, or "*.suffix"; empty = any
+    std::string path_prefix;   // empty = any
+};
+
+struct Route {
+    RouteMatch match;
+    std::string cluster;
+    Mark mark;
+};
+
+struct ListenerLimits {
+    std::uint64_t max_connections = 100000;
+    std::uint64_t max_request_header_bytes = 64 * 1024;
+    std::uint64_t max_request_body_bytes = 0;   // 0 = unlimited
+};
+
+struct ListenerTimeouts {
+    Duration request_headers = 10s;
+    Duration idle = 60s;
+};
+
+enum class Protocol { http, tcp };
+
+struct Listener {
+    std::string name;
+    Address address;
+    Protocol protocol = Protocol::http;
+    std::optional<ListenerTls> tls;
+    std::vector<Route> routes;   // http only
+    std::string cluster;         // tcp only
+    ListenerLimits limits;
+    ListenerTimeouts timeouts;
+    Mark mark;
+};
+
+struct StaticEndpoint {
+    Address address;
+    std::uint32_t weight = 1;
+};
+
+struct StaticDiscovery {
+    std::vector<StaticEndpoint> endpoints;
+};
+
+struct DnsDiscovery {
+    enum class Type { a, aaaa, a_aaaa, srv };
+    std::string name;
+    Type type = Type::a_aaaa;
+    std::optional<std::uint16_t> port;   // required for a/aaaa; srv records carry their own
+    std::vector<Address> servers;        // empty = the system resolver configuration
+    Duration refresh_min = 1s;
+    Duration refresh_max = 30s;
+};
+
+struct FileDiscovery {
+    std::string path;
+};
+
+using Discovery = std::variant<StaticDiscovery, DnsDiscovery, FileDiscovery>;
+
+enum class LbPolicy { round_robin, least_request, random, maglev };
+
+struct HashPolicy {
+    enum class Kind { header, cookie, source_ip };
+    Kind kind = Kind::source_ip;
+    std::string name;   // header or cookie name
+};
+
+struct StatusRange {
+    int lo = 200;
+    int hi = 399;
+    bool operator==(const StatusRange&) const = default;
+};
+
+struct TcpProbe {};
+struct HttpProbe {
+    std::string path = "/";
+    std::string host;   // empty = the cluster name
+    std::vector<StatusRange> expected_statuses{{200, 399}};
+};
+struct TlsProbe {};
+using Probe = std::variant<TcpProbe, HttpProbe, TlsProbe>;
+
+struct HealthCheck {
+    Duration interval = 1s;
+    Duration unhealthy_interval = 250ms;
+    Duration timeout = 500ms;
+    double jitter = 0.10;   // fraction of the interval
+    std::uint32_t healthy_threshold = 2;
+    std::uint32_t unhealthy_threshold = 2;
+    Probe probe = TcpProbe{};
+};
+
+struct OutlierDetection {
+    std::uint32_t consecutive_failures = 3;
+    Duration base_ejection_time = 5s;
+    Duration max_ejection_time = 300s;
+    double max_ejection_percent = 0.50;   // fraction
+};
+
+enum class RetryOn { connect_failure, reset, timeout, status_502, status_503, status_504 };
+
+struct Retries {
+    std::uint32_t attempts = 2;   // extra tries, each on a different host
+    std::vector<RetryOn> on{RetryOn::connect_failure, RetryOn::reset,      RetryOn::timeout,
+                            RetryOn::status_502,      RetryOn::status_503, RetryOn::status_504};
+    double budget = 0.20;   // fraction of requests that may be retries
+    Duration per_try_timeout = 2s;
+};
+
+struct ClusterTimeouts {
+    Duration connect = 1s;
+    Duration request = 15s;
+    Duration idle = 60s;
+};
+
+struct ClusterLimits {
+    std::uint64_t max_connections = 1024;
+    std::uint64_t max_pending = 256;
+    std::uint64_t max_requests = 1024;
+    Duration queue_timeout = 100ms;
+};
+
+struct AdaptiveConcurrency {
+    std::uint32_t min_limit = 4;
+    std::uint32_t max_limit = 1000;
+};
+
+struct UpstreamTls {
+    std::string sni;
+    std::string ca;
+    std::string cert;   // optional client certificate (mTLS)
+    std::string key;
+};
+
+struct Cluster {
+    std::string name;
+    Discovery discovery;
+    LbPolicy load_balancing = LbPolicy::round_robin;
+    std::optional<HashPolicy> hash;
+    std::optional<HealthCheck> health_check;
+    std::optional<OutlierDetection> outlier_detection;
+    double panic_threshold = 0.50;
+    Duration slow_start = 10s;
+    Retries retries;
+    ClusterTimeouts timeouts;
+    ClusterLimits limits;
+    std::optional<AdaptiveConcurrency> adaptive_concurrency;
+    std::optional<UpstreamTls> tls;
+    Mark mark;
+};
+
+struct Config {
+    std::string source;   // file the config came from ("<demo>" for the embedded one)
+    AdminConfig admin;
+    std::uint32_t workers = 0;   // 0 = auto: the number of cores
+    LogConfig log;
+    ShutdownConfig shutdown;
+    std::vector<Listener> listeners;
+    std::vector<Cluster> clusters;
+
+    const Cluster* find_cluster(std::string_view name) const;
+};
+
+}  // namespace drover::config

@@ -1,0 +1,1428 @@
+#include "config/loader.hpp"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <memory>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+// Reading is one pass over the YAML tree with a Cursor (a node plus its key path and marks) that reports
+// every problem to a shared Diagnostics and carries on, so one run lists all errors. Cross-references
+// (unique names, listener addresses, cluster names used by listeners) are checked after the pass.
+
+namespace drover::config {
+namespace {
+
+// ---------------------------------------------------------------------------------------------------
+// Features the loader parses but Drover cannot run yet. Each present key (or key with this value) is
+// refused with "<key> [value] is not supported yet<hint>" unless LoadOptions::allow_unsupported.
+// Delete a line when its feature lands; docs/configuration.md marks the same keys with "Status".
+// ---------------------------------------------------------------------------------------------------
+struct NotYetSupported {
+    std::string_view path;    // key path with list indices dropped, e.g. "clusters[].health_check"
+    std::string_view value;   // empty: the key whatever its value; otherwise only this value
+    std::string_view hint;    // follows "... is not supported yet"
+};
+
+// clang-format off
+constexpr NotYetSupported kNotYetSupported[] = {
+    {"listeners[].protocol", "http", "; set protocol: tcp"},                              // L7 HTTP proxying
+    {"listeners[].routes", "", " (coming with HTTP proxying)"},                           // L7 routing
+    {"listeners[].tls", "", " (coming with TLS termination)"},                            // TLS termination
+    {"listeners[].limits.max_request_header_bytes", "", " (coming with HTTP proxying)"},  // HTTP limit
+    {"listeners[].limits.max_request_body_bytes", "", " (coming with HTTP proxying)"},    // HTTP limit
+    {"listeners[].timeouts.request_headers", "", " (coming with HTTP proxying)"},         // header deadline
+    {"clusters[].discovery.dns", "", " (coming with DNS discovery)"},                     // c-ares resolver
+    {"clusters[].discovery.file", "", " (coming with file discovery)"},                   // endpoints file
+    {"clusters[].load_balancing", "least_request", "; use round_robin"},                  // P2C least-request
+    {"clusters[].load_balancing", "random", "; use round_robin"},                         // random balancer
+    {"clusters[].load_balancing", "maglev", "; use round_robin"},                         // Maglev hashing
+    {"clusters[].hash", "", " (coming with maglev load balancing)"},                      // Maglev hash key
+    {"clusters[].health_check", "", " (coming with active health checking)"},             // ActiveChecker
+    {"clusters[].outlier_detection", "", " (coming with outlier detection)"},             // OutlierDetector
+    {"clusters[].panic_threshold", "", " (coming with health checking)"},                 // panic mode
+    {"clusters[].slow_start", "", " (coming with health checking)"},                      // slow-start ramp
+    {"clusters[].retries.on", "", " (coming with HTTP retries)"},                         // retry conditions
+    {"clusters[].retries.budget", "", " (coming with HTTP retries)"},                     // retry budget
+    {"clusters[].retries.per_try_timeout", "", " (coming with HTTP retries)"},            // per-try deadline
+    {"clusters[].timeouts.request", "", " (coming with HTTP proxying)"},                  // request deadline
+    {"clusters[].timeouts.idle", "", " (coming with upstream connection pooling)"},       // keep-alive pool
+    {"clusters[].limits.max_pending", "", " (coming with admission control)"},            // request queue
+    {"clusters[].limits.max_requests", "", " (coming with admission control)"},           // request breaker
+    {"clusters[].limits.queue_timeout", "", " (coming with admission control)"},          // queue deadline
+    {"clusters[].adaptive_concurrency", "", " (coming with adaptive concurrency)"},       // adaptive limit
+    {"clusters[].tls", "", " (coming with upstream TLS)"},                                // TLS to hosts
+};
+// clang-format on
+
+// "clusters[3].retries.on" -> "clusters[].retries.on", the form the table above is written in.
+std::string without_indices(std::string_view path) {
+    std::string out;
+    bool in_index = false;
+    for (const char c : path) {
+        if (c == '[') {
+            in_index = true;
+            out += c;
+        } else if (c == ']') {
+            in_index = false;
+            out += c;
+        } else if (!in_index) {
+            out += c;
+        }
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Value parsers. Each returns the value or a message phrased for the user; the public parse_* functions
+// keep only the value.
+// ---------------------------------------------------------------------------------------------------
+template <class T>
+struct Parsed {
+    std::optional<T> value;
+    std::string error;   // set iff !value
+};
+
+template <class T>
+Parsed<T> failed(std::string message) {
+    return Parsed<T>{std::nullopt, std::move(message)};
+}
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// A leading decimal number "12" or "12.5" and whatever follows it.
+struct Decimal {
+    std::string_view whole;
+    std::string_view fraction;   // digits after the '.', empty if none
+    std::string_view number;     // whole[.fraction], as written
+    std::string_view rest;
+};
+
+std::optional<Decimal> split_decimal(std::string_view text) {
+    std::size_t i = 0;
+    while (i < text.size() && is_digit(text[i])) { ++i; }
+    if (i == 0) { return std::nullopt; }
+    Decimal d;
+    d.whole = text.substr(0, i);
+    if (i < text.size() && text[i] == '.') {
+        std::size_t j = i + 1;
+        while (j < text.size() && is_digit(text[j])) { ++j; }
+        if (j == i + 1) { return std::nullopt; }
+        d.fraction = text.substr(i + 1, j - i - 1);
+        i = j;
+    }
+    d.number = text.substr(0, i);
+    d.rest = text.substr(i);
+    return d;
+}
+
+template <class T>
+std::optional<T> whole_number(std::string_view digits) {
+    T value{};
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (ec != std::errc{} || end != digits.data() + digits.size()) { return std::nullopt; }
+    return value;
+}
+
+Parsed<Duration> duration_of(std::string_view text) {
+    const auto d = split_decimal(text);
+    if (!d) {
+        return failed<Duration>(fmt::format("invalid duration '{}' (e.g. 250ms, 1s, 1.5s, 5m, 1h)", text));
+    }
+    if (d->rest.empty()) { return failed<Duration>("duration needs a unit, e.g. 500ms"); }
+    std::int64_t unit_ms = 0;
+    if (d->rest == "ms") {
+        unit_ms = 1;
+    } else if (d->rest == "s") {
+        unit_ms = 1000;
+    } else if (d->rest == "m") {
+        unit_ms = 60 * 1000;
+    } else if (d->rest == "h") {
+        unit_ms = 60 * 60 * 1000;
+    } else {
+        return failed<Duration>(fmt::format("unknown duration unit '{}' (use ms, s, m or h)", d->rest));
+    }
+    // 12 digits of hours still fit in int64 milliseconds; nobody means more.
+    if (d->whole.size() > 12) { return failed<Duration>(fmt::format("duration '{}' is too large", text)); }
+    if (d->fraction.size() > 9) {
+        return failed<Duration>(fmt::format("duration '{}' is not a whole number of milliseconds", text));
+    }
+    const std::int64_t whole = *whole_number<std::int64_t>(d->whole);
+    std::int64_t fraction = 0;
+    std::int64_t scale = 1;
+    if (!d->fraction.empty()) {
+        fraction = *whole_number<std::int64_t>(d->fraction);
+        for (std::size_t i = 0; i < d->fraction.size(); ++i) { scale *= 10; }
+    }
+    // Integer arithmetic so that "1.001s" is exactly 1001ms, never 1000.999...
+    if ((fraction * unit_ms) % scale != 0) {
+        return failed<Duration>(fmt::format("duration '{}' is not a whole number of milliseconds", text));
+    }
+    return Parsed<Duration>{Duration{whole * unit_ms + fraction * unit_ms / scale}, {}};
+}
+
+Parsed<std::uint64_t> size_of(std::string_view text) {
+    const auto bad = [&] {
+        return failed<std::uint64_t>(fmt::format("invalid size '{}' (e.g. 1024, 64KiB, 1MiB, 1GB)", text));
+    };
+    const auto d = split_decimal(text);
+    if (!d || !d->fraction.empty()) { return bad(); }
+    // "64 KiB" reads naturally, so one run of spaces may separate number and unit.
+    std::string_view unit = d->rest;
+    while (!unit.empty() && unit.front() == ' ') { unit.remove_prefix(1); }
+    if (unit.empty() && !d->rest.empty()) { return bad(); }
+    static constexpr std::array<std::pair<std::string_view, std::uint64_t>, 8> kUnits{{
+        {"", 1},
+        {"B", 1},
+        {"KiB", 1024ULL},
+        {"MiB", 1024ULL * 1024},
+        {"GiB", 1024ULL * 1024 * 1024},
+        {"KB", 1000ULL},
+        {"MB", 1000ULL * 1000},
+        {"GB", 1000ULL * 1000 * 1000},
+    }};
+    const auto it =
+        std::find_if(kUnits.begin(), kUnits.end(), [&](const auto& u) { return u.first == unit; });
+    if (it == kUnits.end()) {
+        return failed<std::uint64_t>(
+            fmt::format("unknown size unit '{}' (use B, KiB, MiB, GiB, KB, MB or GB)", unit));
+    }
+    const auto number = whole_number<std::uint64_t>(d->whole);
+    std::uint64_t bytes = 0;
+    if (!number || __builtin_mul_overflow(*number, it->second, &bytes)) {
+        return failed<std::uint64_t>(fmt::format("size '{}' is too large", text));
+    }
+    return Parsed<std::uint64_t>{bytes, {}};
+}
+
+Parsed<double> percent_of(std::string_view text) {
+    const bool negative = !text.empty() && text.front() == '-';
+    const auto d = split_decimal(negative ? text.substr(1) : text);
+    if (!d) { return failed<double>(fmt::format("invalid percentage '{}' (e.g. 50%)", text)); }
+    if (d->rest.empty()) { return failed<double>("percentage needs a '%', e.g. 50%"); }
+    if (d->rest != "%") { return failed<double>(fmt::format("invalid percentage '{}' (e.g. 50%)", text)); }
+    double value = 0;
+    const auto [end, ec] = std::from_chars(d->number.data(), d->number.data() + d->number.size(), value);
+    if (ec != std::errc{} || end != d->number.data() + d->number.size()) {
+        return failed<double>(fmt::format("invalid percentage '{}' (e.g. 50%)", text));
+    }
+    if (negative || value > 100.0) { return failed<double>("percentage must be between 0% and 100%"); }
+    return Parsed<double>{value / 100.0, {}};
+}
+
+Parsed<Address> address_of(std::string_view text) {
+    if (text.empty()) { return failed<Address>("expected an address, e.g. 127.0.0.1:8080"); }
+    std::string_view host;
+    std::string_view port;
+    bool bracketed = false;
+    if (text.front() == '[') {
+        const auto close = text.find(']');
+        if (close == std::string_view::npos) {
+            return failed<Address>(fmt::format("invalid address '{}' (missing ']')", text));
+        }
+        host = text.substr(1, close - 1);
+        const auto after = text.substr(close + 1);
+        if (after.empty()) { return failed<Address>("address needs a port, e.g. [::1]:8080"); }
+        if (after.front() != ':') { return failed<Address>(fmt::format("invalid address '{}'", text)); }
+        port = after.substr(1);
+        bracketed = true;
+    } else {
+        const auto colon = text.rfind(':');
+        if (colon == std::string_view::npos) {
+            if (text.find_first_not_of("0123456789.") != std::string_view::npos) {
+                return failed<Address>(
+                    fmt::format("'{}' must be an IP address and port; use discovery.dns for names", text));
+            }
+            return failed<Address>("address needs a port, e.g. 127.0.0.1:8080");
+        }
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+        if (host.find(':') != std::string_view::npos) {
+            return failed<Address>("IPv6 addresses need brackets, e.g. [::1]:8080");
+        }
+    }
+    const auto port_number = whole_number<std::uint32_t>(port);
+    if (port.empty() || port.size() > 5 || !port_number || *port_number > 65535) {
+        return failed<Address>(fmt::format("invalid port '{}' (0 to 65535)", port));
+    }
+    const std::string host_text{host};
+    std::array<unsigned char, sizeof(in6_addr)> binary{};
+    const int family = bracketed ? AF_INET6 : AF_INET;
+    if (inet_pton(family, host_text.c_str(), binary.data()) != 1) {
+        const bool looks_like_name =
+            !bracketed && host.find_first_not_of("0123456789.") != std::string_view::npos;
+        if (looks_like_name) {
+            return failed<Address>(
+                fmt::format("'{}' must be an IP address; use discovery.dns for names", host_text));
+        }
+        return failed<Address>(fmt::format("invalid IP address '{}'", host_text));
+    }
+    // Stored in canonical form so that "[::0001]:80" and "[::1]:80" compare equal.
+    std::array<char, INET6_ADDRSTRLEN> canonical{};
+    if (inet_ntop(family, binary.data(), canonical.data(), canonical.size()) == nullptr) {
+        return failed<Address>(fmt::format("invalid IP address '{}'", host_text));
+    }
+    return Parsed<Address>{Address{canonical.data(), static_cast<std::uint16_t>(*port_number)}, {}};
+}
+
+std::string format_duration(Duration d) {
+    const auto ms = d.count();
+    if (ms != 0 && ms % (60 * 60 * 1000) == 0) { return fmt::format("{}h", ms / (60 * 60 * 1000)); }
+    if (ms != 0 && ms % (60 * 1000) == 0) { return fmt::format("{}m", ms / (60 * 1000)); }
+    if (ms % 1000 == 0) { return fmt::format("{}s", ms / 1000); }
+    return fmt::format("{}ms", ms);
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) { row[j] = j; }
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+        std::size_t diagonal = row[0];
+        row[0] = i;
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            const std::size_t above = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+            diagonal = above;
+        }
+    }
+    return row[b.size()];
+}
+
+// " (did you mean 'x'?)" when a candidate is within two edits of the word, else "".
+template <class Range>
+std::string suggestion(std::string_view word, const Range& candidates) {
+    std::string_view best;
+    std::size_t best_distance = 3;
+    for (const auto& candidate : candidates) {
+        const std::size_t distance = edit_distance(word, candidate);
+        if (distance < best_distance) {
+            best = candidate;
+            best_distance = distance;
+        }
+    }
+    return best.empty() ? std::string{} : fmt::format(" (did you mean '{}'?)", best);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Error collection.
+// ---------------------------------------------------------------------------------------------------
+
+// Collects the errors of one load; knows the file name marks point into and the load options.
+class Diagnostics {
+public:
+    Diagnostics(std::string file, const LoadOptions& options) : file_(std::move(file)), options_(options) {}
+
+    const std::string& file() const { return file_; }
+
+    // yaml-cpp counts from 0 and uses -1 for "no position"; users count from 1.
+    Mark mark(const YAML::Mark& m) const {
+        if (m.is_null() || m.line < 0) { return Mark{file_, 0, 0}; }
+        return Mark{file_, m.line + 1, m.column + 1};
+    }
+
+    void error(Mark mark, std::string path, std::string message) {
+        errors_.push_back(ConfigError{std::move(mark), std::move(path), std::move(message)});
+    }
+
+    // Refuses `path` (or `path` set to `value`) when kNotYetSupported lists it.
+    void check_supported(const std::string& path, std::string_view value, const Mark& mark) {
+        if (options_.allow_unsupported) { return; }
+        const std::string pattern = without_indices(path);
+        for (const auto& entry : kNotYetSupported) {
+            if (entry.path != pattern || entry.value != value) { continue; }
+            // Name the key relative to its listener or cluster: "retries.on", not "clusters[].retries.on".
+            std::string_view key = entry.path;
+            if (const auto cut = key.rfind("]."); cut != std::string_view::npos) {
+                key.remove_prefix(cut + 2);
+            }
+            const std::string what = value.empty() ? std::string{key} : fmt::format("{} {}", key, value);
+            error(mark, path, fmt::format("{} is not supported yet{}", what, entry.hint));
+            return;
+        }
+    }
+
+    std::vector<ConfigError> take() {
+        // Cross-reference checks run last; present everything in file order.
+        std::stable_sort(errors_.begin(), errors_.end(), [](const ConfigError& a, const ConfigError& b) {
+            return std::pair{a.mark.line, a.mark.column} < std::pair{b.mark.line, b.mark.column};
+        });
+        return std::move(errors_);
+    }
+
+private:
+    std::string file_;
+    LoadOptions options_;
+    std::vector<ConfigError> errors_;
+};
+
+class Fields;
+
+// One value in the document: its node, its key path, and where its key is. Reads report problems to
+// the Diagnostics and return nullopt, so callers simply keep the default and carry on.
+class Cursor {
+public:
+    Cursor(Diagnostics& diag, YAML::Node node, std::string path, Mark key_mark)
+        : diag_(&diag), node_(std::move(node)), path_(std::move(path)), key_mark_(std::move(key_mark)) {}
+
+    Diagnostics& diag() const { return *diag_; }
+    const YAML::Node& node() const { return node_; }
+    const std::string& path() const { return path_; }
+    const Mark& key_mark() const { return key_mark_; }
+
+    // Where the value is. An empty value ("key:" and nothing) has no useful position of its own:
+    // yaml-cpp points at the next token, possibly lines later, so use the key's.
+    Mark mark() const { return node_.IsNull() ? key_mark_ : diag_->mark(node_.Mark()); }
+
+    void error(std::string message) const { diag_->error(mark(), path_, std::move(message)); }
+    void key_error(std::string message) const { diag_->error(key_mark_, path_, std::move(message)); }
+
+    // The scalar text, or an error "expected <what>".
+    std::optional<std::string> scalar(std::string_view what) const {
+        if (!node_.IsScalar()) {
+            error(fmt::format("expected {}", what));
+            return std::nullopt;
+        }
+        return node_.Scalar();
+    }
+
+    std::optional<std::string> string() const { return scalar("a string"); }
+
+    std::optional<std::int64_t> integer(std::int64_t lo, std::int64_t hi) const {
+        const auto text = scalar("an integer");
+        if (!text) { return std::nullopt; }
+        const auto value = whole_number<std::int64_t>(*text);
+        if (!value) {
+            error(fmt::format("expected an integer, got '{}'", *text));
+            return std::nullopt;
+        }
+        if (*value < lo || *value > hi) {
+            // A bound that is only the field's type limit is not worth quoting unless it was crossed.
+            const bool bounded = hi < std::numeric_limits<std::uint32_t>::max();
+            if (bounded) {
+                error(fmt::format("must be between {} and {}", lo, hi));
+            } else if (*value > hi) {
+                error(fmt::format("must be at most {}", hi));
+            } else {
+                error(lo == 0 ? std::string{"must not be negative"} : fmt::format("must be at least {}", lo));
+            }
+            return std::nullopt;
+        }
+        return value;
+    }
+
+    std::optional<bool> boolean() const {
+        const auto text = scalar("true or false");
+        if (!text) { return std::nullopt; }
+        if (*text == "true" || *text == "True" || *text == "TRUE") { return true; }
+        if (*text == "false" || *text == "False" || *text == "FALSE") { return false; }
+        error(fmt::format("expected true or false, got '{}'", *text));
+        return std::nullopt;
+    }
+
+    std::optional<Duration> duration() const { return parsed(scalar("a duration, e.g. 500ms"), duration_of); }
+    std::optional<std::uint64_t> size() const { return parsed(scalar("a size, e.g. 64KiB"), size_of); }
+    std::optional<double> percent() const { return parsed(scalar("a percentage, e.g. 50%"), percent_of); }
+
+    // `allow_port_zero`: listeners may ask for "any port"; hosts and DNS servers may not.
+    std::optional<Address> address(bool allow_port_zero) const {
+        auto value = parsed(scalar("an address, e.g. 127.0.0.1:8080"), address_of);
+        if (value && value->port == 0 && !allow_port_zero) {
+            error("port 0 is not valid here");
+            return std::nullopt;
+        }
+        return value;
+    }
+
+    // One of a fixed set of words; the chosen word is also checked against kNotYetSupported.
+    template <class E>
+    std::optional<E> one_of(std::initializer_list<std::pair<std::string_view, E>> choices) const {
+        const auto text = scalar("a string");
+        if (!text) { return std::nullopt; }
+        for (const auto& [word, value] : choices) {
+            if (*text == word) {
+                diag_->check_supported(path_, word, key_mark_);
+                return value;
+            }
+        }
+        std::vector<std::string_view> words;
+        std::string listed;
+        for (const auto& choice : choices) {
+            words.push_back(choice.first);
+            listed += listed.empty() ? "" : ", ";
+            listed += choice.first;
+        }
+        error(fmt::format("'{}' is not one of {}{}", *text, listed, suggestion(*text, words)));
+        return std::nullopt;
+    }
+
+    // A map with exactly these keys allowed; unknown and duplicate keys are reported here, once.
+    // An empty value counts as an empty map.
+    std::optional<Fields> map(std::initializer_list<std::string_view> allowed) const;
+
+    // The items of a list; an empty value counts as an empty list.
+    std::vector<Cursor> list() const {
+        std::vector<Cursor> items;
+        if (node_.IsNull()) { return items; }
+        if (!node_.IsSequence()) {
+            error("expected a list");
+            return items;
+        }
+        std::size_t index = 0;
+        for (const auto& item : node_) {
+            const Mark item_mark = diag_->mark(item.Mark());
+            items.emplace_back(*diag_, item, fmt::format("{}[{}]", path_, index++), item_mark);
+        }
+        return items;
+    }
+
+private:
+    template <class T>
+    std::optional<T> parsed(const std::optional<std::string>& text,
+                            Parsed<T> (*parse)(std::string_view)) const {
+        if (!text) { return std::nullopt; }
+        auto result = parse(*text);
+        if (!result.value) { error(std::move(result.error)); }
+        return result.value;
+    }
+
+    Diagnostics* diag_;
+    YAML::Node node_;
+    std::string path_;
+    Mark key_mark_;
+};
+
+// A map whose keys were checked against the allowed set. Lookups by key; helpers read a key into a
+// field when it is present and valid, leaving the default otherwise.
+class Fields {
+public:
+    Fields(Cursor self, std::vector<std::pair<std::string, Cursor>> entries)
+        : self_(std::move(self)), entries_(std::move(entries)) {}
+
+    const Cursor& self() const { return self_; }
+    Diagnostics& diag() const { return self_.diag(); }
+
+    std::string path_of(std::string_view key) const {
+        return self_.path().empty() ? std::string{key} : fmt::format("{}.{}", self_.path(), key);
+    }
+
+    std::optional<Cursor> get(std::string_view key) const {
+        const auto it =
+            std::find_if(entries_.begin(), entries_.end(), [&](const auto& e) { return e.first == key; });
+        return it == entries_.end() ? std::nullopt : std::optional<Cursor>{it->second};
+    }
+
+    bool has(std::string_view key) const { return get(key).has_value(); }
+
+    // Those of `keys` that are present, in file order, for "exactly one of" choices: the one written
+    // first wins and later ones are the errors.
+    std::vector<std::pair<std::string_view, Cursor>> present(
+        std::initializer_list<std::string_view> keys) const {
+        std::vector<std::pair<std::string_view, Cursor>> found;
+        for (const auto& [key, cursor] : entries_) {
+            if (std::find(keys.begin(), keys.end(), key) != keys.end()) { found.emplace_back(key, cursor); }
+        }
+        return found;
+    }
+
+    // The key, or an error "missing required key" at the map.
+    std::optional<Cursor> require(std::string_view key) const {
+        auto found = get(key);
+        if (!found) { error_at(key, fmt::format("missing required key '{}'", key)); }
+        return found;
+    }
+
+    // An error about `key`: at its value when present, else at this map.
+    void error_at(std::string_view key, std::string message) const {
+        const auto found = get(key);
+        diag().error(found ? found->mark() : self_.mark(), path_of(key), std::move(message));
+    }
+
+    void read_string(std::string_view key, std::string& out) const {
+        if (const auto c = get(key)) {
+            if (auto v = c->string()) { out = std::move(*v); }
+        }
+    }
+
+    // `positive`: a zero duration would mean "never wait" or "always expire", which no setting wants.
+    void read_duration(std::string_view key, Duration& out, bool positive) const {
+        if (const auto c = get(key)) {
+            if (const auto v = c->duration()) {
+                if (positive && v->count() == 0) {
+                    c->error("must be greater than 0");
+                } else {
+                    out = *v;
+                }
+            }
+        }
+    }
+
+    void read_size(std::string_view key, std::uint64_t& out, std::uint64_t min) const {
+        if (const auto c = get(key)) {
+            if (const auto v = c->size()) {
+                if (*v < min) {
+                    c->error(fmt::format("must be at least {}", min));
+                } else {
+                    out = *v;
+                }
+            }
+        }
+    }
+
+    void read_percent(std::string_view key, double& out) const {
+        if (const auto c = get(key)) {
+            if (const auto v = c->percent()) { out = *v; }
+        }
+    }
+
+    template <class T>
+    void read_integer(std::string_view key, T& out, std::int64_t lo,
+                      std::int64_t hi = std::numeric_limits<std::int64_t>::max()) const {
+        const auto type_max = static_cast<std::int64_t>(
+            std::min<std::uint64_t>(std::numeric_limits<T>::max(), std::numeric_limits<std::int64_t>::max()));
+        if (const auto c = get(key)) {
+            if (const auto v = c->integer(lo, std::min(hi, type_max))) { out = static_cast<T>(*v); }
+        }
+    }
+
+private:
+    Cursor self_;
+    std::vector<std::pair<std::string, Cursor>> entries_;
+};
+
+std::optional<Fields> Cursor::map(std::initializer_list<std::string_view> allowed) const {
+    std::vector<std::pair<std::string, Cursor>> entries;
+    if (node_.IsNull()) { return Fields{*this, std::move(entries)}; }
+    if (!node_.IsMap()) {
+        error("expected a map");
+        return std::nullopt;
+    }
+    const auto child_path = [&](std::string_view key) {
+        return path_.empty() ? std::string{key} : fmt::format("{}.{}", path_, key);
+    };
+    // yaml-cpp 0.7 keeps every pair of a map, duplicates included, so they can be reported here.
+    for (const auto& pair : node_) {
+        const Mark key_mark = diag_->mark(pair.first.Mark());
+        if (!pair.first.IsScalar()) {
+            diag_->error(key_mark, path_, "expected a string key");
+            continue;
+        }
+        const std::string& key = pair.first.Scalar();
+        if (key == "<<") {
+            // yaml-cpp 0.7 reads a merge key as an ordinary key named "<<"; say so rather than "unknown".
+            diag_->error(key_mark, child_path(key),
+                         "YAML merge keys ('<<') are not supported; "
+                         "write the keys out, or alias a whole value");
+            continue;
+        }
+        if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+            diag_->error(key_mark, child_path(key),
+                         fmt::format("unknown key '{}'{}", key, suggestion(key, allowed)));
+            continue;
+        }
+        const auto seen =
+            std::find_if(entries.begin(), entries.end(), [&](const auto& e) { return e.first == key; });
+        if (seen != entries.end()) {
+            diag_->error(
+                key_mark, child_path(key),
+                fmt::format("duplicate key '{}' (first at line {})", key, seen->second.key_mark().line));
+            continue;
+        }
+        Cursor child{*diag_, pair.second, child_path(key), key_mark};
+        diag_->check_supported(child.path(), "", key_mark);
+        entries.emplace_back(key, std::move(child));
+    }
+    return Fields{*this, std::move(entries)};
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The schema: one reader per section of CONFIG.md.
+// ---------------------------------------------------------------------------------------------------
+
+bool is_valid_name(std::string_view name) {
+    return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '_' || c == '.' ||
+               c == '-';
+    });
+}
+
+// "api.example.com" or "*.example.com".
+bool is_valid_route_host(std::string_view host) {
+    if (host.empty() || host.find_first_of(" \t/") != std::string_view::npos) { return false; }
+    if (host.front() == '*') {
+        return host.size() > 2 && host[1] == '.' && host.find('*', 1) == std::string_view::npos;
+    }
+    return host.find('*') == std::string_view::npos;
+}
+
+// A place in the file that a later cross-check may point at.
+struct Site {
+    Mark mark;
+    std::string path;
+};
+
+struct NamedSite {
+    std::string name;
+    Site site;
+};
+
+struct ListenerAddress {
+    std::string listener;
+    Address address;
+    Site site;
+};
+
+// Reads the whole document into a Config, then checks what spans listeners and clusters.
+class ConfigReader {
+public:
+    explicit ConfigReader(Diagnostics& diag) : diag_(diag) {}
+
+    Config read(const Cursor& root) {
+        Config config;
+        config.source = diag_.file();
+        const auto fields = root.map({"admin", "workers", "log", "shutdown", "listeners", "clusters"});
+        if (!fields) { return config; }
+        if (const auto c = fields->get("admin")) {
+            if (const auto admin = c->map({"address"})) {
+                if (const auto a = admin->get("address")) {
+                    if (auto v = a->address(true)) { config.admin.address = *v; }
+                }
+            }
+        }
+        if (const auto c = fields->get("workers")) { read_workers(*c, config.workers); }
+        if (const auto c = fields->get("log")) {
+            if (const auto log = c->map({"level"})) {
+                if (const auto l = log->get("level")) {
+                    using Level = LogConfig::Level;
+                    if (const auto v = l->one_of<Level>({{"debug", Level::debug},
+                                                         {"info", Level::info},
+                                                         {"warn", Level::warn},
+                                                         {"error", Level::error}})) {
+                        config.log.level = *v;
+                    }
+                }
+            }
+        }
+        if (const auto c = fields->get("shutdown")) {
+            if (const auto shutdown = c->map({"drain_timeout"})) {
+                shutdown->read_duration("drain_timeout", config.shutdown.drain_timeout, false);
+            }
+        }
+        if (const auto c = fields->get("listeners")) {
+            for (const auto& item : c->list()) {
+                if (auto listener = read_listener(item)) { config.listeners.push_back(std::move(*listener)); }
+            }
+        }
+        if (const auto c = fields->get("clusters")) {
+            for (const auto& item : c->list()) {
+                if (auto cluster = read_cluster(item)) { config.clusters.push_back(std::move(*cluster)); }
+            }
+        }
+        check_unique_names(listener_names_, "listener");
+        check_unique_names(cluster_names_, "cluster");
+        check_listener_addresses();
+        check_cluster_references();
+        return config;
+    }
+
+private:
+    void read_workers(const Cursor& c, std::uint32_t& out) {
+        const auto text = c.scalar("auto or a number of threads");
+        if (!text) { return; }
+        if (*text == "auto") {
+            out = 0;
+            return;
+        }
+        const auto n = whole_number<std::int64_t>(*text);
+        if (!n || *n < 1 || *n > 256) {
+            c.error(fmt::format("workers must be auto or a number from 1 to 256, got '{}'", *text));
+            return;
+        }
+        out = static_cast<std::uint32_t>(*n);
+    }
+
+    void read_name(const Fields& f, std::string& out, std::vector<NamedSite>& names, std::string_view what) {
+        const auto c = f.require("name");
+        if (!c) { return; }
+        const auto name = c->string();
+        if (!name) { return; }
+        if (!is_valid_name(*name)) {
+            c->error(name->empty()
+                         ? fmt::format("{} name must not be empty", what)
+                         : fmt::format("{} name '{}' may only contain letters, digits, '_', '.' and '-'",
+                                       what, *name));
+            return;
+        }
+        out = *name;
+        names.push_back(NamedSite{*name, Site{c->mark(), c->path()}});
+    }
+
+    // A cluster named by a listener or route; resolved once all clusters are read.
+    void read_cluster_reference(const Cursor& c, std::string& out) {
+        const auto name = c.string();
+        if (!name) { return; }
+        if (name->empty()) {
+            c.error("cluster name must not be empty");
+            return;
+        }
+        out = *name;
+        cluster_references_.push_back(NamedSite{*name, Site{c.mark(), c.path()}});
+    }
+
+    std::optional<Listener> read_listener(const Cursor& c) {
+        const auto f =
+            c.map({"name", "address", "protocol", "tls", "routes", "cluster", "limits", "timeouts"});
+        if (!f) { return std::nullopt; }
+        Listener listener;
+        listener.mark = c.mark();
+        read_name(*f, listener.name, listener_names_, "listener");
+        if (const auto a = f->require("address")) {
+            if (const auto v = a->address(true)) {
+                listener.address = *v;
+                listener_addresses_.push_back(ListenerAddress{listener.name, *v, Site{a->mark(), a->path()}});
+            }
+        }
+        bool protocol_known = true;
+        if (const auto p = f->get("protocol")) {
+            const auto v = p->one_of<Protocol>({{"http", Protocol::http}, {"tcp", Protocol::tcp}});
+            protocol_known = v.has_value();
+            if (v) { listener.protocol = *v; }
+        } else {
+            // Absent means http, so the listener itself is what asks for HTTP.
+            diag_.check_supported(f->path_of("protocol"), "http", listener.mark);
+        }
+        if (const auto t = f->get("tls")) { listener.tls = read_listener_tls(*t); }
+        if (const auto r = f->get("routes")) {
+            for (const auto& item : r->list()) {
+                if (auto route = read_route(item)) { listener.routes.push_back(std::move(*route)); }
+            }
+        }
+        if (const auto cl = f->get("cluster")) { read_cluster_reference(*cl, listener.cluster); }
+
+        std::optional<Fields> limits;
+        if (const auto l = f->get("limits")) {
+            limits = l->map({"max_connections", "max_request_header_bytes", "max_request_body_bytes"});
+            if (limits) {
+                limits->read_integer("max_connections", listener.limits.max_connections, 1);
+                limits->read_size("max_request_header_bytes", listener.limits.max_request_header_bytes, 1);
+                limits->read_size("max_request_body_bytes", listener.limits.max_request_body_bytes, 0);
+            }
+        }
+        std::optional<Fields> timeouts;
+        if (const auto t = f->get("timeouts")) {
+            timeouts = t->map({"request_headers", "idle"});
+            if (timeouts) {
+                timeouts->read_duration("request_headers", listener.timeouts.request_headers, true);
+                timeouts->read_duration("idle", listener.timeouts.idle, true);
+            }
+        }
+
+        if (!protocol_known) { return listener; }
+        if (listener.protocol == Protocol::tcp) {
+            if (!f->has("cluster")) { f->error_at("cluster", "tcp listeners need a cluster"); }
+            if (const auto r = f->get("routes")) {
+                r->key_error("routes apply to http listeners only; a tcp listener names one cluster");
+            }
+            const auto http_only = [](const std::optional<Fields>& section, std::string_view key) {
+                if (!section) { return; }
+                if (const auto k = section->get(key)) {
+                    k->key_error(fmt::format("{} applies to http listeners only", key));
+                }
+            };
+            http_only(limits, "max_request_header_bytes");
+            http_only(limits, "max_request_body_bytes");
+            http_only(timeouts, "request_headers");
+        } else {
+            if (const auto cl = f->get("cluster")) {
+                cl->key_error(
+                    "cluster applies to tcp listeners only; http listeners name clusters in routes");
+            }
+            const auto r = f->get("routes");
+            if (!r) {
+                diag_.error(listener.mark, f->path_of("routes"), "http listeners need at least one route");
+            } else if (r->node().IsNull() || (r->node().IsSequence() && r->node().size() == 0)) {
+                r->error("http listeners need at least one route");
+            }
+        }
+        return listener;
+    }
+
+    std::optional<ListenerTls> read_listener_tls(const Cursor& c) {
+        const auto f = c.map({"certificates"});
+        if (!f) { return std::nullopt; }
+        ListenerTls tls;
+        const auto certificates = f->require("certificates");
+        if (!certificates) { return tls; }
+        const auto items = certificates->list();
+        if (items.empty() && (certificates->node().IsNull() || certificates->node().IsSequence())) {
+            certificates->error("certificates needs at least one { cert, key }");
+        }
+        for (const auto& item : items) {
+            const auto cf = item.map({"cert", "key"});
+            if (!cf) { continue; }
+            TlsCertificate certificate;
+            for (const auto key : {"cert", "key"}) {
+                if (const auto k = cf->require(key)) {
+                    if (auto v = k->string()) {
+                        if (v->empty()) { k->error(fmt::format("{} must not be empty", key)); }
+                        (std::string_view{key} == "cert" ? certificate.cert : certificate.key) =
+                            std::move(*v);
+                    }
+                }
+            }
+            tls.certificates.push_back(std::move(certificate));
+        }
+        return tls;
+    }
+
+    std::optional<Route> read_route(const Cursor& c) {
+        const auto f = c.map({"match", "cluster"});
+        if (!f) { return std::nullopt; }
+        Route route;
+        route.mark = c.mark();
+        if (const auto m = f->get("match")) {
+            if (const auto mf = m->map({"host", "path_prefix"})) {
+                if (const auto h = mf->get("host")) {
+                    if (auto v = h->string()) {
+                        if (is_valid_route_host(*v)) {
+                            route.match.host = std::move(*v);
+                        } else {
+                            h->error(
+                                fmt::format("host '{}' must be a name like api.example.com or a wildcard "
+                                            "like *.example.com",
+                                            *v));
+                        }
+                    }
+                }
+                if (const auto p = mf->get("path_prefix")) {
+                    if (auto v = p->string()) {
+                        if (v->empty() || v->front() != '/') {
+                            p->error(fmt::format("path_prefix '{}' must start with '/'", *v));
+                        } else {
+                            route.match.path_prefix = std::move(*v);
+                        }
+                    }
+                }
+            }
+        }
+        if (const auto cl = f->require("cluster")) { read_cluster_reference(*cl, route.cluster); }
+        return route;
+    }
+
+    std::optional<Cluster> read_cluster(const Cursor& c) {
+        const auto f = c.map({"name", "discovery", "load_balancing", "hash", "health_check",
+                              "outlier_detection", "panic_threshold", "slow_start", "retries", "timeouts",
+                              "limits", "adaptive_concurrency", "tls"});
+        if (!f) { return std::nullopt; }
+        Cluster cluster;
+        cluster.mark = c.mark();
+        read_name(*f, cluster.name, cluster_names_, "cluster");
+        if (const auto d = f->require("discovery")) {
+            if (auto v = read_discovery(*d)) { cluster.discovery = std::move(*v); }
+        }
+        bool policy_known = true;
+        if (const auto lb = f->get("load_balancing")) {
+            const auto v = lb->one_of<LbPolicy>({{"round_robin", LbPolicy::round_robin},
+                                                 {"least_request", LbPolicy::least_request},
+                                                 {"random", LbPolicy::random},
+                                                 {"maglev", LbPolicy::maglev}});
+            policy_known = v.has_value();
+            if (v) { cluster.load_balancing = *v; }
+        }
+        if (const auto h = f->get("hash")) {
+            cluster.hash = read_hash(*h);
+            if (policy_known && cluster.load_balancing != LbPolicy::maglev) {
+                h->key_error("hash applies to load_balancing: maglev only");
+            }
+        }
+        if (const auto h = f->get("health_check")) { cluster.health_check = read_health_check(*h); }
+        if (const auto o = f->get("outlier_detection")) {
+            cluster.outlier_detection = read_outlier_detection(*o);
+        }
+        f->read_percent("panic_threshold", cluster.panic_threshold);
+        f->read_duration("slow_start", cluster.slow_start, false);
+        if (const auto r = f->get("retries")) { read_retries(*r, cluster.retries); }
+        if (const auto t = f->get("timeouts")) {
+            if (const auto tf = t->map({"connect", "request", "idle"})) {
+                tf->read_duration("connect", cluster.timeouts.connect, true);
+                tf->read_duration("request", cluster.timeouts.request, true);
+                tf->read_duration("idle", cluster.timeouts.idle, true);
+            }
+        }
+        if (const auto l = f->get("limits")) {
+            if (const auto lf = l->map({"max_connections", "max_pending", "max_requests", "queue_timeout"})) {
+                lf->read_integer("max_connections", cluster.limits.max_connections, 1);
+                lf->read_integer("max_pending", cluster.limits.max_pending, 0);
+                lf->read_integer("max_requests", cluster.limits.max_requests, 1);
+                lf->read_duration("queue_timeout", cluster.limits.queue_timeout, false);
+            }
+        }
+        if (const auto a = f->get("adaptive_concurrency")) {
+            cluster.adaptive_concurrency = read_adaptive_concurrency(*a);
+        }
+        if (const auto t = f->get("tls")) { cluster.tls = read_upstream_tls(*t); }
+        return cluster;
+    }
+
+    std::optional<Discovery> read_discovery(const Cursor& c) {
+        const auto f = c.map({"static", "dns", "file"});
+        if (!f) { return std::nullopt; }
+        std::optional<Discovery> chosen;
+        std::string_view first;
+        for (const auto& [kind, k] : f->present({"static", "dns", "file"})) {
+            std::optional<Discovery> v;
+            if (kind == "static") {
+                v = read_static(k);
+            } else if (kind == "dns") {
+                v = read_dns(k);
+            } else {
+                v = read_file_discovery(k);
+            }
+            if (first.empty()) {
+                first = kind;
+                chosen = std::move(v);
+            } else {
+                k.key_error(fmt::format(
+                    "discovery takes exactly one of static, dns or file; '{}' is already set", first));
+            }
+        }
+        if (first.empty()) { c.error("discovery needs one of static, dns or file"); }
+        return chosen;
+    }
+
+    std::optional<Discovery> read_static(const Cursor& c) {
+        const auto items = c.list();
+        if (items.empty()) {
+            if (c.node().IsNull() || c.node().IsSequence()) { c.error("static needs at least one address"); }
+            return std::nullopt;
+        }
+        StaticDiscovery discovery;
+        std::vector<std::pair<Address, Mark>> seen;
+        for (const auto& item : items) {
+            StaticEndpoint endpoint;
+            std::optional<Cursor> address_cursor;
+            if (item.node().IsMap()) {
+                const auto f = item.map({"address", "weight"});
+                if (!f) { continue; }
+                address_cursor = f->require("address");
+                f->read_integer("weight", endpoint.weight, 1, 10000);
+            } else if (item.node().IsScalar()) {
+                address_cursor = item;
+            } else {
+                item.error("expected an address or { address, weight }");
+                continue;
+            }
+            if (!address_cursor) { continue; }
+            const auto address = address_cursor->address(false);
+            if (!address) { continue; }
+            const auto twin =
+                std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == *address; });
+            if (twin != seen.end()) {
+                address_cursor->error(fmt::format("{} is listed twice (first at line {}); use weight instead",
+                                                  address->str(), twin->second.line));
+                continue;
+            }
+            seen.emplace_back(*address, address_cursor->mark());
+            endpoint.address = *address;
+            discovery.endpoints.push_back(endpoint);
+        }
+        return discovery;
+    }
+
+    std::optional<Discovery> read_dns(const Cursor& c) {
+        const auto f = c.map({"name", "type", "port", "servers", "refresh"});
+        if (!f) { return std::nullopt; }
+        DnsDiscovery dns;
+        if (const auto n = f->require("name")) {
+            if (auto v = n->string()) {
+                if (v->empty()) { n->error("name must not be empty"); }
+                dns.name = std::move(*v);
+            }
+        }
+        bool type_known = true;
+        std::string type_word = "a+aaaa";
+        if (const auto t = f->get("type")) {
+            using Type = DnsDiscovery::Type;
+            const auto v = t->one_of<Type>(
+                {{"srv", Type::srv}, {"a", Type::a}, {"aaaa", Type::aaaa}, {"a+aaaa", Type::a_aaaa}});
+            type_known = v.has_value();
+            if (v) {
+                dns.type = *v;
+                type_word = t->node().Scalar();
+            }
+        }
+        if (const auto p = f->get("port")) {
+            if (const auto v = p->integer(1, 65535)) { dns.port = static_cast<std::uint16_t>(*v); }
+        }
+        if (const auto s = f->get("servers")) {
+            for (const auto& item : s->list()) {
+                if (const auto v = item.address(false)) { dns.servers.push_back(*v); }
+            }
+        }
+        if (const auto r = f->get("refresh")) {
+            if (const auto rf = r->map({"min", "max"})) {
+                rf->read_duration("min", dns.refresh_min, true);
+                rf->read_duration("max", dns.refresh_max, true);
+                if (dns.refresh_min > dns.refresh_max) {
+                    rf->error_at(
+                        rf->has("min") ? "min" : "max",
+                        fmt::format("refresh min ({}) must not exceed max ({})",
+                                    format_duration(dns.refresh_min), format_duration(dns.refresh_max)));
+                }
+            }
+        }
+        if (type_known) {
+            if (dns.type == DnsDiscovery::Type::srv) {
+                if (const auto p = f->get("port")) {
+                    p->key_error("port is not used with type srv: SRV records carry their own ports");
+                }
+            } else if (!f->has("port")) {
+                f->error_at("port", fmt::format("dns type {} needs a port", type_word));
+            }
+        }
+        return dns;
+    }
+
+    std::optional<Discovery> read_file_discovery(const Cursor& c) {
+        auto path = c.string();
+        if (!path) { return std::nullopt; }
+        if (path->empty()) {
+            c.error("file must name the endpoints file");
+            return std::nullopt;
+        }
+        return FileDiscovery{std::move(*path)};
+    }
+
+    std::optional<HashPolicy> read_hash(const Cursor& c) {
+        const auto f = c.map({"header", "cookie", "source_ip"});
+        if (!f) { return std::nullopt; }
+        std::optional<HashPolicy> hash;
+        std::string_view first;
+        for (const auto& [kind, k] : f->present({"header", "cookie", "source_ip"})) {
+            std::optional<HashPolicy> v;
+            if (kind == "source_ip") {
+                if (const auto on = k.boolean()) {
+                    if (*on) {
+                        v = HashPolicy{HashPolicy::Kind::source_ip, {}};
+                    } else {
+                        k.error("source_ip must be true (or hash on a header or cookie)");
+                    }
+                }
+            } else if (auto name = k.string()) {
+                if (name->empty()) {
+                    k.error(fmt::format("{} name must not be empty", kind));
+                } else {
+                    v = HashPolicy{kind == "header" ? HashPolicy::Kind::header : HashPolicy::Kind::cookie,
+                                   std::move(*name)};
+                }
+            }
+            if (first.empty()) {
+                first = kind;
+                hash = std::move(v);
+            } else {
+                k.key_error(fmt::format(
+                    "hash takes exactly one of header, cookie or source_ip; '{}' is already set", first));
+            }
+        }
+        if (first.empty()) { c.error("hash needs one of header, cookie or source_ip"); }
+        return hash;
+    }
+
+    std::optional<HealthCheck> read_health_check(const Cursor& c) {
+        const auto f = c.map({"interval", "unhealthy_interval", "timeout", "jitter", "healthy_threshold",
+                              "unhealthy_threshold", "http", "tcp", "tls"});
+        if (!f) { return std::nullopt; }
+        HealthCheck check;
+        f->read_duration("interval", check.interval, true);
+        f->read_duration("unhealthy_interval", check.unhealthy_interval, true);
+        f->read_duration("timeout", check.timeout, true);
+        if (const auto j = f->get("jitter")) {
+            if (const auto v = j->percent()) {
+                // Beyond half the interval, probes could bunch up back to back.
+                if (*v > 0.5) {
+                    j->error("jitter must be at most 50%");
+                } else {
+                    check.jitter = *v;
+                }
+            }
+        }
+        f->read_integer("healthy_threshold", check.healthy_threshold, 1);
+        f->read_integer("unhealthy_threshold", check.unhealthy_threshold, 1);
+        if (check.timeout > check.interval) {
+            f->error_at(f->has("timeout") ? "timeout" : "interval",
+                        fmt::format("timeout ({}) must not exceed interval ({})",
+                                    format_duration(check.timeout), format_duration(check.interval)));
+        }
+        std::string_view first;
+        for (const auto& [kind, k] : f->present({"http", "tcp", "tls"})) {
+            // Extra probes are still read, so their own mistakes are reported too.
+            const bool chosen = first.empty();
+            if (!chosen) {
+                k.key_error(fmt::format(
+                    "health_check takes one probe (http, tcp or tls); '{}' is already set", first));
+            } else {
+                first = kind;
+            }
+            if (kind == "http") {
+                auto http = read_http_probe(k);
+                if (http && chosen) { check.probe.emplace<HttpProbe>(std::move(*http)); }
+            } else if (k.map({}) && chosen) {
+                if (kind == "tcp") {
+                    check.probe.emplace<TcpProbe>();
+                } else {
+                    check.probe.emplace<TlsProbe>();
+                }
+            }
+        }
+        return check;
+    }
+
+    std::optional<HttpProbe> read_http_probe(const Cursor& c) {
+        const auto f = c.map({"path", "host", "expected_statuses"});
+        if (!f) { return std::nullopt; }
+        HttpProbe probe;
+        if (const auto p = f->get("path")) {
+            if (auto v = p->string()) {
+                if (v->empty() || v->front() != '/') {
+                    p->error(fmt::format("path '{}' must start with '/'", *v));
+                } else {
+                    probe.path = std::move(*v);
+                }
+            }
+        }
+        f->read_string("host", probe.host);
+        if (const auto s = f->get("expected_statuses")) {
+            const auto items = s->list();
+            if (items.empty() && (s->node().IsNull() || s->node().IsSequence())) {
+                s->error("expected_statuses needs at least one status, e.g. [200-399]");
+            }
+            if (!items.empty()) { probe.expected_statuses.clear(); }
+            for (const auto& item : items) {
+                if (const auto range = read_status_range(item)) { probe.expected_statuses.push_back(*range); }
+            }
+        }
+        return probe;
+    }
+
+    std::optional<StatusRange> read_status_range(const Cursor& c) {
+        const auto text = c.scalar("a status or range, e.g. 200 or 200-399");
+        if (!text) { return std::nullopt; }
+        const std::string_view t = *text;
+        const auto dash = t.find('-');
+        const auto lo = whole_number<int>(t.substr(0, dash));
+        const auto hi = dash == std::string_view::npos ? lo : whole_number<int>(t.substr(dash + 1));
+        if (!lo || !hi) {
+            c.error(fmt::format("expected a status or range, e.g. 200 or 200-399, got '{}'", t));
+            return std::nullopt;
+        }
+        if (*lo < 100 || *lo > 599 || *hi < 100 || *hi > 599) {
+            c.error(fmt::format("status '{}' is outside 100-599", t));
+            return std::nullopt;
+        }
+        if (*lo > *hi) {
+            c.error(fmt::format("status range '{}' is backwards", t));
+            return std::nullopt;
+        }
+        return StatusRange{*lo, *hi};
+    }
+
+    std::optional<OutlierDetection> read_outlier_detection(const Cursor& c) {
+        const auto f = c.map(
+            {"consecutive_failures", "base_ejection_time", "max_ejection_time", "max_ejection_percent"});
+        if (!f) { return std::nullopt; }
+        OutlierDetection outlier;
+        f->read_integer("consecutive_failures", outlier.consecutive_failures, 1);
+        f->read_duration("base_ejection_time", outlier.base_ejection_time, true);
+        f->read_duration("max_ejection_time", outlier.max_ejection_time, true);
+        f->read_percent("max_ejection_percent", outlier.max_ejection_percent);
+        if (outlier.base_ejection_time > outlier.max_ejection_time) {
+            f->error_at(f->has("base_ejection_time") ? "base_ejection_time" : "max_ejection_time",
+                        fmt::format("base_ejection_time ({}) must not exceed max_ejection_time ({})",
+                                    format_duration(outlier.base_ejection_time),
+                                    format_duration(outlier.max_ejection_time)));
+        }
+        return outlier;
+    }
+
+    void read_retries(const Cursor& c, Retries& retries) {
+        const auto f = c.map({"attempts", "on", "budget", "per_try_timeout"});
+        if (!f) { return; }
+        f->read_integer("attempts", retries.attempts, 0);
+        if (const auto on = f->get("on")) {
+            const auto items = on->list();
+            if (on->node().IsNull() || on->node().IsSequence()) { retries.on.clear(); }
+            for (const auto& item : items) {
+                const auto v = item.one_of<RetryOn>({{"connect_failure", RetryOn::connect_failure},
+                                                     {"reset", RetryOn::reset},
+                                                     {"timeout", RetryOn::timeout},
+                                                     {"502", RetryOn::status_502},
+                                                     {"503", RetryOn::status_503},
+                                                     {"504", RetryOn::status_504}});
+                if (v && std::find(retries.on.begin(), retries.on.end(), *v) == retries.on.end()) {
+                    retries.on.push_back(*v);
+                }
+            }
+        }
+        f->read_percent("budget", retries.budget);
+        f->read_duration("per_try_timeout", retries.per_try_timeout, true);
+    }
+
+    std::optional<AdaptiveConcurrency> read_adaptive_concurrency(const Cursor& c) {
+        const auto f = c.map({"min_limit", "max_limit"});
+        if (!f) { return std::nullopt; }
+        AdaptiveConcurrency adaptive;
+        f->read_integer("min_limit", adaptive.min_limit, 1);
+        f->read_integer("max_limit", adaptive.max_limit, 1);
+        if (adaptive.min_limit > adaptive.max_limit) {
+            f->error_at(f->has("min_limit") ? "min_limit" : "max_limit",
+                        fmt::format("min_limit ({}) must not exceed max_limit ({})", adaptive.min_limit,
+                                    adaptive.max_limit));
+        }
+        return adaptive;
+    }
+
+    std::optional<UpstreamTls> read_upstream_tls(const Cursor& c) {
+        const auto f = c.map({"sni", "ca", "cert", "key"});
+        if (!f) { return std::nullopt; }
+        UpstreamTls tls;
+        f->read_string("sni", tls.sni);
+        f->read_string("ca", tls.ca);
+        f->read_string("cert", tls.cert);
+        f->read_string("key", tls.key);
+        // A client certificate is useless without its key and the other way round.
+        if (f->has("cert") != f->has("key")) {
+            const std::string_view given = f->has("cert") ? "cert" : "key";
+            f->get(given)->key_error(
+                "cert and key go together: set both for a client certificate, or neither");
+        }
+        return tls;
+    }
+
+    void check_unique_names(const std::vector<NamedSite>& names, std::string_view what) {
+        std::map<std::string, const Site*> first;
+        for (const auto& n : names) {
+            const auto [it, inserted] = first.emplace(n.name, &n.site);
+            if (!inserted) {
+                diag_.error(n.site.mark, n.site.path,
+                            fmt::format("duplicate {} name '{}' (first defined at {}:{})", what, n.name,
+                                        it->second->mark.file, it->second->mark.line));
+            }
+        }
+    }
+
+    // Two listeners on one address and port would both bind with SO_REUSEPORT and split the traffic
+    // between them silently. Port 0 asks the kernel for a fresh port each time, so it cannot clash.
+    void check_listener_addresses() {
+        std::map<std::string, const ListenerAddress*> first;
+        for (const auto& here : listener_addresses_) {
+            if (here.address.port == 0) { continue; }
+            const auto [it, inserted] = first.emplace(here.address.str(), &here);
+            if (!inserted) {
+                diag_.error(here.site.mark, here.site.path,
+                            fmt::format("address {} is already used by listener '{}' ({}:{})",
+                                        here.address.str(), it->second->listener, it->second->site.mark.file,
+                                        it->second->site.mark.line));
+            }
+        }
+    }
+
+    void check_cluster_references() {
+        std::vector<std::string_view> known;
+        for (const auto& n : cluster_names_) { known.push_back(n.name); }
+        for (const auto& ref : cluster_references_) {
+            if (std::find(known.begin(), known.end(), ref.name) == known.end()) {
+                diag_.error(ref.site.mark, ref.site.path,
+                            fmt::format("unknown cluster '{}'{}", ref.name, suggestion(ref.name, known)));
+            }
+        }
+    }
+
+    Diagnostics& diag_;
+    std::vector<NamedSite> listener_names_;
+    std::vector<NamedSite> cluster_names_;
+    std::vector<ListenerAddress> listener_addresses_;
+    std::vector<NamedSite> cluster_references_;
+};
+
+LoadResult finish(Diagnostics& diag, std::optional<Config> config) {
+    LoadResult result;
+    result.errors = diag.take();
+    if (result.errors.empty()) { result.config = std::move(config); }
+    return result;
+}
+
+}  // namespace
+
+std::string ConfigError::str() const {
+    std::string out = mark.file;
+    if (mark.line > 0) { out += fmt::format(":{}:{}", mark.line, mark.column); }
+    out += ": ";
+    if (!path.empty()) {
+        out += path;
+        out += ": ";
+    }
+    out += message;
+    return out;
+}
+
+LoadResult load_string(std::string_view yaml, const std::string& source_name, const LoadOptions& options) {
+    Diagnostics diag{source_name, options};
+    try {
+        const std::vector<YAML::Node> documents = YAML::LoadAll(std::string{yaml});
+        // A second document would be silently ignored; an empty one after a trailing "---" is harmless.
+        const auto extra = std::find_if(documents.begin() + (documents.empty() ? 0 : 1), documents.end(),
+                                        [](const YAML::Node& d) { return !d.IsNull(); });
+        if (extra != documents.end()) {
+            diag.error(diag.mark(extra->Mark()), {},
+                       "a config file holds one YAML document; remove the second one");
+        }
+        const YAML::Node root = documents.empty() ? YAML::Node{} : documents.front();
+        ConfigReader reader{diag};
+        Config config = reader.read(Cursor{diag, root, {}, Mark{source_name, 1, 1}});
+        return finish(diag, std::move(config));
+    } catch (const YAML::Exception& e) {
+        diag.error(diag.mark(e.mark), {}, e.msg);
+    } catch (const std::exception& e) {
+        // Not expected from a well-formed tree walk; still never let it escape to the caller.
+        diag.error(Mark{source_name, 0, 0}, {}, fmt::format("cannot load: {}", e.what()));
+    }
+    return finish(diag, std::nullopt);
+}
+
+LoadResult load_file(const std::string& path, const LoadOptions& options) {
+    const auto cannot_read = [&](int err) {
+        LoadResult result;
+        result.errors.push_back(ConfigError{
+            Mark{path, 0, 0}, {}, fmt::format("cannot read file: {}", std::generic_category().message(err))});
+        return result;
+    };
+    errno = 0;
+    const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file{std::fopen(path.c_str(), "rb"), &std::fclose};
+    if (!file) { return cannot_read(errno); }
+    std::string text;
+    std::array<char, 64 * 1024> buffer{};
+    std::size_t n = 0;
+    while ((n = std::fread(buffer.data(), 1, buffer.size(), file.get())) > 0) {
+        text.append(buffer.data(), n);
+    }
+    if (std::ferror(file.get()) != 0) { return cannot_read(errno != 0 ? errno : EIO); }
+    return load_string(text, path, options);
+}
+
+std::optional<Duration> parse_duration(std::string_view text) { return duration_of(text).value; }
+std::optional<std::uint64_t> parse_size(std::string_view text) { return size_of(text).value; }
+std::optional<double> parse_percent(std::string_view text) { return percent_of(text).value; }
+std::optional<Address> parse_address(std::string_view text) { return address_of(text).value; }
+
+}  // namespace drover::config

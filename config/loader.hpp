@@ -1,0 +1,51 @@
+#pragma once
+// Loads YAML into drover::config::Config. Only loader.cpp includes yaml-cpp.
+// Validation never stops at the first problem: every error found is returned, each with file:line:col
+// and the key path, so a user fixes a file in one pass. A file with any error yields no Config.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.hpp"
+
+namespace drover::config {
+
+struct ConfigError {
+    Mark mark;
+    std::string path;      // key path, e.g. "clusters[1].health_check.interval"
+    std::string message;
+
+    // "file:line:col: key.path: message"
+    std::string str() const;
+};
+
+struct LoadResult {
+    std::optional<Config> config;   // set iff errors is empty
+    std::vector<ConfigError> errors;
+
+    bool ok() const { return errors.empty(); }
+};
+
+struct LoadOptions {
+    // Keys whose feature is not built yet are refused ("not supported yet") unless this is set.
+    // Only tests set it, to check that the whole documented schema parses.
+    bool allow_unsupported = false;
+};
+
+// Reads and validates a file. Never throws: I/O and syntax problems are errors too.
+LoadResult load_file(const std::string& path, const LoadOptions& options = {});
+
+// Same, for text already in memory; `source_name` stands for the file name in marks.
+LoadResult load_string(std::string_view yaml, const std::string& source_name,
+                       const LoadOptions& options = {});
+
+// Value parsers shared with the endpoints-file reader and tests; nullopt on malformed input.
+std::optional<Duration> parse_duration(std::string_view text);      // "250ms", "1s", "5m", "1h", "1.5s"
+std::optional<std::uint64_t> parse_size(std::string_view text);     // "64KiB", "1MiB", "100", "1GB"
+std::optional<double> parse_percent(std::string_view text);         // "50%" -> 0.5
+std::optional<Address> parse_address(std::string_view text);        // "1.2.3.4:80", "[::1]:80"
+
+}  // namespace drover::config

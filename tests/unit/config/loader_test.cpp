@@ -1,0 +1,1506 @@
+// config/loader: YAML -> Config, every documented key, every error with file:line:col and key path.
+// Inline YAML starts on the line after `R"(`; load() drops that first newline so line 1 is the first
+// line written, which keeps the expected line numbers readable next to the text.
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "config/loader.hpp"
+
+namespace drover::config {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string data_file(std::string_view name) {
+    return std::string{DROVER_TEST_DATA_DIR "/config/data/"} + std::string{name};
+}
+
+std::string read_text(const std::string& path) {
+    std::ifstream in{path};
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+LoadResult load(std::string_view yaml, bool allow_unsupported = false) {
+    if (!yaml.empty() && yaml.front() == '\n') { yaml.remove_prefix(1); }
+    return load_string(yaml, "test.yaml", LoadOptions{allow_unsupported});
+}
+
+LoadResult load_all(std::string_view yaml) { return load(yaml, true); }
+
+std::string listing(const LoadResult& r) {
+    std::string out;
+    for (const auto& e : r.errors) { out += "  " + e.str() + "\n"; }
+    return out.empty() ? "  (no errors)\n" : out;
+}
+
+// True when some error is at line:column with this key path and its message contains `text`.
+::testing::AssertionResult HasError(const LoadResult& r, int line, int column, std::string_view path,
+                                    std::string_view text) {
+    for (const auto& e : r.errors) {
+        if (e.mark.line == line && e.mark.column == column && e.path == path &&
+            e.message.find(text) != std::string::npos) {
+            return ::testing::AssertionSuccess();
+        }
+    }
+    return ::testing::AssertionFailure()
+           << "no error " << line << ":" << column << ": " << path << ": ..." << text << "...\nerrors:\n"
+           << listing(r);
+}
+
+// The same, and it is the only error.
+::testing::AssertionResult HasOnlyError(const LoadResult& r, int line, int column, std::string_view path,
+                                        std::string_view text) {
+    if (r.errors.size() != 1) {
+        return ::testing::AssertionFailure() << "expected exactly one error, got " << r.errors.size() << ":\n"
+                                             << listing(r);
+    }
+    if (r.config) { return ::testing::AssertionFailure() << "a Config was returned despite an error"; }
+    return HasError(r, line, column, path, text);
+}
+
+::testing::AssertionResult Loads(const LoadResult& r) {
+    if (r.ok() && r.config) { return ::testing::AssertionSuccess(); }
+    return ::testing::AssertionFailure() << "expected no errors, got:\n" << listing(r);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Valid files
+// ---------------------------------------------------------------------------------------------------
+
+TEST(Loader, MinimalTcpFileLoadsWithDefaults) {
+    const std::string path = data_file("minimal_tcp.yaml");
+    const auto r = load_file(path);
+    ASSERT_TRUE(Loads(r));
+    const Config& c = *r.config;
+    EXPECT_EQ(c.source, path);
+    EXPECT_EQ(c.admin.address, (Address{"127.0.0.1", 9901}));
+    EXPECT_EQ(c.workers, 0u);
+    EXPECT_EQ(c.log.level, LogConfig::Level::info);
+    EXPECT_EQ(c.shutdown.drain_timeout, 15s);
+
+    ASSERT_EQ(c.listeners.size(), 1u);
+    const Listener& l = c.listeners[0];
+    EXPECT_EQ(l.name, "pg");
+    EXPECT_EQ(l.address, (Address{"127.0.0.1", 15432}));
+    EXPECT_EQ(l.protocol, Protocol::tcp);
+    EXPECT_EQ(l.cluster, "postgres");
+    EXPECT_FALSE(l.tls);
+    EXPECT_TRUE(l.routes.empty());
+    EXPECT_EQ(l.limits.max_connections, 100000u);
+    EXPECT_EQ(l.limits.max_request_header_bytes, 64u * 1024);
+    EXPECT_EQ(l.limits.max_request_body_bytes, 0u);
+    EXPECT_EQ(l.timeouts.request_headers, 10s);
+    EXPECT_EQ(l.timeouts.idle, 60s);
+    EXPECT_EQ(l.mark.file, path);
+    EXPECT_EQ(l.mark.line, 3);
+    EXPECT_EQ(l.mark.column, 5);
+
+    ASSERT_EQ(c.clusters.size(), 1u);
+    const Cluster& k = c.clusters[0];
+    EXPECT_EQ(k.name, "postgres");
+    ASSERT_TRUE(std::holds_alternative<StaticDiscovery>(k.discovery));
+    const auto& endpoints = std::get<StaticDiscovery>(k.discovery).endpoints;
+    ASSERT_EQ(endpoints.size(), 2u);
+    EXPECT_EQ(endpoints[0].address, (Address{"10.0.0.1", 5432}));
+    EXPECT_EQ(endpoints[0].weight, 1u);
+    EXPECT_EQ(endpoints[1].address, (Address{"10.0.0.2", 5432}));
+    EXPECT_EQ(k.load_balancing, LbPolicy::round_robin);
+    EXPECT_FALSE(k.hash);
+    EXPECT_FALSE(k.health_check);
+    EXPECT_FALSE(k.outlier_detection);
+    EXPECT_DOUBLE_EQ(k.panic_threshold, 0.5);
+    EXPECT_EQ(k.slow_start, 10s);
+    EXPECT_EQ(k.retries.attempts, 2u);
+    EXPECT_EQ(k.retries.on.size(), 6u);
+    EXPECT_DOUBLE_EQ(k.retries.budget, 0.2);
+    EXPECT_EQ(k.retries.per_try_timeout, 2s);
+    EXPECT_EQ(k.timeouts.connect, 1s);
+    EXPECT_EQ(k.timeouts.request, 15s);
+    EXPECT_EQ(k.timeouts.idle, 60s);
+    EXPECT_EQ(k.limits.max_connections, 1024u);
+    EXPECT_EQ(k.limits.max_pending, 256u);
+    EXPECT_EQ(k.limits.max_requests, 1024u);
+    EXPECT_EQ(k.limits.queue_timeout, 100ms);
+    EXPECT_FALSE(k.adaptive_concurrency);
+    EXPECT_FALSE(k.tls);
+    EXPECT_EQ(k.mark.line, 9);
+    EXPECT_EQ(k.mark.column, 5);
+    EXPECT_EQ(c.find_cluster("postgres"), &k);
+}
+
+TEST(Loader, AllKeysRoundTrip) {
+    const auto r = load_file(data_file("all_keys.yaml"), LoadOptions{true});
+    ASSERT_TRUE(Loads(r));
+    const Config& c = *r.config;
+    EXPECT_EQ(c.admin.address, (Address{"127.0.0.2", 9902}));
+    EXPECT_EQ(c.workers, 4u);
+    EXPECT_EQ(c.log.level, LogConfig::Level::debug);
+    EXPECT_EQ(c.shutdown.drain_timeout, 20s);
+
+    ASSERT_EQ(c.listeners.size(), 2u);
+    const Listener& web = c.listeners[0];
+    EXPECT_EQ(web.name, "web");
+    EXPECT_EQ(web.address, (Address{"0.0.0.0", 8080}));
+    EXPECT_EQ(web.protocol, Protocol::http);
+    ASSERT_TRUE(web.tls);
+    ASSERT_EQ(web.tls->certificates.size(), 2u);
+    EXPECT_EQ(web.tls->certificates[0].cert, "certs/web.pem");
+    EXPECT_EQ(web.tls->certificates[0].key, "certs/web.key");
+    EXPECT_EQ(web.tls->certificates[1].cert, "certs/other.pem");
+    EXPECT_EQ(web.tls->certificates[1].key, "certs/other.key");
+    ASSERT_EQ(web.routes.size(), 3u);
+    EXPECT_EQ(web.routes[0].match.host, "api.example.com");
+    EXPECT_EQ(web.routes[0].match.path_prefix, "/v1/");
+    EXPECT_EQ(web.routes[0].cluster, "api");
+    EXPECT_EQ(web.routes[0].mark.line, 25);
+    EXPECT_EQ(web.routes[0].mark.column, 9);
+    EXPECT_EQ(web.routes[1].match.host, "*.example.com");
+    EXPECT_EQ(web.routes[1].match.path_prefix, "");
+    EXPECT_EQ(web.routes[1].cluster, "web");
+    EXPECT_EQ(web.routes[2].match.host, "");
+    EXPECT_EQ(web.routes[2].match.path_prefix, "");
+    EXPECT_EQ(web.routes[2].cluster, "web");
+    EXPECT_EQ(web.cluster, "");
+    EXPECT_EQ(web.limits.max_connections, 50000u);
+    EXPECT_EQ(web.limits.max_request_header_bytes, 32u * 1024);
+    EXPECT_EQ(web.limits.max_request_body_bytes, 10u * 1000 * 1000);
+    EXPECT_EQ(web.timeouts.request_headers, 5s);
+    EXPECT_EQ(web.timeouts.idle, 90s);
+    EXPECT_EQ(web.mark.line, 16);
+    EXPECT_EQ(web.mark.column, 5);
+
+    const Listener& pg = c.listeners[1];
+    EXPECT_EQ(pg.name, "pg");
+    EXPECT_EQ(pg.address, (Address{"::1", 15432}));
+    EXPECT_EQ(pg.protocol, Protocol::tcp);
+    EXPECT_EQ(pg.cluster, "postgres");
+    EXPECT_EQ(pg.limits.max_connections, 200u);
+    EXPECT_EQ(pg.timeouts.idle, 2min);
+    EXPECT_EQ(pg.mark.line, 33);
+
+    ASSERT_EQ(c.clusters.size(), 6u);
+    const Cluster& w = c.clusters[0];
+    EXPECT_EQ(w.name, "web");
+    EXPECT_EQ(w.mark.line, 41);
+    EXPECT_EQ(w.mark.column, 5);
+    ASSERT_TRUE(std::holds_alternative<DnsDiscovery>(w.discovery));
+    const auto& dns = std::get<DnsDiscovery>(w.discovery);
+    EXPECT_EQ(dns.name, "web.default.svc.cluster.local");
+    EXPECT_EQ(dns.type, DnsDiscovery::Type::a_aaaa);
+    EXPECT_EQ(dns.port, std::optional<std::uint16_t>{8080});
+    ASSERT_EQ(dns.servers.size(), 2u);
+    EXPECT_EQ(dns.servers[0], (Address{"127.0.0.1", 5353}));
+    EXPECT_EQ(dns.servers[1], (Address{"::1", 53}));
+    EXPECT_EQ(dns.refresh_min, 2s);
+    EXPECT_EQ(dns.refresh_max, 1min);
+    EXPECT_EQ(w.load_balancing, LbPolicy::maglev);
+    ASSERT_TRUE(w.hash);
+    EXPECT_EQ(w.hash->kind, HashPolicy::Kind::header);
+    EXPECT_EQ(w.hash->name, "x-user-id");
+    ASSERT_TRUE(w.health_check);
+    const HealthCheck& hc = *w.health_check;
+    EXPECT_EQ(hc.interval, 2s);
+    EXPECT_EQ(hc.unhealthy_interval, 500ms);
+    EXPECT_EQ(hc.timeout, 750ms);
+    EXPECT_DOUBLE_EQ(hc.jitter, 0.2);
+    EXPECT_EQ(hc.healthy_threshold, 3u);
+    EXPECT_EQ(hc.unhealthy_threshold, 4u);
+    ASSERT_TRUE(std::holds_alternative<HttpProbe>(hc.probe));
+    const auto& http = std::get<HttpProbe>(hc.probe);
+    EXPECT_EQ(http.path, "/healthz");
+    EXPECT_EQ(http.host, "web.internal");
+    EXPECT_EQ(http.expected_statuses, (std::vector<StatusRange>{{200, 299}, {304, 304}}));
+    ASSERT_TRUE(w.outlier_detection);
+    EXPECT_EQ(w.outlier_detection->consecutive_failures, 5u);
+    EXPECT_EQ(w.outlier_detection->base_ejection_time, 10s);
+    EXPECT_EQ(w.outlier_detection->max_ejection_time, 10min);
+    EXPECT_DOUBLE_EQ(w.outlier_detection->max_ejection_percent, 0.3);
+    EXPECT_DOUBLE_EQ(w.panic_threshold, 0.4);
+    EXPECT_EQ(w.slow_start, 30s);
+    EXPECT_EQ(w.retries.attempts, 3u);
+    EXPECT_EQ(w.retries.on,
+              (std::vector<RetryOn>{RetryOn::connect_failure, RetryOn::reset, RetryOn::status_503}));
+    EXPECT_DOUBLE_EQ(w.retries.budget, 0.25);
+    EXPECT_EQ(w.retries.per_try_timeout, 1500ms);
+    EXPECT_EQ(w.timeouts.connect, 2s);
+    EXPECT_EQ(w.timeouts.request, 20s);
+    EXPECT_EQ(w.timeouts.idle, 90s);
+    EXPECT_EQ(w.limits.max_connections, 2048u);
+    EXPECT_EQ(w.limits.max_pending, 128u);
+    EXPECT_EQ(w.limits.max_requests, 4096u);
+    EXPECT_EQ(w.limits.queue_timeout, 250ms);
+    ASSERT_TRUE(w.adaptive_concurrency);
+    EXPECT_EQ(w.adaptive_concurrency->min_limit, 8u);
+    EXPECT_EQ(w.adaptive_concurrency->max_limit, 500u);
+    ASSERT_TRUE(w.tls);
+    EXPECT_EQ(w.tls->sni, "web.internal");
+    EXPECT_EQ(w.tls->ca, "certs/ca.pem");
+    EXPECT_EQ(w.tls->cert, "certs/client.pem");
+    EXPECT_EQ(w.tls->key, "certs/client.key");
+
+    const Cluster& api = c.clusters[1];
+    EXPECT_EQ(api.name, "api");
+    ASSERT_TRUE(std::holds_alternative<StaticDiscovery>(api.discovery));
+    const auto& endpoints = std::get<StaticDiscovery>(api.discovery).endpoints;
+    ASSERT_EQ(endpoints.size(), 2u);
+    EXPECT_EQ(endpoints[0].address, (Address{"127.0.0.1", 9001}));
+    EXPECT_EQ(endpoints[0].weight, 1u);
+    EXPECT_EQ(endpoints[1].address, (Address{"::1", 9002}));
+    EXPECT_EQ(endpoints[1].weight, 3u);
+    EXPECT_EQ(api.load_balancing, LbPolicy::least_request);
+
+    const Cluster& postgres = c.clusters[2];
+    ASSERT_TRUE(std::holds_alternative<FileDiscovery>(postgres.discovery));
+    EXPECT_EQ(std::get<FileDiscovery>(postgres.discovery).path, "/etc/drover/endpoints/postgres.yaml");
+    EXPECT_EQ(postgres.load_balancing, LbPolicy::random);
+    ASSERT_TRUE(postgres.health_check);
+    EXPECT_TRUE(std::holds_alternative<TcpProbe>(postgres.health_check->probe));
+    EXPECT_EQ(postgres.health_check->interval, 1s);   // the rest keeps its defaults
+
+    const Cluster& srv = c.clusters[3];
+    ASSERT_TRUE(std::holds_alternative<DnsDiscovery>(srv.discovery));
+    EXPECT_EQ(std::get<DnsDiscovery>(srv.discovery).type, DnsDiscovery::Type::srv);
+    EXPECT_EQ(std::get<DnsDiscovery>(srv.discovery).port, std::nullopt);
+    ASSERT_TRUE(srv.hash);
+    EXPECT_EQ(srv.hash->kind, HashPolicy::Kind::cookie);
+    EXPECT_EQ(srv.hash->name, "session");
+    ASSERT_TRUE(srv.health_check);
+    EXPECT_TRUE(std::holds_alternative<TlsProbe>(srv.health_check->probe));
+
+    const Cluster& sticky = c.clusters[4];
+    EXPECT_EQ(std::get<DnsDiscovery>(sticky.discovery).type, DnsDiscovery::Type::a);
+    EXPECT_EQ(std::get<DnsDiscovery>(sticky.discovery).port, std::optional<std::uint16_t>{80});
+    ASSERT_TRUE(sticky.hash);
+    EXPECT_EQ(sticky.hash->kind, HashPolicy::Kind::source_ip);
+
+    const Cluster& v6 = c.clusters[5];
+    EXPECT_EQ(std::get<DnsDiscovery>(v6.discovery).type, DnsDiscovery::Type::aaaa);
+    EXPECT_EQ(v6.load_balancing, LbPolicy::round_robin);
+}
+
+// The first ```yaml block in `markdown` after `heading` (empty heading: the first block at all).
+std::string yaml_block(const std::string& markdown, std::string_view heading = {}) {
+    const auto from = heading.empty() ? 0 : markdown.find(heading);
+    if (from == std::string::npos) { return {}; }
+    const std::string fence = "```yaml\n";
+    const auto begin = markdown.find(fence, from);
+    if (begin == std::string::npos) { return {}; }
+    const auto end = markdown.find("```", begin + fence.size());
+    return markdown.substr(begin + fence.size(), end - begin - fence.size());
+}
+
+// The first ```yaml block of CONFIG.md, the public schema.
+std::string config_md_example() { return yaml_block(read_text(DROVER_SHARED_DIR "/CONFIG.md")); }
+
+// Every word used as a key ("name:", "{ cert: ...") in a YAML text, comments removed.
+std::set<std::string> keys_in(const std::string& yaml) {
+    std::set<std::string> keys;
+    std::istringstream lines{yaml};
+    const std::regex key{R"(([A-Za-z_][A-Za-z0-9_]*):(\s|$))"};
+    for (std::string line; std::getline(lines, line);) {
+        if (const auto hash = line.find('#'); hash != std::string::npos) { line.erase(hash); }
+        for (std::sregex_iterator it{line.begin(), line.end(), key}, end; it != end; ++it) {
+            keys.insert((*it)[1]);
+        }
+    }
+    return keys;
+}
+
+TEST(Loader, ConfigMdExampleParses) {
+    const std::string example = config_md_example();
+    ASSERT_FALSE(example.empty()) << "no ```yaml block in " DROVER_SHARED_DIR "/CONFIG.md";
+    const auto r = load_string(example, "CONFIG.md", LoadOptions{true});
+    // Two values in CONFIG.md's example break rules the loader enforces: a port with a srv lookup, and a
+    // hash with least_request (the example's own comment says "maglev only"). They are listed here so any
+    // other drift still fails; when CONFIG.md is corrected, empty this list.
+    const std::vector<std::pair<std::string, std::string>> known_doc_conflicts{
+        {"clusters[0].discovery.dns.port", "port is not used with type srv"},
+        {"clusters[0].hash", "hash applies to load_balancing: maglev only"},
+    };
+    ASSERT_EQ(r.errors.size(), known_doc_conflicts.size()) << listing(r);
+    for (std::size_t i = 0; i < r.errors.size(); ++i) {
+        EXPECT_EQ(r.errors[i].path, known_doc_conflicts[i].first) << listing(r);
+        EXPECT_NE(r.errors[i].message.find(known_doc_conflicts[i].second), std::string::npos) << listing(r);
+    }
+}
+
+TEST(Loader, AllKeysFixtureCoversEveryKeyOfConfigMd) {
+    const auto documented = keys_in(config_md_example());
+    const auto covered = keys_in(read_text(data_file("all_keys.yaml")));
+    ASSERT_GT(documented.size(), 50u);
+    for (const auto& key : documented) {
+        EXPECT_TRUE(covered.count(key)) << "CONFIG.md key '" << key << "' is missing from all_keys.yaml";
+    }
+    EXPECT_TRUE(covered.count("log"));
+    EXPECT_TRUE(covered.count("shutdown"));
+}
+
+TEST(Loader, DocsExamplesLoad) {
+    const std::string docs = read_text(DROVER_TEST_DATA_DIR "/../../docs/configuration.md");
+    const std::string minimal = yaml_block(docs, "## A minimal file");
+    ASSERT_FALSE(minimal.empty());
+    EXPECT_TRUE(Loads(load_string(minimal, "configuration.md (minimal)")));   // as it is today
+    const std::string full = yaml_block(docs, "## Full example");
+    ASSERT_FALSE(full.empty());
+    EXPECT_TRUE(Loads(load_string(full, "configuration.md (full)", LoadOptions{true})));
+    const auto shown = keys_in(full);
+    for (const auto& key : keys_in(config_md_example())) {
+        EXPECT_TRUE(shown.count(key)) << "CONFIG.md key '" << key << "' is missing from the full example";
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Not supported yet
+// ---------------------------------------------------------------------------------------------------
+
+TEST(Loader, AllKeysWithoutAllowUnsupportedNamesEachUnbuiltFeature) {
+    const auto r = load_file(data_file("all_keys.yaml"));
+    EXPECT_FALSE(r.config);
+    struct Expected {
+        int line;
+        int column;
+        std::string path;
+    };
+    const std::vector<Expected> expected{
+        {18, 5, "listeners[0].protocol"},
+        {19, 5, "listeners[0].tls"},
+        {24, 5, "listeners[0].routes"},
+        {30, 39, "listeners[0].limits.max_request_header_bytes"},
+        {30, 72, "listeners[0].limits.max_request_body_bytes"},
+        {31, 17, "listeners[0].timeouts.request_headers"},
+        {43, 7, "clusters[0].discovery.dns"},
+        {49, 5, "clusters[0].load_balancing"},
+        {50, 5, "clusters[0].hash"},
+        {51, 5, "clusters[0].health_check"},
+        {59, 5, "clusters[0].outlier_detection"},
+        {64, 5, "clusters[0].panic_threshold"},
+        {65, 5, "clusters[0].slow_start"},
+        {68, 7, "clusters[0].retries.on"},
+        {69, 7, "clusters[0].retries.budget"},
+        {70, 7, "clusters[0].retries.per_try_timeout"},
+        {71, 30, "clusters[0].timeouts.request"},
+        {71, 44, "clusters[0].timeouts.idle"},
+        {74, 7, "clusters[0].limits.max_pending"},
+        {75, 7, "clusters[0].limits.max_requests"},
+        {76, 7, "clusters[0].limits.queue_timeout"},
+        {77, 5, "clusters[0].adaptive_concurrency"},
+        {78, 5, "clusters[0].tls"},
+        {83, 5, "clusters[1].load_balancing"},
+        {87, 7, "clusters[2].discovery.file"},
+        {88, 5, "clusters[2].load_balancing"},
+        {89, 5, "clusters[2].health_check"},
+        {94, 7, "clusters[3].discovery.dns"},
+        {95, 5, "clusters[3].load_balancing"},
+        {96, 5, "clusters[3].hash"},
+        {97, 5, "clusters[3].health_check"},
+        {102, 7, "clusters[4].discovery.dns"},
+        {103, 5, "clusters[4].load_balancing"},
+        {104, 5, "clusters[4].hash"},
+        {108, 7, "clusters[5].discovery.dns"},
+    };
+    for (const auto& e : expected) {
+        EXPECT_TRUE(HasError(r, e.line, e.column, e.path, "is not supported yet"));
+    }
+    EXPECT_EQ(r.errors.size(), expected.size()) << listing(r);
+    // Supported keys of the same file (admin, workers, log, shutdown, tcp listener, retries.attempts,
+    // timeouts.connect, limits.max_connections, round_robin) produce nothing.
+}
+
+TEST(Loader, NotSupportedMessagesSayWhatToDo) {
+    const auto r = load_file(data_file("all_keys.yaml"));
+    EXPECT_TRUE(
+        HasError(r, 18, 5, "listeners[0].protocol", "protocol http is not supported yet; set protocol: tcp"));
+    EXPECT_TRUE(HasError(r, 51, 5, "clusters[0].health_check",
+                         "health_check is not supported yet (coming with active health checking)"));
+    EXPECT_TRUE(HasError(r, 83, 5, "clusters[1].load_balancing",
+                         "load_balancing least_request is not supported yet; use round_robin"));
+    EXPECT_TRUE(HasError(r, 68, 7, "clusters[0].retries.on", "retries.on is not supported yet"));
+}
+
+TEST(Loader, AbsentProtocolMeansHttpAndPointsAtTheListener) {
+    const auto r = load(R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    routes:
+      - cluster: web
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+)");
+    EXPECT_TRUE(
+        HasError(r, 2, 5, "listeners[0].protocol", "protocol http is not supported yet; set protocol: tcp"));
+    EXPECT_TRUE(HasError(r, 4, 5, "listeners[0].routes", "routes is not supported yet"));
+    EXPECT_EQ(r.errors.size(), 2u) << listing(r);
+}
+
+TEST(Loader, SupportedSubsetLoadsWithoutAllowUnsupported) {
+    const auto r = load(R"(
+admin:
+  address: 127.0.0.1:9902
+workers: 2
+log: { level: warn }
+shutdown: { drain_timeout: 5s }
+listeners:
+  - name: pg
+    address: 0.0.0.0:5432
+    protocol: tcp
+    cluster: postgres
+    limits: { max_connections: 10 }
+    timeouts: { idle: 30s }
+clusters:
+  - name: postgres
+    discovery:
+      static: [10.0.0.1:5432, { address: 10.0.0.2:5432, weight: 2 }]
+    load_balancing: round_robin
+    retries: { attempts: 1 }
+    timeouts: { connect: 250ms }
+    limits: { max_connections: 100 }
+)");
+    ASSERT_TRUE(Loads(r));
+    EXPECT_EQ(r.config->workers, 2u);
+    EXPECT_EQ(r.config->log.level, LogConfig::Level::warn);
+    EXPECT_EQ(r.config->clusters[0].retries.attempts, 1u);
+    EXPECT_EQ(r.config->clusters[0].timeouts.connect, 250ms);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reading: files, syntax, structure
+// ---------------------------------------------------------------------------------------------------
+
+TEST(Loader, UnreadableFileIsOneErrorWithoutLine) {
+    const auto r = load_file("/nonexistent/drover.yaml");
+    ASSERT_EQ(r.errors.size(), 1u);
+    EXPECT_FALSE(r.config);
+    EXPECT_EQ(r.errors[0].mark.file, "/nonexistent/drover.yaml");
+    EXPECT_EQ(r.errors[0].mark.line, 0);
+    EXPECT_EQ(r.errors[0].message, "cannot read file: No such file or directory");
+    EXPECT_EQ(r.errors[0].str(), "/nonexistent/drover.yaml: cannot read file: No such file or directory");
+}
+
+TEST(Loader, DirectoryIsUnreadable) {
+    const auto r = load_file(DROVER_TEST_DATA_DIR "/config/data");
+    ASSERT_EQ(r.errors.size(), 1u);
+    EXPECT_EQ(r.errors[0].mark.line, 0);
+    EXPECT_EQ(r.errors[0].message, "cannot read file: Is a directory");
+}
+
+TEST(Loader, SyntaxErrorIsReportedAtTheParsersMark) {
+    const auto r = load(R"(
+listeners:
+  - name: [web
+    address: 127.0.0.1:80
+)");
+    ASSERT_EQ(r.errors.size(), 1u) << listing(r);
+    EXPECT_FALSE(r.config);
+    EXPECT_EQ(r.errors[0].path, "");
+    EXPECT_GE(r.errors[0].mark.line, 2);
+    EXPECT_GT(r.errors[0].mark.column, 0);
+    EXPECT_NE(r.errors[0].message.find("end of sequence flow not found"), std::string::npos) << listing(r);
+}
+
+TEST(Loader, BadIndentationIsASyntaxError) {
+    const auto r = load("workers: 2\n  log: 1\n");
+    ASSERT_EQ(r.errors.size(), 1u) << listing(r);
+    EXPECT_EQ(r.errors[0].mark.line, 2);
+    EXPECT_EQ(r.errors[0].str().rfind("test.yaml:2:", 0), 0u) << r.errors[0].str();
+}
+
+TEST(Loader, ErrorStrIsFileLineColumnPathMessage) {
+    const auto r = load("workers: 0\n");
+    ASSERT_EQ(r.errors.size(), 1u);
+    EXPECT_EQ(r.errors[0].str(),
+              "test.yaml:1:10: workers: workers must be auto or a number from 1 to 256, got '0'");
+}
+
+TEST(Loader, EmptyFileGivesDefaults) {
+    const auto r = load("");
+    ASSERT_TRUE(Loads(r));
+    EXPECT_EQ(r.config->source, "test.yaml");
+    EXPECT_TRUE(r.config->listeners.empty());
+    EXPECT_EQ(r.config->admin.address, (Address{"127.0.0.1", 9901}));
+}
+
+TEST(Loader, SecondYamlDocumentIsAnError) {
+    const auto r = load("workers: 2\n---\nworkers: 3\n");
+    EXPECT_TRUE(HasOnlyError(r, 3, 1, "", "one YAML document"));
+}
+
+TEST(Loader, TopLevelMustBeAMap) {
+    EXPECT_TRUE(HasOnlyError(load("- a\n- b\n"), 1, 1, "", "expected a map"));
+}
+
+TEST(Loader, UnknownKeySuggestsTheClosestKey) {
+    const auto r = load(R"(
+clusters:
+  - name: postgres
+    helth_check: {}
+    discovery:
+      static: [10.0.0.1:5432]
+)");
+    EXPECT_TRUE(HasOnlyError(r, 3, 5, "clusters[0].helth_check",
+                             "unknown key 'helth_check' (did you mean 'health_check'?)"));
+}
+
+TEST(Loader, UnknownKeyFarFromAnyKeyHasNoSuggestion) {
+    const auto r = load("frobnicate: 1\n");
+    ASSERT_TRUE(HasOnlyError(r, 1, 1, "frobnicate", "unknown key 'frobnicate'"));
+    EXPECT_EQ(r.errors[0].message, "unknown key 'frobnicate'");
+}
+
+TEST(Loader, UnknownKeyInFlowMapPointsAtTheKey) {
+    const auto r = load("log: { level: info, levle: debug }\n");
+    EXPECT_TRUE(HasOnlyError(r, 1, 21, "log.levle", "unknown key 'levle' (did you mean 'level'?)"));
+}
+
+TEST(Loader, DuplicateKeyInBlockMap) {
+    const auto r = load(R"(
+admin:
+  address: 127.0.0.1:9901
+  address: 127.0.0.1:9902
+)");
+    EXPECT_TRUE(HasOnlyError(r, 3, 3, "admin.address", "duplicate key 'address' (first at line 2)"));
+}
+
+TEST(Loader, DuplicateKeyInFlowMap) {
+    const auto r = load("log: { level: info, level: debug }\n");
+    EXPECT_TRUE(HasOnlyError(r, 1, 21, "log.level", "duplicate key 'level'"));
+}
+
+TEST(Loader, DuplicateTopLevelKey) {
+    const auto r = load("workers: 2\nlog: { level: info }\nworkers: 3\n");
+    EXPECT_TRUE(HasOnlyError(r, 3, 1, "workers", "duplicate key 'workers' (first at line 1)"));
+}
+
+TEST(Loader, WrongTypesAreAllReported) {
+    const auto r = load(R"(
+admin: 5
+listeners: { name: x }
+log:
+  level: [debug]
+clusters:
+  - name: [a]
+    discovery:
+      static: [10.0.0.1:5432]
+    limits: { max_connections: lots }
+)");
+    EXPECT_TRUE(HasError(r, 1, 8, "admin", "expected a map"));
+    EXPECT_TRUE(HasError(r, 2, 12, "listeners", "expected a list"));
+    EXPECT_TRUE(HasError(r, 4, 10, "log.level", "expected a string"));
+    EXPECT_TRUE(HasError(r, 6, 11, "clusters[0].name", "expected a string"));
+    EXPECT_TRUE(HasError(r, 9, 32, "clusters[0].limits.max_connections", "expected an integer, got 'lots'"));
+    EXPECT_EQ(r.errors.size(), 5u) << listing(r);
+}
+
+TEST(Loader, KeysMustBeStrings) {
+    const auto r = load("? [workers]\n: 2\n");
+    EXPECT_TRUE(HasOnlyError(r, 1, 3, "", "expected a string key"));
+}
+
+TEST(Loader, AliasesWorkButMergeKeysAreRefused) {
+    const auto r = load(R"(
+clusters:
+  - name: a
+    discovery: &shared { static: [10.0.0.1:80] }
+  - name: b
+    discovery: *shared
+    <<: { slow_start: 1s }
+)");
+    EXPECT_TRUE(HasOnlyError(r, 6, 5, "clusters[1].<<", "YAML merge keys ('<<') are not supported"));
+    const auto ok = load(R"(
+clusters:
+  - name: a
+    discovery: &shared { static: [10.0.0.1:80] }
+  - name: b
+    discovery: *shared
+)");
+    ASSERT_TRUE(Loads(ok));
+    EXPECT_EQ(std::get<StaticDiscovery>(ok.config->clusters[1].discovery).endpoints[0].address,
+              (Address{"10.0.0.1", 80}));
+}
+
+TEST(Loader, NeverThrowsOnTruncatedInput) {
+    // Every prefix of a real file is some mix of syntax errors and schema errors; none may escape as
+    // an exception, and any prefix that loads must yield a Config.
+    const std::string text = read_text(data_file("all_keys.yaml"));
+    ASSERT_FALSE(text.empty());
+    for (std::size_t n = 0; n <= text.size(); n += 5) {
+        LoadResult r;
+        ASSERT_NO_THROW(r = load_string(std::string_view{text}.substr(0, n), "cut.yaml", LoadOptions{true}))
+            << "prefix of " << n << " bytes";
+        EXPECT_EQ(r.ok(), r.config.has_value());
+    }
+}
+
+TEST(Loader, ListItemMustBeAMap) {
+    const auto r = load("listeners: [web]\n");
+    EXPECT_TRUE(HasOnlyError(r, 1, 13, "listeners[0]", "expected a map"));
+}
+
+TEST(Loader, EmptyValueOfAScalarKeyPointsAtTheKey) {
+    const auto r = load(R"(
+shutdown:
+  drain_timeout:
+workers: 2
+)");
+    EXPECT_TRUE(HasOnlyError(r, 2, 3, "shutdown.drain_timeout", "expected a duration"));
+}
+
+TEST(Loader, EmptySectionMeansDefaults) {
+    const auto r = load("admin:\nlog:\n");
+    ASSERT_TRUE(Loads(r));
+    EXPECT_EQ(r.config->admin.address.port, 9901);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------------------------------
+
+TEST(Loader, Workers) {
+    auto r = load("workers: auto\n");
+    ASSERT_TRUE(Loads(r));
+    EXPECT_EQ(r.config->workers, 0u);
+    r = load("workers: 256\n");
+    ASSERT_TRUE(Loads(r));
+    EXPECT_EQ(r.config->workers, 256u);
+    EXPECT_TRUE(HasOnlyError(load("workers: 257\n"), 1, 10, "workers", "auto or a number from 1 to 256"));
+    EXPECT_TRUE(HasOnlyError(load("workers: 0\n"), 1, 10, "workers", "auto or a number from 1 to 256"));
+    EXPECT_TRUE(HasOnlyError(load("workers: many\n"), 1, 10, "workers", "auto or a number from 1 to 256"));
+    EXPECT_TRUE(
+        HasOnlyError(load("workers: [1]\n"), 1, 10, "workers", "expected auto or a number of threads"));
+}
+
+TEST(Loader, LogLevels) {
+    for (const auto& [word, level] :
+         {std::pair{"debug", LogConfig::Level::debug}, std::pair{"info", LogConfig::Level::info},
+          std::pair{"warn", LogConfig::Level::warn}, std::pair{"error", LogConfig::Level::error}}) {
+        const auto r = load(std::string{"log: { level: "} + word + " }\n");
+        ASSERT_TRUE(Loads(r));
+        EXPECT_EQ(r.config->log.level, level);
+    }
+    EXPECT_TRUE(HasOnlyError(load("log: { level: eror }\n"), 1, 15, "log.level",
+                             "'eror' is not one of debug, info, warn, error (did you mean 'error'?)"));
+    const auto far = load("log: { level: verbose }\n");
+    ASSERT_TRUE(HasOnlyError(far, 1, 15, "log.level", "'verbose' is not one of debug, info, warn, error"));
+    EXPECT_EQ(far.errors[0].message.find("did you mean"), std::string::npos);
+}
+
+TEST(Loader, DurationNeedsAUnit) {
+    const auto r = load(R"(
+shutdown:
+  drain_timeout: 30
+)");
+    EXPECT_TRUE(HasOnlyError(r, 2, 18, "shutdown.drain_timeout", "duration needs a unit, e.g. 500ms"));
+}
+
+TEST(Loader, DurationWithUnknownUnit) {
+    EXPECT_TRUE(HasOnlyError(load("shutdown: { drain_timeout: 5us }\n"), 1, 28, "shutdown.drain_timeout",
+                             "unknown duration unit 'us' (use ms, s, m or h)"));
+}
+
+TEST(Loader, QuotedValuesReadLikePlainOnes) {
+    const auto r = load("shutdown: { drain_timeout: \"1.5s\" }\nworkers: '3'\n");
+    ASSERT_TRUE(Loads(r));
+    EXPECT_EQ(r.config->shutdown.drain_timeout, 1500ms);
+    EXPECT_EQ(r.config->workers, 3u);
+}
+
+TEST(Loader, ListenerAddressWithHostname) {
+    const auto r = load(R"(
+listeners:
+  - name: pg
+    address: db.internal:5432
+    protocol: tcp
+    cluster: postgres
+clusters:
+  - name: postgres
+    discovery:
+      static: [10.0.0.1:5432]
+)");
+    EXPECT_TRUE(HasOnlyError(r, 3, 14, "listeners[0].address",
+                             "'db.internal' must be an IP address; use discovery.dns for names"));
+}
+
+TEST(Loader, AdminAddressMustBeValid) {
+    EXPECT_TRUE(HasOnlyError(load("admin: { address: \"[::1]:99999\" }\n"), 1, 19, "admin.address",
+                             "invalid port '99999'"));
+    EXPECT_TRUE(HasOnlyError(load("admin: { address: ::1:9901 }\n"), 1, 19, "admin.address",
+                             "IPv6 addresses need brackets"));
+    EXPECT_TRUE(HasOnlyError(load("admin: { address: 127.0.0.1 }\n"), 1, 19, "admin.address",
+                             "address needs a port"));
+    const auto r = load("admin: { address: \"[::1]:9901\" }\n");
+    ASSERT_TRUE(Loads(r));
+    EXPECT_EQ(r.config->admin.address, (Address{"::1", 9901}));
+}
+
+constexpr std::string_view kHttpListener = R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    routes:
+      - cluster: web
+)";
+
+// An http listener (lines 1-5) plus this cluster body starting at line 6 ("clusters:").
+std::string with_cluster(std::string_view cluster_yaml) {
+    if (!cluster_yaml.empty() && cluster_yaml.front() == '\n') { cluster_yaml.remove_prefix(1); }
+    return std::string{kHttpListener} + std::string{cluster_yaml};
+}
+
+TEST(Loader, SizeWithBadUnit) {
+    const auto r = load_all(R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    routes:
+      - cluster: web
+    limits: { max_request_header_bytes: 64kb }
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+)");
+    EXPECT_TRUE(HasOnlyError(r, 6, 41, "listeners[0].limits.max_request_header_bytes",
+                             "unknown size unit 'kb' (use B, KiB, MiB, GiB, KB, MB or GB)"));
+}
+
+TEST(Loader, PercentOutOfRange) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    panic_threshold: 150%
+)"));
+    EXPECT_TRUE(
+        HasOnlyError(r, 10, 22, "clusters[0].panic_threshold", "percentage must be between 0% and 100%"));
+}
+
+TEST(Loader, PercentNeedsASign) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    panic_threshold: 50
+)"));
+    EXPECT_TRUE(HasOnlyError(r, 10, 22, "clusters[0].panic_threshold", "percentage needs a '%', e.g. 50%"));
+}
+
+TEST(Loader, StaticEndpointForms) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static:
+        - 10.0.0.1:80
+        - { address: 10.0.0.2:80, weight: 10000 }
+        - address: "[fd00::1]:80"
+)"));
+    ASSERT_TRUE(Loads(r));
+    const auto& endpoints = std::get<StaticDiscovery>(r.config->clusters[0].discovery).endpoints;
+    ASSERT_EQ(endpoints.size(), 3u);
+    EXPECT_EQ(endpoints[1].weight, 10000u);
+    EXPECT_EQ(endpoints[2].address, (Address{"fd00::1", 80}));
+}
+
+TEST(Loader, StaticEndpointErrors) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static:
+        - { address: 10.0.0.1:80, weight: 0 }
+        - { address: 10.0.0.2:80, weight: 10001 }
+        - { weight: 2 }
+        - web.internal:80
+        - 10.0.0.5:0
+        - [10.0.0.6:80]
+        - 10.0.0.1:80
+)"));
+    EXPECT_TRUE(HasError(r, 10, 43, "clusters[0].discovery.static[0].weight", "must be between 1 and 10000"));
+    EXPECT_TRUE(HasError(r, 11, 43, "clusters[0].discovery.static[1].weight", "must be between 1 and 10000"));
+    EXPECT_TRUE(
+        HasError(r, 12, 11, "clusters[0].discovery.static[2].address", "missing required key 'address'"));
+    EXPECT_TRUE(
+        HasError(r, 13, 11, "clusters[0].discovery.static[3]", "must be an IP address; use discovery.dns"));
+    EXPECT_TRUE(HasError(r, 14, 11, "clusters[0].discovery.static[4]", "port 0 is not valid here"));
+    EXPECT_TRUE(
+        HasError(r, 15, 11, "clusters[0].discovery.static[5]", "expected an address or { address, weight }"));
+    EXPECT_TRUE(HasError(r, 16, 11, "clusters[0].discovery.static[6]",
+                         "10.0.0.1:80 is listed twice (first at line 10)"));
+    EXPECT_EQ(r.errors.size(), 7u) << listing(r);
+}
+
+TEST(Loader, ExpectedStatuses) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    health_check:
+      http: { expected_statuses: [200, 301-302, 99, 400-300, "2xx", 600] }
+)"));
+    EXPECT_TRUE(HasError(r, 11, 49, "clusters[0].health_check.http.expected_statuses[2]",
+                         "status '99' is outside 100-599"));
+    EXPECT_TRUE(HasError(r, 11, 53, "clusters[0].health_check.http.expected_statuses[3]",
+                         "status range '400-300' is backwards"));
+    EXPECT_TRUE(HasError(r, 11, 62, "clusters[0].health_check.http.expected_statuses[4]",
+                         "expected a status or range"));
+    EXPECT_TRUE(HasError(r, 11, 69, "clusters[0].health_check.http.expected_statuses[5]", "outside 100-599"));
+    EXPECT_EQ(r.errors.size(), 4u) << listing(r);
+
+    const auto ok = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    health_check:
+      http: { path: /ready, expected_statuses: [200, 301-302] }
+)"));
+    ASSERT_TRUE(Loads(ok));
+    const auto& probe = std::get<HttpProbe>(ok.config->clusters[0].health_check->probe);
+    EXPECT_EQ(probe.path, "/ready");
+    EXPECT_EQ(probe.host, "");
+    EXPECT_EQ(probe.expected_statuses, (std::vector<StatusRange>{{200, 200}, {301, 302}}));
+}
+
+TEST(Loader, HealthCheckWithoutProbeDefaultsToTcp) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    health_check: { interval: 5s }
+)"));
+    ASSERT_TRUE(Loads(r));
+    EXPECT_TRUE(std::holds_alternative<TcpProbe>(r.config->clusters[0].health_check->probe));
+    EXPECT_EQ(r.config->clusters[0].health_check->interval, 5s);
+}
+
+TEST(Loader, RetryConditions) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    retries:
+      on: [connect_failure, 502, "504", resett, 500]
+)"));
+    EXPECT_TRUE(HasError(
+        r, 11, 41, "clusters[0].retries.on[3]",
+        "'resett' is not one of connect_failure, reset, timeout, 502, 503, 504 (did you mean 'reset'?)"));
+    EXPECT_TRUE(HasError(r, 11, 49, "clusters[0].retries.on[4]", "'500' is not one of"));
+    EXPECT_EQ(r.errors.size(), 2u) << listing(r);
+
+    const auto ok = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    retries:
+      on: [timeout, 502, "504"]
+)"));
+    ASSERT_TRUE(Loads(ok));
+    EXPECT_EQ(ok.config->clusters[0].retries.on,
+              (std::vector<RetryOn>{RetryOn::timeout, RetryOn::status_502, RetryOn::status_504}));
+}
+
+TEST(Loader, HashTakesExactlyOneKind) {
+    auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    load_balancing: maglev
+    hash: { header: x-user, cookie: session }
+)"));
+    EXPECT_TRUE(
+        HasOnlyError(r, 11, 29, "clusters[0].hash.cookie",
+                     "hash takes exactly one of header, cookie or source_ip; 'header' is already set"));
+
+    r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    load_balancing: maglev
+    hash: {}
+)"));
+    EXPECT_TRUE(HasOnlyError(r, 11, 11, "clusters[0].hash", "hash needs one of header, cookie or source_ip"));
+
+    r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    load_balancing: maglev
+    hash: { source_ip: false }
+)"));
+    EXPECT_TRUE(HasOnlyError(r, 11, 24, "clusters[0].hash.source_ip", "source_ip must be true"));
+}
+
+TEST(Loader, HealthCheckTakesOneProbe) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    health_check:
+      tcp: {}
+      http: { path: /healthz }
+)"));
+    EXPECT_TRUE(HasOnlyError(r, 12, 7, "clusters[0].health_check.http",
+                             "health_check takes one probe (http, tcp or tls); 'tcp' is already set"));
+}
+
+TEST(Loader, HttpProbePathMustStartWithSlash) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    health_check:
+      http: { path: healthz }
+)"));
+    EXPECT_TRUE(
+        HasOnlyError(r, 11, 21, "clusters[0].health_check.http.path", "path 'healthz' must start with '/'"));
+}
+
+TEST(Loader, DnsTypeMustBeKnown) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      dns: { name: web.internal, type: mx, port: 80 }
+)"));
+    EXPECT_TRUE(
+        HasOnlyError(r, 9, 40, "clusters[0].discovery.dns.type", "'mx' is not one of srv, a, aaaa, a+aaaa"));
+}
+
+TEST(Loader, UpstreamTlsCertAndKeyGoTogether) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    tls: { sni: web.internal, cert: client.pem }
+)"));
+    EXPECT_TRUE(HasOnlyError(r, 10, 31, "clusters[0].tls.cert", "cert and key go together"));
+}
+
+TEST(Loader, ListenerTlsNeedsCertificates) {
+    const auto r = load_all(R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8443
+    tls:
+      certificates:
+        - { cert: web.pem }
+    routes:
+      - cluster: web
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+)");
+    EXPECT_TRUE(HasOnlyError(r, 6, 11, "listeners[0].tls.certificates[0].key", "missing required key 'key'"));
+    EXPECT_TRUE(HasOnlyError(load_all(R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8443
+    tls: { certificates: [] }
+    routes:
+      - cluster: web
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+)"),
+                             4, 26, "listeners[0].tls.certificates", "certificates needs at least one"));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Semantic validation
+// ---------------------------------------------------------------------------------------------------
+
+constexpr std::string_view kPostgresCluster = R"(clusters:
+  - name: postgres
+    discovery:
+      static: [10.0.0.1:5432]
+)";
+
+TEST(Loader, ListenerNameRequiredAndWellFormed) {
+    EXPECT_TRUE(HasOnlyError(load(std::string{R"(
+listeners:
+  - address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: postgres
+)"} + std::string{kPostgresCluster}),
+                             2, 5, "listeners[0].name", "missing required key 'name'"));
+    EXPECT_TRUE(HasOnlyError(load(std::string{R"(
+listeners:
+  - name: ""
+    address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: postgres
+)"} + std::string{kPostgresCluster}),
+                             2, 11, "listeners[0].name", "listener name must not be empty"));
+    EXPECT_TRUE(HasOnlyError(load(std::string{R"(
+listeners:
+  - name: my db
+    address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: postgres
+)"} + std::string{kPostgresCluster}),
+                             2, 11, "listeners[0].name",
+                             "listener name 'my db' may only contain letters, digits, '_', '.' and '-'"));
+}
+
+TEST(Loader, ClusterNameWellFormed) {
+    const auto r = load(R"(
+clusters:
+  - name: "web/v2"
+    discovery:
+      static: [10.0.0.1:80]
+)");
+    EXPECT_TRUE(HasOnlyError(r, 2, 11, "clusters[0].name", "cluster name 'web/v2' may only contain"));
+    EXPECT_TRUE(
+        Loads(load("clusters:\n  - name: Web_v2.blue-1\n    discovery: { static: [10.0.0.1:80] }\n")));
+}
+
+TEST(Loader, DuplicateListenerName) {
+    const auto r = load(std::string{R"(
+listeners:
+  - name: pg
+    address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: postgres
+  - name: pg
+    address: 127.0.0.1:6432
+    protocol: tcp
+    cluster: postgres
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(HasOnlyError(r, 6, 11, "listeners[1].name",
+                             "duplicate listener name 'pg' (first defined at test.yaml:2)"));
+}
+
+TEST(Loader, DuplicateClusterName) {
+    const auto r = load(R"(
+clusters:
+  - name: web
+    discovery: { static: [10.0.0.1:80] }
+  - name: api
+    discovery: { static: [10.0.0.2:80] }
+  - name: web
+    discovery: { static: [10.0.0.3:80] }
+)");
+    EXPECT_TRUE(HasOnlyError(r, 6, 11, "clusters[2].name",
+                             "duplicate cluster name 'web' (first defined at test.yaml:2)"));
+}
+
+TEST(Loader, TwoListenersOnOneAddress) {
+    const auto r = load(std::string{R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: postgres
+  - name: b
+    address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: postgres
+  - name: c
+    address: "[::1]:5432"
+    protocol: tcp
+    cluster: postgres
+  - name: d
+    address: "[0:0:0:0:0:0:0:1]:5432"
+    protocol: tcp
+    cluster: postgres
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(HasError(r, 7, 14, "listeners[1].address",
+                         "address 127.0.0.1:5432 is already used by listener 'a' (test.yaml:3)"));
+    EXPECT_TRUE(HasError(r, 15, 14, "listeners[3].address",
+                         "address [::1]:5432 is already used by listener 'c' (test.yaml:11)"));
+    EXPECT_EQ(r.errors.size(), 2u) << listing(r);
+}
+
+TEST(Loader, PortZeroListenersMayShareAnAddress) {
+    const auto r = load(std::string{R"(
+listeners:
+  - name: a
+    address: 127.0.0.1:0
+    protocol: tcp
+    cluster: postgres
+  - name: b
+    address: 127.0.0.1:0
+    protocol: tcp
+    cluster: postgres
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(Loads(r));
+}
+
+TEST(Loader, TcpListenerNeedsACluster) {
+    const auto r = load(std::string{R"(
+listeners:
+  - name: pg
+    address: 127.0.0.1:5432
+    protocol: tcp
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(HasOnlyError(r, 2, 5, "listeners[0].cluster", "tcp listeners need a cluster"));
+}
+
+TEST(Loader, TcpListenerRefusesHttpKeys) {
+    const auto r = load_all(std::string{R"(
+listeners:
+  - name: pg
+    address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: postgres
+    routes:
+      - cluster: postgres
+    limits: { max_request_header_bytes: 8KiB, max_request_body_bytes: 1MB }
+    timeouts: { request_headers: 5s }
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(HasError(r, 6, 5, "listeners[0].routes", "routes apply to http listeners only"));
+    EXPECT_TRUE(HasError(r, 8, 15, "listeners[0].limits.max_request_header_bytes",
+                         "max_request_header_bytes applies to http listeners only"));
+    EXPECT_TRUE(HasError(r, 8, 47, "listeners[0].limits.max_request_body_bytes",
+                         "max_request_body_bytes applies to http listeners only"));
+    EXPECT_TRUE(HasError(r, 9, 17, "listeners[0].timeouts.request_headers",
+                         "request_headers applies to http listeners only"));
+    EXPECT_EQ(r.errors.size(), 4u) << listing(r);
+}
+
+TEST(Loader, HttpListenerNeedsARoute) {
+    EXPECT_TRUE(HasOnlyError(load_all(std::string{R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+)"} + std::string{kPostgresCluster}),
+                             2, 5, "listeners[0].routes", "http listeners need at least one route"));
+    EXPECT_TRUE(HasOnlyError(load_all(std::string{R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    protocol: http
+    routes: []
+)"} + std::string{kPostgresCluster}),
+                             5, 13, "listeners[0].routes", "http listeners need at least one route"));
+}
+
+TEST(Loader, HttpListenerRefusesCluster) {
+    const auto r = load_all(std::string{R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    cluster: postgres
+    routes:
+      - cluster: postgres
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(HasOnlyError(r, 4, 5, "listeners[0].cluster", "cluster applies to tcp listeners only"));
+}
+
+TEST(Loader, InvalidProtocolDoesNotCascade) {
+    const auto r = load(std::string{R"(
+listeners:
+  - name: pg
+    address: 127.0.0.1:5432
+    protocol: udp
+    cluster: postgres
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(HasOnlyError(r, 4, 15, "listeners[0].protocol", "'udp' is not one of http, tcp"));
+}
+
+TEST(Loader, UnknownClusterInTcpListenerAndRoute) {
+    const auto r = load_all(std::string{R"(
+listeners:
+  - name: pg
+    address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: postgress
+  - name: web
+    address: 127.0.0.1:8080
+    routes:
+      - match: { path_prefix: /a }
+        cluster: postgres
+      - match: { path_prefix: /b }
+        cluster: nope
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(
+        HasError(r, 5, 14, "listeners[0].cluster", "unknown cluster 'postgress' (did you mean 'postgres'?)"));
+    EXPECT_TRUE(HasError(r, 12, 18, "listeners[1].routes[1].cluster", "unknown cluster 'nope'"));
+    EXPECT_EQ(r.errors.size(), 2u) << listing(r);
+}
+
+TEST(Loader, RouteNeedsACluster) {
+    const auto r = load_all(std::string{R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    routes:
+      - match: { path_prefix: / }
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(HasOnlyError(r, 5, 9, "listeners[0].routes[0].cluster", "missing required key 'cluster'"));
+}
+
+TEST(Loader, RouteMatchIsValidated) {
+    const auto r = load_all(std::string{R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    routes:
+      - match: { path_prefix: v1/ }
+        cluster: postgres
+      - match: { host: "api.*.com" }
+        cluster: postgres
+      - match: { host: "*" }
+        cluster: postgres
+      - match: { host: "*example.com" }
+        cluster: postgres
+      - match: { host: "*.example.com", path_prefix: /v2/ }
+        cluster: postgres
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(HasError(r, 5, 31, "listeners[0].routes[0].match.path_prefix",
+                         "path_prefix 'v1/' must start with '/'"));
+    EXPECT_TRUE(HasError(r, 7, 24, "listeners[0].routes[1].match.host", "host 'api.*.com' must be a name"));
+    EXPECT_TRUE(HasError(r, 9, 24, "listeners[0].routes[2].match.host", "host '*' must be a name"));
+    EXPECT_TRUE(
+        HasError(r, 11, 24, "listeners[0].routes[3].match.host", "host '*example.com' must be a name"));
+    EXPECT_EQ(r.errors.size(), 4u) << listing(r);
+}
+
+TEST(Loader, ClusterNeedsDiscovery) {
+    EXPECT_TRUE(HasOnlyError(load("clusters:\n  - name: web\n"), 2, 5, "clusters[0].discovery",
+                             "missing required key 'discovery'"));
+    EXPECT_TRUE(HasOnlyError(load("clusters:\n  - name: web\n    discovery: {}\n"), 3, 16,
+                             "clusters[0].discovery", "discovery needs one of static, dns or file"));
+}
+
+TEST(Loader, DiscoveryTakesExactlyOneKind) {
+    const auto r = load_all(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+      file: /etc/drover/web.yaml
+)");
+    EXPECT_TRUE(HasOnlyError(r, 5, 7, "clusters[0].discovery.file",
+                             "discovery takes exactly one of static, dns or file; 'static' is already set"));
+}
+
+TEST(Loader, StaticListMustNotBeEmpty) {
+    const auto r = load("clusters:\n  - name: web\n    discovery: { static: [] }\n");
+    EXPECT_TRUE(HasOnlyError(r, 3, 26, "clusters[0].discovery.static", "static needs at least one address"));
+}
+
+TEST(Loader, DnsNameAndPortRules) {
+    EXPECT_TRUE(
+        HasOnlyError(load_all("clusters:\n  - name: web\n    discovery:\n      dns: { type: a, port: 80 }\n"),
+                     4, 12, "clusters[0].discovery.dns.name", "missing required key 'name'"));
+    EXPECT_TRUE(HasOnlyError(
+        load_all("clusters:\n  - name: web\n    discovery:\n      dns: { name: web.internal, type: aaaa }\n"),
+        4, 12, "clusters[0].discovery.dns.port", "dns type aaaa needs a port"));
+    EXPECT_TRUE(HasOnlyError(
+        load_all("clusters:\n  - name: web\n    discovery:\n      dns: { name: web.internal }\n"), 4, 12,
+        "clusters[0].discovery.dns.port", "dns type a+aaaa needs a port"));
+    EXPECT_TRUE(HasOnlyError(load_all("clusters:\n  - name: web\n    discovery:\n      dns: { name: "
+                                      "_x._tcp.web, type: srv, port: 80 }\n"),
+                             4, 44, "clusters[0].discovery.dns.port", "port is not used with type srv"));
+    EXPECT_TRUE(HasOnlyError(
+        load_all("clusters:\n  - name: web\n    discovery:\n      dns: { name: web.internal, port: 0 }\n"), 4,
+        40, "clusters[0].discovery.dns.port", "must be between 1 and 65535"));
+}
+
+TEST(Loader, DnsRefreshBounds) {
+    const auto r = load_all(R"(
+clusters:
+  - name: web
+    discovery:
+      dns:
+        name: web.internal
+        port: 80
+        refresh: { min: 1m, max: 10s }
+  - name: api
+    discovery:
+      dns:
+        name: api.internal
+        port: 80
+        refresh: { min: 0s }
+)");
+    EXPECT_TRUE(HasError(r, 7, 25, "clusters[0].discovery.dns.refresh.min",
+                         "refresh min (1m) must not exceed max (10s)"));
+    EXPECT_TRUE(HasError(r, 13, 25, "clusters[1].discovery.dns.refresh.min", "must be greater than 0"));
+    EXPECT_EQ(r.errors.size(), 2u) << listing(r);
+}
+
+TEST(Loader, HashNeedsMaglev) {
+    const auto r = load_all(R"(
+clusters:
+  - name: web
+    discovery: { static: [10.0.0.1:80] }
+    hash: { header: x-user-id }
+  - name: api
+    discovery: { static: [10.0.0.1:80] }
+    load_balancing: least_request
+    hash: { cookie: session }
+  - name: sticky
+    discovery: { static: [10.0.0.1:80] }
+    load_balancing: maglev
+    hash: { cookie: session }
+)");
+    EXPECT_TRUE(HasError(r, 4, 5, "clusters[0].hash", "hash applies to load_balancing: maglev only"));
+    EXPECT_TRUE(HasError(r, 8, 5, "clusters[1].hash", "hash applies to load_balancing: maglev only"));
+    EXPECT_EQ(r.errors.size(), 2u) << listing(r);
+}
+
+TEST(Loader, HealthCheckBounds) {
+    const auto r = load_all(R"(
+clusters:
+  - name: web
+    discovery: { static: [10.0.0.1:80] }
+    health_check:
+      interval: 1s
+      timeout: 2s
+      jitter: 60%
+      healthy_threshold: 0
+      unhealthy_threshold: 0
+  - name: api
+    discovery: { static: [10.0.0.1:80] }
+    health_check: { interval: 0s, unhealthy_interval: 0ms }
+  - name: db
+    discovery: { static: [10.0.0.1:80] }
+    health_check: { timeout: 1500ms }
+)");
+    EXPECT_TRUE(
+        HasError(r, 6, 16, "clusters[0].health_check.timeout", "timeout (2s) must not exceed interval (1s)"));
+    EXPECT_TRUE(HasError(r, 7, 15, "clusters[0].health_check.jitter", "jitter must be at most 50%"));
+    EXPECT_TRUE(HasError(r, 8, 26, "clusters[0].health_check.healthy_threshold", "must be at least 1"));
+    EXPECT_TRUE(HasError(r, 9, 28, "clusters[0].health_check.unhealthy_threshold", "must be at least 1"));
+    EXPECT_TRUE(HasError(r, 12, 31, "clusters[1].health_check.interval", "must be greater than 0"));
+    EXPECT_TRUE(HasError(r, 12, 55, "clusters[1].health_check.unhealthy_interval", "must be greater than 0"));
+    // Only the timeout is written, so the default interval (1s) is what it exceeds.
+    EXPECT_TRUE(HasError(r, 15, 30, "clusters[2].health_check.timeout",
+                         "timeout (1500ms) must not exceed interval (1s)"));
+    EXPECT_EQ(r.errors.size(), 7u) << listing(r);
+}
+
+TEST(Loader, OutlierDetectionBounds) {
+    const auto r = load_all(R"(
+clusters:
+  - name: web
+    discovery: { static: [10.0.0.1:80] }
+    outlier_detection:
+      consecutive_failures: 0
+      base_ejection_time: 10m
+      max_ejection_time: 5m
+)");
+    EXPECT_TRUE(
+        HasError(r, 5, 29, "clusters[0].outlier_detection.consecutive_failures", "must be at least 1"));
+    EXPECT_TRUE(HasError(r, 6, 27, "clusters[0].outlier_detection.base_ejection_time",
+                         "base_ejection_time (10m) must not exceed max_ejection_time (5m)"));
+    EXPECT_EQ(r.errors.size(), 2u) << listing(r);
+}
+
+TEST(Loader, LimitsThatCannotBeZero) {
+    const auto r = load_all(R"(
+listeners:
+  - name: pg
+    address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: web
+    limits: { max_connections: 0 }
+clusters:
+  - name: web
+    discovery: { static: [10.0.0.1:80] }
+    limits: { max_connections: 0, max_requests: 0, max_pending: 0, queue_timeout: 0s }
+)");
+    EXPECT_TRUE(HasError(r, 6, 32, "listeners[0].limits.max_connections", "must be at least 1"));
+    EXPECT_TRUE(HasError(r, 10, 32, "clusters[0].limits.max_connections", "must be at least 1"));
+    EXPECT_TRUE(HasError(r, 10, 49, "clusters[0].limits.max_requests", "must be at least 1"));
+    EXPECT_EQ(r.errors.size(), 3u) << listing(r);   // max_pending 0 (no queue) and queue_timeout 0s are fine
+}
+
+TEST(Loader, TimeoutsMustBePositive) {
+    const auto r = load(R"(
+listeners:
+  - name: pg
+    address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: web
+    timeouts: { idle: 0s }
+clusters:
+  - name: web
+    discovery: { static: [10.0.0.1:80] }
+    timeouts: { connect: 0ms }
+    retries: { attempts: -1 }
+)");
+    EXPECT_TRUE(HasError(r, 6, 23, "listeners[0].timeouts.idle", "must be greater than 0"));
+    EXPECT_TRUE(HasError(r, 10, 26, "clusters[0].timeouts.connect", "must be greater than 0"));
+    EXPECT_TRUE(HasError(r, 11, 26, "clusters[0].retries.attempts", "must not be negative"));
+    EXPECT_EQ(r.errors.size(), 3u) << listing(r);
+}
+
+TEST(Loader, AdaptiveConcurrencyBounds) {
+    const auto r = load_all(R"(
+clusters:
+  - name: web
+    discovery: { static: [10.0.0.1:80] }
+    adaptive_concurrency: { min_limit: 0 }
+  - name: api
+    discovery: { static: [10.0.0.1:80] }
+    adaptive_concurrency: { min_limit: 100, max_limit: 10 }
+)");
+    EXPECT_TRUE(HasError(r, 4, 40, "clusters[0].adaptive_concurrency.min_limit", "must be at least 1"));
+    EXPECT_TRUE(HasError(r, 7, 40, "clusters[1].adaptive_concurrency.min_limit",
+                         "min_limit (100) must not exceed max_limit (10)"));
+    EXPECT_EQ(r.errors.size(), 2u) << listing(r);
+}
+
+TEST(Loader, UnusedClusterIsFine) {
+    const auto r = load(std::string{R"(
+listeners:
+  - name: pg
+    address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: postgres
+)"} + std::string{kPostgresCluster} +
+                        "  - name: spare\n    discovery: { static: [10.0.0.9:80] }\n");
+    ASSERT_TRUE(Loads(r));
+    EXPECT_EQ(r.config->clusters.size(), 2u);
+}
+
+TEST(Loader, SeveralIndependentProblemsAreAllReported) {
+    const std::string path = data_file("several_problems.yaml");
+    const auto r = load_file(path);
+    EXPECT_FALSE(r.config);
+    EXPECT_TRUE(HasError(r, 2, 10, "workers", "workers must be auto or a number from 1 to 256, got 'lots'"));
+    EXPECT_TRUE(HasError(r, 5, 14, "listeners[0].address", "'db.internal' must be an IP address"));
+    EXPECT_TRUE(
+        HasError(r, 7, 14, "listeners[0].cluster", "unknown cluster 'postgress' (did you mean 'postgres'?)"));
+    EXPECT_TRUE(HasError(r, 8, 11, "listeners[1].name",
+                         "duplicate listener name 'pg' (first defined at " + path + ":4)"));
+    EXPECT_TRUE(HasError(r, 12, 23, "listeners[1].timeouts.idle", "duration needs a unit, e.g. 500ms"));
+    EXPECT_TRUE(HasError(r, 15, 5, "clusters[0].helth_check",
+                         "unknown key 'helth_check' (did you mean 'health_check'?)"));
+    EXPECT_TRUE(HasError(r, 18, 26, "clusters[0].retries.attempts", "must not be negative"));
+    EXPECT_EQ(r.errors.size(), 7u) << listing(r);
+    // Reported in file order, each naming the file.
+    for (std::size_t i = 0; i < r.errors.size(); ++i) {
+        EXPECT_EQ(r.errors[i].mark.file, path);
+        if (i > 0) { EXPECT_LE(r.errors[i - 1].mark.line, r.errors[i].mark.line); }
+    }
+}
+
+}  // namespace
+}  // namespace drover::config
