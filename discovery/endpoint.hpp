@@ -1,0 +1,25 @@
+#pragma once
+// What discovery yields: the set of addresses a cluster should send to, each with a weight.
+// Resolvers produce EndpointSets; the cluster diffs successive sets into its long-lived hosts.
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace drover::discovery {
+
+struct Endpoint {
+    boost::asio::ip::tcp::endpoint address;
+    std::uint32_t weight = 1;
+
+    bool operator==(const Endpoint&) const = default;
+};
+
+using EndpointSet = std::vector<Endpoint>;
+
+// "127.0.0.1:80" / "[::1]:80": the one spelling used in logs, metrics labels and the admin JSON.
+std::string to_string(const boost::asio::ip::tcp::endpoint& address);
+
+}  // namespace drover::discovery

@@ -1,0 +1,36 @@
+#pragma once
+// One upstream replica as the cluster knows it: its address, plus counters that live as long as the
+// replica stays in discovery (they survive snapshot rebuilds). Created and dropped on the control
+// loop; workers hold shared_ptrs through snapshots and update the atomics (relaxed: they are
+// statistics and limits, never used to order other memory).
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "discovery/endpoint.hpp"
+
+namespace drover::discovery {
+
+struct HostStats {
+    std::atomic<std::int64_t> connections_active{0};
+    std::atomic<std::uint64_t> connections_total{0};
+    std::atomic<std::uint64_t> connect_failures{0};
+};
+
+class Host {
+public:
+    explicit Host(boost::asio::ip::tcp::endpoint address)
+        : address_(address), name_(to_string(address)) {}
+
+    const boost::asio::ip::tcp::endpoint& address() const { return address_; }
+    const std::string& name() const { return name_; }   // "127.0.0.1:9001"
+    HostStats& stats() const { return stats_; }
+
+private:
+    boost::asio::ip::tcp::endpoint address_;
+    std::string name_;
+    mutable HostStats stats_;
+};
+
+}  // namespace drover::discovery

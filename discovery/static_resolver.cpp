@@ -1,0 +1,15 @@
+#include "discovery/static_resolver.hpp"
+
+namespace drover::discovery {
+
+StaticResolver::StaticResolver(const config::StaticDiscovery& config) {
+    endpoints_.reserve(config.endpoints.size());
+    for (const auto& e : config.endpoints) {
+        // The loader has already checked that the host is an IP literal.
+        endpoints_.push_back({{boost::asio::ip::make_address(e.address.host), e.address.port}, e.weight});
+    }
+}
+
+void StaticResolver::start(UpdateCallback on_update) { on_update(endpoints_); }
+
+}  // namespace drover::discovery

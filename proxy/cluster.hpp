@@ -1,0 +1,68 @@
+#pragma once
+// A cluster as the data path sees it (ClusterSnapshot, immutable, one per change) and as the control
+// loop owns it (Cluster: runs the resolver, keeps long-lived hosts, builds and publishes snapshots).
+// Workers never see Cluster; they read the snapshot last posted to them.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "discovery/host.hpp"
+#include "discovery/resolver.hpp"
+
+namespace drover::proxy {
+
+// Cluster-wide counters and limits, shared by every worker (touched once per connection, not per byte).
+struct ClusterStats {
+    std::atomic<std::int64_t> upstream_connections_active{0};
+    std::atomic<std::uint64_t> unavailable_no_host{0};
+    std::atomic<std::uint64_t> unavailable_max_connections{0};
+};
+
+struct HostEntry {
+    std::shared_ptr<const discovery::Host> host;
+    std::uint32_t weight = 1;
+};
+
+struct ClusterSnapshot {
+    std::shared_ptr<const config::Cluster> config;
+    std::shared_ptr<ClusterStats> stats;
+    std::vector<HostEntry> hosts;   // in discovery order
+    std::uint64_t version = 0;      // grows with every rebuild; per-worker LB state keys off it
+};
+
+class Cluster {
+public:
+    using Publish = std::function<void(std::shared_ptr<const ClusterSnapshot>)>;
+
+    Cluster(config::Cluster config, std::unique_ptr<discovery::Resolver> resolver, Publish publish);
+
+    void start();
+    void stop();
+
+    const std::string& name() const { return config_->name; }
+    const config::Cluster& config() const { return *config_; }
+    const ClusterStats& stats() const { return *stats_; }
+    std::shared_ptr<const ClusterSnapshot> snapshot() const { return snapshot_; }
+
+private:
+    void on_endpoints(discovery::EndpointSet endpoints);
+
+    std::shared_ptr<const config::Cluster> config_;
+    std::shared_ptr<ClusterStats> stats_;
+    std::unique_ptr<discovery::Resolver> resolver_;
+    Publish publish_;
+    std::map<boost::asio::ip::tcp::endpoint, std::shared_ptr<const discovery::Host>> hosts_;
+    std::shared_ptr<const ClusterSnapshot> snapshot_;
+    std::uint64_t version_ = 0;
+};
+
+// The resolver a cluster's `discovery` block asks for.
+std::unique_ptr<discovery::Resolver> make_resolver(const config::Cluster& config);
+
+}  // namespace drover::proxy

@@ -1,0 +1,98 @@
+#include "proxy/listener.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <sys/socket.h>
+
+#include "config/log.hpp"
+#include "proxy/spawn.hpp"
+#include "proxy/tcp_session.hpp"
+#include "proxy/worker.hpp"
+
+namespace drover::proxy {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);   // after EMFILE/ENFILE/ENOBUFS
+
+asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<ListenerState> listener,
+                                  tcp::acceptor& acceptor) {
+    const auto max_connections = static_cast<std::int64_t>(listener->config.limits.max_connections);
+    auto& counters = worker.listener_counters(listener->index);
+    for (;;) {
+        auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+        if (ec) {
+            if (ec == asio::error::operation_aborted || !acceptor.is_open()) { co_return; }
+            // Out of descriptors or buffers: back off instead of spinning on a full accept queue.
+            log::warn("listener {}: accept failed: {}", listener->config.name, ec.message());
+            asio::steady_timer pause(worker.context(), kAcceptBackoff);
+            co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+            continue;
+        }
+        bump(counters.accepted);
+        if (listener->connections_active.fetch_add(1, std::memory_order_relaxed) >= max_connections) {
+            listener->connections_active.fetch_sub(1, std::memory_order_relaxed);
+            bump(counters.rejected_max_connections);
+            boost::system::error_code ignored;
+            socket.close(ignored);
+            continue;
+        }
+        spawn(worker.context().get_executor(), serve_tcp(worker, listener, std::move(socket)),
+              "tcp session");
+    }
+}
+
+}  // namespace
+
+Listener::Listener(config::Listener config, std::size_t index, std::size_t cluster)
+    : state_(std::make_shared<ListenerState>()) {
+    state_->config = std::move(config);
+    state_->index = index;
+    state_->cluster = cluster;
+}
+
+void Listener::bind(std::vector<Worker*> workers) {
+    const auto& address = state_->config.address;
+    tcp::endpoint endpoint(asio::ip::make_address(address.host), address.port);
+    for (Worker* worker : workers) {
+        auto acceptor = std::make_unique<tcp::acceptor>(worker->context());
+        acceptor->open(endpoint.protocol());
+        acceptor->set_option(asio::socket_base::reuse_address(true));
+        const int one = 1;
+        if (::setsockopt(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+            throw std::system_error(errno, std::generic_category(), "SO_REUSEPORT");
+        }
+        if (endpoint.protocol() == tcp::v6()) { acceptor->set_option(asio::ip::v6_only(true)); }
+        acceptor->bind(endpoint);
+        acceptor->listen(asio::socket_base::max_listen_connections);
+        // Port 0: the first acceptor picks a port, the others join it.
+        endpoint = acceptor->local_endpoint();
+        acceptors_.push_back({worker, std::move(acceptor)});
+    }
+    state_->bound = endpoint;
+}
+
+void Listener::start() {
+    for (auto& a : acceptors_) {
+        spawn(a.worker->context().get_executor(), accept_loop(*a.worker, state_, *a.acceptor),
+              "accept loop");
+    }
+}
+
+void Listener::close() {
+    for (auto& a : acceptors_) {
+        asio::post(a.worker->context(), [acceptor = a.acceptor.get()] {
+            boost::system::error_code ignored;
+            acceptor->close(ignored);
+        });
+    }
+}
+
+}  // namespace drover::proxy

@@ -1,0 +1,53 @@
+#pragma once
+// A configured listener: its shared state (bound address, the live-connection count its limit is
+// checked against) and, per worker, an SO_REUSEPORT acceptor whose accept loop runs on that worker.
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "config/config.hpp"
+
+namespace drover::proxy {
+
+class Worker;
+
+struct ListenerState {
+    config::Listener config;
+    std::size_t index = 0;
+    std::size_t cluster = 0;   // tcp: index of the cluster it forwards to
+    boost::asio::ip::tcp::endpoint bound;
+    // Shared by every worker: touched once per connection, so one cache line is fine.
+    std::atomic<std::int64_t> connections_active{0};
+};
+
+class Listener {
+public:
+    Listener(config::Listener config, std::size_t index, std::size_t cluster);
+
+    // Binds one acceptor per worker on the same address (SO_REUSEPORT: the kernel spreads
+    // connections). Port 0 binds the first and reuses the port it got. Throws std::system_error.
+    void bind(std::vector<Worker*> workers);
+    // Starts the accept loops (call on the control thread before the workers run or via post).
+    void start();
+    // Closes the acceptors: new connections are refused from now on. Thread-safe (posts).
+    void close();
+
+    ListenerState& state() { return *state_; }
+    const ListenerState& state() const { return *state_; }
+
+private:
+    struct PerWorker {
+        Worker* worker;
+        std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor;
+    };
+
+    std::shared_ptr<ListenerState> state_;
+    std::vector<PerWorker> acceptors_;
+};
+
+}  // namespace drover::proxy

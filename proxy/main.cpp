@@ -1,0 +1,129 @@
+// The drover executable: parses the command line, loads the config, runs the Server.
+// Exit codes: 0 clean stop, 1 startup failure (e.g. a port in use), 2 invalid config or usage.
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "config/loader.hpp"
+#include "config/log.hpp"
+#include "discovery/endpoint.hpp"
+#include "proxy/demo.hpp"
+#include "proxy/server.hpp"
+
+namespace {
+
+constexpr int kExitStartup = 1;
+constexpr int kExitConfig = 2;
+
+constexpr std::string_view kUsage = R"(usage: drover -c FILE            run with the config FILE
+       drover --check -c FILE    validate FILE: exit 0, or 2 printing every problem as file:line:col
+       drover --demo             run the embedded demo (no file needed)
+options:
+  -c, --config FILE      the YAML config (see docs/configuration.md)
+      --check            validate only, do not start
+      --demo             three demo replicas behind a TCP listener, with admin controls
+      --demo-listen ADDR demo listener address (default 127.0.0.1:8080)
+      --demo-admin ADDR  demo admin address (default 127.0.0.1:9901)
+  -v, --version          print the version
+  -h, --help             print this help
+)";
+
+struct Options {
+    std::string config_path;
+    bool check = false;
+    bool demo = false;
+    std::string demo_listen = "127.0.0.1:8080";
+    std::string demo_admin = "127.0.0.1:9901";
+};
+
+int usage_error(const std::string& message) {
+    std::fprintf(stderr, "drover: %s\n%s", message.c_str(), kUsage.data());
+    return kExitConfig;
+}
+
+int print_errors(const drover::config::LoadResult& result) {
+    for (const auto& e : result.errors) { std::fprintf(stderr, "%s\n", e.str().c_str()); }
+    std::fprintf(stderr, "drover: %zu problem%s in the config; nothing was started\n", result.errors.size(),
+                 result.errors.size() == 1 ? "" : "s");
+    return kExitConfig;
+}
+
+int serve(drover::config::Config config, drover::proxy::Demo* demo) {
+    try {
+        drover::proxy::Server server(std::move(config));
+        if (demo != nullptr) { demo->register_routes(server.admin()); }
+        server.start();
+        if (demo != nullptr) {
+            demo->print_tour(drover::discovery::to_string(server.listeners().front()->state().bound),
+                             drover::discovery::to_string(server.admin().local_endpoint()));
+        }
+        return server.run();
+    } catch (const std::system_error& e) {
+        drover::log::error("cannot start: {}", e.what());
+        return kExitStartup;
+    } catch (const std::exception& e) {
+        drover::log::error("cannot start: {}", e.what());
+        return kExitStartup;
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options options;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        auto value = [&](std::string& out) {
+            if (i + 1 >= argc) { return false; }
+            out = argv[++i];
+            return true;
+        };
+        if (arg == "-c" || arg == "--config") {
+            if (!value(options.config_path)) { return usage_error("-c needs a file"); }
+        } else if (arg == "--check") {
+            options.check = true;
+        } else if (arg == "--demo") {
+            options.demo = true;
+        } else if (arg == "--demo-listen") {
+            if (!value(options.demo_listen)) { return usage_error("--demo-listen needs an address"); }
+        } else if (arg == "--demo-admin") {
+            if (!value(options.demo_admin)) { return usage_error("--demo-admin needs an address"); }
+        } else if (arg == "-v" || arg == "--version") {
+            std::printf("drover %s\n", DROVER_VERSION);
+            return 0;
+        } else if (arg == "-h" || arg == "--help") {
+            std::fputs(kUsage.data(), stdout);
+            return 0;
+        } else {
+            return usage_error("unknown argument '" + std::string(arg) + "'");
+        }
+    }
+
+    if (options.demo) {
+        if (options.check || !options.config_path.empty()) { return usage_error("--demo takes no config file"); }
+        const auto listen = drover::config::parse_address(options.demo_listen);
+        const auto admin = drover::config::parse_address(options.demo_admin);
+        if (!listen || !admin) { return usage_error("demo addresses must look like 127.0.0.1:8080"); }
+        drover::proxy::Demo demo;
+        try {
+            demo.start();
+        } catch (const std::exception& e) {
+            drover::log::error("demo: cannot start replicas: {}", e.what());
+            return kExitStartup;
+        }
+        auto result = drover::config::load_string(demo.config_yaml(*listen, *admin), "<demo>");
+        if (!result.ok()) { return print_errors(result); }   // a bug in the embedded config
+        return serve(std::move(*result.config), &demo);
+    }
+
+    if (options.config_path.empty()) { return usage_error("no config: use -c FILE (or --demo)"); }
+    auto result = drover::config::load_file(options.config_path);
+    if (!result.ok()) { return print_errors(result); }
+    if (options.check) {
+        std::printf("%s: ok\n", options.config_path.c_str());
+        return 0;
+    }
+    return serve(std::move(*result.config), nullptr);
+}

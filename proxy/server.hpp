@@ -1,0 +1,70 @@
+#pragma once
+// The running proxy: one control loop (this thread: config, discovery, admin, signals, drain) and N
+// workers (data path). Owns clusters (control side), listeners and workers.
+//
+// Shutdown has two phases: stop accepting and let connections finish within shutdown.drain_timeout,
+// then close what is left. /ready answers 503 from the first moment of the drain.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "proxy/admin.hpp"
+#include "proxy/cluster.hpp"
+#include "proxy/listener.hpp"
+#include "proxy/worker.hpp"
+
+namespace drover::proxy {
+
+class Server {
+public:
+    explicit Server(config::Config config);
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    // Binds the admin endpoint and every listener, starts discovery and the workers. Throws
+    // std::system_error with what failed (nothing is left half-started: the caller exits).
+    void start();
+    // Runs the control loop until the drain finishes. Returns the process exit code.
+    int run();
+    // Starts the drain (control loop). A second call while draining closes everything at once.
+    void drain(std::string reason);
+
+    boost::asio::io_context& control() { return control_; }
+    Admin& admin() { return *admin_; }
+
+    // Read by the status views on the control loop.
+    const config::Config& config() const { return config_; }
+    const std::vector<std::unique_ptr<Worker>>& workers() const { return workers_; }
+    const std::vector<std::unique_ptr<Cluster>>& clusters() const { return clusters_; }
+    const std::vector<std::unique_ptr<Listener>>& listeners() const { return listeners_; }
+    bool ready() const { return started_ && !draining_; }
+    bool draining() const { return draining_; }
+    std::chrono::system_clock::time_point start_time() const { return start_time_; }
+
+private:
+    void wait_for_signal();
+    boost::asio::awaitable<void> finish_drain();
+    std::size_t live_sessions() const;
+
+    config::Config config_;
+    std::chrono::system_clock::time_point start_time_ = std::chrono::system_clock::now();
+    boost::asio::io_context control_{1};
+    boost::asio::signal_set signals_;
+    // Declared before listeners_: acceptors must die before the io_contexts they are registered with.
+    std::vector<std::unique_ptr<Worker>> workers_;
+    std::vector<std::unique_ptr<Cluster>> clusters_;
+    std::vector<std::unique_ptr<Listener>> listeners_;
+    std::unique_ptr<Admin> admin_;
+    bool started_ = false;
+    bool draining_ = false;
+    bool aborting_ = false;
+};
+
+}  // namespace drover::proxy

@@ -1,0 +1,85 @@
+#pragma once
+// One event-loop thread of the data path. A connection lives and dies on one worker; everything here
+// is touched only from this worker's thread except the counters, which the control loop reads
+// (relaxed atomics with a single writer: no lock, no contended cache line on the request path).
+
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "proxy/buffer_pool.hpp"
+#include "proxy/cluster.hpp"
+#include "proxy/load_balancer/load_balancer.hpp"
+
+namespace drover::proxy {
+
+// Adds to a counter only this thread writes: a plain load+store, no locked instruction.
+inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+struct ListenerCounters {
+    std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> rejected_max_connections{0};
+    std::atomic<std::uint64_t> bytes_received{0};   // from clients
+    std::atomic<std::uint64_t> bytes_sent{0};       // to clients
+};
+
+// A live client connection, registered so a drain can close what is left at its deadline.
+class Session {
+public:
+    virtual ~Session() = default;
+    virtual void abort() = 0;
+};
+
+// What a worker holds per cluster: the snapshot last published to it and its own balancer state.
+struct WorkerCluster {
+    std::shared_ptr<const ClusterSnapshot> snapshot;
+    std::unique_ptr<LoadBalancer> balancer;
+};
+
+class Worker {
+public:
+    Worker(std::size_t index, std::size_t listener_count);
+    ~Worker();
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+
+    std::size_t index() const { return index_; }
+    boost::asio::io_context& context() { return context_; }
+
+    void start();   // runs the loop on a new thread
+    void stop();    // ends the loop; pending work is dropped (call after draining)
+    void join();
+
+    // --- worker thread only (or before start) ---
+    void add_cluster(std::shared_ptr<const ClusterSnapshot> snapshot);
+    void set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnapshot> snapshot);
+    WorkerCluster& cluster(std::size_t index) { return clusters_[index]; }
+    BufferPool& buffers() { return buffers_; }
+    void add_session(Session* session);
+    void remove_session(Session* session);
+    void abort_sessions();
+
+    // --- any thread ---
+    ListenerCounters& listener_counters(std::size_t listener) { return *listener_counters_[listener]; }
+    std::size_t session_count() const { return session_count_.load(std::memory_order_relaxed); }
+
+private:
+    std::size_t index_;
+    boost::asio::io_context context_{1};
+    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+    std::thread thread_;
+    std::vector<WorkerCluster> clusters_;
+    std::vector<std::unique_ptr<ListenerCounters>> listener_counters_;
+    BufferPool buffers_;
+    std::unordered_set<Session*> sessions_;
+    std::atomic<std::size_t> session_count_{0};
+};
+
+}  // namespace drover::proxy
