@@ -1,0 +1,91 @@
+"""Graceful shutdown on SIGTERM/SIGINT: stop accepting, report not ready, drain, exit 0."""
+
+import os
+import signal
+import time
+import unittest
+
+from harness import (LOG_LINE_RE, DroverTestCase, connect_refused, make_config, roundtrip, sha256,
+                     static_cluster, tcp_listener, transfer, wait_until)
+
+
+class SignalTest(DroverTestCase):
+
+    def proxy(self, drain_timeout):
+        echo = self.echo_backend()
+        config = make_config([tcp_listener("front", "back")], [static_cluster("back", [echo])],
+                             drain_timeout=drain_timeout)
+        drover = self.start_drover(config)
+        return drover, drover.listener_addr("front"), echo
+
+    def assert_not_ready(self, drover):
+        """/ready answers 503 with a reason, or admin has already gone away."""
+        seen = {}
+
+        def not_ready():
+            try:
+                resp = drover.admin_get("/ready", timeout=1)
+            except OSError:
+                return True
+            seen["resp"] = resp
+            return resp.status == 503
+        wait_until(not_ready, 5, message=lambda: f"/ready still {seen.get('resp')}")
+        if "resp" in seen and seen["resp"].status == 503:
+            self.assertTrue(seen["resp"].body.strip(), "503 from /ready should say why")
+
+    def check_graceful_shutdown(self, sig):
+        # A long drain timeout: exiting well before it proves drover exits when connections finish.
+        drover, addr, echo = self.proxy(drain_timeout="20s")
+        live = self.connect(addr)
+        self.assertEqual(roundtrip(live, b"before"), b"before")
+        mark = drover.log_mark()
+        drover.send_signal(sig)
+        drover.wait_for_log("draining", 5, start=mark)
+        self.assert_not_ready(drover)
+        wait_until(lambda: connect_refused(addr), 5, message="listener still accepting")
+        # The live connection keeps relaying, both ways, until the client is done with it.
+        payload = os.urandom(256 * 1024)
+        self.assertEqual(sha256(roundtrip(live, payload)), sha256(payload))
+        self.assertTrue(drover.running(), "exited while a connection was still live")
+        self.assertEqual(transfer(live, b"last words"), b"last words")  # half-close, echo, EOF
+        live.close()
+        start = time.monotonic()
+        self.assertEqual(drover.wait_exit(5), 0)
+        self.assertLess(time.monotonic() - start, 5)
+        drover.wait_for_log("drover stopped", 1, start=mark)
+
+    def test_sigterm_drains_a_live_connection_then_exits_0(self):
+        self.check_graceful_shutdown(signal.SIGTERM)
+
+    def test_sigint_behaves_like_sigterm(self):
+        self.check_graceful_shutdown(signal.SIGINT)
+
+    def test_drain_timeout_closes_a_held_connection_and_exits_0(self):
+        drover, addr, echo = self.proxy(drain_timeout="500ms")
+        held = self.connect(addr)
+        self.assertEqual(roundtrip(held, b"hold"), b"hold")
+        start = time.monotonic()
+        drover.send_signal(signal.SIGTERM)
+        self.assertClosedPromptly(held, timeout=0.5 + 3)
+        closed_after = time.monotonic() - start
+        self.assertGreaterEqual(closed_after, 0.4, "closed before the drain timeout passed")
+        self.assertEqual(drover.wait_exit(3), 0)
+        self.assertLess(time.monotonic() - start, 0.5 + 3)
+        wait_until(lambda: echo.active == 0, 3, message="upstream connection closed as well")
+
+    def test_sigterm_without_connections_exits_0_promptly(self):
+        drover, _, _ = self.proxy(drain_timeout="20s")
+        start = time.monotonic()
+        drover.send_signal(signal.SIGTERM)
+        self.assertEqual(drover.wait_exit(5), 0)
+        self.assertLess(time.monotonic() - start, 5)
+        lines = drover.stderr_lines
+        draining = [i for i, line in enumerate(lines) if "draining" in line]
+        stopped = [i for i, line in enumerate(lines) if "drover stopped" in line]
+        self.assertTrue(draining and stopped and draining[0] < stopped[-1], lines)
+        bad = [line for line in lines if not LOG_LINE_RE.match(line)]
+        self.assertEqual(bad, [], "log lines not in `<UTC ISO time> <level> <message>` form")
+
+
+if __name__ == "__main__":
+    unittest.main()
