@@ -1,26 +1,78 @@
 #include "proxy/load_balancer/round_robin.hpp"
 
 #include <algorithm>
-#include <stdexcept>
 
 namespace drover::proxy {
 
 namespace {
-bool excluded(const ChooseContext& context, const discovery::Host* host) {
-    return std::find(context.exclude.begin(), context.exclude.end(), host) != context.exclude.end();
+
+using Turn = RoundRobin::Turn;
+
+// Times are fractions picks / weight, compared by cross-multiplying: exact, no floating point.
+// picks stays below kRebaseAt (2^36) and weights at most 2^24, so these products fit in 64 bits.
+constexpr std::uint64_t kRebaseAt = std::uint64_t{1} << 36;
+
+// Heap orders (std heaps keep the *largest* on top, so these say "a comes after b"); ties by index.
+struct StartsLater {
+    bool operator()(const Turn& a, const Turn& b) const {
+        const std::uint64_t sa = a.picks * b.weight;
+        const std::uint64_t sb = b.picks * a.weight;
+        return sa != sb ? sa > sb : a.index > b.index;
+    }
+};
+struct FinishesLater {
+    bool operator()(const Turn& a, const Turn& b) const {
+        const std::uint64_t fa = (a.picks + 1) * b.weight;
+        const std::uint64_t fb = (b.picks + 1) * a.weight;
+        return fa != fb ? fa > fb : a.index > b.index;
+    }
+};
+
+// The clock times a weight can exceed 2^64 (total weight up to hosts * 2^24); one 64x64->128 multiply.
+__extension__ typedef unsigned __int128 Wide;
+
+template <class Order>
+Turn pop(std::vector<Turn>& heap) {
+    std::pop_heap(heap.begin(), heap.end(), Order{});
+    const Turn t = heap.back();
+    heap.pop_back();
+    return t;
 }
+
+template <class Order>
+void push(std::vector<Turn>& heap, const Turn& t) {
+    heap.push_back(t);
+    std::push_heap(heap.begin(), heap.end(), Order{});
+}
+
 }  // namespace
 
 const HostEntry* RoundRobin::choose(const ClusterSnapshot& snapshot, const ChooseContext& context) {
-    const auto& hosts = snapshot.hosts;
-    if (version_ != snapshot.version) {
-        version_ = snapshot.version;
-        uniform_ = std::all_of(hosts.begin(), hosts.end(),
-                               [&](const HostEntry& h) { return h.weight == hosts.front().weight; });
-        current_.assign(uniform_ ? 0 : hosts.size(), 0);
-        next_ = 0;
-    }
+    if (version_ != snapshot.version) { reset(snapshot); }
     return uniform_ ? choose_uniform(snapshot, context) : choose_weighted(snapshot, context);
+}
+
+void RoundRobin::reset(const ClusterSnapshot& snapshot) {
+    const auto& hosts = snapshot.hosts;
+    version_ = snapshot.version;
+    uniform_ = std::all_of(hosts.begin(), hosts.end(), [&](const HostEntry& h) {
+        return effective_weight(h) == effective_weight(hosts.front());
+    });
+    next_ = 0;
+    clock_ = 0;
+    total_weight_ = 0;
+    waiting_.clear();
+    started_.clear();
+    if (uniform_) { return; }
+    // At time 0 every host's first turn has started.
+    started_.reserve(hosts.size());
+    waiting_.reserve(hosts.size());
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+        const std::uint32_t weight = effective_weight(hosts[i]);
+        started_.push_back({0, weight, static_cast<std::uint32_t>(i)});
+        total_weight_ += weight;
+    }
+    std::make_heap(started_.begin(), started_.end(), FinishesLater{});
 }
 
 const HostEntry* RoundRobin::choose_uniform(const ClusterSnapshot& snapshot, const ChooseContext& context) {
@@ -28,32 +80,54 @@ const HostEntry* RoundRobin::choose_uniform(const ClusterSnapshot& snapshot, con
     for (std::size_t i = 0; i < hosts.size(); ++i) {
         const std::size_t index = next_ % hosts.size();
         next_ = index + 1;
-        if (!excluded(context, hosts[index].host.get())) { return &hosts[index]; }
+        if (!context.excluded(hosts[index].host.get())) { return &hosts[index]; }
     }
     return nullptr;
 }
 
 const HostEntry* RoundRobin::choose_weighted(const ClusterSnapshot& snapshot, const ChooseContext& context) {
     const auto& hosts = snapshot.hosts;
-    // Each eligible host gains its weight; the leader is chosen and pays back the round's total.
-    std::int64_t total = 0;
-    std::size_t best = hosts.size();
-    for (std::size_t i = 0; i < hosts.size(); ++i) {
-        if (excluded(context, hosts[i].host.get())) { continue; }
-        const auto weight = static_cast<std::int64_t>(hosts[i].weight);
-        current_[i] += weight;
-        total += weight;
-        if (best == hosts.size() || current_[i] > current_[best]) { best = i; }
+    if (!context.exclude.empty()) {
+        // A retry: the next eligible host in plain rotation, and the schedule is left alone. Charging
+        // retries to the schedule would let them skew it: with a dead heavy host, every retry would
+        // put the others ahead and the dead host would get every first pick.
+        for (std::size_t i = 0; i < hosts.size(); ++i) {
+            const std::size_t index = retry_next_ % hosts.size();
+            retry_next_ = index + 1;
+            if (!context.excluded(hosts[index].host.get())) { return &hosts[index]; }
+        }
+        return nullptr;
     }
-    if (best == hosts.size()) { return nullptr; }
-    current_[best] -= total;
-    return &hosts[best];
+    // Turns whose start the clock has reached join the started ones: start <= clock / total weight.
+    while (!waiting_.empty() &&
+           Wide{waiting_.front().picks} * total_weight_ <= Wide{clock_} * waiting_.front().weight) {
+        push<FinishesLater>(started_, pop<StartsLater>(waiting_));
+    }
+    // Some turn has always started: the counts sum to the clock, so some host is at or behind its share.
+    if (started_.empty()) { return nullptr; }   // not reached
+    Turn next = pop<FinishesLater>(started_);
+    ++next.picks;
+    ++clock_;
+    push<StartsLater>(waiting_, next);   // its next turn starts later; the loop above promotes it
+    if (clock_ >= kRebaseAt) { rebase(); }
+    return &hosts[next.index];
 }
 
-std::unique_ptr<LoadBalancer> make_load_balancer(config::LbPolicy policy) {
-    if (policy == config::LbPolicy::round_robin) { return std::make_unique<RoundRobin>(); }
-    // The loader refuses the other policies until they are built; reaching here is a bug.
-    throw std::invalid_argument("load balancing policy not built yet");
+// Moves the clock and every host back by the same whole number of periods P (clock -= P * total,
+// picks -= P * weight): every comparison above keeps its outcome, so the sequence goes on unchanged,
+// and the counters stay small. Runs once per ~7e10 picks.
+void RoundRobin::rebase() {
+    std::uint64_t periods = clock_ / total_weight_;
+    for (const Turn& t : waiting_) { periods = std::min(periods, t.picks / t.weight); }
+    for (const Turn& t : started_) { periods = std::min(periods, t.picks / t.weight); }
+    if (periods == 0) {
+        // Only reachable if some host missed a whole period of turns: restart the schedule.
+        version_ = ~std::uint64_t{0};
+        return;
+    }
+    clock_ -= periods * total_weight_;
+    for (Turn& t : waiting_) { t.picks -= periods * t.weight; }
+    for (Turn& t : started_) { t.picks -= periods * t.weight; }
 }
 
 }  // namespace drover::proxy

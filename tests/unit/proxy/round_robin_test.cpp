@@ -2,31 +2,54 @@
 
 #include <gtest/gtest.h>
 
-#include <map>
+#include <cmath>
+#include <numeric>
+#include <random>
 #include <string>
+
+#include "tests/unit/proxy/lb_test_support.hpp"
 
 namespace drover::proxy {
 namespace {
 
-ClusterSnapshot make_snapshot(std::vector<std::uint32_t> weights, std::uint64_t version = 1) {
-    ClusterSnapshot s;
-    s.version = version;
-    std::uint16_t port = 9000;
-    for (auto w : weights) {
-        auto host = std::make_shared<const discovery::Host>(
-            boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port++));
-        s.hosts.push_back({host, w});
-    }
-    return s;
-}
+using testing::count_picks;
+using testing::hosts_at;
+using testing::index_of;
+using testing::make_snapshot;
 
-std::string pick_sequence(RoundRobin& rr, const ClusterSnapshot& s, int n) {
+std::string pick_sequence(RoundRobin& rr, const ClusterSnapshot& s, int n, const ChooseContext& context = {}) {
     std::string out;
     for (int i = 0; i < n; ++i) {
-        const HostEntry* e = rr.choose(s, {});
-        out += static_cast<char>('a' + (e - s.hosts.data()));
+        const HostEntry* e = rr.choose(s, context);
+        out += e == nullptr ? '-' : static_cast<char>('a' + index_of(s, e));
     }
     return out;
+}
+
+std::size_t longest_run(const std::string& sequence, char c) {
+    std::size_t longest = 0;
+    std::size_t run = 0;
+    for (const char x : sequence) {
+        run = x == c ? run + 1 : 0;
+        longest = std::max(longest, run);
+    }
+    return longest;
+}
+
+// The largest |picks_i(t) - t * w_i / W| over every prefix t of `picks` picks and every host.
+double worst_lag(const std::vector<std::uint32_t>& weights, int picks) {
+    RoundRobin rr;
+    const auto s = make_snapshot(weights);
+    const double total = std::accumulate(weights.begin(), weights.end(), 0.0);
+    std::vector<double> counts(weights.size(), 0);
+    double worst = 0;
+    for (int t = 1; t <= picks; ++t) {
+        ++counts[index_of(s, rr.choose(s, {}))];
+        for (std::size_t i = 0; i < weights.size(); ++i) {
+            worst = std::max(worst, std::abs(counts[i] - t * weights[i] / total));
+        }
+    }
+    return worst;
 }
 
 TEST(RoundRobin, EqualWeightsTakeTurns) {
@@ -35,27 +58,59 @@ TEST(RoundRobin, EqualWeightsTakeTurns) {
     EXPECT_EQ(pick_sequence(rr, s, 6), "abcabc");
 }
 
-TEST(RoundRobin, SmoothWeightedInterleaves) {
-    // The NGINX sequence for 5,1,1: the heavy host is spread out, never a burst of five.
+TEST(RoundRobin, WeightedOrderInterleaves) {
+    // The heavy host is spread out, never a burst of five, and the light ones are kept apart too.
     RoundRobin rr;
     const auto s = make_snapshot({5, 1, 1});
-    EXPECT_EQ(pick_sequence(rr, s, 7), "aabacaa");
+    const std::string sequence = pick_sequence(rr, s, 70);
+    EXPECT_EQ(sequence.substr(0, 14), "abaacaaabaacaa");
+    EXPECT_LE(longest_run(sequence, 'a'), 3u) << sequence;
+    EXPECT_EQ(longest_run(sequence, 'b'), 1u) << sequence;
+    EXPECT_EQ(longest_run(sequence, 'c'), 1u) << sequence;
+}
+
+TEST(RoundRobin, EveryHostStaysWithinOnePickOfItsShare) {
+    // Smoothness as a number: after any number of picks, no host is a whole pick ahead of or behind
+    // its exact share. A scheduler that bursts (a a a a a b c) fails this at once.
+    EXPECT_LT(worst_lag({5, 1, 1}, 700), 1.0);
+    EXPECT_LT(worst_lag({3, 2, 1}, 600), 1.0);
+    EXPECT_LT(worst_lag({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 2000), 1.0);
+    EXPECT_LT(worst_lag({100, 1, 1, 1, 1}, 2000), 1.0);
+    std::mt19937 gen(7);
+    std::vector<std::uint32_t> weights(50);
+    for (auto& w : weights) { w = std::uniform_int_distribution<std::uint32_t>(1, 20)(gen); }
+    EXPECT_LT(worst_lag(weights, 5000), 1.0);
 }
 
 TEST(RoundRobin, SharesFollowWeights) {
     RoundRobin rr;
     const auto s = make_snapshot({3, 2, 1});
-    std::map<char, int> counts;
-    for (char c : pick_sequence(rr, s, 600)) { ++counts[c]; }
-    EXPECT_EQ(counts['a'], 300);
-    EXPECT_EQ(counts['b'], 200);
-    EXPECT_EQ(counts['c'], 100);
+    EXPECT_EQ(count_picks(rr, s, 600), (std::vector<int>{300, 200, 100}));
+}
+
+TEST(RoundRobin, ManyWeightedHostsGetExactSharesPerPeriod) {
+    std::mt19937 gen(11);
+    std::vector<std::uint32_t> weights(1000);
+    for (auto& w : weights) { w = std::uniform_int_distribution<std::uint32_t>(1, 10)(gen); }
+    const int total = std::accumulate(weights.begin(), weights.end(), 0);
+    RoundRobin rr;
+    const auto s = make_snapshot(weights);
+    const auto counts = count_picks(rr, s, 3 * total);
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+        ASSERT_EQ(counts[i], 3 * static_cast<int>(weights[i])) << "host " << i;
+    }
+}
+
+TEST(RoundRobin, ZeroWeightCountsAsOne) {
+    RoundRobin rr;
+    const auto s = make_snapshot({0, 2});
+    EXPECT_EQ(count_picks(rr, s, 300), (std::vector<int>{100, 200}));
 }
 
 TEST(RoundRobin, ExcludedHostsAreSkipped) {
     RoundRobin rr;
     const auto s = make_snapshot({1, 1, 1});
-    const discovery::Host* tried[] = {s.hosts[0].host.get(), s.hosts[1].host.get()};
+    const auto tried = hosts_at(s, {0, 1});
     for (int i = 0; i < 5; ++i) {
         const HostEntry* e = rr.choose(s, ChooseContext{tried});
         ASSERT_NE(e, nullptr);
@@ -63,12 +118,50 @@ TEST(RoundRobin, ExcludedHostsAreSkipped) {
     }
 }
 
+TEST(RoundRobin, WeightedRetriesLeaveTheScheduleAlone) {
+    RoundRobin rr;
+    const auto s = make_snapshot({5, 1, 1});
+    const auto tried = hosts_at(s, {0});
+    // Without the heavy host the light ones take turns.
+    EXPECT_EQ(pick_sequence(rr, s, 4, ChooseContext{tried}), "bcbc");
+    // The schedule goes on exactly where it was: no burst of catch-up picks for anyone.
+    EXPECT_EQ(pick_sequence(rr, s, 14), "abaacaaabaacaa");
+}
+
+TEST(RoundRobin, RetryOfADeadHeavyHostDoesNotDriftTheSchedule) {
+    // Each request first takes its scheduled host; when that is the dead one, the retry excludes it.
+    RoundRobin rr;
+    const auto s = make_snapshot({5, 1, 1});
+    const auto dead = hosts_at(s, {0});
+    std::vector<int> first(3, 0);
+    for (int request = 0; request < 7000; ++request) {
+        const HostEntry* e = rr.choose(s, {});
+        ++first[index_of(s, e)];
+        if (index_of(s, e) == 0) { ASSERT_NE(rr.choose(s, ChooseContext{dead}), nullptr); }
+    }
+    EXPECT_EQ(first, (std::vector<int>{5000, 1000, 1000}));
+    EXPECT_LE(longest_run(pick_sequence(rr, s, 700), 'a'), 3u);
+}
+
+TEST(RoundRobin, ExcludingEveryStartedTurnTakesTheNextOne) {
+    RoundRobin rr;
+    const auto s = make_snapshot({1, 1, 2});
+    ASSERT_EQ(pick_sequence(rr, s, 1), "c");
+    // a and b have started their turns, c has not; a retry that tried a and b still gets c.
+    const auto tried = hosts_at(s, {0, 1});
+    EXPECT_EQ(pick_sequence(rr, s, 3, ChooseContext{tried}), "ccc");
+}
+
 TEST(RoundRobin, AllExcludedOrEmptyGivesNothing) {
     RoundRobin rr;
     const auto s = make_snapshot({1});
-    const discovery::Host* tried[] = {s.hosts[0].host.get()};
+    const auto tried = hosts_at(s, {0});
     EXPECT_EQ(rr.choose(s, ChooseContext{tried}), nullptr);
-    const auto empty = make_snapshot({});
+    const auto weighted = make_snapshot({1, 2}, 2);
+    const auto both = hosts_at(weighted, {0, 1});
+    EXPECT_EQ(rr.choose(weighted, ChooseContext{both}), nullptr);
+    EXPECT_NE(rr.choose(weighted, {}), nullptr);   // the failed pick left the schedule intact
+    const auto empty = make_snapshot({}, 3);
     EXPECT_EQ(rr.choose(empty, {}), nullptr);
 }
 
@@ -78,6 +171,8 @@ TEST(RoundRobin, NewSnapshotResetsState) {
     rr.choose(a, {});
     const auto b = make_snapshot({1, 1, 1}, 2);
     EXPECT_EQ(pick_sequence(rr, b, 3), "abc");
+    const auto c = make_snapshot({1, 3}, 3);
+    EXPECT_EQ(pick_sequence(rr, c, 8), "babbbabb");
 }
 
 }  // namespace
