@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds Drover twice and runs every test on each build:
+# Builds Drover three ways and runs every test on each build:
+#   build/fuzz     clang + libFuzzer: the HTTP request front end, fuzzed for a bounded time
 #   build/release  RelWithDebInfo, warnings as errors (what ships)
 #   build/asan     AddressSanitizer + UndefinedBehaviorSanitizer, warnings as errors
 # Installs what it needs first (scripts/install-deps.sh). ccache keeps rebuilds fast across clones.
@@ -23,5 +24,6 @@ run_suite() {
   ctest --test-dir "build/$name" -j 2 --timeout 300
 }
 
+run_suite fuzz -DCMAKE_CXX_COMPILER=clang++ -DDROVER_FUZZ=ON -DDROVER_FUZZ_SECONDS=20
 run_suite release -DCMAKE_BUILD_TYPE=RelWithDebInfo
 run_suite asan -DCMAKE_BUILD_TYPE=Debug -DDROVER_SANITIZE=ON -DDROVER_BUILD_BENCHMARKS=OFF

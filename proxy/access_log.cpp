@@ -1,0 +1,39 @@
+#include "proxy/access_log.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <ctime>
+#include <system_error>
+
+namespace drover::proxy {
+
+AccessLog::AccessLog(const std::string& path) : fd_(STDERR_FILENO), owned_(false) {
+    if (path == "stderr") { return; }
+    fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd_ < 0) { throw std::system_error(errno, std::generic_category(), "access log " + path); }
+    owned_ = true;
+}
+
+AccessLog::~AccessLog() {
+    if (owned_) { ::close(fd_); }
+}
+
+void AccessLog::write(const Entry& e) const {
+    const auto now = std::chrono::system_clock::now();
+    const auto secs = std::chrono::system_clock::to_time_t(now);
+    const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    fmt::memory_buffer line;
+    fmt::format_to(std::back_inserter(line), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} {} {} {} {} {} {} {}\n",
+                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis, e.client,
+                   e.method, e.target, e.status, e.body_bytes, e.duration.count(), e.upstream, e.error);
+    // Best effort: an access log that cannot keep up must not stall the data path.
+    [[maybe_unused]] const ssize_t n = ::write(fd_, line.data(), line.size());
+}
+
+}  // namespace drover::proxy

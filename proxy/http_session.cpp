@@ -1,0 +1,728 @@
+#include "proxy/http_session.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <fmt/format.h>
+
+#include <chrono>
+
+#include "config/log.hpp"
+#include "proxy/access_log.hpp"
+#include "proxy/http_rules.hpp"
+#include "proxy/listener.hpp"
+#include "proxy/load_balancer/hash.hpp"
+#include "proxy/relay.hpp"
+#include "proxy/worker.hpp"
+
+namespace drover::proxy {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kReadChunk = 16 * 1024;
+constexpr std::size_t kMaxResponseHeaderBytes = 64 * 1024;
+
+std::size_t status_class(unsigned status) { return std::min<std::size_t>(status / 100, 5) - 1; }
+
+// The outcome of talking to one upstream host for one request.
+enum class Outcome { ok, reset_before_response, timeout, bad_response, client_gone, bad_request_body, body_too_large };
+
+struct LocalError {
+    int status;
+    LocalReason reason;
+    std::string detail;
+    bool close = true;
+};
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+    out.append(name);
+    out.append(": ");
+    out.append(value);
+    out.append("\r\n");
+}
+
+class HttpSession final : public Session {
+public:
+    HttpSession(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client)
+        : worker_(worker),
+          listener_(std::move(listener)),
+          counters_(worker.listener_counters(listener_->index)),
+          client_(std::move(client)) {
+        boost::system::error_code ec;
+        const auto remote = client_.socket().remote_endpoint(ec);
+        client_ip_ = ec ? std::string("unknown") : remote.address().to_string();
+        client_address_ = remote.address();
+        client_addr_ = ec ? std::string("unknown") : discovery::to_string(remote);
+        client_.socket().set_option(tcp::no_delay(true), ec);
+        worker_.add_session(this);
+    }
+
+    ~HttpSession() override {
+        worker_.remove_session(this);
+        listener_->connections_active.fetch_sub(1, std::memory_order_relaxed);
+    }
+
+    HttpSession(const HttpSession&) = delete;
+    HttpSession& operator=(const HttpSession&) = delete;
+
+    void abort() override {
+        aborted_ = true;
+        boost::system::error_code ignored;
+        client_.socket().close(ignored);
+        if (upstream_) { upstream_->socket().close(ignored); }
+    }
+
+    asio::awaitable<void> run() {
+        bool first = true;
+        while (!aborted_) {
+            if (client_buf_.size() == 0) {
+                // Idle between requests: hold no buffer, just wait for the next byte or the timeout.
+                client_buf_.shrink_to_fit();
+                const auto wait = first ? listener_->config.timeouts.request_headers : listener_->config.timeouts.idle;
+                if (!co_await wait_readable(wait)) { break; }
+            }
+            first = false;
+            if (!co_await handle_request()) { break; }
+            if (worker_.draining()) { break; }
+        }
+        boost::system::error_code ignored;
+        client_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        client_.socket().close(ignored);
+    }
+
+private:
+    asio::awaitable<bool> wait_readable(std::chrono::milliseconds timeout) {
+        asio::steady_timer timer(worker_.context(), timeout);
+        auto result = co_await (client_.socket().async_wait(tcp::socket::wait_read, use_tuple) || timer.async_wait(use_tuple));
+        co_return result.index() == 0 && !std::get<0>(std::get<0>(result));
+    }
+
+    // Reads one request head into `parser`. Returns an error to answer with, or nullopt. `gone` is set
+    // when the client closed or reset before a complete head (nothing to answer).
+    // Reads one request head into `parser` and keeps its raw bytes in raw_head_ (forwarded fields keep
+    // the client's order and spelling). Returns an error to answer with, or nullopt. `gone` is set when
+    // the client closed or reset before a complete head (nothing to answer).
+    template <class Parser>
+    asio::awaitable<std::optional<LocalError>> read_request_head(Parser& parser, bool& gone) {
+        const auto limit = listener_->config.limits.max_request_header_bytes;
+        asio::steady_timer deadline(worker_.context(), listener_->config.timeouts.request_headers);
+        http_rules::HeadScan scan;
+        for (;;) {
+            if (client_buf_.size() > 0) {
+                const auto data = client_buf_.data();
+                const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+                if (auto rejection = http_rules::scan_head(bytes, scan)) {
+                    co_return LocalError{400, LocalReason::bad_request, rejection->detail};
+                }
+                if ((scan.complete ? scan.scanned : bytes.size()) > limit) {
+                    co_return LocalError{431, LocalReason::headers_too_large, "request header too large"};
+                }
+                if (scan.complete) {
+                    raw_head_.assign(bytes.substr(0, scan.scanned));
+                    beast::error_code ec;
+                    client_buf_.consume(parser.put(client_buf_.data(), ec));
+                    if (ec == http::error::header_limit) {
+                        co_return LocalError{431, LocalReason::headers_too_large, "request header too large"};
+                    }
+                    if (ec && ec != http::error::need_more) {
+                        co_return LocalError{400, LocalReason::bad_request, ec.message()};
+                    }
+                    if (parser.is_header_done()) { co_return std::nullopt; }
+                    co_return LocalError{400, LocalReason::bad_request, "malformed request head"};
+                }
+            }
+            // The client socket stays open when the deadline passes, so the 408 can still be sent.
+            auto result = co_await (client_.socket().async_read_some(client_buf_.prepare(kReadChunk), use_tuple) ||
+                                    deadline.async_wait(use_tuple));
+            if (result.index() == 1) {
+                co_return LocalError{408, LocalReason::request_header_timeout, "request header not received in time"};
+            }
+            auto [ec, n] = std::get<0>(result);
+            if (ec) {
+                gone = true;
+                co_return std::nullopt;
+            }
+            client_buf_.commit(n);
+        }
+    }
+
+    // One request/response exchange. Returns whether the client connection may carry another.
+    asio::awaitable<bool> handle_request() {
+        start_ = Clock::now();
+        upstream_name_ = "-";
+        http::request_parser<http::buffer_body> parser;
+        parser.header_limit(static_cast<std::uint32_t>(
+            std::min<std::uint64_t>(listener_->config.limits.max_request_header_bytes, UINT32_MAX)));
+        parser.body_limit(boost::none);   // enforced here, with 413 and the count
+        bool gone = false;
+        if (auto error = co_await read_request_head(parser, gone)) {
+            co_await send_local(*error, nullptr);
+            co_return false;
+        }
+        if (gone) { co_return false; }
+
+        auto& request = parser.get();
+        request_keep_alive_ = request.keep_alive();
+        http_rules::RequestInfo info;
+        http_rules::RequestLimits limits{listener_->config.limits.max_request_headers,
+                                         listener_->config.limits.max_uri_bytes};
+        if (auto rejection = http_rules::check_request(request.base(), limits, info)) {
+            const auto reason = rejection->status == 414   ? LocalReason::uri_too_long
+                                : rejection->status == 431 ? LocalReason::headers_too_large
+                                                           : LocalReason::bad_request;
+            const LocalError local_error{rejection->status, reason, rejection->detail};
+ co_await send_local(local_error, &request.base());
+            co_return false;
+        }
+        const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
+        const auto max_body = listener_->config.limits.max_request_body_bytes;
+        if (max_body > 0 && info.content_length && *info.content_length > max_body) {
+            const LocalError local_error{413, LocalReason::body_too_large, "request body larger than the limit"};
+ co_await send_local(local_error, &request.base());
+            co_return false;
+        }
+
+        const auto cluster_index = listener_->router->match(info.host, info.path);
+        if (!cluster_index) {
+            const LocalError local_error{404, LocalReason::no_route, "no route for this host and path", has_body};
+ co_await send_local(local_error, &request.base());
+            co_return !has_body && request.keep_alive();
+        }
+        auto& cluster = worker_.cluster(*cluster_index);
+        const auto snapshot = cluster.snapshot;
+        if (snapshot->hosts.empty()) {
+            const LocalError local_error{503, LocalReason::no_healthy_host, "cluster " + snapshot->config->name + " has no hosts", has_body};
+ co_await send_local(local_error, &request.base());
+            co_return !has_body && request.keep_alive();
+        }
+        co_return co_await forward(parser, info, cluster, *snapshot);
+    }
+
+    std::string upstream_head(const http::request_header<>& request, const http_rules::RequestInfo& info) {
+        std::string head;
+        head.reserve(512);
+        head.append(request.method_string());
+        head.push_back(' ');
+        head.append(info.path);   // absolute-form goes on in origin-form; Host carries the authority
+        head.append(" HTTP/1.1\r\n");
+        const std::string_view connection = request[http::field::connection];
+        std::string forwarded_for;
+        bool has_request_id = false;
+        bool has_host = false;
+        http_rules::for_each_raw_field(raw_head_, [&](std::string_view name, std::string_view value) {
+            if (http_rules::is_hop_by_hop(name, connection)) { return; }
+            if (beast::iequals(name, "x-forwarded-for")) {
+                forwarded_for += forwarded_for.empty() ? "" : ", ";
+                forwarded_for += value;
+                return;
+            }
+            // Set by Drover from what it saw; a client's own values are not trusted.
+            if (beast::iequals(name, "x-forwarded-proto") || beast::iequals(name, "x-forwarded-host")) { return; }
+            if (beast::iequals(name, "expect")) { return; }   // Drover answers 100-continue itself
+            if (beast::iequals(name, "x-request-id")) { has_request_id = true; }
+            if (beast::iequals(name, "host")) { has_host = true; }
+            append_field(head, name, value);
+        });
+        if (!has_host) { append_field(head, "Host", info.host); }   // HTTP/1.0 without Host, or absolute-form
+        append_field(head, "X-Forwarded-For",
+                     forwarded_for.empty() ? client_ip_ : fmt::format("{}, {}", forwarded_for, client_ip_));
+        append_field(head, "X-Forwarded-Proto", "http");
+        if (!info.host.empty()) { append_field(head, "X-Forwarded-Host", info.host); }
+        if (!has_request_id) {
+            auto& random = worker_.random();
+            append_field(head, "X-Request-Id", fmt::format("{:016x}{:016x}", random(), random()));
+        }
+        if (info.upgrade_websocket) {
+            append_field(head, "Connection", "Upgrade");
+            append_field(head, "Upgrade", request[http::field::upgrade]);
+        }
+        if (info.chunked) {
+            append_field(head, "Transfer-Encoding", "chunked");
+        } else if (info.content_length) {
+            append_field(head, "Content-Length", std::to_string(*info.content_length));
+        }
+        head.append("\r\n");
+        return head;
+    }
+
+    // Chooses hosts and sends the request, retrying connect failures on other hosts and a dead pooled
+    // connection once on a fresh one; then relays the response.
+    asio::awaitable<bool> forward(http::request_parser<http::buffer_body>& parser, const http_rules::RequestInfo& info,
+                                  WorkerCluster& cluster, const ClusterSnapshot& snapshot) {
+        const auto& request = parser.get();
+        const auto& config = *snapshot.config;
+        const std::string head = upstream_head(request.base(), info);
+        const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
+        const std::size_t max_attempts = 1 + config.retries.attempts;
+        std::vector<const discovery::Host*> tried;
+        bool retried_stale = false;
+        const auto key = hash_key(request.base(), config);
+
+        while (tried.size() < max_attempts && !aborted_) {
+            ChooseContext context;
+            context.exclude = tried;
+            context.hash = key;
+            const HostEntry* entry = cluster.balancer->choose(snapshot, context);
+            if (entry == nullptr) { break; }
+            const auto& host = entry->host;
+            upstream_name_ = host->name();
+
+            bool reused = false;
+            if (!retried_stale) {
+                if (auto socket = worker_.pool().take(*host)) {
+                    upstream_.emplace(std::move(*socket));
+                    reused = true;
+                    host->stats().pool_reuses.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+            if (!reused) {
+                upstream_.emplace(worker_.context());
+                upstream_->expires_after(config.timeouts.connect);
+                auto [ec] = co_await upstream_->async_connect(host->address(), use_tuple);
+                if (ec) {
+                    host->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
+                    log::debug("cluster {}: connect to {} failed: {}", config.name, host->name(), ec.message());
+                    upstream_.reset();
+                    tried.push_back(host.get());
+                    continue;
+                }
+                boost::system::error_code ignored;
+                upstream_->socket().set_option(tcp::no_delay(true), ignored);
+                host->stats().connections_total.fetch_add(1, std::memory_order_relaxed);
+                host->stats().connections_active.fetch_add(1, std::memory_order_relaxed);
+            }
+
+            body_consumed_ = false;
+            // In flight on this host for the whole exchange: what least_request weighs hosts by.
+            host->stats().requests_active.fetch_add(1, std::memory_order_relaxed);
+            const Outcome outcome = co_await exchange(parser, info, head, host, config);
+            host->stats().requests_active.fetch_sub(1, std::memory_order_relaxed);
+            if (outcome == Outcome::reset_before_response) {
+                if (reused && !body_consumed_ && !retried_stale) {
+                    // A keep-alive connection the backend had already closed: once more on a fresh one.
+                    retried_stale = true;
+                    continue;
+                }
+                const LocalError local_error{502, LocalReason::bad_upstream_response,
+                                     "backend " + host->name() + " closed the connection before responding"};
+ co_await send_local(local_error, &request.base());
+                co_return false;
+            }
+            co_return outcome == Outcome::ok && keep_client_;
+        }
+        const LocalError local_error{502, LocalReason::upstream_connect_failed,
+                             "no host of cluster " + config.name + " accepted a connection", has_body};
+ co_await send_local(local_error, &request.base());
+        co_return !has_body && request.keep_alive();
+    }
+
+    // Maglev's key: the configured header or cookie, else the client's address. Absent -> no key, and
+    // the policy picks at random (a request without the header has no affinity to keep).
+    std::optional<std::uint64_t> hash_key(const http::request_header<>& request, const config::Cluster& config) const {
+        if (config.load_balancing != config::LbPolicy::maglev) { return std::nullopt; }
+        using Kind = config::HashPolicy::Kind;
+        const Kind kind = config.hash ? config.hash->kind : Kind::source_ip;
+        if (kind == Kind::source_ip) { return hash_address(client_address_); }
+        if (kind == Kind::header) {
+            const auto value = request[config.hash->name];
+            if (value.empty()) { return std::nullopt; }
+            return hash_bytes(value);
+        }
+        for (const auto& field : request) {
+            if (field.name() != http::field::cookie) { continue; }
+            std::string_view cookies = field.value();
+            while (!cookies.empty()) {
+                const auto semi = cookies.find(';');
+                auto pair = cookies.substr(0, semi);
+                while (!pair.empty() && pair.front() == ' ') { pair.remove_prefix(1); }
+                const auto eq = pair.find('=');
+                if (eq != std::string_view::npos && pair.substr(0, eq) == config.hash->name) {
+                    return hash_bytes(pair.substr(eq + 1));
+                }
+                if (semi == std::string_view::npos) { break; }
+                cookies.remove_prefix(semi + 1);
+            }
+        }
+        return std::nullopt;
+    }
+
+    void close_upstream(const std::shared_ptr<const discovery::Host>& host) {
+        if (!upstream_) { return; }
+        boost::system::error_code ignored;
+        upstream_->socket().close(ignored);
+        upstream_.reset();
+        host->stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
+    }
+
+    // Writes the head and body to the upstream, then relays the response. Sends the client an answer
+    // in every case except a stale pooled connection (which the caller retries).
+    asio::awaitable<Outcome> exchange(http::request_parser<http::buffer_body>& parser, const http_rules::RequestInfo& info,
+                                      const std::string& head, const std::shared_ptr<const discovery::Host>& host,
+                                      const config::Cluster& config) {
+        const auto& request = parser.get();
+        const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
+        upstream_->expires_after(config.timeouts.request);
+        auto [write_ec, written] = co_await asio::async_write(upstream_->socket(), asio::buffer(head), use_tuple);
+        if (write_ec) {
+            close_upstream(host);
+            co_return Outcome::reset_before_response;
+        }
+        if (has_body) {
+            if (info.expect_continue && request.version() == 11) {
+                static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+                co_await asio::async_write(client_.socket(), asio::buffer(kContinue), use_tuple);
+            }
+            const Outcome sent = co_await send_body(parser, info);
+            if (sent != Outcome::ok) {
+                close_upstream(host);
+                if (sent == Outcome::body_too_large) {
+                    const LocalError local_error{413, LocalReason::body_too_large, "request body larger than the limit"};
+ co_await send_local(local_error, &request.base());
+                } else if (sent == Outcome::reset_before_response) {
+                    const LocalError local_error{502, LocalReason::bad_upstream_response, "backend closed while receiving the request body"};
+ co_await send_local(local_error, &request.base());
+                } else if (sent == Outcome::bad_request_body) {
+                    const LocalError local_error{400, LocalReason::bad_request, "malformed request body"};
+ co_await send_local(local_error, &request.base());
+                }
+                co_return Outcome::client_gone;
+            }
+        }
+        co_return co_await relay_response(request.base(), info, host, config);
+    }
+
+    // Client body -> upstream, re-framed (Content-Length as is, chunked re-chunked; trailers dropped).
+    asio::awaitable<Outcome> send_body(http::request_parser<http::buffer_body>& parser, const http_rules::RequestInfo& info) {
+        auto buffer = worker_.buffers().acquire();
+        const auto max_body = listener_->config.limits.max_request_body_bytes;
+        std::uint64_t total = 0;
+        while (!parser.is_done()) {
+            parser.get().body().data = buffer->data();
+            parser.get().body().size = buffer->size();
+            client_.expires_after(listener_->config.timeouts.idle);
+            auto [ec, n] = co_await http::async_read_some(client_, client_buf_, parser, use_tuple);
+            if (ec == http::error::need_buffer) { ec = {}; }
+            if (ec) {
+                // A parse error is the client breaking the framing (bad chunk); anything else is it leaving.
+                co_return ec.category() == http::make_error_code(http::error::bad_chunk).category() ? Outcome::bad_request_body : Outcome::client_gone;
+            }
+            const std::size_t got = buffer->size() - parser.get().body().size;
+            body_consumed_ = body_consumed_ || got > 0;
+            total += got;
+            bump(counters_.bytes_received, got);
+            if (max_body > 0 && total > max_body) { co_return Outcome::body_too_large; }
+            if (got == 0) { continue; }
+            upstream_->expires_after(listener_->config.timeouts.idle);
+            if (info.chunked) {
+                const std::string size_line = fmt::format("{:x}\r\n", got);
+                const std::array<asio::const_buffer, 3> parts = {asio::buffer(size_line), asio::buffer(buffer->data(), got),
+                                                                 asio::buffer("\r\n", 2)};
+                auto [wec, wn] = co_await asio::async_write(upstream_->socket(), parts, use_tuple);
+                if (wec) { co_return Outcome::reset_before_response; }
+            } else {
+                auto [wec, wn] = co_await asio::async_write(upstream_->socket(), asio::buffer(buffer->data(), got), use_tuple);
+                if (wec) { co_return Outcome::reset_before_response; }
+            }
+        }
+        if (info.chunked) {
+            auto [wec, wn] = co_await asio::async_write(upstream_->socket(), asio::buffer("0\r\n\r\n", 5), use_tuple);
+            if (wec) { co_return Outcome::reset_before_response; }
+        }
+        co_return Outcome::ok;
+    }
+
+    // Reads the response head (skipping interim 1xx), checks it, and streams it to the client.
+    asio::awaitable<Outcome> relay_response(const http::request_header<>& request, const http_rules::RequestInfo& info,
+                                            const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
+        beast::flat_buffer upstream_buf;
+        const auto deadline = Clock::now() + config.timeouts.request;
+        for (;;) {
+            http::response_parser<http::buffer_body> parser;
+            parser.header_limit(kMaxResponseHeaderBytes);
+            parser.body_limit(boost::none);
+            if (request.method() == http::verb::head) { parser.skip(true); }
+            http_rules::HeadScan scan;
+            bool got_bytes = upstream_buf.size() > 0;
+            while (!parser.is_header_done()) {
+                if (upstream_buf.size() > 0) {
+                    const auto data = upstream_buf.data();
+                    const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+                    auto rejection = http_rules::scan_head(bytes, scan);
+                    beast::error_code ec;
+                    if (!rejection) {
+                        if (scan.complete) { raw_response_head_.assign(bytes.substr(0, scan.scanned)); }
+                        upstream_buf.consume(parser.put(upstream_buf.data(), ec));
+                        if (parser.is_header_done()) { break; }
+                    }
+                    if (rejection || (ec && ec != http::error::need_more)) {
+                        close_upstream(host);
+                        const LocalError local_error{502, LocalReason::bad_upstream_response,
+                                             "backend sent an invalid response head: " +
+                                                 (rejection ? rejection->detail : ec.message())};
+ co_await send_local(local_error, &request);
+                        co_return Outcome::bad_response;
+                    }
+                }
+                upstream_->expires_at(deadline);
+                auto [ec, n] = co_await upstream_->async_read_some(upstream_buf.prepare(kReadChunk), use_tuple);
+                if (ec) {
+                    const bool timed_out = ec == beast::error::timeout;
+                    close_upstream(host);
+                    if (!got_bytes && !timed_out) { co_return Outcome::reset_before_response; }
+                    const LocalError local_error = timed_out ? LocalError{504, LocalReason::upstream_timeout, "backend did not answer in time"}
+                                                  : LocalError{502, LocalReason::bad_upstream_response,
+                                                               "backend closed the connection mid-response"};
+ co_await send_local(local_error, &request);
+                    co_return timed_out ? Outcome::timeout : Outcome::bad_response;
+                }
+                got_bytes = true;
+                upstream_buf.commit(n);
+            }
+            auto& response = parser.get();
+            const unsigned status = response.result_int();
+            if (status == 101) {
+                if (!info.upgrade_websocket) {
+                    close_upstream(host);
+                    const LocalError local_error{502, LocalReason::bad_upstream_response, "backend switched protocols unasked"};
+ co_await send_local(local_error, &request);
+                    co_return Outcome::bad_response;
+                }
+                co_await tunnel(upstream_buf, host);
+                co_return Outcome::ok;
+            }
+            if (status >= 100 && status < 200) { continue; }   // interim (100 was answered by Drover)
+            if (auto rejection = http_rules::check_response(response.base())) {
+                close_upstream(host);
+                const LocalError local_error{502, LocalReason::bad_upstream_response, "backend response: " + rejection->detail};
+ co_await send_local(local_error, &request);
+                co_return Outcome::bad_response;
+            }
+            co_return co_await stream_response(request, parser, upstream_buf, host, config);
+        }
+    }
+
+    template <class Parser>
+    asio::awaitable<Outcome> stream_response(const http::request_header<>& request, Parser& parser,
+                                             beast::flat_buffer& upstream_buf,
+                                             const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
+        auto& response = parser.get();
+        const unsigned status = response.result_int();
+        const bool head_request = request.method() == http::verb::head;
+        const bool bodiless = head_request || status == 204 || status == 304;
+        const auto length = parser.content_length();   // set when Content-Length framed
+        const bool chunked_out_ok = request.version() == 11;
+        const bool close_delimited = !bodiless && !length && !response.chunked();
+        // To an HTTP/1.0 client an unknown length can only be told by closing the connection.
+        const bool needs_close_to_client = !bodiless && !length && !chunked_out_ok;
+        keep_client_ = request_keep_alive_ && !needs_close_to_client && !worker_.draining();
+
+        std::string head;
+        head.reserve(512);
+        head.append("HTTP/1.1 ");
+        head.append(std::to_string(status));
+        head.push_back(' ');
+        head.append(response.reason());
+        head.append("\r\n");
+        const std::string_view connection = response[http::field::connection];
+        http_rules::for_each_raw_field(raw_response_head_, [&](std::string_view name, std::string_view value) {
+            if (http_rules::is_hop_by_hop(name, connection)) {
+                // A HEAD answer's Content-Length describes the GET body: pass it through unchanged.
+                if (!(head_request && beast::iequals(name, "content-length"))) { return; }
+            }
+            append_field(head, name, value);
+        });
+        const bool chunk_out = !bodiless && !length && chunked_out_ok;
+        if (!bodiless && length) { append_field(head, "Content-Length", std::to_string(*length)); }
+        if (chunk_out) { append_field(head, "Transfer-Encoding", "chunked"); }
+        if (!keep_client_) {
+            append_field(head, "Connection", "close");
+        } else if (request.version() == 10) {
+            append_field(head, "Connection", "keep-alive");
+        }
+        head.append("\r\n");
+
+        status_ = status;
+        host->stats().responses_by_class[status_class(status)].fetch_add(1, std::memory_order_relaxed);
+        client_.expires_after(listener_->config.timeouts.idle);
+        auto [hec, hn] = co_await asio::async_write(client_.socket(), asio::buffer(head), use_tuple);
+        if (hec) {
+            close_upstream(host);
+            finish_request(request);
+            co_return Outcome::client_gone;
+        }
+        bump(counters_.bytes_sent, hn);
+
+        std::uint64_t body_bytes = 0;
+        if (!bodiless) {
+            auto buffer = worker_.buffers().acquire();
+            while (!parser.is_done()) {
+                response.body().data = buffer->data();
+                response.body().size = buffer->size();
+                upstream_->expires_after(config.timeouts.idle);
+                auto [ec, n] = co_await http::async_read_some(*upstream_, upstream_buf, parser, use_tuple);
+                if (ec == http::error::need_buffer) { ec = {}; }
+                const std::size_t got = buffer->size() - response.body().size;
+                if (got > 0) {
+                    body_bytes += got;
+                    client_.expires_after(listener_->config.timeouts.idle);
+                    boost::system::error_code wec;
+                    if (chunk_out) {
+                        const std::string size_line = fmt::format("{:x}\r\n", got);
+                        const std::array<asio::const_buffer, 3> parts = {
+                            asio::buffer(size_line), asio::buffer(buffer->data(), got), asio::buffer("\r\n", 2)};
+                        std::tie(wec, std::ignore) = co_await asio::async_write(client_.socket(), parts, use_tuple);
+                    } else {
+                        std::tie(wec, std::ignore) =
+                            co_await asio::async_write(client_.socket(), asio::buffer(buffer->data(), got), use_tuple);
+                    }
+                    if (wec) {
+                        close_upstream(host);
+                        keep_client_ = false;
+                        finish_request(request, body_bytes);
+                        co_return Outcome::client_gone;
+                    }
+                    bump(counters_.bytes_sent, got);
+                }
+                if (ec) {
+                    // The response is cut: the client must learn it from a broken framing (close).
+                    close_upstream(host);
+                    keep_client_ = false;
+                    error_reason_ = "upstream_reset_mid_body";
+                    finish_request(request, body_bytes);
+                    co_return Outcome::bad_response;
+                }
+            }
+            if (chunk_out) {
+                auto [wec, wn] = co_await asio::async_write(client_.socket(), asio::buffer("0\r\n\r\n", 5), use_tuple);
+                if (wec) { keep_client_ = false; }
+            }
+        }
+
+        // Back to the pool only when the exchange ended cleanly and nothing stray follows it.
+        const bool reusable = parser.is_done() && response.keep_alive() && !close_delimited && upstream_buf.size() == 0 &&
+                              !worker_.draining();
+        if (reusable) {
+            worker_.pool().put(host, upstream_->release_socket(), config.timeouts.idle);
+            upstream_.reset();
+        } else {
+            close_upstream(host);
+        }
+        finish_request(request, body_bytes);
+        co_return Outcome::ok;
+    }
+
+    // The backend agreed to switch protocols: pass its 101 on and relay raw bytes both ways.
+    asio::awaitable<void> tunnel(beast::flat_buffer& upstream_buf,
+                                 const std::shared_ptr<const discovery::Host>& host) {
+        std::string head = "HTTP/1.1 101 Switching Protocols\r\n";
+        http_rules::for_each_raw_field(raw_response_head_,
+                                       [&](std::string_view name, std::string_view value) { append_field(head, name, value); });
+        head.append("\r\n");
+        status_ = 101;
+        keep_client_ = false;
+        auto [ec, n] = co_await asio::async_write(client_.socket(), asio::buffer(head), use_tuple);
+        // Bytes either side sent right behind the handshake are already buffered: deliver them first.
+        if (!ec && upstream_buf.size() > 0) {
+            std::tie(ec, n) = co_await asio::async_write(client_.socket(), upstream_buf.data(), use_tuple);
+        }
+        if (!ec && client_buf_.size() > 0) {
+            std::tie(ec, n) = co_await asio::async_write(upstream_->socket(), client_buf_.data(), use_tuple);
+            client_buf_.consume(client_buf_.size());
+        }
+        if (!ec) {
+            co_await relay(worker_.buffers(), client_.socket(), upstream_->socket(), listener_->config.timeouts.idle,
+                           RelayCounters{counters_.bytes_received, counters_.bytes_sent});
+        }
+        close_upstream(host);
+    }
+
+    // Answers the client from Drover itself, with a drover-error header saying why.
+    asio::awaitable<void> send_local(const LocalError& error, const http::request_header<>* request) {
+        static const auto reason_phrase = [](int status) -> std::string_view {
+            return http::obsolete_reason(static_cast<http::status>(status));
+        };
+        const std::string_view reason = local_reason_name(error.reason);
+        const std::string body = fmt::format("{} {}: {}\n", error.status, reason, error.detail);
+        std::string head = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n"
+                                       "drover-error: {}\r\n{}\r\n",
+                                       error.status, reason_phrase(error.status), body.size(), reason,
+                                       error.close ? "Connection: close\r\n" : "");
+        head += body;
+        bump(counters_.local_responses[static_cast<std::size_t>(error.reason)]);
+        status_ = static_cast<unsigned>(error.status);
+        error_reason_ = reason;
+        keep_client_ = !error.close;
+        client_.expires_after(std::chrono::seconds(5));
+        auto [ec, n] = co_await asio::async_write(client_.socket(), asio::buffer(head), use_tuple);
+        if (!ec) { bump(counters_.bytes_sent, n); }
+        if (request != nullptr) {
+            finish_request(*request, body.size());
+        } else {
+            record(nullptr, 0);
+        }
+    }
+
+    void finish_request(const http::request_header<>& request, std::uint64_t body_bytes = 0) { record(&request, body_bytes); }
+
+    void record(const http::request_header<>* request, std::uint64_t body_bytes) {
+        const auto elapsed = Clock::now() - start_;
+        const double seconds = std::chrono::duration<double>(elapsed).count();
+        bump(counters_.requests_by_class[status_class(status_ == 0 ? 500 : status_)]);
+        std::size_t bucket = 0;
+        while (bucket < kDurationBuckets.size() && seconds > kDurationBuckets[bucket]) { ++bucket; }
+        bump(counters_.duration_buckets[bucket]);
+        bump(counters_.duration_sum_micros,
+             static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()));
+        if (listener_->access_log != nullptr) {
+            listener_->access_log->write(AccessLog::Entry{
+                client_addr_, request ? std::string_view(request->method_string()) : std::string_view("-"),
+                request ? std::string_view(request->target()) : std::string_view("-"), status_, body_bytes,
+                std::chrono::duration_cast<std::chrono::milliseconds>(elapsed), upstream_name_,
+                error_reason_.empty() ? std::string_view("-") : std::string_view(error_reason_)});
+        }
+        status_ = 0;
+        error_reason_ = {};
+    }
+
+    Worker& worker_;
+    std::shared_ptr<ListenerState> listener_;
+    ListenerCounters& counters_;
+    beast::tcp_stream client_;
+    beast::flat_buffer client_buf_;
+    std::string raw_head_;            // the current request's head as received
+    std::string raw_response_head_;   // the current response's head as received
+    std::optional<beast::tcp_stream> upstream_;
+    std::string client_ip_;
+    std::string client_addr_;
+    boost::asio::ip::address client_address_;
+    Clock::time_point start_{};
+    std::string upstream_name_ = "-";
+    std::string_view error_reason_;
+    unsigned status_ = 0;
+    bool keep_client_ = false;
+    bool request_keep_alive_ = false;
+    bool body_consumed_ = false;   // request body bytes were read: the request can no longer be replayed
+    bool aborted_ = false;
+};
+
+}  // namespace
+
+asio::awaitable<void> serve_http(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client) {
+    HttpSession session(worker, std::move(listener), std::move(client));
+    co_await session.run();
+}
+
+}  // namespace drover::proxy

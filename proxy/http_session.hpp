@@ -1,0 +1,20 @@
+#pragma once
+// L7 proxying: one coroutine per client connection on its worker. Reads each request with Beast's
+// parser plus Drover's own rules (proxy/http_rules), routes it, sends it over a pooled keep-alive
+// connection, and streams both bodies re-framed by Drover, so a backend never has to guess where a
+// message ends. Requests on one connection are answered in order (pipelining).
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <memory>
+
+namespace drover::proxy {
+
+class Worker;
+struct ListenerState;
+
+boost::asio::awaitable<void> serve_http(Worker& worker, std::shared_ptr<ListenerState> listener,
+                                        boost::asio::ip::tcp::socket client);
+
+}  // namespace drover::proxy

@@ -1,0 +1,96 @@
+#include "proxy/upstream_pool.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+namespace drover::proxy {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto kSweepInterval = std::chrono::seconds(1);
+
+// An idle keep-alive connection must have nothing to say: EOF means the backend closed it, bytes mean
+// it sent something outside a response. Either way it is not reusable.
+bool still_quiet(tcp::socket& socket) {
+    char byte;
+    const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+}  // namespace
+
+UpstreamPool::UpstreamPool(asio::io_context& context) : context_(context), sweeper_(context) {}
+
+std::optional<tcp::socket> UpstreamPool::take(const discovery::Host& host) {
+    auto it = hosts_.find(&host);
+    if (it == hosts_.end()) { return std::nullopt; }
+    auto& idle = it->second.idle;
+    const auto now = Clock::now();
+    while (!idle.empty()) {
+        Idle entry = std::move(idle.back());
+        idle.pop_back();
+        if (entry.expires > now && still_quiet(entry.socket)) {
+            if (idle.empty()) { hosts_.erase(it); }
+            return std::move(entry.socket);
+        }
+        host.stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
+    }
+    hosts_.erase(it);
+    return std::nullopt;
+}
+
+void UpstreamPool::put(std::shared_ptr<const discovery::Host> host, tcp::socket socket, std::chrono::milliseconds idle) {
+    auto& per_host = hosts_[host.get()];
+    if (!per_host.host) { per_host.host = host; }
+    if (per_host.idle.size() >= kMaxIdlePerHost) {
+        host->stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
+        return;   // `socket` closes on return
+    }
+    per_host.idle.push_back({std::move(socket), Clock::now() + idle});
+    schedule_sweep();
+}
+
+void UpstreamPool::clear() {
+    for (auto& [key, per_host] : hosts_) {
+        per_host.host->stats().connections_active.fetch_sub(static_cast<std::int64_t>(per_host.idle.size()),
+                                                            std::memory_order_relaxed);
+    }
+    hosts_.clear();
+}
+
+std::size_t UpstreamPool::idle_count() const {
+    std::size_t n = 0;
+    for (const auto& [key, per_host] : hosts_) { n += per_host.idle.size(); }
+    return n;
+}
+
+void UpstreamPool::schedule_sweep() {
+    if (sweep_scheduled_) { return; }
+    sweep_scheduled_ = true;
+    sweeper_.expires_after(kSweepInterval);
+    sweeper_.async_wait([this](const boost::system::error_code& ec) {
+        sweep_scheduled_ = false;
+        if (ec) { return; }
+        sweep();
+    });
+}
+
+void UpstreamPool::sweep() {
+    const auto now = Clock::now();
+    for (auto it = hosts_.begin(); it != hosts_.end();) {
+        auto& idle = it->second.idle;
+        const auto before = idle.size();
+        std::erase_if(idle, [&](Idle& e) { return e.expires <= now || !still_quiet(e.socket); });
+        it->second.host->stats().connections_active.fetch_sub(static_cast<std::int64_t>(before - idle.size()),
+                                                              std::memory_order_relaxed);
+        it = idle.empty() ? hosts_.erase(it) : std::next(it);
+    }
+    if (!hosts_.empty()) { schedule_sweep(); }
+}
+
+}  // namespace drover::proxy

@@ -1,0 +1,56 @@
+#pragma once
+// Idle keep-alive connections to upstream hosts, per worker (never shared across threads).
+// A connection goes back only after a response that was read to its end, unambiguously framed, with
+// no stray bytes after it. Before lending one out the pool checks it is still quiet (no EOF, no
+// unsolicited bytes); idle ones close after their cluster's idle timeout, and each host keeps at most
+// kMaxIdlePerHost of them.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "discovery/host.hpp"
+
+namespace drover::proxy {
+
+class UpstreamPool {
+public:
+    static constexpr std::size_t kMaxIdlePerHost = 64;
+
+    explicit UpstreamPool(boost::asio::io_context& context);
+
+    // An idle connection to `host` that is still usable, or nullopt.
+    std::optional<boost::asio::ip::tcp::socket> take(const discovery::Host& host);
+    // Parks a reusable connection until `idle` passes.
+    void put(std::shared_ptr<const discovery::Host> host, boost::asio::ip::tcp::socket socket,
+             std::chrono::milliseconds idle);
+    // Closes every idle connection (drain, shutdown).
+    void clear();
+    std::size_t idle_count() const;
+
+private:
+    struct Idle {
+        boost::asio::ip::tcp::socket socket;
+        std::chrono::steady_clock::time_point expires;
+    };
+    struct PerHost {
+        std::shared_ptr<const discovery::Host> host;   // keeps counters alive while parked
+        std::vector<Idle> idle;                         // most recent last: reuse the warmest
+    };
+
+    void sweep();
+    void schedule_sweep();
+
+    boost::asio::io_context& context_;
+    std::unordered_map<const discovery::Host*, PerHost> hosts_;
+    boost::asio::steady_timer sweeper_;
+    bool sweep_scheduled_ = false;
+};
+
+}  // namespace drover::proxy

@@ -1,0 +1,254 @@
+"""HTTP limits and timeouts: header bytes and count, URI length, body size, the request-header timeout
+(slowloris), idle keep-alive, the upstream request timeout, connect failures and retries, the pool's idle
+timeout. Each exceeded limit has its status, its `drover-error` reason and its metric."""
+
+import threading
+import time
+import unittest
+
+from harness import HttpConn, HttpTestCase, PeerClosed, UnresponsivePort, wait_until
+
+
+class HttpLimitsTest(HttpTestCase):
+
+    def proxy(self, origin=None, limits=None, timeouts=None, cluster_extra=None):
+        origin = origin or self.origin()
+        listener_extra = {}
+        if limits:
+            listener_extra["limits"] = limits
+        if timeouts:
+            listener_extra["timeouts"] = timeouts
+        drover, addr = self.http_proxy([origin], listener_extra=listener_extra, cluster_extra=cluster_extra)
+        return drover, addr, origin
+
+    def assertLocalCount(self, drover, reason, n):
+        drover.wait_metric("drover_http_local_responses_total", {"listener": "web", "reason": reason},
+                           lambda v: v == n, default=0)
+
+    def rejected(self, addr, raw, reason, closed=True):
+        conn = self.client(addr)
+        conn.send_tolerant(raw)
+        return self.assertRejected(conn, reason, closed=closed)
+
+    # -- request head ----------------------------------------------------------------------------------
+
+    def test_header_bytes_over_the_limit_are_431_and_close(self):
+        drover, addr, origin = self.proxy(limits={"max_request_header_bytes": "16KiB"})
+        self.assertEqual(self.get(addr, "/", headers=[("X-Big", "a" * 12000)]).status, 200)
+        self.assertEqual(self.get(addr, "/", headers=[(f"X-{i}", "a" * 3000) for i in range(4)]).status, 200)
+        over = {"one field": [("X-Big", "a" * 17000)],
+                "several fields": [(f"X-{i}", "b" * 5000) for i in range(4)],
+                "many small fields": [(f"X-{i}", "b" * 500) for i in range(40)]}
+        for name, headers in over.items():
+            with self.subTest(name):
+                self.rejected(addr, HttpConn.build_request("GET", "/", headers=headers), "headers_too_large")
+        self.assertEqual(len(origin.heads), 2)
+        self.assertLocalCount(drover, "headers_too_large", len(over))
+
+    def test_default_header_bytes_limit_is_64kib(self):
+        drover, addr, origin = self.proxy()
+        self.assertEqual(self.get(addr, "/", headers=[(f"X-{i}", "c" * 10000) for i in range(6)]).status, 200)
+        self.rejected(addr, HttpConn.build_request("GET", "/", headers=[(f"X-{i}", "c" * 10000) for i in range(7)]),
+                      "headers_too_large")
+        self.assertEqual(len(origin.heads), 1)
+
+    def test_more_headers_than_max_request_headers_is_431(self):
+        drover, addr, origin = self.proxy(limits={"max_request_headers": 10})
+        self.assertEqual(self.get(addr, "/", headers=[(f"X-{i}", "v") for i in range(7)]).status, 200)
+        self.rejected(addr, HttpConn.build_request("GET", "/", headers=[(f"X-{i}", "v") for i in range(12)]),
+                      "headers_too_large")
+        self.assertEqual(len(origin.heads), 1)
+        self.assertLocalCount(drover, "headers_too_large", 1)
+
+    def test_default_max_request_headers_is_100(self):
+        _, addr, origin = self.proxy()
+        self.assertEqual(self.get(addr, "/", headers=[(f"X-{i}", "v") for i in range(90)]).status, 200)
+        self.rejected(addr, HttpConn.build_request("GET", "/", headers=[(f"X-{i}", "v") for i in range(110)]),
+                      "headers_too_large")
+        self.assertEqual(len(origin.heads), 1)
+
+    def test_uri_longer_than_max_uri_bytes_is_414(self):
+        drover, addr, origin = self.proxy(limits={"max_uri_bytes": "1KiB"})
+        self.assertEqual(self.get(addr, "/" + "a" * 900).status, 200)
+        self.rejected(addr, HttpConn.build_request("GET", "/" + "a" * 1100), "uri_too_long", closed=False)
+        self.assertEqual(len(origin.heads), 1)
+        self.assertLocalCount(drover, "uri_too_long", 1)
+
+    def test_default_max_uri_bytes_is_8kib(self):
+        _, addr, origin = self.proxy()
+        self.assertEqual(self.get(addr, "/" + "a" * 8000).status, 200)
+        self.rejected(addr, HttpConn.build_request("GET", "/" + "a" * 9000), "uri_too_long", closed=False)
+        self.assertEqual(len(origin.heads), 1)
+
+    # -- request body ----------------------------------------------------------------------------------
+
+    def test_body_over_the_limit_with_content_length_is_413_before_anything_is_forwarded(self):
+        drover, addr, origin = self.proxy(limits={"max_request_body_bytes": 1000})
+        self.assertEqual(self.get(addr, "/", method="POST", body=b"x" * 1000).json()["body_bytes"], 1000)
+        # Only the head is sent: drover must answer from the Content-Length alone.
+        self.rejected(addr, HttpConn.build_request("POST", "/", headers=[("Content-Length", "1001")]),
+                      "body_too_large")
+        self.assertEqual(len(origin.heads), 1)
+        self.assertLocalCount(drover, "body_too_large", 1)
+
+    def test_chunked_body_is_413_where_it_exceeds_the_limit(self):
+        drover, addr, origin = self.proxy(limits={"max_request_body_bytes": 1000})
+        conn = self.client(addr)
+        conn.send(b"POST /chunks HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  + b"258\r\n" + b"y" * 600 + b"\r\n")
+        self.assertTrue(conn.is_open(0.2), "answered before the limit was exceeded")
+        conn.send_tolerant(b"258\r\n" + b"y" * 600 + b"\r\n")
+        self.assertRejected(conn, "body_too_large")
+        self.assertEqual(origin.requests, [], "the origin got a complete over-limit request")
+        resp = self.get(addr, "/after", method="POST", body=b"z" * 10)
+        self.assertEqual((resp.status, resp.json()["target"], resp.json()["seq"]), (200, "/after", 1))
+        self.assertLocalCount(drover, "body_too_large", 1)
+
+    def test_expect_100_continue_with_a_too_large_body_gets_413_instead_of_100(self):
+        drover, addr, origin = self.proxy(limits={"max_request_body_bytes": 1000})
+        conn = self.client(addr)
+        conn.send_request("POST", "/", headers=[("Expect", "100-continue"), ("Content-Length", "5000")])
+        head = conn.read_head(timeout=5)
+        self.assertEqual(head.status, 413, "100 Continue invited a body that is over the limit")
+        conn.read_body(head, timeout=5)
+        self.assertLocalResponse(head, "body_too_large")
+        conn.wait_closed(3)
+        self.assertEqual(origin.heads, [])
+
+    # -- client timeouts -------------------------------------------------------------------------------
+
+    def test_slowloris_gets_408_and_is_closed_while_other_clients_are_served(self):
+        drover, addr, origin = self.proxy(timeouts={"request_headers": "1s"})
+        slow = self.client(addr)
+        started = time.monotonic()
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+
+        def drip():  # one byte of a never-ending header every 100 ms
+            try:
+                slow.send(b"GET / HTTP/1.1\r\nHost: test\r\nX-Slow: ")
+                while not stop.wait(0.1):
+                    slow.send(b"z")
+            except OSError:
+                pass
+        threading.Thread(target=drip, name="slowloris", daemon=True).start()
+        # Meanwhile everyone else is served at once.
+        served = 0
+        while time.monotonic() - started < 0.8:
+            t0 = time.monotonic()
+            self.assertEqual(self.get(addr, f"/other{served}", timeout=2).status, 200)
+            self.assertLess(time.monotonic() - t0, 0.5)
+            served += 1
+        self.assertGreater(served, 2)
+        resp = self.assertRejected(slow, "request_header_timeout", timeout=5)
+        elapsed = time.monotonic() - started
+        stop.set()
+        self.assertGreaterEqual(elapsed, 0.9, f"408 after {elapsed:.2f}s")
+        self.assertLess(elapsed, 3.0, f"408 after {elapsed:.2f}s although bytes kept coming")
+        self.assertEqual(resp.status, 408)
+        self.assertEqual(len(origin.heads), served)
+        self.assertLocalCount(drover, "request_header_timeout", 1)
+
+    def test_partial_head_then_silence_gets_408(self):
+        drover, addr, _ = self.proxy(timeouts={"request_headers": "500ms"})
+        conn = self.client(addr)
+        started = time.monotonic()
+        conn.send(b"GET /partial HTTP/1.1\r\nHost: te")
+        self.assertRejected(conn, "request_header_timeout", timeout=5)
+        self.assertGreaterEqual(time.monotonic() - started, 0.4)
+
+    def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(self):
+        _, addr, _ = self.proxy(timeouts={"idle": "500ms"})
+        conn = self.client(addr)
+        busy_until = time.monotonic() + 1.2
+        while True:  # requests every 200 ms keep it open past the idle timeout
+            self.assertEqual(conn.request("GET", "/tick", timeout=2).status, 200)
+            quiet_since = time.monotonic()
+            if quiet_since >= busy_until:
+                break
+            time.sleep(0.2)  # pacing the traffic, not waiting for state
+        conn.wait_closed(3)  # silently: no bytes, just the close
+        self.assertGreaterEqual(time.monotonic() - quiet_since, 0.4)
+
+    def test_idle_timeout_does_not_cut_a_request_waiting_for_a_slow_origin(self):
+        _, addr, _ = self.proxy(timeouts={"idle": "300ms"})
+        resp = self.get(addr, "/slow?delay=1", timeout=5)
+        self.assertEqual(resp.status, 200, resp)
+
+    # -- upstream timeouts and failures ----------------------------------------------------------------
+
+    def test_slow_origin_gets_504_and_its_late_answer_is_never_delivered(self):
+        drover, addr, origin = self.proxy(cluster_extra={"timeouts": {"request": "300ms"}, "retries": {"attempts": 0}})
+        started = time.monotonic()
+        resp = self.get(addr, "/slow?delay=1.5", timeout=5)
+        elapsed = time.monotonic() - started
+        self.assertLocalResponse(resp, "upstream_timeout")
+        self.assertGreaterEqual(elapsed, 0.25)
+        self.assertLess(elapsed, 1.4, "504 only after the origin answered")
+        # The late answer is still coming on the first connection: the next request must not get it.
+        fast = self.get(addr, "/fast", timeout=5)
+        self.assertEqual((fast.status, fast.json()["target"]), (200, "/fast"))
+        self.assertEqual(origin.connections, 2)
+        self.assertLocalCount(drover, "upstream_timeout", 1)
+
+    def test_request_timeout_ends_with_the_response_head_not_the_body(self):
+        _, addr, _ = self.proxy(cluster_extra={"timeouts": {"request": "500ms"}})
+        started = time.monotonic()
+        resp = self.get(addr, "/drip?size=60000&chunk=10000&drip=0.2", timeout=10)
+        self.assertEqual((resp.status, resp.body_len), (200, 60000), resp)
+        self.assertGreater(time.monotonic() - started, 1.0)
+
+    def test_connect_failure_is_502_upstream_connect_failed(self):
+        dead = self.closed_port()
+        drover, addr = self.http_proxy([dead])
+        self.assertLocalResponse(self.get(addr, "/"), "upstream_connect_failed")
+        self.assertLocalCount(drover, "upstream_connect_failed", 1)
+
+    def test_connect_timeout_is_502_upstream_connect_failed(self):
+        hole = self.backend(UnresponsivePort())
+        _, addr = self.http_proxy([hole], cluster_extra={"timeouts": {"connect": "200ms"}, "retries": {"attempts": 0}})
+        started = time.monotonic()
+        self.assertLocalResponse(self.get(addr, "/", timeout=5), "upstream_connect_failed")
+        self.assertLess(time.monotonic() - started, 2.0)
+
+    def test_dead_host_is_skipped_by_retrying_on_the_live_one(self):
+        dead, origin = self.closed_port(), self.origin()
+        drover, addr = self.http_proxy([dead, origin])
+        conn = self.client(addr)
+        for i in range(6):
+            method = "POST" if i % 3 == 2 else "GET"  # connect failures are retried whatever the method
+            resp = conn.request(method, f"/r{i}", body=b"data" if method == "POST" else None, timeout=5)
+            self.assertEqual((resp.status, resp.json()["target"]), (200, f"/r{i}"), resp)
+        self.assertEqual([r.target for r in origin.requests], [f"/r{i}" for i in range(6)])
+        self.assertGreater(drover.metric_value("drover_upstream_connect_failures_total",
+                                               {"cluster": "back", "host": dead.addr}, default=0), 0)
+
+    def test_pooled_origin_connection_is_closed_after_the_cluster_idle_timeout(self):
+        _, addr, origin = self.proxy(cluster_extra={"timeouts": {"idle": "300ms"}})
+        self.assertEqual(self.get(addr, "/").status, 200)
+        done = time.monotonic()
+        origin.wait_active(0, timeout=3)
+        self.assertGreaterEqual(time.monotonic() - done, 0.2)
+        self.assertEqual(self.get(addr, "/again").json()["conn"], 2)
+
+    def test_listener_max_connections_turns_the_excess_away(self):
+        _, addr, _ = self.proxy(limits={"max_connections": 2})
+        first, second = self.client(addr), self.client(addr)
+        self.assertEqual(first.request("GET", "/1").status, 200)
+        self.assertEqual(second.request("GET", "/2").status, 200)
+        third = self.client(addr)
+        third.send_tolerant(HttpConn.build_request("GET", "/3"))
+        try:
+            resp = third.read_response(timeout=3)
+        except PeerClosed:
+            pass  # closed at once
+        else:
+            self.assertEqual(resp.status, 503, resp)
+            third.wait_closed(3)
+        self.assertEqual(first.request("GET", "/1b").status, 200)
+        first.close()
+        wait_until(lambda: self.get(addr, "/4", timeout=2).status == 200, 3, message="a freed slot is usable again")
+
+
+if __name__ == "__main__":
+    unittest.main()

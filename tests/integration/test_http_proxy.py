@@ -1,0 +1,573 @@
+"""L7 proxying behaviour: routing, keep-alive and pipelining, HTTP/1.0, 100-continue, streamed bodies both
+ways, the upstream pool, header rewriting, upgrades, the access log and the HTTP metrics."""
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+
+from harness import (HttpConn, HttpTestCase, RawHttpBackend, http_listener, iter_pattern, make_config, pattern_bytes,
+                     pattern_sha256, route, static_cluster, vm_rss_kib, wait_until)
+
+
+def target(path: str, *pairs: tuple[str, str], **params: object) -> str:
+    """`path?query` for HttpOrigin: keyword parameters plus (name, value) pairs (e.g. repeated `hdr`)."""
+    items = [(k, str(v)) for k, v in params.items()] + list(pairs)
+    return f"{path}?{urllib.parse.urlencode(items)}" if items else path
+
+
+def subsequence(headers, names):
+    """The (name, value) pairs whose name is one of `names` (case-insensitive), in order, case kept."""
+    wanted = {n.lower() for n in names}
+    return [(k, v) for k, v in headers if k.lower() in wanted]
+
+
+ACCESS_LOG_RE = re.compile(r"^(?P<time>\S+) (?P<client>\S+) (?P<method>\S+) (?P<target>\S+) (?P<status>\d{3}) "
+                           r"(?P<bytes>\d+) (?P<duration>\d+(?:\.\d+)?) (?P<upstream>\S+) (?P<reason>\S+)$")
+
+
+class HttpProxyTest(HttpTestCase):
+
+    # -- basics and routing ------------------------------------------------------------------------
+
+    def test_get_reaches_the_origin_and_its_answer_comes_back(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        resp = self.get(addr, "/hello?x=1", host="app.test")
+        self.assertEqual(resp.status, 200, resp)
+        self.assertIsNone(resp.header("drover-error"))
+        echo = resp.json()
+        self.assertEqual((echo["method"], echo["target"], echo["version"], echo["body_bytes"]),
+                         ("GET", "/hello?x=1", "HTTP/1.1", 0))
+        self.assertEqual(origin.requests[0].header_values("Host"), ["app.test"])
+        self.assertEqual(origin.protocol_errors, [])
+
+    def test_routes_match_host_and_path_prefix_and_the_first_match_wins(self):
+        names = ("api", "wild", "static", "web")
+        origins = {n: self.origin(n) for n in names}
+        routes = [route("api", host="api.example.com", path_prefix="/v1/"),
+                  route("wild", host="*.example.com"),
+                  route("static", path_prefix="/static/"),
+                  route("web", path_prefix="/")]
+        clusters = [static_cluster(n, [origins[n]]) for n in names]
+        _, addr = self.http_proxy(routes=routes, clusters=clusters)
+        cases = [("api.example.com", "/v1/users", "api"),
+                 ("API.Example.COM:8080", "/v1/users", "api"),    # host: case-insensitive, port ignored
+                 ("api.example.com", "/v2/users", "wild"),        # host matches but the prefix does not
+                 ("www.example.com", "/v1/users", "wild"),
+                 ("www.example.com:80", "/static/a.css", "wild"),  # first match wins over a later match
+                 ("example.org", "/static/a.css", "static"),
+                 ("example.org", "/staticky", "web"),             # a prefix is a byte prefix of the path
+                 ("evilexample.com", "/x", "web"),                # *.example.com needs the dot
+                 ("api.example.com.evil.test", "/v1/x", "web"),   # ...and a suffix, not a substring
+                 ("example.org", "/", "web")]
+        conn = self.client(addr)
+        for host, path, want in cases:
+            with self.subTest(host=host, path=path):
+                resp = conn.request("GET", path, host=host)
+                self.assertEqual((resp.status, resp.json()["origin"], resp.json()["target"]), (200, want, path))
+
+    def test_no_matching_route_is_a_local_404_and_the_connection_stays_usable(self):
+        origin = self.origin()
+        drover, addr = self.http_proxy(routes=[route("back", host="app.test")], hosts=[origin])
+        conn = self.client(addr)
+        resp = conn.request("GET", "/", host="other.test")
+        self.assertLocalResponse(resp, "no_route")
+        self.assertEqual(origin.heads, [])
+        again = conn.request("GET", "/", host="app.test")
+        self.assertEqual(again.status, 200, again)
+        drover.wait_metric("drover_http_local_responses_total", {"listener": "web", "reason": "no_route"},
+                           lambda v: v == 1, default=0)
+
+    def test_cluster_without_hosts_is_a_local_503(self):
+        # `static` needs an address, so the host-less cluster comes from an endpoints file without any.
+        folder = tempfile.mkdtemp(prefix="drover-endpoints-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        endpoints = os.path.join(folder, "endpoints.yaml")
+        with open(endpoints, "w", encoding="utf-8") as f:
+            f.write("endpoints: []\n")
+        config = make_config([http_listener("web", [route("back", path_prefix="/")])],
+                             [{"name": "back", "discovery": {"file": endpoints}}])
+        drover = self.start_drover(config, wait_ready=False)  # not ready: a cluster has no hosts
+        self.assertLocalResponse(self.get(drover.listener_addr("web"), "/"), "no_healthy_host")
+
+    def test_round_robin_picks_a_host_per_request_not_per_connection(self):
+        a, b = self.origin("a"), self.origin("b")
+        _, addr = self.http_proxy([a, b])
+        conn = self.client(addr)
+        seen = [conn.request("GET", f"/{i}").json()["origin"] for i in range(6)]
+        self.assertEqual(sorted(seen), ["a"] * 3 + ["b"] * 3, seen)
+        self.assertTrue(all(x != y for x, y in zip(seen, seen[1:])), f"not alternating: {seen}")
+        self.assertEqual((a.connections, b.connections), (1, 1))
+
+    # -- client side: keep-alive, pipelining, HTTP/1.0, Connection: close, 100-continue -------------
+
+    def test_keep_alive_serves_many_requests_on_one_client_and_one_origin_connection(self):
+        origin = self.origin()
+        drover, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        for i in range(10):
+            resp = conn.request("GET", f"/n{i}")
+            echo = resp.json()
+            self.assertEqual((resp.status, echo["target"], echo["conn"], echo["seq"]), (200, f"/n{i}", 1, i + 1))
+        self.assertEqual(origin.connections, 1)
+        drover.wait_metric("drover_upstream_pool_reuses_total", {"cluster": "back", "host": origin.addr},
+                           lambda v: v == 9, default=0)
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        # The first answer is the slowest: a proxy working on them concurrently would answer out of order.
+        batch = [("GET", target("/p0", delay=0.3), None), ("POST", "/p1", b"one"),
+                 ("GET", target("/p2", size=100000, framing="chunked"), None),
+                 ("HEAD", target("/p3", size=10), None), ("GET", "/p4", None)]
+        conn.send(b"".join(HttpConn.build_request(m, t, body=body) for m, t, body in batch))
+        for method, path, body in batch:
+            with self.subTest(path=path):
+                resp = conn.read_response(method, timeout=10)
+                self.assertEqual(resp.status, 200, resp)
+                if "size=100000" in path:
+                    self.assertEqual(resp.body_sha256, pattern_sha256(100000))
+                elif method == "HEAD":
+                    self.assertEqual((resp.body_len, resp.header("content-length")), (0, "10"))
+                else:
+                    self.assertEqual((resp.json()["target"], resp.json()["body_bytes"]), (path, len(body or b"")))
+        self.assertTrue(conn.is_open())
+
+    def test_http10_client_gets_a_body_it_can_frame_and_then_the_connection_closes(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        for framing in ("chunked", "close", "cl"):
+            with self.subTest(origin_framing=framing):
+                conn = self.client(addr)
+                conn.send(f"GET {target('/old', size=50000, framing=framing)} HTTP/1.0\r\nHost: test\r\n\r\n"
+                          .encode())
+                resp = conn.read_response(timeout=10)
+                self.assertEqual(resp.status, 200, resp)
+                self.assertNotIn("chunked", resp.tokens("transfer-encoding"), "chunked sent to an HTTP/1.0 client")
+                self.assertIn(resp.framing, ("close", "length"))
+                self.assertEqual((resp.body_len, resp.body_sha256), (50000, pattern_sha256(50000)))
+                conn.wait_closed(3)
+
+    def test_http10_client_asking_for_keep_alive_keeps_its_connection(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        for i in range(3):
+            conn.send(f"GET /ka{i} HTTP/1.0\r\nHost: test\r\nConnection: keep-alive\r\n\r\n".encode())
+            resp = conn.read_response(timeout=5)
+            self.assertEqual((resp.status, resp.json()["target"]), (200, f"/ka{i}"))
+            self.assertEqual(resp.framing, "length", "a kept-alive HTTP/1.0 response needs a Content-Length")
+            self.assertNotIn("close", resp.tokens("connection"))
+        self.assertTrue(conn.is_open())
+
+    def test_connection_close_from_the_client_is_honoured(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        resp = conn.request("GET", "/", headers=[("Connection", "close")])
+        self.assertEqual(resp.status, 200, resp)
+        self.assertIn("close", resp.tokens("connection"))
+        conn.wait_closed(3)
+
+    def test_origin_saying_connection_close_does_not_close_the_client(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        first = conn.request("GET", target("/bye", ("hdr", "Connection:close"), close=1))
+        self.assertEqual(first.status, 200, first)
+        self.assertNotIn("close", first.tokens("connection"))
+        second = conn.request("GET", "/next")
+        self.assertEqual((second.status, second.json()["conn"]), (200, 2))
+        self.assertEqual(origin.connections, 2)
+
+    def test_expect_100_continue_gets_one_interim_response_then_the_body_goes_through(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        conn.send_request("POST", "/upload", headers=[("Expect", "100-continue"), ("Content-Length", "11")])
+        first = conn.read_head(timeout=5)  # the body is held back until the client hears 100
+        self.assertEqual(first.status, 100, first)
+        conn.send(b"hello world")
+        resp = conn.read_response("POST", timeout=5)
+        self.assertEqual(resp.interim, [], "more than one 100 Continue")
+        self.assertEqual((resp.status, resp.json()["body_bytes"]), (200, 11))
+        self.assertEqual(origin.requests[0].body, b"hello world")
+        self.assertEqual(conn.request("GET", "/after").status, 200)
+
+    # -- bodies --------------------------------------------------------------------------------------
+
+    def test_chunked_request_body_reaches_the_origin_intact_and_framed(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        body = pattern_bytes(300000)
+        pieces = [body[:1], body[1:4097], body[4097:70000], body[70000:]]
+        raw = (b"POST /chunked HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in pieces) + b"0\r\n\r\n")
+        conn = self.client(addr)
+        conn.send(raw)
+        resp = conn.read_response("POST", timeout=10)
+        echo = resp.json()
+        self.assertEqual((resp.status, echo["body_bytes"], echo["body_sha256"]),
+                         (200, len(body), pattern_sha256(len(body))))
+        forwarded = origin.requests[0]
+        self.assertIn(forwarded.framing, ("chunked", "length"))
+        self.assertFalse(forwarded.header_values("Content-Length") and forwarded.header_values("Transfer-Encoding"),
+                         f"ambiguous framing forwarded: {forwarded.headers}")
+
+    def test_request_body_is_streamed_to_the_origin_before_it_is_complete(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        total = 1 << 20
+        for first in (1000, 100000):  # a trickle, and more than one buffer's worth
+            with self.subTest(first=first):
+                conn = self.client(addr)
+                conn.send(HttpConn.build_request("POST", "/stream", headers=[("Content-Length", str(total))])
+                          + pattern_bytes(first))
+                wait_until(lambda: origin.body_progress >= first, 3,
+                           message=lambda: f"origin got {origin.body_progress} of the first {first} body bytes")
+                for piece in iter_pattern(total - first, offset=first):
+                    conn.send(piece)
+                echo = conn.read_response("POST", timeout=20).json()
+                self.assertEqual((echo["body_bytes"], echo["body_sha256"]), (total, pattern_sha256(total)))
+
+    def test_response_body_is_streamed_to_the_client_before_it_is_complete(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        size = 1 << 20
+        for framing in ("cl", "chunked"):
+            for first in (1000, 60000):  # a trickle (think server-sent events), and several buffers' worth
+                with self.subTest(framing=framing, first=first):
+                    gate = f"{framing}-{first}"
+                    self.addCleanup(origin.gate(gate).set)
+                    conn = self.client(addr)
+                    conn.send_request("GET", target("/held", size=size, framing=framing, chunk=first, gate=gate))
+                    head = conn.read_head(timeout=5)
+                    self.assertEqual(head.status, 200, head)
+                    # The origin has sent its head and `first` bytes, then waits at the gate: they must arrive.
+                    conn.reader.deadline = time.monotonic() + 3
+                    try:
+                        while len(conn.reader.buf) < first:
+                            self.assertTrue(conn.reader.fill(), "connection closed")
+                    except TimeoutError:
+                        pass
+                    finally:
+                        conn.reader.deadline = None
+                    self.assertGreaterEqual(len(conn.reader.buf), first,
+                                            f"bytes (framing included) of the first {first} body bytes after 3s")
+                    origin.gate(gate).set()
+                    resp = conn.read_body(head, timeout=20)
+                    self.assertEqual((resp.body_len, resp.body_sha256), (size, pattern_sha256(size)))
+
+    def test_close_delimited_origin_response_is_rechunked_for_an_http11_client(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        resp = conn.request("GET", target("/eof", size=200000, framing="close"), timeout=10)
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(resp.framing, "chunked")
+        self.assertEqual((resp.body_len, resp.body_sha256), (200000, pattern_sha256(200000)))
+        again = conn.request("GET", "/after")  # the client connection outlives the origin's
+        self.assertEqual((again.status, again.json()["conn"]), (200, 2))
+
+    def test_head_responses_have_no_body_and_keep_the_connection_in_step(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        for framing in ("cl", "chunked"):
+            with self.subTest(framing=framing):
+                resp = conn.request("HEAD", target("/h", size=5000, framing=framing), timeout=5)
+                self.assertEqual((resp.status, resp.body_len), (200, 0))
+                if framing == "cl":
+                    self.assertEqual(resp.header("content-length"), "5000")
+                nxt = conn.request("GET", f"/after-{framing}", timeout=5)
+                self.assertEqual(nxt.json()["target"], f"/after-{framing}")
+
+    def test_204_and_304_responses_have_no_body(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        for status in (204, 304):
+            with self.subTest(status=status):
+                resp = conn.request("GET", target("/nb", ("hdr", 'ETag:"v1"'), status=status), timeout=5)
+                self.assertEqual((resp.status, resp.body_len), (status, 0))
+                self.assertEqual(conn.request("GET", f"/after{status}").json()["target"], f"/after{status}")
+
+    def test_64mib_upload_and_download_stream_with_bounded_memory(self):
+        origin = self.origin(keep_body=0)
+        drover, addr = self.http_proxy([origin])
+        conn = self.client(addr, timeout=30)
+        self.assertEqual(conn.request("GET", "/warm-up").status, 200)
+        before = vm_rss_kib(drover.pid)
+        size = 64 << 20
+        conn.send(HttpConn.build_request("POST", "/up", headers=[("Content-Length", str(size))]))
+        for piece in iter_pattern(size, 1 << 20):
+            conn.send(piece)
+        up = conn.read_response("POST", timeout=40).json()
+        self.assertEqual((up["body_bytes"], up["body_sha256"]), (size, pattern_sha256(size)))
+        down = conn.request("GET", target("/down", size=size, framing="chunked"), keep=0, timeout=40)
+        self.assertEqual((down.status, down.body_len, down.body_sha256), (200, size, pattern_sha256(size)))
+        grown = vm_rss_kib(drover.pid) - before
+        self.assertLess(grown, 8 * 1024, f"drover's RSS grew by {grown} KiB moving 2 x 64 MiB")
+
+    # -- the upstream pool ---------------------------------------------------------------------------
+
+    def test_pool_reuses_one_origin_connection_across_client_connections(self):
+        origin = self.origin()
+        drover, addr = self.http_proxy([origin])
+        for i in range(8):
+            with HttpConn(addr) as conn:
+                self.assertEqual(conn.request("GET", f"/c{i}").json()["seq"], i + 1)
+        self.assertEqual(origin.connections, 1)
+        drover.wait_metric("drover_upstream_pool_reuses_total", {"cluster": "back", "host": origin.addr},
+                           lambda v: v == 7, default=0)
+
+    def test_connection_with_an_unfinished_response_is_never_reused(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        # The body is an HTTP response repeated: a proxy that reused this connection mid-body would
+        # hand the next client "EVIL!".
+        conn = HttpConn(addr)
+        conn.send_request("GET", target("/big", size=8 << 20, fill="evil"))
+        head = conn.read_head(timeout=5)
+        self.assertEqual(head.status, 200, head)
+        conn.close()  # abandon the response after its head
+        for i in range(3):
+            resp = self.get(addr, f"/after{i}", timeout=10)
+            self.assertEqual((resp.status, resp.header("x-evil")), (200, None), resp)
+            self.assertEqual(resp.json()["target"], f"/after{i}")
+
+    def test_pooled_connection_closed_by_the_origin_is_retried_on_a_fresh_one(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        for i in range(5):
+            # The origin answers and then closes without saying so: drover pooled a dead connection.
+            resp = conn.request("GET", target(f"/r{i}", close=1), timeout=5)
+            self.assertEqual((resp.status, resp.json()["target"]), (200, target(f"/r{i}", close=1)))
+            origin.wait_active(0)
+        self.assertEqual(origin.connections, 5)
+
+    def test_request_on_a_pooled_connection_that_dies_unanswered_is_retried_on_a_fresh_one(self):
+        # The race the retry exists for: the origin gives up on an idle connection just as drover reuses it.
+        # Here it reads the second request and closes without a byte of answer.
+        backend = self.raw_backend([[RawHttpBackend.READ, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+                                     RawHttpBackend.READ, RawHttpBackend.CLOSE],
+                                    [RawHttpBackend.READ, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"]])
+        _, addr = self.http_proxy([backend])
+        conn = self.client(addr)
+        self.assertEqual(conn.request("GET", "/1", timeout=5).body, b"first")
+        resp = conn.request("GET", "/2", timeout=5)
+        self.assertEqual((resp.status, resp.body), (200, b"fresh"), resp)
+        self.assertEqual([(r.conn, r.target) for r in backend.requests], [(1, "/1"), (1, "/2"), (2, "/2")])
+
+    def test_post_on_a_pooled_connection_closed_by_the_origin_is_retried_once(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        self.assertEqual(conn.request("GET", target("/first", close=1)).status, 200)
+        origin.wait_active(0)
+        resp = conn.request("POST", "/submit", body=b"payload", timeout=5)
+        self.assertEqual((resp.status, resp.json()["body_bytes"]), (200, 7))
+        self.assertEqual([r.method for r in origin.requests], ["GET", "POST"])
+
+    # -- headers -------------------------------------------------------------------------------------
+
+    def test_hop_by_hop_request_headers_and_those_named_in_connection_are_stripped(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        resp = self.get(addr, "/", headers=[
+            ("Connection", "keep-alive, X-Hop-Secret"), ("Keep-Alive", "timeout=5"), ("X-Hop-Secret", "s3cr3t"),
+            ("Proxy-Connection", "keep-alive"), ("TE", "trailers"), ("Trailer", "X-Checksum"), ("Upgrade", "foo/1"),
+            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="), ("X-Kept", "yes")])
+        self.assertEqual(resp.status, 200, resp)
+        got = origin.requests[0]
+        for name in ("Keep-Alive", "X-Hop-Secret", "Proxy-Connection", "TE", "Trailer", "Upgrade"):
+            self.assertEqual(got.header_values(name), [], f"{name} forwarded: {got.headers}")
+        self.assertNotIn("x-hop-secret", [t.lower() for v in got.header_values("Connection") for t in v.split(",")])
+        self.assertEqual(got.header_values("Proxy-Authorization"), ["Basic Zm9vOmJhcg=="])
+        self.assertEqual(got.header_values("X-Kept"), ["yes"])
+
+    def test_hop_by_hop_response_headers_and_those_named_in_connection_are_stripped(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        resp = self.get(addr, target("/", ("hdr", "Keep-Alive:timeout=9"), ("hdr", "X-Resp-Hop:1"),
+                                     ("hdr", "Connection:X-Resp-Hop"), ("hdr", "Proxy-Connection:keep-alive"),
+                                     ("hdr", "Upgrade:foo/2"), ("hdr", "X-Resp-Kept:yes")))
+        self.assertEqual(resp.status, 200, resp)
+        for name in ("Keep-Alive", "X-Resp-Hop", "Proxy-Connection", "Upgrade"):
+            self.assertEqual(resp.header_values(name), [], f"{name} forwarded: {resp.headers}")
+        self.assertNotIn("x-resp-hop", resp.tokens("connection"))
+        self.assertEqual(resp.header_values("X-Resp-Kept"), ["yes"])
+
+    def test_x_forwarded_headers_are_set(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        self.assertEqual(conn.request("GET", "/a", host="app.test:8080").status, 200)
+        self.assertEqual(conn.request("GET", "/b", host="app.test",
+                                      headers=[("X-Forwarded-For", "203.0.113.7")]).status, 200)
+        first, second = origin.requests
+        self.assertEqual(first.header("X-Forwarded-For"), "127.0.0.1")
+        self.assertEqual(first.header_values("X-Forwarded-Proto"), ["http"])
+        self.assertEqual(first.header_values("X-Forwarded-Host"), ["app.test:8080"])
+        self.assertEqual(second.header("X-Forwarded-For"), "203.0.113.7, 127.0.0.1")
+        self.assertEqual(second.header_values("X-Forwarded-Host"), ["app.test"])
+
+    def test_x_request_id_is_added_when_absent_and_kept_when_present(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        for path in ("/a", "/b"):
+            conn.request("GET", path)
+        conn.request("GET", "/c", headers=[("X-Request-Id", "my-id-123")])
+        ids = [r.header_values("X-Request-Id") for r in origin.requests]
+        self.assertEqual([len(v) for v in ids], [1, 1, 1], ids)
+        self.assertTrue(ids[0][0] and ids[1][0] and ids[0][0] != ids[1][0], ids)
+        self.assertEqual(ids[2], ["my-id-123"])
+
+    def test_header_order_and_case_are_preserved_both_ways(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        sent = [("X-Zeta", "1"), ("X-Zeta", "2"), ("x-lower", "3"), ("X-MiXeD-CaSe", "4"), ("Accept", "*/*"),
+                ("X_Under_Score", "5")]
+        resp = self.get(addr, target("/", ("hdr", "X-Resp-B:1"), ("hdr", "x-resp-a:2"), ("hdr", "X-RESP-C:3")),
+                        headers=sent)
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(subsequence(origin.requests[0].headers, [k for k, _ in sent]), sent)
+        self.assertEqual(subsequence(resp.headers, ["x-resp-a", "x-resp-b", "x-resp-c"]),
+                         [("X-Resp-B", "1"), ("x-resp-a", "2"), ("X-RESP-C", "3")])
+
+    def test_a_repeated_header_keeps_its_place_among_the_others(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        sent = [("X-Zeta", "1"), ("X-Other", "2"), ("x-zeta", "3")]
+        resp = self.get(addr, target("/", ("hdr", "X-Resp-B:1"), ("hdr", "X-Resp-A:2"), ("hdr", "X-Resp-B:3")),
+                        headers=sent)
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(subsequence(origin.requests[0].headers, ["x-zeta", "x-other"]), sent)
+        self.assertEqual(subsequence(resp.headers, ["x-resp-a", "x-resp-b"]),
+                         [("X-Resp-B", "1"), ("X-Resp-A", "2"), ("X-Resp-B", "3")])
+
+    # -- upgrades ------------------------------------------------------------------------------------
+
+    def test_websocket_upgrade_is_tunneled_after_the_origin_answers_101(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        conn.send_request("GET", "/chat", headers=[("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                                                   ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                                                   ("Sec-WebSocket-Version", "13")])
+        resp = conn.read_response(timeout=5)
+        self.assertEqual(resp.status, 101, resp)
+        self.assertEqual((resp.header("upgrade") or "").lower(), "websocket")
+        self.assertIn("upgrade", resp.tokens("connection"))
+        forwarded = origin.requests[0]
+        self.assertEqual(forwarded.header_values("Upgrade"), ["websocket"])
+        connection = [t.strip().lower() for v in forwarded.header_values("Connection") for t in v.split(",")]
+        self.assertIn("upgrade", connection)
+        self.assertEqual(forwarded.header_values("Sec-WebSocket-Key"), ["dGhlIHNhbXBsZSBub25jZQ=="])
+        # Raw bytes both ways: first what the origin sent right after its 101, then an echo.
+        self.assertEqual(conn.reader.read_exactly(9), b"upgraded\n")
+        payload = os.urandom(300000)
+        sender = threading.Thread(target=conn.send, args=(payload,), daemon=True)
+        sender.start()
+        self.assertEqual(conn.reader.read_exactly(len(payload)), payload)
+        sender.join(5)
+        conn.close()
+        origin.wait_active(0)  # the client's close reached the origin through the tunnel
+
+    def test_declined_websocket_upgrade_stays_plain_http(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        resp = conn.request("GET", target("/chat", upgrade="decline"),
+                            headers=[("Connection", "Upgrade"), ("Upgrade", "websocket")])
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(conn.request("GET", "/plain").json()["target"], "/plain")
+
+    def test_h2c_upgrade_is_stripped_and_never_tunneled(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        resp = conn.request("GET", "/", headers=[("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+                                                 ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")])
+        self.assertEqual(resp.status, 200, resp)
+        forwarded = origin.requests[0]
+        self.assertEqual(forwarded.header_values("Upgrade"), [], forwarded.headers)
+        self.assertEqual(forwarded.header_values("HTTP2-Settings"), [], forwarded.headers)
+        self.assertEqual(conn.request("GET", "/still-http1").json()["target"], "/still-http1")
+
+    # -- access log and metrics ----------------------------------------------------------------------
+
+    def test_access_log_file_has_one_line_per_request(self):
+        logdir = tempfile.mkdtemp(prefix="drover-access-")
+        self.addCleanup(shutil.rmtree, logdir, True)
+        path = os.path.join(logdir, "access.log")
+        origin = self.origin()
+        _, addr = self.http_proxy([origin], routes=[route("back", path_prefix="/app/")], access_log={"path": path})
+        conn = self.client(addr)
+        ok = conn.request("GET", "/app/ok?x=1")
+        missing = conn.request("GET", "/nope")
+        posted = conn.request("POST", "/app/p", body=b"abc")
+
+        def lines():
+            with open(path, encoding="utf-8") as f:
+                return f.read().splitlines()
+        wait_until(lambda: len(lines()) >= 3, 5,
+                   message=lambda: f"access log: {lines() if os.path.exists(path) else 'no file'}")
+        got = [ACCESS_LOG_RE.match(line) for line in lines()]
+        self.assertTrue(all(got), lines())
+        want = [(conn.local_addr, "GET", "/app/ok?x=1", "200", str(ok.body_len), origin.addr, "-"),
+                (conn.local_addr, "GET", "/nope", "404", str(missing.body_len), "-", "no_route"),
+                (conn.local_addr, "POST", "/app/p", "200", str(posted.body_len), origin.addr, "-")]
+        self.assertEqual([m.group("client", "method", "target", "status", "bytes", "upstream", "reason") for m in got],
+                         want)
+
+    def test_access_log_to_stderr(self):
+        origin = self.origin()
+        drover, addr = self.http_proxy([origin], access_log={"path": "stderr"})
+        resp = self.get(addr, "/to-stderr")
+        m = drover.wait_for_log(re.compile(r"^\S+ \S+ GET /to-stderr 200 (\d+) \S+ (\S+) -$"), 5)
+        self.assertEqual((int(m.group(1)), m.group(2)), (resp.body_len, origin.addr))
+
+    def test_http_metrics(self):
+        origin = self.origin()
+        dead = self.closed_port()
+        clusters = [static_cluster("back", [origin], load_balancing="round_robin"),
+                    static_cluster("dead", [dead], retries={"attempts": 0})]
+        routes = [route("dead", path_prefix="/dead"), route("back", path_prefix="/app")]
+        drover, addr = self.http_proxy(routes=routes, clusters=clusters)
+        conn = self.client(addr)
+        statuses = [conn.request("GET", p).status
+                    for p in ("/app/1", "/app/2", target("/app/3", status=503), "/nowhere", "/dead")]
+        self.assertEqual(statuses, [200, 200, 503, 404, 502])
+        web = {"listener": "web"}
+
+        def value(name, **labels):
+            return drover.metric_value(name, labels, default=0)
+        wait_until(lambda: value("drover_http_request_duration_seconds_count", **web) == 5, 5,
+                   message=lambda: f"duration count {value('drover_http_request_duration_seconds_count', **web)}")
+        self.assertEqual([value("drover_http_requests_total", **web, code_class=c)
+                          for c in ("2xx", "3xx", "4xx", "5xx")], [2, 0, 1, 2])
+        self.assertEqual(value("drover_http_local_responses_total", **web, reason="no_route"), 1)
+        self.assertEqual(value("drover_http_local_responses_total", **web, reason="upstream_connect_failed"), 1)
+        self.assertEqual(value("drover_http_local_responses_total", **web), 2, "the origin's own 503 is not local")
+        self.assertEqual(drover.metric_type("drover_http_request_duration_seconds_count"), "histogram")
+        buckets = drover.metric_samples("drover_http_request_duration_seconds_bucket", web)
+        self.assertGreater(len(buckets), 3)
+        self.assertEqual(max(s.value for s in buckets), 5)  # the +Inf bucket
+        self.assertGreater(value("drover_http_request_duration_seconds_sum", **web), 0)
+        up = {"cluster": "back", "host": origin.addr}
+        self.assertEqual(value("drover_upstream_requests_total", **up, code_class="2xx"), 2)
+        self.assertEqual(value("drover_upstream_requests_total", **up, code_class="5xx"), 1)
+        self.assertEqual(value("drover_upstream_pool_reuses_total", **up), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
