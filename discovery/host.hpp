@@ -4,6 +4,7 @@
 // loop; workers hold shared_ptrs through snapshots and update the atomics (relaxed: they are
 // statistics and limits, never used to order other memory).
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -14,8 +15,12 @@ namespace drover::discovery {
 
 struct HostStats {
     std::atomic<std::int64_t> connections_active{0};
+    // What least_request balances on: in-flight requests (HTTP), open upstream connections (TCP).
+    std::atomic<std::int64_t> requests_active{0};
     std::atomic<std::uint64_t> connections_total{0};
     std::atomic<std::uint64_t> connect_failures{0};
+    std::atomic<std::uint64_t> pool_reuses{0};                     // HTTP requests sent on a kept-alive connection
+    std::array<std::atomic<std::uint64_t>, 5> responses_by_class{};   // HTTP responses, 1xx..5xx
 };
 
 class Host {

@@ -10,6 +10,18 @@ StaticResolver::StaticResolver(const config::StaticDiscovery& config) {
     }
 }
 
-void StaticResolver::start(UpdateCallback on_update) { on_update(endpoints_); }
+void StaticResolver::start(UpdateCallback on_update) {
+    started_ = std::chrono::steady_clock::now();
+    on_update(endpoints_);
+}
+
+ResolverStatus StaticResolver::status() const {
+    ResolverStatus s;
+    s.kind = "static";
+    s.resolved = started_.has_value();
+    s.successes = started_ ? 1 : 0;
+    s.last_success = started_;
+    return s;
+}
 
 }  // namespace drover::discovery

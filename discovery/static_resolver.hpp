@@ -1,6 +1,8 @@
 #pragma once
 // A fixed list of endpoints from the config: delivers its one set on start and never changes.
 
+#include <chrono>
+
 #include "config/config.hpp"
 #include "discovery/resolver.hpp"
 
@@ -12,9 +14,11 @@ public:
 
     void start(UpdateCallback on_update) override;
     void stop() override {}
+    ResolverStatus status() const override;
 
 private:
     EndpointSet endpoints_;
+    std::optional<std::chrono::steady_clock::time_point> started_;
 };
 
 }  // namespace drover::discovery

@@ -1,0 +1,240 @@
+"""DNS discovery against a real dnsmasq on loopback: traffic follows the records, SRV weights, ports and
+priorities are honoured, and DNS failures (dnsmasq killed, NXDOMAIN) keep the last good set.
+
+Backends are TCP (protocol: tcp listeners) on distinct loopback addresses (127.0.0.2, 127.0.0.3, ...:
+all of 127.0.0.0/8 is loopback on Linux) sharing one port, as replicas behind one A record do.
+dnsmasq serves everything with a 1 s TTL; clusters refresh within [100ms, 1s].
+"""
+
+import collections
+import socket
+import time
+import unittest
+
+from harness import (DroverTestCase, Dnsmasq, SrvRecord, TaggedBackend, dns_cluster, make_config, recv_all,
+                     tcp_listener, wait_until)
+
+WEB = "web.drover.test"
+
+
+class DnsDiscoveryTest(DroverTestCase):
+
+    def dnsmasq(self, hosts=None, srv=()):
+        server = Dnsmasq(hosts, srv)
+        self.addCleanup(server.cleanup)
+        return server
+
+    def replicas(self, tags, first_host=2):
+        """Tagged backends on 127.0.0.<first_host>, <first_host+1>, ... all on the same port."""
+        backends = [self.backend(TaggedBackend(tags[0], host=f"127.0.0.{first_host}"))]
+        port = backends[0].port
+        for i, tag in enumerate(tags[1:], start=first_host + 1):
+            backends.append(self.backend(TaggedBackend(tag, host=f"127.0.0.{i}", port=port)))
+        self.replica_port = port
+        return backends
+
+    def web_cluster(self, dns, **kw):
+        """Cluster `back`: the A records of web.drover.test, on the port of the replicas. Round robin, so
+        that which replicas a handful of connections reach is exact, not probabilistic."""
+        return dns_cluster("back", WEB, dns, port=self.replica_port, load_balancing="round_robin", **kw)
+
+    def proxy(self, cluster, **config_extra):
+        config = make_config([tcp_listener("front", cluster["name"])], [cluster], **config_extra)
+        drover = self.start_drover(config)
+        return drover, drover.listener_addr("front")
+
+    @staticmethod
+    def fetch(addr):
+        """One connection: the backend's tag, or b'' when drover closes it without an upstream."""
+        try:
+            with socket.create_connection(addr, timeout=5) as sock:
+                sock.settimeout(5)
+                return recv_all(sock)
+        except ConnectionResetError:
+            return b""
+
+    def tags(self, addr, n):
+        return collections.Counter(self.fetch(addr) for _ in range(n))
+
+    def wait_tags(self, addr, want, timeout=6.0, n=12):
+        """Polls until n connections in a row reach exactly the backends tagged `want` (all of them)."""
+        seen = {}
+
+        def check():
+            seen["last"] = self.tags(addr, n)
+            return set(seen["last"]) == set(want)
+        wait_until(check, timeout, interval=0.05, message=lambda: f"tags {seen.get('last')} want {sorted(want)}")
+
+    @staticmethod
+    def discovery(drover, cluster="back"):
+        for c in drover.admin_json("/clusters")["clusters"]:
+            if c["name"] == cluster:
+                return c["discovery"], c["hosts"]
+        raise AssertionError(f"cluster {cluster} not in /clusters")
+
+    # -- following the records --------------------------------------------------------------------------
+
+    def test_traffic_follows_added_and_removed_replicas_within_the_ttl(self):
+        a, b, c = self.replicas(["A", "B", "C"])
+        dns = self.dnsmasq({WEB: ["127.0.0.2"]})
+        drover, addr = self.proxy(self.web_cluster(dns))
+        self.assertEqual(self.tags(addr, 5), {b"A": 5})
+
+        start = time.monotonic()
+        dns.set_hosts({WEB: ["127.0.0.2", "127.0.0.3", "127.0.0.4"]})
+        self.wait_tags(addr, {b"A", b"B", b"C"})
+        self.assertLess(time.monotonic() - start, 4.0, "a 1 s TTL took too long to follow")
+
+        dns.set_hosts({WEB: ["127.0.0.3"]})
+        self.wait_tags(addr, {b"B"})
+        self.assertEqual(self.tags(addr, 6), {b"B": 6})
+
+        drover.wait_metric("drover_cluster_host_changes_total", {"cluster": "back", "change": "added"},
+                           lambda v: v == 3)
+        drover.wait_metric("drover_cluster_host_changes_total", {"cluster": "back", "change": "removed"},
+                           lambda v: v == 2)
+        self.assertGreaterEqual(drover.metric_value("drover_discovery_refreshes_total",
+                                                    {"cluster": "back", "result": "success"}), 3)
+        info, hosts = self.discovery(drover)
+        self.assertEqual(info["kind"], "dns")
+        self.assertTrue(info["resolved"])
+        self.assertFalse(info["stale"])
+        self.assertEqual([h["address"] for h in hosts], [f"127.0.0.3:{a.port}"])
+
+    def test_a_and_aaaa_together(self):
+        (a,) = self.replicas(["A"])
+        dns = self.dnsmasq({WEB: ["127.0.0.2", "::1"]})
+        drover, _ = self.proxy(self.web_cluster(dns, type="a+aaaa"))
+        _, hosts = self.discovery(drover)
+        self.assertEqual(sorted(h["address"] for h in hosts), sorted([f"127.0.0.2:{a.port}", f"[::1]:{a.port}"]))
+
+    def test_srv_weights_ports_and_priorities_are_honoured(self):
+        heavy = self.backend(TaggedBackend("heavy", host="127.0.0.2"))
+        light = self.backend(TaggedBackend("light", host="127.0.0.3"))
+        standby = self.backend(TaggedBackend("standby", host="127.0.0.4"))
+        service = "_pg._tcp.drover.test"
+        dns = self.dnsmasq(
+            {"heavy.drover.test": ["127.0.0.2"], "light.drover.test": ["127.0.0.3"],
+             "standby.drover.test": ["127.0.0.4"]},
+            [SrvRecord(service, "heavy.drover.test", heavy.port, priority=10, weight=3),
+             SrvRecord(service, "light.drover.test", light.port, priority=10, weight=1),
+             SrvRecord(service, "standby.drover.test", standby.port, priority=20, weight=1)])
+        drover, addr = self.proxy(dns_cluster("back", service, dns, type="srv", load_balancing="round_robin"))
+
+        _, hosts = self.discovery(drover)
+        self.assertEqual({h["address"]: h["weight"] for h in hosts},
+                         {heavy.addr: 3, light.addr: 1})  # each its own port; the standby group unused
+        counts = self.tags(addr, 40)
+        self.assertEqual(counts[b"standby"], 0)
+        self.assertAlmostEqual(counts[b"heavy"], 30, delta=1)
+        self.assertAlmostEqual(counts[b"light"], 10, delta=1)
+
+        # New weights (dnsmasq restarted on the same port): applied without a restart of drover.
+        dns.set_srv([SrvRecord(service, "heavy.drover.test", heavy.port, priority=10, weight=1),
+                     SrvRecord(service, "light.drover.test", light.port, priority=10, weight=1),
+                     SrvRecord(service, "standby.drover.test", standby.port, priority=20, weight=1)])
+        drover.wait_metric("drover_cluster_host_changes_total", {"cluster": "back", "change": "weight"},
+                           lambda v: v == 1)
+        _, hosts = self.discovery(drover)
+        self.assertEqual({h["address"]: h["weight"] for h in hosts}, {heavy.addr: 1, light.addr: 1})
+
+        # The best group leaves DNS: the next priority takes over.
+        dns.set_srv([SrvRecord(service, "standby.drover.test", standby.port, priority=20, weight=1)])
+        self.wait_tags(addr, {b"standby"})
+
+    # -- failures keep the last good set ---------------------------------------------------------------
+
+    def test_killing_dnsmasq_keeps_traffic_on_the_last_good_set_and_shows_stale(self):
+        self.replicas(["A", "B"])
+        dns = self.dnsmasq({WEB: ["127.0.0.2", "127.0.0.3"]})
+        drover, addr = self.proxy(self.web_cluster(dns))
+        self.wait_tags(addr, {b"A", b"B"})
+
+        dns.stop()
+        wait_until(lambda: self.discovery(drover)[0]["consecutive_failures"] >= 3, 10,
+                   message=lambda: f"discovery: {self.discovery(drover)[0]}")
+        info, hosts = self.discovery(drover)
+        self.assertTrue(info["stale"])
+        self.assertTrue(info["resolved"])
+        self.assertNotEqual(info["last_error"], "")
+        self.assertEqual(len(hosts), 2)
+        self.assertEqual(drover.metric_value("drover_discovery_stale", {"cluster": "back"}), 1)
+        self.assertGreaterEqual(drover.metric_value("drover_discovery_refreshes_total",
+                                                    {"cluster": "back", "result": "failure"}), 3)
+        self.assertGreater(drover.metric_value("drover_discovery_last_success_age_seconds", {"cluster": "back"}),
+                           0.5)
+        self.assertEqual(drover.admin_get("/ready").status, 200)  # resolved once: still ready
+        self.assertEqual(set(self.tags(addr, 10)), {b"A", b"B"})  # traffic flows on the last good set
+
+        dns.start()
+        wait_until(lambda: not self.discovery(drover)[0]["stale"], 10,
+                   message=lambda: f"discovery: {self.discovery(drover)[0]}")
+        self.assertEqual(drover.metric_value("drover_discovery_stale", {"cluster": "back"}), 0)
+        self.assertEqual(self.discovery(drover)[0]["consecutive_failures"], 0)
+
+    def test_nxdomain_keeps_the_last_set(self):
+        self.replicas(["A", "B"])
+        dns = self.dnsmasq({WEB: ["127.0.0.2", "127.0.0.3"]})
+        drover, addr = self.proxy(self.web_cluster(dns))
+        self.wait_tags(addr, {b"A", b"B"})
+
+        dns.set_hosts({"other.drover.test": ["127.0.0.9"]})  # web.drover.test is gone: NXDOMAIN
+        wait_until(lambda: "NXDOMAIN" in self.discovery(drover)[0]["last_error"], 6,
+                   message=lambda: f"discovery: {self.discovery(drover)[0]}")
+        info, hosts = self.discovery(drover)
+        self.assertTrue(info["stale"])
+        self.assertEqual(len(hosts), 2)
+        self.assertEqual(set(self.tags(addr, 10)), {b"A", b"B"})
+
+        # A successful answer that lists fewer hosts is what removes one.
+        dns.set_hosts({WEB: ["127.0.0.2"]})
+        self.wait_tags(addr, {b"A"})
+        self.assertFalse(self.discovery(drover)[0]["stale"])
+
+    def test_max_stale_drops_the_set_once_it_has_served_stale_long_enough(self):
+        self.replicas(["A"])
+        dns = self.dnsmasq({WEB: ["127.0.0.2"]})
+        drover, addr = self.proxy(self.web_cluster(dns, max_stale="1s"))
+        self.assertEqual(self.tags(addr, 3), {b"A": 3})
+        dns.stop()
+        drover.wait_metric("drover_discovery_stale_drops_total", {"cluster": "back"}, lambda v: v == 1, timeout=10)
+        self.assertEqual(self.discovery(drover)[1], [])
+        self.assertEqual(self.fetch(addr), b"")  # no hosts: the connection is closed
+        drover.wait_metric("drover_cluster_upstream_unavailable_total", {"cluster": "back", "reason": "no_host"},
+                           lambda v: v >= 1, default=0)
+        dns.start()
+        self.wait_tags(addr, {b"A"})
+
+    # -- never resolved -------------------------------------------------------------------------------
+
+    def test_never_resolved_cluster_has_no_hosts_and_is_named_by_ready(self):
+        self.replicas(["A"])
+        dns = self.dnsmasq({"other.drover.test": ["127.0.0.9"]})
+        config = make_config([tcp_listener("front", "back")], [self.web_cluster(dns)])
+        drover = self.start_drover(config, wait_ready=False)
+        addr = drover.listener_addr("front")
+
+        wait_until(lambda: self.discovery(drover)[0]["consecutive_failures"] >= 1, 5)
+        ready = drover.admin_get("/ready")
+        self.assertEqual(ready.status, 503)
+        self.assertIn("unresolved clusters: back", ready.text)
+        info, hosts = self.discovery(drover)
+        self.assertFalse(info["resolved"])
+        self.assertNotIn("last_success_age_seconds", info)
+        self.assertIn("NXDOMAIN", info["last_error"])
+        self.assertEqual(hosts, [])
+        self.assertEqual(drover.metric_value("drover_discovery_resolved", {"cluster": "back"}), 0)
+
+        sock = self.connect(addr)
+        self.assertClosedPromptly(sock)
+        drover.wait_metric("drover_cluster_upstream_unavailable_total", {"cluster": "back", "reason": "no_host"},
+                           lambda v: v == 1, default=0)
+
+        dns.set_hosts({WEB: ["127.0.0.2"]})
+        drover.wait_ready(6)
+        self.wait_tags(addr, {b"A"})
+
+
+
+if __name__ == "__main__":
+    unittest.main()

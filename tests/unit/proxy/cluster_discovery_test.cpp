@@ -1,0 +1,108 @@
+// proxy/cluster: how successive endpoint sets become snapshots. Hosts are kept by address (a host that
+// stays keeps its identity and counters), changes are counted, and only the best SRV priority serves.
+
+#include <gtest/gtest.h>
+
+#include "proxy/cluster.hpp"
+
+namespace drover::proxy {
+namespace {
+
+namespace asio = boost::asio;
+
+// Delivers whatever the test pushes, like a real resolver would from the control loop.
+class ScriptedResolver final : public discovery::Resolver {
+public:
+    void start(UpdateCallback on_update) override { on_update_ = std::move(on_update); }
+    void stop() override {}
+    discovery::ResolverStatus status() const override {
+        discovery::ResolverStatus s;
+        s.kind = "scripted";
+        return s;
+    }
+    void push(discovery::EndpointSet set) { on_update_(std::move(set)); }
+
+private:
+    UpdateCallback on_update_;
+};
+
+discovery::Endpoint endpoint(const char* ip, std::uint16_t port, std::uint32_t weight = 1,
+                             std::uint32_t priority = 0) {
+    return discovery::Endpoint{{asio::ip::make_address(ip), port}, weight, priority};
+}
+
+class ClusterDiscoveryTest : public ::testing::Test {
+protected:
+    ClusterDiscoveryTest() {
+        config::Cluster config;
+        config.name = "web";
+        auto scripted = std::make_unique<ScriptedResolver>();
+        resolver = scripted.get();
+        cluster = std::make_unique<Cluster>(
+            config, std::move(scripted),
+            [this](std::shared_ptr<const ClusterSnapshot> s) { published.push_back(s); });
+        cluster->start();
+    }
+
+    std::string hosts() const {
+        std::string out;
+        for (const auto& h : cluster->snapshot()->hosts) {
+            if (!out.empty()) { out += ' '; }
+            out += h.host->name() + "/w" + std::to_string(h.weight);
+        }
+        return out;
+    }
+
+    ScriptedResolver* resolver = nullptr;
+    std::unique_ptr<Cluster> cluster;
+    std::vector<std::shared_ptr<const ClusterSnapshot>> published;
+};
+
+TEST_F(ClusterDiscoveryTest, NoHostsUntilDiscoveryAnswers) {
+    EXPECT_TRUE(cluster->snapshot()->hosts.empty());
+    EXPECT_TRUE(published.empty());
+    EXPECT_EQ(cluster->discovery_status().kind, "scripted");
+}
+
+TEST_F(ClusterDiscoveryTest, HostsAreDiffedByAddressAndChangesCounted) {
+    resolver->push({endpoint("127.0.0.2", 80), endpoint("127.0.0.3", 80)});
+    ASSERT_EQ(published.size(), 1u);
+    EXPECT_EQ(hosts(), "127.0.0.2:80/w1 127.0.0.3:80/w1");
+    const auto survivor = cluster->snapshot()->hosts[1].host;
+    survivor->stats().connections_total.store(7);
+
+    resolver->push({endpoint("127.0.0.3", 80, 4), endpoint("127.0.0.4", 80)});
+    ASSERT_EQ(published.size(), 2u);
+    EXPECT_EQ(hosts(), "127.0.0.3:80/w4 127.0.0.4:80/w1");
+    EXPECT_EQ(cluster->snapshot()->hosts[0].host, survivor);   // same Host: its counters carry on
+    EXPECT_EQ(survivor->stats().connections_total.load(), 7u);
+    EXPECT_GT(published[1]->version, published[0]->version);
+
+    const auto& changes = cluster->host_changes();
+    EXPECT_EQ(changes.added, 3u);
+    EXPECT_EQ(changes.removed, 1u);
+    EXPECT_EQ(changes.weight, 1u);
+
+    // The old snapshot still holds the removed host: live connections keep it alive.
+    EXPECT_EQ(published[0]->hosts[0].host->name(), "127.0.0.2:80");
+}
+
+TEST_F(ClusterDiscoveryTest, OnlyTheBestPriorityGroupServes) {
+    resolver->push({endpoint("127.0.0.5", 9001, 5, 10), endpoint("127.0.0.6", 9002, 1, 10),
+                    endpoint("127.0.0.7", 9003, 1, 20)});
+    EXPECT_EQ(hosts(), "127.0.0.5:9001/w5 127.0.0.6:9002/w1");
+    // The best group disappears from DNS: the next one serves.
+    resolver->push({endpoint("127.0.0.7", 9003, 1, 20)});
+    EXPECT_EQ(hosts(), "127.0.0.7:9003/w1");
+}
+
+TEST_F(ClusterDiscoveryTest, AnEmptySetEmptiesTheCluster) {
+    // Only max_stale sends one; resolvers never report a failure as an empty set.
+    resolver->push({endpoint("127.0.0.2", 80)});
+    resolver->push({});
+    EXPECT_TRUE(cluster->snapshot()->hosts.empty());
+    EXPECT_EQ(cluster->host_changes().removed, 1u);
+}
+
+}  // namespace
+}  // namespace drover::proxy
