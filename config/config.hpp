@@ -69,6 +69,8 @@ struct ListenerLimits {
     std::uint64_t max_connections = 100000;
     std::uint64_t max_request_header_bytes = 64 * 1024;
     std::uint64_t max_request_body_bytes = 0;   // 0 = unlimited
+    std::size_t max_request_headers = 100;        // header fields per request
+    std::size_t max_uri_bytes = 8 * 1024;         // request-target length
 };
 
 struct ListenerTimeouts {
@@ -107,6 +109,9 @@ struct DnsDiscovery {
     std::vector<Address> servers;        // empty = the system resolver configuration
     Duration refresh_min = 1s;
     Duration refresh_max = 30s;
+    // How long the last good set may keep serving after DNS starts failing; absent = until DNS
+    // answers again. Past it, the set is dropped and the cluster has no hosts.
+    std::optional<Duration> max_stale;
 };
 
 struct FileDiscovery {
@@ -193,7 +198,8 @@ struct UpstreamTls {
 struct Cluster {
     std::string name;
     Discovery discovery;
-    LbPolicy load_balancing = LbPolicy::round_robin;
+    // P2C least request routes around a slow replica on its own: the self-healing default.
+    LbPolicy load_balancing = LbPolicy::least_request;
     std::optional<HashPolicy> hash;
     std::optional<HealthCheck> health_check;
     std::optional<OutlierDetection> outlier_detection;
@@ -207,9 +213,14 @@ struct Cluster {
     Mark mark;
 };
 
+struct AccessLogConfig {
+    std::string path = "stderr";   // "stderr" or a file (appended to)
+};
+
 struct Config {
     std::string source;   // file the config came from ("<demo>" for the embedded one)
     AdminConfig admin;
+    std::optional<AccessLogConfig> access_log;   // absent = off
     std::uint32_t workers = 0;   // 0 = auto: the number of cores
     LogConfig log;
     ShutdownConfig shutdown;

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
 #include <initializer_list>
 #include <limits>
 #include <map>
@@ -38,18 +39,7 @@ struct NotYetSupported {
 
 // clang-format off
 constexpr NotYetSupported kNotYetSupported[] = {
-    {"listeners[].protocol", "http", "; set protocol: tcp"},                              // L7 HTTP proxying
-    {"listeners[].routes", "", " (coming with HTTP proxying)"},                           // L7 routing
     {"listeners[].tls", "", " (coming with TLS termination)"},                            // TLS termination
-    {"listeners[].limits.max_request_header_bytes", "", " (coming with HTTP proxying)"},  // HTTP limit
-    {"listeners[].limits.max_request_body_bytes", "", " (coming with HTTP proxying)"},    // HTTP limit
-    {"listeners[].timeouts.request_headers", "", " (coming with HTTP proxying)"},         // header deadline
-    {"clusters[].discovery.dns", "", " (coming with DNS discovery)"},                     // c-ares resolver
-    {"clusters[].discovery.file", "", " (coming with file discovery)"},                   // endpoints file
-    {"clusters[].load_balancing", "least_request", "; use round_robin"},                  // P2C least-request
-    {"clusters[].load_balancing", "random", "; use round_robin"},                         // random balancer
-    {"clusters[].load_balancing", "maglev", "; use round_robin"},                         // Maglev hashing
-    {"clusters[].hash", "", " (coming with maglev load balancing)"},                      // Maglev hash key
     {"clusters[].health_check", "", " (coming with active health checking)"},             // ActiveChecker
     {"clusters[].outlier_detection", "", " (coming with outlier detection)"},             // OutlierDetector
     {"clusters[].panic_threshold", "", " (coming with health checking)"},                 // panic mode
@@ -57,8 +47,6 @@ constexpr NotYetSupported kNotYetSupported[] = {
     {"clusters[].retries.on", "", " (coming with HTTP retries)"},                         // retry conditions
     {"clusters[].retries.budget", "", " (coming with HTTP retries)"},                     // retry budget
     {"clusters[].retries.per_try_timeout", "", " (coming with HTTP retries)"},            // per-try deadline
-    {"clusters[].timeouts.request", "", " (coming with HTTP proxying)"},                  // request deadline
-    {"clusters[].timeouts.idle", "", " (coming with upstream connection pooling)"},       // keep-alive pool
     {"clusters[].limits.max_pending", "", " (coming with admission control)"},            // request queue
     {"clusters[].limits.max_requests", "", " (coming with admission control)"},           // request breaker
     {"clusters[].limits.queue_timeout", "", " (coming with admission control)"},          // queue deadline
@@ -650,6 +638,49 @@ std::optional<Fields> Cursor::map(std::initializer_list<std::string_view> allowe
 // The schema: one reader per section of CONFIG.md.
 // ---------------------------------------------------------------------------------------------------
 
+// A list of endpoints, each an address or { address, weight }: `discovery.static` in the config and
+// `endpoints` in an endpoints file. `what` names the list in the "needs at least one" error.
+std::optional<std::vector<StaticEndpoint>> read_endpoint_list(const Cursor& c, std::string_view what) {
+    const auto items = c.list();
+    if (items.empty()) {
+        if (c.node().IsNull() || c.node().IsSequence()) {
+            c.error(fmt::format("{} needs at least one address", what));
+        }
+        return std::nullopt;
+    }
+    std::vector<StaticEndpoint> endpoints;
+    std::vector<std::pair<Address, Mark>> seen;
+    for (const auto& item : items) {
+        StaticEndpoint endpoint;
+        std::optional<Cursor> address_cursor;
+        if (item.node().IsMap()) {
+            const auto f = item.map({"address", "weight"});
+            if (!f) { continue; }
+            address_cursor = f->require("address");
+            f->read_integer("weight", endpoint.weight, 1, 10000);
+        } else if (item.node().IsScalar()) {
+            address_cursor = item;
+        } else {
+            item.error("expected an address or { address, weight }");
+            continue;
+        }
+        if (!address_cursor) { continue; }
+        const auto address = address_cursor->address(false);
+        if (!address) { continue; }
+        const auto twin =
+            std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == *address; });
+        if (twin != seen.end()) {
+            address_cursor->error(fmt::format("{} is listed twice (first at line {}); use weight instead",
+                                              address->str(), twin->second.line));
+            continue;
+        }
+        seen.emplace_back(*address, address_cursor->mark());
+        endpoint.address = *address;
+        endpoints.push_back(endpoint);
+    }
+    return endpoints;
+}
+
 bool is_valid_name(std::string_view name) {
     return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '_' || c == '.' ||
@@ -691,7 +722,7 @@ public:
     Config read(const Cursor& root) {
         Config config;
         config.source = diag_.file();
-        const auto fields = root.map({"admin", "workers", "log", "shutdown", "listeners", "clusters"});
+        const auto fields = root.map({"admin", "workers", "log", "shutdown", "access_log", "listeners", "clusters"});
         if (!fields) { return config; }
         if (const auto c = fields->get("admin")) {
             if (const auto admin = c->map({"address"})) {
@@ -710,6 +741,20 @@ public:
                                                          {"warn", Level::warn},
                                                          {"error", Level::error}})) {
                         config.log.level = *v;
+                    }
+                }
+            }
+        }
+        if (const auto c = fields->get("access_log")) {
+            config.access_log.emplace();
+            if (const auto access = c->map({"path"})) {
+                if (const auto p = access->get("path")) {
+                    if (auto v = p->string()) {
+                        if (v->empty()) {
+                            p->error("path must be \"stderr\" or a file");
+                        } else {
+                            config.access_log->path = *v;
+                        }
                     }
                 }
             }
@@ -733,6 +778,7 @@ public:
         check_unique_names(cluster_names_, "cluster");
         check_listener_addresses();
         check_cluster_references();
+        check_hash_keys(config);
         return config;
     }
 
@@ -812,11 +858,16 @@ private:
 
         std::optional<Fields> limits;
         if (const auto l = f->get("limits")) {
-            limits = l->map({"max_connections", "max_request_header_bytes", "max_request_body_bytes"});
+            limits = l->map({"max_connections", "max_request_header_bytes", "max_request_body_bytes",
+                             "max_request_headers", "max_uri_bytes"});
             if (limits) {
                 limits->read_integer("max_connections", listener.limits.max_connections, 1);
                 limits->read_size("max_request_header_bytes", listener.limits.max_request_header_bytes, 1);
                 limits->read_size("max_request_body_bytes", listener.limits.max_request_body_bytes, 0);
+                limits->read_integer("max_request_headers", listener.limits.max_request_headers, 1, 10000);
+                std::uint64_t uri = listener.limits.max_uri_bytes;
+                limits->read_size("max_uri_bytes", uri, 1);
+                listener.limits.max_uri_bytes = static_cast<std::size_t>(uri);
             }
         }
         std::optional<Fields> timeouts;
@@ -842,6 +893,8 @@ private:
             };
             http_only(limits, "max_request_header_bytes");
             http_only(limits, "max_request_body_bytes");
+            http_only(limits, "max_request_headers");
+            http_only(limits, "max_uri_bytes");
             http_only(timeouts, "request_headers");
         } else {
             if (const auto cl = f->get("cluster")) {
@@ -942,6 +995,9 @@ private:
         }
         if (const auto h = f->get("hash")) {
             cluster.hash = read_hash(*h);
+            if (cluster.hash && cluster.hash->kind != HashPolicy::Kind::source_ip) {
+                keyed_hashes_.push_back(NamedSite{cluster.name, Site{h->key_mark(), h->path()}});
+            }
             if (policy_known && cluster.load_balancing != LbPolicy::maglev) {
                 h->key_error("hash applies to load_balancing: maglev only");
             }
@@ -1002,46 +1058,13 @@ private:
     }
 
     std::optional<Discovery> read_static(const Cursor& c) {
-        const auto items = c.list();
-        if (items.empty()) {
-            if (c.node().IsNull() || c.node().IsSequence()) { c.error("static needs at least one address"); }
-            return std::nullopt;
-        }
-        StaticDiscovery discovery;
-        std::vector<std::pair<Address, Mark>> seen;
-        for (const auto& item : items) {
-            StaticEndpoint endpoint;
-            std::optional<Cursor> address_cursor;
-            if (item.node().IsMap()) {
-                const auto f = item.map({"address", "weight"});
-                if (!f) { continue; }
-                address_cursor = f->require("address");
-                f->read_integer("weight", endpoint.weight, 1, 10000);
-            } else if (item.node().IsScalar()) {
-                address_cursor = item;
-            } else {
-                item.error("expected an address or { address, weight }");
-                continue;
-            }
-            if (!address_cursor) { continue; }
-            const auto address = address_cursor->address(false);
-            if (!address) { continue; }
-            const auto twin =
-                std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == *address; });
-            if (twin != seen.end()) {
-                address_cursor->error(fmt::format("{} is listed twice (first at line {}); use weight instead",
-                                                  address->str(), twin->second.line));
-                continue;
-            }
-            seen.emplace_back(*address, address_cursor->mark());
-            endpoint.address = *address;
-            discovery.endpoints.push_back(endpoint);
-        }
-        return discovery;
+        auto endpoints = read_endpoint_list(c, "static");
+        if (!endpoints) { return std::nullopt; }
+        return StaticDiscovery{std::move(*endpoints)};
     }
 
     std::optional<Discovery> read_dns(const Cursor& c) {
-        const auto f = c.map({"name", "type", "port", "servers", "refresh"});
+        const auto f = c.map({"name", "type", "port", "servers", "refresh", "max_stale"});
         if (!f) { return std::nullopt; }
         DnsDiscovery dns;
         if (const auto n = f->require("name")) {
@@ -1082,6 +1105,15 @@ private:
                 }
             }
         }
+        if (const auto m = f->get("max_stale")) {
+            if (const auto v = m->duration()) {
+                if (v->count() == 0) {
+                    m->error("must be greater than 0 (leave max_stale out to serve a stale set until DNS answers)");
+                } else {
+                    dns.max_stale = *v;
+                }
+            }
+        }
         if (type_known) {
             if (dns.type == DnsDiscovery::Type::srv) {
                 if (const auto p = f->get("port")) {
@@ -1101,7 +1133,13 @@ private:
             c.error("file must name the endpoints file");
             return std::nullopt;
         }
-        return FileDiscovery{std::move(*path)};
+        // Like every path in the config, a relative one is relative to the config file's folder.
+        std::filesystem::path file{*path};
+        if (file.is_relative()) {
+            const auto folder = std::filesystem::path{diag_.file()}.parent_path();
+            if (!folder.empty()) { file = folder / file; }
+        }
+        return FileDiscovery{file.lexically_normal().string()};
     }
 
     std::optional<HashPolicy> read_hash(const Cursor& c) {
@@ -1348,11 +1386,27 @@ private:
         }
     }
 
+    // A tcp connection has no header or cookie to hash: only its source address.
+    void check_hash_keys(const Config& config) {
+        for (const auto& hash : keyed_hashes_) {
+            const auto tcp = std::find_if(config.listeners.begin(), config.listeners.end(), [&](const Listener& l) {
+                return l.protocol == Protocol::tcp && l.cluster == hash.name;
+            });
+            if (tcp != config.listeners.end()) {
+                diag_.error(hash.site.mark, hash.site.path,
+                            fmt::format("hash on header/cookie needs an http listener; use source_ip "
+                                        "(tcp listener '{}' uses cluster '{}')",
+                                        tcp->name, hash.name));
+            }
+        }
+    }
+
     Diagnostics& diag_;
     std::vector<NamedSite> listener_names_;
     std::vector<NamedSite> cluster_names_;
     std::vector<ListenerAddress> listener_addresses_;
     std::vector<NamedSite> cluster_references_;
+    std::vector<NamedSite> keyed_hashes_;   // clusters hashing on a header or cookie, at their hash key
 };
 
 LoadResult finish(Diagnostics& diag, std::optional<Config> config) {
@@ -1400,24 +1454,83 @@ LoadResult load_string(std::string_view yaml, const std::string& source_name, co
     return finish(diag, std::nullopt);
 }
 
-LoadResult load_file(const std::string& path, const LoadOptions& options) {
-    const auto cannot_read = [&](int err) {
-        LoadResult result;
-        result.errors.push_back(ConfigError{
-            Mark{path, 0, 0}, {}, fmt::format("cannot read file: {}", std::generic_category().message(err))});
-        return result;
-    };
+namespace {
+
+// The whole file, or the errno that stopped the read.
+struct FileText {
+    std::optional<std::string> text;
+    int error = 0;
+};
+
+FileText read_whole_file(const std::string& path) {
     errno = 0;
     const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file{std::fopen(path.c_str(), "rb"), &std::fclose};
-    if (!file) { return cannot_read(errno); }
+    if (!file) { return {std::nullopt, errno}; }
     std::string text;
     std::array<char, 64 * 1024> buffer{};
     std::size_t n = 0;
     while ((n = std::fread(buffer.data(), 1, buffer.size(), file.get())) > 0) {
         text.append(buffer.data(), n);
     }
-    if (std::ferror(file.get()) != 0) { return cannot_read(errno != 0 ? errno : EIO); }
-    return load_string(text, path, options);
+    if (std::ferror(file.get()) != 0) { return {std::nullopt, errno != 0 ? errno : EIO}; }
+    return {std::move(text), 0};
+}
+
+ConfigError cannot_read(const std::string& path, int err) {
+    return ConfigError{Mark{path, 0, 0}, {},
+                       fmt::format("cannot read file: {}", std::generic_category().message(err))};
+}
+
+}  // namespace
+
+LoadResult load_file(const std::string& path, const LoadOptions& options) {
+    auto file = read_whole_file(path);
+    if (!file.text) {
+        LoadResult result;
+        result.errors.push_back(cannot_read(path, file.error));
+        return result;
+    }
+    return load_string(*file.text, path, options);
+}
+
+EndpointsFileResult load_endpoints_string(std::string_view yaml, const std::string& source_name) {
+    Diagnostics diag{source_name, LoadOptions{}};
+    std::optional<std::vector<StaticEndpoint>> endpoints;
+    try {
+        const std::vector<YAML::Node> documents = YAML::LoadAll(std::string{yaml});
+        const auto extra = std::find_if(documents.begin() + (documents.empty() ? 0 : 1), documents.end(),
+                                        [](const YAML::Node& d) { return !d.IsNull(); });
+        if (extra != documents.end()) {
+            diag.error(diag.mark(extra->Mark()), {},
+                       "an endpoints file holds one YAML document; remove the second one");
+        }
+        const YAML::Node root = documents.empty() ? YAML::Node{} : documents.front();
+        const Cursor cursor{diag, root, {}, Mark{source_name, 1, 1}};
+        // An empty file is what a writer caught half-way leaves behind: an error, not "no hosts".
+        if (root.IsNull()) {
+            cursor.error("empty endpoints file; expected 'endpoints:' and a list of addresses");
+        } else if (const auto f = cursor.map({"endpoints"})) {
+            if (const auto list = f->require("endpoints")) { endpoints = read_endpoint_list(*list, "endpoints"); }
+        }
+    } catch (const YAML::Exception& e) {
+        diag.error(diag.mark(e.mark), {}, e.msg);
+    } catch (const std::exception& e) {
+        diag.error(Mark{source_name, 0, 0}, {}, fmt::format("cannot load: {}", e.what()));
+    }
+    EndpointsFileResult result;
+    result.errors = diag.take();
+    if (result.errors.empty()) { result.endpoints = std::move(endpoints); }
+    return result;
+}
+
+EndpointsFileResult load_endpoints_file(const std::string& path) {
+    auto file = read_whole_file(path);
+    if (!file.text) {
+        EndpointsFileResult result;
+        result.errors.push_back(cannot_read(path, file.error));
+        return result;
+    }
+    return load_endpoints_string(*file.text, path);
 }
 
 std::optional<Duration> parse_duration(std::string_view text) { return duration_of(text).value; }

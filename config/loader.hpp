@@ -42,6 +42,21 @@ LoadResult load_file(const std::string& path, const LoadOptions& options = {});
 LoadResult load_string(std::string_view yaml, const std::string& source_name,
                        const LoadOptions& options = {});
 
+// An endpoints file (discovery.file): `endpoints: [ address | { address, weight } ]`, at least one.
+struct EndpointsFileResult {
+    std::optional<std::vector<StaticEndpoint>> endpoints;   // set iff errors is empty
+    std::vector<ConfigError> errors;                        // each with file:line:col, like config errors
+
+    bool ok() const { return errors.empty(); }
+};
+
+// Reads and validates an endpoints file. Never throws; an unreadable, empty or malformed file is an
+// error (the caller keeps the hosts it had).
+EndpointsFileResult load_endpoints_file(const std::string& path);
+
+// Same, for text already in memory; `source_name` stands for the file name in marks.
+EndpointsFileResult load_endpoints_string(std::string_view yaml, const std::string& source_name);
+
 // Value parsers shared with the endpoints-file reader and tests; nullopt on malformed input.
 std::optional<Duration> parse_duration(std::string_view text);      // "250ms", "1s", "5m", "1h", "1.5s"
 std::optional<std::uint64_t> parse_size(std::string_view text);     // "64KiB", "1MiB", "100", "1GB"

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
+
 #include "config/config.hpp"
 #include "discovery/host.hpp"
 #include "discovery/resolver.hpp"
@@ -24,6 +26,8 @@ struct ClusterStats {
     std::atomic<std::uint64_t> unavailable_max_connections{0};
 };
 
+class MaglevTable;   // proxy/load_balancer/maglev.hpp
+
 struct HostEntry {
     std::shared_ptr<const discovery::Host> host;
     std::uint32_t weight = 1;
@@ -34,6 +38,9 @@ struct ClusterSnapshot {
     std::shared_ptr<ClusterStats> stats;
     std::vector<HostEntry> hosts;   // in discovery order
     std::uint64_t version = 0;      // grows with every rebuild; per-worker LB state keys off it
+    // Maglev clusters only: the consistent-hashing table over `hosts`, built with the snapshot on the
+    // control loop and read by every worker's Maglev policy.
+    std::shared_ptr<const MaglevTable> maglev;
 };
 
 class Cluster {
@@ -49,6 +56,16 @@ public:
     const config::Cluster& config() const { return *config_; }
     const ClusterStats& stats() const { return *stats_; }
     std::shared_ptr<const ClusterSnapshot> snapshot() const { return snapshot_; }
+    // Where the hosts come from and how that is going (kind, resolved, stale, failures, last error).
+    discovery::ResolverStatus discovery_status() const { return resolver_->status(); }
+
+    // Host-set changes applied so far (control loop only, like everything in Cluster).
+    struct HostChanges {
+        std::uint64_t added = 0;
+        std::uint64_t removed = 0;
+        std::uint64_t weight = 0;   // a host that stayed with a new weight
+    };
+    const HostChanges& host_changes() const { return host_changes_; }
 
 private:
     void on_endpoints(discovery::EndpointSet endpoints);
@@ -60,9 +77,11 @@ private:
     std::map<boost::asio::ip::tcp::endpoint, std::shared_ptr<const discovery::Host>> hosts_;
     std::shared_ptr<const ClusterSnapshot> snapshot_;
     std::uint64_t version_ = 0;
+    HostChanges host_changes_;
 };
 
-// The resolver a cluster's `discovery` block asks for.
-std::unique_ptr<discovery::Resolver> make_resolver(const config::Cluster& config);
+// The resolver a cluster's `discovery` block asks for. DNS and file resolvers run on `control`.
+std::unique_ptr<discovery::Resolver> make_resolver(const config::Cluster& config,
+                                                   boost::asio::io_context& control);
 
 }  // namespace drover::proxy

@@ -118,12 +118,15 @@ admin:
 listeners:
   - name: demo
     address: "{}"
-    protocol: tcp
-    cluster: demo
+    protocol: http
+    routes:
+      - match: {{ path_prefix: / }}
+        cluster: demo
 clusters:
   - name: demo
     discovery:
       static: [{}]
+    load_balancing: round_robin   # replicas visibly take turns
     timeouts: {{ connect: 250ms }}
 )",
                        admin.str(), listen.str(), hosts);
@@ -187,14 +190,15 @@ void Demo::register_routes(Admin& admin) {
 
 void Demo::print_tour(const std::string& listen, const std::string& admin) const {
     const std::string tour = fmt::format(R"(
-Drover demo is running: a TCP load balancer on {0} in front of {2} replicas.
+Drover demo is running: an HTTP load balancer on {0} in front of {2} replicas.
 Try, in another terminal:
   curl -s http://{0}/                                  # run it a few times: replicas take turns
   curl -s http://{1}/clusters                          # hosts and their counters
   curl -s -X POST http://{1}/demo/replicas/2/stop      # take replica 2 down ...
   for i in 1 2 3 4; do curl -s http://{0}/; done       # ... traffic moves to 1 and 3, no errors
   curl -s -X POST http://{1}/demo/replicas/2/start     # bring it back
-  curl -s http://{1}/metrics | grep drover_upstream    # Prometheus metrics
+  curl -s http://{1}/metrics | grep drover_http         # Prometheus metrics
+  curl -si http://{0}/ -H 'Content-Length: 1' -H 'Content-Length: 1'  # ambiguous framing: 400, drover-error
 Ctrl-C drains and stops.
 )",
                                          listen, admin, kReplicas);

@@ -91,6 +91,8 @@ public:
             if (client_buf_.size() == 0) {
                 // Idle between requests: hold no buffer, just wait for the next byte or the timeout.
                 client_buf_.shrink_to_fit();
+                std::string().swap(raw_head_);
+                std::string().swap(raw_response_head_);
                 const auto wait = first ? listener_->config.timeouts.request_headers : listener_->config.timeouts.idle;
                 if (!co_await wait_readable(wait)) { break; }
             }

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "config/log.hpp"
+#include "proxy/http_session.hpp"
 #include "proxy/spawn.hpp"
 #include "proxy/tcp_session.hpp"
 #include "proxy/worker.hpp"
@@ -44,15 +45,20 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<ListenerState>
             socket.close(ignored);
             continue;
         }
-        spawn(worker.context().get_executor(), serve_tcp(worker, listener, std::move(socket)),
-              "tcp session");
+        if (listener->config.protocol == config::Protocol::http) {
+            spawn(worker.context().get_executor(), serve_http(worker, listener, std::move(socket)), "http session");
+        } else {
+            spawn(worker.context().get_executor(), serve_tcp(worker, listener, std::move(socket)), "tcp session");
+        }
     }
 }
 
 }  // namespace
 
-Listener::Listener(config::Listener config, std::size_t index, std::size_t cluster)
+Listener::Listener(config::Listener config, std::size_t index, std::size_t cluster,
+                   std::shared_ptr<const Router> router)
     : state_(std::make_shared<ListenerState>()) {
+    state_->router = std::move(router);
     state_->config = std::move(config);
     state_->index = index;
     state_->cluster = cluster;

@@ -11,15 +11,19 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "proxy/router.hpp"
 
 namespace drover::proxy {
 
+class AccessLog;
 class Worker;
 
 struct ListenerState {
     config::Listener config;
     std::size_t index = 0;
     std::size_t cluster = 0;   // tcp: index of the cluster it forwards to
+    std::shared_ptr<const Router> router;   // http: routes to cluster indexes
+    const AccessLog* access_log = nullptr;  // http: null when access logging is off
     boost::asio::ip::tcp::endpoint bound;
     // Shared by every worker: touched once per connection, so one cache line is fine.
     std::atomic<std::int64_t> connections_active{0};
@@ -27,7 +31,7 @@ struct ListenerState {
 
 class Listener {
 public:
-    Listener(config::Listener config, std::size_t index, std::size_t cluster);
+    Listener(config::Listener config, std::size_t index, std::size_t cluster, std::shared_ptr<const Router> router);
 
     // Binds one acceptor per worker on the same address (SO_REUSEPORT: the kernel spreads
     // connections). Port 0 binds the first and reuses the port it got. Throws std::system_error.

@@ -33,6 +33,7 @@ std::size_t index_of(const config::Config& config, std::string_view cluster) {
 
 Server::Server(config::Config config) : config_(std::move(config)), signals_(control_) {
     log::set_level(config_.log.level);
+    if (config_.access_log) { access_log_ = std::make_unique<AccessLog>(config_.access_log->path); }
     const std::size_t worker_count =
         config_.workers != 0 ? config_.workers : std::max(1u, std::thread::hardware_concurrency());
     for (std::size_t i = 0; i < worker_count; ++i) {
@@ -46,14 +47,21 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
             }
         };
         clusters_.push_back(
-            std::make_unique<Cluster>(cluster_config, make_resolver(cluster_config), std::move(publish)));
+            std::make_unique<Cluster>(cluster_config, make_resolver(cluster_config, control_), std::move(publish)));
         for (auto& worker : workers_) { worker->add_cluster(clusters_.back()->snapshot()); }
     }
     for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
         const auto& listener_config = config_.listeners[i];
-        const std::size_t cluster =
-            listener_config.protocol == config::Protocol::tcp ? index_of(config_, listener_config.cluster) : 0;
-        listeners_.push_back(std::make_unique<Listener>(listener_config, i, cluster));
+        std::size_t cluster = 0;
+        std::shared_ptr<Router> router;
+        if (listener_config.protocol == config::Protocol::tcp) {
+            cluster = index_of(config_, listener_config.cluster);
+        } else {
+            router = std::make_shared<Router>();
+            for (const auto& route : listener_config.routes) { router->add(route.match, index_of(config_, route.cluster)); }
+        }
+        listeners_.push_back(std::make_unique<Listener>(listener_config, i, cluster, std::move(router)));
+        listeners_.back()->state().access_log = access_log_.get();
     }
     admin_ = std::make_unique<Admin>(control_, config_.admin.address);
     register_status_routes(*admin_, *this);
@@ -135,6 +143,13 @@ void Server::drain(std::string reason) {
     log::info("{}: draining: listeners closed, {} connections may finish within {} ms", reason, live_sessions(),
               config_.shutdown.drain_timeout.count());
     for (auto& listener : listeners_) { listener->close(); }
+    // Keep-alive connections answer their current request with Connection: close, then end.
+    for (auto& worker : workers_) {
+        asio::post(worker->context(), [w = worker.get()] {
+            w->set_draining();
+            w->pool().clear();
+        });
+    }
     spawn(control_.get_executor(), finish_drain(), "drain");
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "proxy/access_log.hpp"
 #include "proxy/admin.hpp"
 #include "proxy/cluster.hpp"
 #include "proxy/listener.hpp"
@@ -57,6 +58,7 @@ private:
     std::chrono::system_clock::time_point start_time_ = std::chrono::system_clock::now();
     boost::asio::io_context control_{1};
     boost::asio::signal_set signals_;
+    std::unique_ptr<AccessLog> access_log_;   // outlives the workers that write to it
     // Declared before listeners_: acceptors must die before the io_contexts they are registered with.
     std::vector<std::unique_ptr<Worker>> workers_;
     std::vector<std::unique_ptr<Cluster>> clusters_;

@@ -4,12 +4,13 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 
 #include <chrono>
 
 #include "config/log.hpp"
 #include "proxy/listener.hpp"
+#include "proxy/relay.hpp"
+#include "proxy/load_balancer/hash.hpp"
 #include "proxy/worker.hpp"
 
 namespace drover::proxy {
@@ -17,7 +18,6 @@ namespace drover::proxy {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -79,15 +79,15 @@ public:
         auto& host_stats = host->stats();
         host_stats.connections_total.fetch_add(1, std::memory_order_relaxed);
         host_stats.connections_active.fetch_add(1, std::memory_order_relaxed);
+        host_stats.requests_active.fetch_add(1, std::memory_order_relaxed);   // what least_request reads
 
         set_options(client_);
         set_options(upstream_);
-        last_activity_ = Clock::now();
-        co_await ((pump(client_, upstream_, counters_.bytes_received) &&
-                   pump(upstream_, client_, counters_.bytes_sent)) ||
-                  watch_idle());
+        co_await relay(worker_.buffers(), client_, upstream_, listener_->config.timeouts.idle,
+                       RelayCounters{counters_.bytes_received, counters_.bytes_sent});
         close_both();
         host_stats.connections_active.fetch_sub(1, std::memory_order_relaxed);
+        host_stats.requests_active.fetch_sub(1, std::memory_order_relaxed);
     }
 
 private:
@@ -98,8 +98,17 @@ private:
         const std::size_t max_attempts = 1 + config.retries.attempts;
         std::vector<const discovery::Host*> tried;
         asio::steady_timer timer(worker_.context());
+        // Maglev's key on a tcp listener is the client's address (hash: source_ip, the default; the
+        // loader refuses header and cookie keys here).
+        std::optional<std::uint64_t> key;
+        if (config.load_balancing == config::LbPolicy::maglev &&
+            (!config.hash || config.hash->kind == config::HashPolicy::Kind::source_ip)) {
+            boost::system::error_code peer_ec;
+            const auto peer = client_.remote_endpoint(peer_ec);
+            if (!peer_ec) { key = hash_address(peer.address()); }
+        }
         while (tried.size() < max_attempts && !aborted_) {
-            const HostEntry* entry = cluster.balancer->choose(snapshot, ChooseContext{tried});
+            const HostEntry* entry = cluster.balancer->choose(snapshot, ChooseContext{tried, key});
             if (entry == nullptr) { break; }
             const discovery::Host* host = entry->host.get();
             tried.push_back(host);
@@ -119,55 +128,6 @@ private:
         co_return nullptr;
     }
 
-    // Copies one direction. Waits for readability before borrowing a buffer, so an idle connection
-    // holds none; one buffer in flight per direction is the back-pressure (no read until written).
-    asio::awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::atomic<std::uint64_t>& counter) {
-        boost::system::error_code ec;
-        from.non_blocking(true, ec);
-        for (;;) {
-            auto [wait_ec] = co_await from.async_wait(tcp::socket::wait_read, use_tuple);
-            if (wait_ec) { co_return; }
-            auto buffer = worker_.buffers().acquire();
-            for (;;) {
-                const std::size_t n = from.read_some(asio::buffer(*buffer), ec);
-                if (ec == asio::error::would_block || ec == asio::error::try_again) { break; }
-                if (ec == asio::error::eof) {
-                    // Half-close: pass the FIN on and let the other direction finish.
-                    to.shutdown(tcp::socket::shutdown_send, ec);
-                    co_return;
-                }
-                if (ec) {
-                    close_both();   // reset or error: the other direction cannot finish cleanly either
-                    co_return;
-                }
-                last_activity_ = Clock::now();
-                bump(counter, n);
-                auto [write_ec, written] = co_await asio::async_write(to, asio::buffer(buffer->data(), n), use_tuple);
-                if (write_ec) {
-                    close_both();
-                    co_return;
-                }
-                if (n < buffer->size()) { break; }   // the socket is most likely drained
-            }
-        }
-    }
-
-    // Completes when both directions were silent for the listener's idle timeout.
-    asio::awaitable<void> watch_idle() {
-        const auto idle = listener_->config.timeouts.idle;
-        asio::steady_timer timer(worker_.context());
-        for (;;) {
-            const auto deadline = last_activity_ + idle;
-            if (Clock::now() >= deadline) {
-                log::debug("listener {}: closing idle connection", listener_->config.name);
-                co_return;
-            }
-            timer.expires_at(deadline);
-            auto [ec] = co_await timer.async_wait(use_tuple);
-            if (ec) { co_return; }
-        }
-    }
-
     static void set_options(tcp::socket& socket) {
         boost::system::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
@@ -184,7 +144,6 @@ private:
     ListenerCounters& counters_;
     tcp::socket client_;
     tcp::socket upstream_;
-    Clock::time_point last_activity_{};
     bool aborted_ = false;
 };
 

@@ -55,6 +55,13 @@ void UpstreamPool::put(std::shared_ptr<const discovery::Host> host, tcp::socket 
     schedule_sweep();
 }
 
+void UpstreamPool::drop(const discovery::Host& host) {
+    auto it = hosts_.find(&host);
+    if (it == hosts_.end()) { return; }
+    host.stats().connections_active.fetch_sub(static_cast<std::int64_t>(it->second.idle.size()), std::memory_order_relaxed);
+    hosts_.erase(it);
+}
+
 void UpstreamPool::clear() {
     for (auto& [key, per_host] : hosts_) {
         per_host.host->stats().connections_active.fetch_sub(static_cast<std::int64_t>(per_host.idle.size()),

@@ -30,6 +30,9 @@ public:
     // Parks a reusable connection until `idle` passes.
     void put(std::shared_ptr<const discovery::Host> host, boost::asio::ip::tcp::socket socket,
              std::chrono::milliseconds idle);
+    // Closes the idle connections to a host discovery no longer lists (its in-flight requests finish
+    // on the connections they hold).
+    void drop(const discovery::Host& host);
     // Closes every idle connection (drain, shutdown).
     void clear();
     std::size_t idle_count() const;

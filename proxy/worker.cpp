@@ -4,6 +4,23 @@
 
 namespace drover::proxy {
 
+std::string_view local_reason_name(LocalReason reason) {
+    switch (reason) {
+        case LocalReason::bad_request: return "bad_request";
+        case LocalReason::no_route: return "no_route";
+        case LocalReason::request_header_timeout: return "request_header_timeout";
+        case LocalReason::body_too_large: return "body_too_large";
+        case LocalReason::uri_too_long: return "uri_too_long";
+        case LocalReason::headers_too_large: return "headers_too_large";
+        case LocalReason::upstream_connect_failed: return "upstream_connect_failed";
+        case LocalReason::bad_upstream_response: return "bad_upstream_response";
+        case LocalReason::no_healthy_host: return "no_healthy_host";
+        case LocalReason::upstream_timeout: return "upstream_timeout";
+        case LocalReason::count: break;
+    }
+    return "unknown";
+}
+
 Worker::Worker(std::size_t index, std::size_t listener_count)
     : index_(index), work_(boost::asio::make_work_guard(context_)) {
     listener_counters_.reserve(listener_count);
@@ -46,6 +63,15 @@ void Worker::add_cluster(std::shared_ptr<const ClusterSnapshot> snapshot) {
 }
 
 void Worker::set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnapshot> snapshot) {
+    // Hosts that left discovery get no new requests from here on; their idle pooled connections close.
+    const auto& previous = clusters_[cluster].snapshot;
+    if (previous) {
+        std::unordered_set<const discovery::Host*> kept;
+        for (const auto& entry : snapshot->hosts) { kept.insert(entry.host.get()); }
+        for (const auto& entry : previous->hosts) {
+            if (!kept.contains(entry.host.get())) { pool_.drop(*entry.host); }
+        }
+    }
     clusters_[cluster].snapshot = std::move(snapshot);
 }
 

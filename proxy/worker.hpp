@@ -5,7 +5,10 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <array>
 #include <atomic>
+#include <random>
+#include <string_view>
 #include <cstdint>
 #include <memory>
 #include <thread>
@@ -15,6 +18,7 @@
 #include "proxy/buffer_pool.hpp"
 #include "proxy/cluster.hpp"
 #include "proxy/load_balancer/load_balancer.hpp"
+#include "proxy/upstream_pool.hpp"
 
 namespace drover::proxy {
 
@@ -23,11 +27,27 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) {
     counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
+// Why Drover answered an HTTP request itself; the drover-error header carries the name.
+enum class LocalReason : std::size_t {
+    bad_request, no_route, request_header_timeout, body_too_large, uri_too_long, headers_too_large,
+    upstream_connect_failed, bad_upstream_response, no_healthy_host, upstream_timeout, count
+};
+std::string_view local_reason_name(LocalReason reason);
+
+// Request duration histogram bounds (seconds), Prometheus-style cumulative at render time.
+inline constexpr std::array<double, 13> kDurationBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                            0.25,  0.5,    1.0,   2.5,  5.0,   10.0};
+
 struct ListenerCounters {
     std::atomic<std::uint64_t> accepted{0};
     std::atomic<std::uint64_t> rejected_max_connections{0};
     std::atomic<std::uint64_t> bytes_received{0};   // from clients
     std::atomic<std::uint64_t> bytes_sent{0};       // to clients
+    // HTTP listeners only.
+    std::array<std::atomic<std::uint64_t>, 5> requests_by_class{};   // 1xx..5xx, as sent to the client
+    std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(LocalReason::count)> local_responses{};
+    std::array<std::atomic<std::uint64_t>, kDurationBuckets.size() + 1> duration_buckets{};   // last: +Inf
+    std::atomic<std::uint64_t> duration_sum_micros{0};
 };
 
 // A live client connection, registered so a drain can close what is left at its deadline.
@@ -62,6 +82,10 @@ public:
     void set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnapshot> snapshot);
     WorkerCluster& cluster(std::size_t index) { return clusters_[index]; }
     BufferPool& buffers() { return buffers_; }
+    UpstreamPool& pool() { return pool_; }
+    std::mt19937_64& random() { return random_; }
+    bool draining() const { return draining_; }
+    void set_draining() { draining_ = true; }
     void add_session(Session* session);
     void remove_session(Session* session);
     void abort_sessions();
@@ -78,6 +102,9 @@ private:
     std::vector<WorkerCluster> clusters_;
     std::vector<std::unique_ptr<ListenerCounters>> listener_counters_;
     BufferPool buffers_;
+    UpstreamPool pool_{context_};
+    std::mt19937_64 random_{std::random_device{}()};
+    bool draining_ = false;
     std::unordered_set<Session*> sessions_;
     std::atomic<std::size_t> session_count_{0};
 };

@@ -13,7 +13,9 @@ packages=(
   clang libclang-rt-14-dev
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(haproxy nginx-light wrk nghttp2-client valgrind linux-perf)
+  # nginx-light is only a transitional package in Debian 12 and has no stream (TCP) module;
+  # libnginx-mod-stream is the dynamic module benchmarks/e2e loads for the TCP case.
+  packages+=(haproxy nginx libnginx-mod-stream wrk nghttp2-client valgrind linux-perf)
 fi
 
 missing=()

@@ -104,7 +104,7 @@ class AdminTest(DroverTestCase):
         body = self.drover.admin_json("/clusters")
         self.assertEqual([c["name"] for c in body["clusters"]], ["back"])
         cluster = body["clusters"][0]
-        self.assertEqual(cluster["load_balancing"], "round_robin")
+        self.assertEqual(cluster["load_balancing"], "least_request")  # the default
         self.assertEqual([h["address"] for h in cluster["hosts"]], [self.echo.addr, self.dead.addr])
         echo, dead = cluster["hosts"]
         self.assertEqual(echo["weight"], 1)

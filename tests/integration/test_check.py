@@ -211,11 +211,9 @@ class CheckTest(unittest.TestCase):
     def test_not_yet_supported_features(self):
         cluster = "clusters:\n  - name: api\n    discovery:\n      static: [127.0.0.1:9001]\n"
         cases = {
-            "http listener": LISTENER.replace("protocol: tcp\n    cluster: api",
-                                              "protocol: http\n    routes:\n      - match: { path_prefix: / }\n"
-                                              "        cluster: api") + cluster,
-            "dns discovery": LISTENER + "clusters:\n  - name: api\n    discovery:\n      dns:\n"
-                                        "        name: api.example\n        port: 80\n",
+            "listener tls": LISTENER.replace("protocol: tcp\n", "protocol: tcp\n    tls:\n      certificates:\n"
+                                                               "        - { cert: a.pem, key: a.key }\n") + cluster,
+            "adaptive concurrency": LISTENER + cluster + "    adaptive_concurrency: { min_limit: 4, max_limit: 100 }\n",
             "outlier detection": LISTENER + cluster + "    outlier_detection:\n      consecutive_failures: 3\n",
         }
         for what, text in cases.items():

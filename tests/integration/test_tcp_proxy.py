@@ -91,7 +91,7 @@ class TcpProxyTest(DroverTestCase):
 
     def test_round_robin_spreads_sequential_connections_evenly(self):
         backends = [self.tagged_backend(tag) for tag in ("A", "B", "C")]
-        _, addr = self.proxy(backends, workers=1)
+        _, addr = self.proxy(backends, workers=1, cluster_extra={"load_balancing": "round_robin"})
         counts = collections.Counter()
         for _ in range(30):
             with self.connect(addr) as sock:
@@ -102,7 +102,7 @@ class TcpProxyTest(DroverTestCase):
     def test_refusing_host_is_skipped(self):
         live = [self.tagged_backend("A"), self.tagged_backend("B")]
         dead = self.closed_port()
-        drover, addr = self.proxy([live[0], dead, live[1]], workers=1)
+        drover, addr = self.proxy([live[0], dead, live[1]], workers=1, cluster_extra={"load_balancing": "round_robin"})
         answers = []
         for _ in range(9):
             with self.connect(addr) as sock:
@@ -135,7 +135,7 @@ class TcpProxyTest(DroverTestCase):
         hole = self.backend(UnresponsivePort())
         echo = self.echo_backend()
         drover, addr = self.proxy([hole, echo], workers=1,
-                                  cluster_extra={"timeouts": {"connect": "200ms"}})
+                                  cluster_extra={"timeouts": {"connect": "200ms"}, "load_balancing": "round_robin"})
         # With round robin over two hosts, one of two connections starts at the unresponsive one.
         for _ in range(2):
             sock = self.connect(addr)
@@ -163,7 +163,8 @@ class TcpProxyTest(DroverTestCase):
         # retries.attempts: 1 -> each client connection tries at most two hosts, then is closed.
         dead = [self.closed_port() for _ in range(3)]
         echo = self.echo_backend()
-        drover, addr = self.proxy([*dead, echo], workers=1, cluster_extra={"retries": {"attempts": 1}})
+        drover, addr = self.proxy([*dead, echo], workers=1,
+                                  cluster_extra={"retries": {"attempts": 1}, "load_balancing": "round_robin"})
 
         def failures():
             return drover.metric_value("drover_upstream_connect_failures_total", {"cluster": "back"}, default=0)
@@ -187,6 +188,43 @@ class TcpProxyTest(DroverTestCase):
         self.assertEqual(echo.connections, 8 - closed)
         drover.wait_metric("drover_cluster_upstream_unavailable_total", {"cluster": "back", "reason": "no_host"},
                            lambda v: v == closed, default=0)
+
+    def test_least_request_sends_new_connections_to_the_host_with_fewer_open(self):
+        # The default policy. With two hosts, both are compared on every pick, so it is deterministic.
+        backends = [self.echo_backend(), self.echo_backend()]
+        drover, addr = self.proxy(backends, workers=1)
+
+        def open_one():
+            before = [b.connections for b in backends]
+            sock = self.connect(addr)
+            self.assertEqual(roundtrip(sock, b"x"), b"x")  # connected upstream: counted as active
+            return sock, next(i for i, b in enumerate(backends) if b.connections > before[i])
+        held = [open_one() for _ in range(4)]
+        self.assertEqual([b.connections for b in backends], [2, 2])
+        # Close both connections of one host: the next two go there (round robin would alternate).
+        freed = held[0][1]
+        for sock, where in held:
+            if where == freed:
+                sock.close()
+        drover.wait_metric("drover_upstream_connections_active", {"cluster": "back", "host": backends[freed].addr},
+                           lambda v: v == 0, default=0)
+        more = [open_one() for _ in range(2)]
+        self.assertEqual([where for _, where in more], [freed, freed])
+        for sock, _ in held + more:
+            sock.close()
+
+    def test_maglev_keeps_a_client_on_one_host(self):
+        # Every connection comes from 127.0.0.1, so every one hashes alike, on every worker. If the
+        # key's host is the dead one, each retry walks to the same next host.
+        backends = [self.tagged_backend(tag) for tag in ("A", "B", "C")]
+        dead = self.closed_port()
+        _, addr = self.proxy([backends[0], dead, *backends[1:]], workers=2,
+                             cluster_extra={"load_balancing": "maglev"})
+        answers = set()
+        for _ in range(12):
+            with self.connect(addr) as sock:
+                answers.add(recv_all(sock))
+        self.assertEqual(len(answers), 1, answers)
 
     def test_ipv6_loopback_listener_and_host(self):
         if not ipv6_loopback_available():
