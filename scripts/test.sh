@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 jobs=$(nproc)
+# CI builds a fresh clone in a new folder each time: make ccache key on paths relative to the clone
+# and ignore the working directory, so the cache (which outlives the clone) still hits.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 export CTEST_OUTPUT_ON_FAILURE=1
 # Leaks are real bugs too; halt_on_error so a sanitizer report always fails the test that caused it.
 export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1
