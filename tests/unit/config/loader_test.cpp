@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <fstream>
 #include <regex>
 #include <set>
@@ -297,8 +299,13 @@ std::string yaml_block(const std::string& markdown, std::string_view heading = {
     return markdown.substr(begin + fence.size(), end - begin - fence.size());
 }
 
-// The first ```yaml block of CONFIG.md, the public schema.
+// The first ```yaml block of CONFIG.md, the public schema. It lives in the team's shared/ folder
+// beside the repository (CI has it there); a clone on its own has only docs/configuration.md, so the
+// checks against CONFIG.md skip, saying so, rather than fail a user's test run.
+bool config_md_present() { return std::filesystem::exists(DROVER_SHARED_DIR "/CONFIG.md"); }
 std::string config_md_example() { return yaml_block(read_text(DROVER_SHARED_DIR "/CONFIG.md")); }
+#define SKIP_WITHOUT_CONFIG_MD()                                                                  \
+    if (!config_md_present()) { GTEST_SKIP() << DROVER_SHARED_DIR "/CONFIG.md is not beside this clone"; }
 
 // Every word used as a key ("name:", "{ cert: ...") in a YAML text, comments removed.
 std::set<std::string> keys_in(const std::string& yaml) {
@@ -315,6 +322,7 @@ std::set<std::string> keys_in(const std::string& yaml) {
 }
 
 TEST(Loader, ConfigMdExampleParses) {
+    SKIP_WITHOUT_CONFIG_MD();
     const std::string example = config_md_example();
     ASSERT_FALSE(example.empty()) << "no ```yaml block in " DROVER_SHARED_DIR "/CONFIG.md";
     const auto r = load_string(example, "CONFIG.md", LoadOptions{true});
@@ -333,6 +341,7 @@ TEST(Loader, ConfigMdExampleParses) {
 }
 
 TEST(Loader, AllKeysFixtureCoversEveryKeyOfConfigMd) {
+    SKIP_WITHOUT_CONFIG_MD();
     const auto documented = keys_in(config_md_example());
     const auto covered = keys_in(read_text(data_file("all_keys.yaml")));
     ASSERT_GT(documented.size(), 50u);
@@ -351,6 +360,7 @@ TEST(Loader, DocsExamplesLoad) {
     const std::string full = yaml_block(docs, "## Full example");
     ASSERT_FALSE(full.empty());
     EXPECT_TRUE(Loads(load_string(full, "configuration.md (full)", LoadOptions{true})));
+    if (!config_md_present()) { return; }
     const auto shown = keys_in(full);
     for (const auto& key : keys_in(config_md_example())) {
         EXPECT_TRUE(shown.count(key)) << "CONFIG.md key '" << key << "' is missing from the full example";
