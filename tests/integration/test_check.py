@@ -86,6 +86,15 @@ class CheckTest(unittest.TestCase):
         except subprocess.TimeoutExpired as exc:
             self.fail(f"drover {' '.join(args)} still running after {timeout}s; stderr:\n{exc.stderr}")
 
+    def test_shipped_examples_are_valid(self):
+        examples = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples")
+        files = sorted(f for f in os.listdir(examples) if f.endswith(".yaml"))
+        self.assertGreaterEqual(len(files), 3)
+        for name in files:
+            with self.subTest(name):
+                proc = self.drover("--check", "-c", os.path.join(examples, name))
+                self.assertEqual(proc.returncode, 0, proc.stderr)
+
     def errors(self, proc, name):
         """The error lines of stderr, parsed; asserts each names the file as passed (or absolute)."""
         found = []
