@@ -85,6 +85,12 @@ public:
         if (upstream_) { upstream_->socket().close(ignored); }
     }
 
+    void on_drain() override {
+        if (!idle_) { return; }   // mid-request: the response says Connection: close instead
+        boost::system::error_code ignored;
+        client_.socket().close(ignored);
+    }
+
     asio::awaitable<void> run() {
         bool first = true;
         while (!aborted_) {
@@ -94,7 +100,10 @@ public:
                 std::string().swap(raw_head_);
                 std::string().swap(raw_response_head_);
                 const auto wait = first ? listener_->config.timeouts.request_headers : listener_->config.timeouts.idle;
-                if (!co_await wait_readable(wait)) { break; }
+                idle_ = true;
+                const bool more = co_await wait_readable(wait);
+                idle_ = false;
+                if (!more) { break; }
             }
             first = false;
             if (!co_await handle_request()) { break; }
@@ -718,6 +727,7 @@ private:
     bool request_keep_alive_ = false;
     bool body_consumed_ = false;   // request body bytes were read: the request can no longer be replayed
     bool aborted_ = false;
+    bool idle_ = false;   // waiting for the next request on a keep-alive connection
 };
 
 }  // namespace

@@ -55,6 +55,8 @@ class Session {
 public:
     virtual ~Session() = default;
     virtual void abort() = 0;
+    // The drain began: a connection idle between requests closes now; busy ones finish their work.
+    virtual void on_drain() {}
 };
 
 // What a worker holds per cluster: the snapshot last published to it and its own balancer state.
@@ -85,7 +87,10 @@ public:
     UpstreamPool& pool() { return pool_; }
     std::mt19937_64& random() { return random_; }
     bool draining() const { return draining_; }
-    void set_draining() { draining_ = true; }
+    void set_draining() {
+        draining_ = true;
+        for (Session* s : sessions_) { s->on_drain(); }
+    }
     void add_session(Session* session);
     void remove_session(Session* session);
     void abort_sessions();

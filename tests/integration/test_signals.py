@@ -5,7 +5,7 @@ import signal
 import time
 import unittest
 
-from harness import (LOG_LINE_RE, DroverTestCase, connect_refused, make_config, roundtrip, sha256,
+from harness import (LOG_LINE_RE, DroverTestCase, HttpTestCase, connect_refused, make_config, roundtrip, sha256,
                      static_cluster, tcp_listener, transfer, wait_until)
 
 
@@ -89,3 +89,25 @@ class SignalTest(DroverTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HttpDrainTest(HttpTestCase):
+    """SIGTERM on an HTTP listener: idle keep-alive connections close at once, a request in flight
+    finishes and is told Connection: close, and the process exits without waiting out the drain."""
+
+    def test_idle_keepalive_closes_at_once_and_busy_request_finishes(self):
+        origin = self.origin()
+        drover, addr = self.http_proxy([origin], drain_timeout="20s")
+        idle = self.client(addr)
+        self.assertEqual(idle.request("GET", "/warm").status, 200)
+        busy = self.client(addr)
+        busy.send(b"GET /slow?delay=0.5 HTTP/1.1\r\nHost: test\r\n\r\n")
+        origin.wait_requests(2, 5)
+        start = time.monotonic()
+        drover.send_signal(signal.SIGTERM)
+        idle.wait_closed(5)
+        response = busy.read_response("GET", timeout=5)
+        self.assertEqual(response.status, 200)
+        self.assertEqual((response.header("connection") or "").lower(), "close")
+        self.assertEqual(drover.wait_exit(10), 0)
+        self.assertLess(time.monotonic() - start, 10, "drain waited for the idle connection")
