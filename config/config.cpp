@@ -9,6 +9,11 @@ std::string Address::str() const {
     return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
+bool Cluster::is_template() const {
+    const auto* dns = std::get_if<DnsDiscovery>(&discovery);
+    return dns != nullptr && dns->name.find("{host}") != std::string::npos;
+}
+
 const Cluster* Config::find_cluster(std::string_view name) const {
     const auto it = std::find_if(clusters.begin(), clusters.end(),
                                  [&](const Cluster& c) { return c.name == name; });

@@ -61,7 +61,8 @@ struct RouteMatch {
 
 struct Route {
     RouteMatch match;
-    std::string cluster;
+    std::string cluster;            // exactly one of cluster and cluster_template
+    std::string cluster_template;   // a cluster whose dns.name holds {host}: one instance per Host
     Mark mark;
 };
 
@@ -210,7 +211,13 @@ struct Cluster {
     ClusterLimits limits;
     std::optional<AdaptiveConcurrency> adaptive_concurrency;
     std::optional<UpstreamTls> tls;
+    // Templates only (dns.name holds {host}): bounds on the clusters made from it on first use.
+    std::uint32_t max_clusters = 100;
+    Duration idle_timeout = std::chrono::minutes(5);
     Mark mark;
+
+    // A template is instantiated per request Host instead of being resolved itself.
+    bool is_template() const;
 };
 
 struct AccessLogConfig {

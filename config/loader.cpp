@@ -778,6 +778,7 @@ public:
         check_unique_names(cluster_names_, "cluster");
         check_listener_addresses();
         check_cluster_references();
+        check_templates(config);
         check_hash_keys(config);
         return config;
     }
@@ -940,7 +941,7 @@ private:
     }
 
     std::optional<Route> read_route(const Cursor& c) {
-        const auto f = c.map({"match", "cluster"});
+        const auto f = c.map({"match", "cluster", "cluster_template"});
         if (!f) { return std::nullopt; }
         Route route;
         route.mark = c.mark();
@@ -969,15 +970,31 @@ private:
                 }
             }
         }
-        if (const auto cl = f->require("cluster")) { read_cluster_reference(*cl, route.cluster); }
+        const auto tmpl = f->get("cluster_template");
+        if (tmpl) {
+            read_cluster_reference(*tmpl, route.cluster_template);
+            if (const auto cl = f->get("cluster")) { cl->key_error("a route takes cluster or cluster_template, not both"); }
+        } else if (const auto cl = f->require("cluster")) {
+            read_cluster_reference(*cl, route.cluster);
+        }
         return route;
     }
 
     std::optional<Cluster> read_cluster(const Cursor& c) {
         const auto f = c.map({"name", "discovery", "load_balancing", "hash", "health_check",
                               "outlier_detection", "panic_threshold", "slow_start", "retries", "timeouts",
-                              "limits", "adaptive_concurrency", "tls"});
+                              "limits", "adaptive_concurrency", "tls", "dynamic"});
         if (!f) { return std::nullopt; }
+        std::optional<Fields> dynamic;
+        std::uint32_t dynamic_max = 100;
+        Duration dynamic_idle = std::chrono::minutes(5);
+        if (const auto d = f->get("dynamic")) {
+            dynamic = d->map({"max_clusters", "idle_timeout"});
+            if (dynamic) {
+                dynamic->read_integer("max_clusters", dynamic_max, 1, 10000);
+                dynamic->read_duration("idle_timeout", dynamic_idle, true);
+            }
+        }
         Cluster cluster;
         cluster.mark = c.mark();
         read_name(*f, cluster.name, cluster_names_, "cluster");
@@ -1028,6 +1045,11 @@ private:
             cluster.adaptive_concurrency = read_adaptive_concurrency(*a);
         }
         if (const auto t = f->get("tls")) { cluster.tls = read_upstream_tls(*t); }
+        cluster.max_clusters = dynamic_max;
+        cluster.idle_timeout = dynamic_idle;
+        if (dynamic && !cluster.is_template()) {
+            f->get("dynamic")->key_error("dynamic applies to template clusters only (a dns.name holding {host})");
+        }
         return cluster;
     }
 
@@ -1382,6 +1404,27 @@ private:
             if (std::find(known.begin(), known.end(), ref.name) == known.end()) {
                 diag_.error(ref.site.mark, ref.site.path,
                             fmt::format("unknown cluster '{}'{}", ref.name, suggestion(ref.name, known)));
+            }
+        }
+    }
+
+    // Templates are only instantiated per Host by routes that say cluster_template; everything else
+    // must name a concrete cluster.
+    void check_templates(const Config& config) {
+        for (const auto& listener : config.listeners) {
+            if (const auto* c = config.find_cluster(listener.cluster); c != nullptr && c->is_template()) {
+                diag_.error(listener.mark, "listeners." + listener.name + ".cluster",
+                            fmt::format("cluster '{}' is a template ({{host}} in dns.name); tcp listeners need a concrete cluster", c->name));
+            }
+            for (const auto& route : listener.routes) {
+                if (const auto* c = config.find_cluster(route.cluster); c != nullptr && c->is_template()) {
+                    diag_.error(route.mark, "routes.cluster",
+                                fmt::format("cluster '{}' is a template ({{host}} in dns.name); use cluster_template", c->name));
+                }
+                if (const auto* c = config.find_cluster(route.cluster_template); c != nullptr && !c->is_template()) {
+                    diag_.error(route.mark, "routes.cluster_template",
+                                fmt::format("cluster '{}' is not a template: its discovery needs dns.name with {{host}}", c->name));
+                }
             }
         }
     }

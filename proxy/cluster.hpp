@@ -4,6 +4,7 @@
 // Workers never see Cluster; they read the snapshot last posted to them.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -24,6 +25,10 @@ struct ClusterStats {
     std::atomic<std::int64_t> upstream_connections_active{0};
     std::atomic<std::uint64_t> unavailable_no_host{0};
     std::atomic<std::uint64_t> unavailable_max_connections{0};
+    // Clusters made from a template on first use: when a request last used it (steady clock, ns), so
+    // the control loop can drop it once idle. Written by workers only for such clusters.
+    bool dynamic = false;
+    std::atomic<std::int64_t> last_used_ns{0};
 };
 
 class MaglevTable;   // proxy/load_balancer/maglev.hpp
@@ -56,6 +61,11 @@ public:
     const config::Cluster& config() const { return *config_; }
     const ClusterStats& stats() const { return *stats_; }
     std::shared_ptr<const ClusterSnapshot> snapshot() const { return snapshot_; }
+    void mark_dynamic() { stats_->dynamic = true; }
+    // Marks the cluster used now (dynamic clusters: the idle sweep reads it).
+    void touch() const {
+        stats_->last_used_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    }
     // Where the hosts come from and how that is going (kind, resolved, stale, failures, last error).
     discovery::ResolverStatus discovery_status() const { return resolver_->status(); }
 

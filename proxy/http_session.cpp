@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 
 #include "config/log.hpp"
@@ -34,6 +36,8 @@ namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kMaxResponseHeaderBytes = 64 * 1024;
+// How long the first request for a service made from a template waits for its first DNS answer.
+constexpr auto kDynamicResolveWait = std::chrono::seconds(3);
 
 std::size_t status_class(unsigned status) { return std::min<std::size_t>(status / 100, 5) - 1; }
 
@@ -206,7 +210,15 @@ private:
             co_return false;
         }
 
-        const auto cluster_index = listener_->router->match(info.host, info.path);
+        auto cluster_index = listener_->router->match(info.host, info.path);
+        if (cluster_index && (*cluster_index & Router::kTemplate) != 0) {
+            std::optional<LocalError> refused;
+            cluster_index = co_await dynamic_cluster(*cluster_index & ~Router::kTemplate, info.host, has_body, refused);
+            if (refused) {
+                co_await send_local(*refused, &request.base());
+                co_return !has_body && request.keep_alive();
+            }
+        }
         if (!cluster_index) {
             const LocalError local_error{404, LocalReason::no_route, "no route for this host and path", has_body};
  co_await send_local(local_error, &request.base());
@@ -214,12 +226,46 @@ private:
         }
         auto& cluster = worker_.cluster(*cluster_index);
         const auto snapshot = cluster.snapshot;
+        if (snapshot->stats->dynamic) {
+            snapshot->stats->last_used_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+        }
         if (snapshot->hosts.empty()) {
             const LocalError local_error{503, LocalReason::no_healthy_host, "cluster " + snapshot->config->name + " has no hosts", has_body};
  co_await send_local(local_error, &request.base());
             co_return !has_body && request.keep_alive();
         }
         co_return co_await forward(parser, info, cluster, *snapshot);
+    }
+
+    // The cluster a template makes for this request's Host, made on first use by the control loop;
+    // the first request waits (bounded) for its first DNS answer.
+    asio::awaitable<std::optional<std::size_t>> dynamic_cluster(std::size_t template_index, std::string_view host,
+                                                                bool has_body, std::optional<LocalError>& refused) {
+        const std::string name = Router::normalize_host(host);
+        const bool usable = !name.empty() && name.size() <= 253 && name.front() != '[' &&
+                            std::all_of(name.begin(), name.end(), [](unsigned char c) {
+                                return std::isalnum(c) || c == '-' || c == '.';
+                            });
+        if (!usable) {
+            refused = LocalError{404, LocalReason::no_route, "host is not a usable service name", has_body};
+            co_return std::nullopt;
+        }
+        const std::string key = listener_->template_names[template_index] + "/" + name;
+        if (auto index = worker_.find_dynamic(key)) {
+            if (!worker_.cluster(*index).snapshot->hosts.empty()) { co_return index; }
+        } else if (worker_.dynamic_full(template_index)) {
+            refused = LocalError{503, LocalReason::no_healthy_host, "too many services from this template (max_clusters)", has_body};
+            co_return std::nullopt;
+        } else {
+            worker_.request_dynamic(template_index, name);
+        }
+        co_await worker_.wait_dynamic(key, kDynamicResolveWait);
+        auto index = worker_.find_dynamic(key);
+        if (!index || worker_.cluster(*index).snapshot->hosts.empty()) {
+            refused = LocalError{503, LocalReason::no_healthy_host, "service " + name + " has no hosts (not resolved)", has_body};
+            co_return std::nullopt;
+        }
+        co_return index;
     }
 
     std::string upstream_head(const http::request_header<>& request, const http_rules::RequestInfo& info) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "config/config.hpp"
@@ -24,6 +25,7 @@ struct ListenerState {
     std::size_t cluster = 0;   // tcp: index of the cluster it forwards to
     std::shared_ptr<const Router> router;   // http: routes to cluster indexes
     const AccessLog* access_log = nullptr;  // http: null when access logging is off
+    std::vector<std::string> template_names;  // http: cluster templates by index (Router::kTemplate targets)
     boost::asio::ip::tcp::endpoint bound;
     // Shared by every worker: touched once per connection, so one cache line is fine.
     std::atomic<std::int64_t> connections_active{0};

@@ -14,6 +14,9 @@ namespace drover::proxy {
 
 class Router {
 public:
+    // A route's target with this bit set names a cluster template (by index), not a cluster.
+    static constexpr std::size_t kTemplate = std::size_t{1} << (sizeof(std::size_t) * 8 - 1);
+
     struct Route {
         std::string host;          // lower-case; exact, "*.suffix" (suffix kept with its dot), or empty
         bool wildcard = false;

@@ -23,12 +23,6 @@ constexpr auto kDrainPoll = std::chrono::milliseconds(20);
 // After the drain deadline closes every session, how long to wait for their coroutines to unwind.
 constexpr auto kAbortGrace = std::chrono::seconds(2);
 
-std::size_t index_of(const config::Config& config, std::string_view cluster) {
-    for (std::size_t i = 0; i < config.clusters.size(); ++i) {
-        if (config.clusters[i].name == cluster) { return i; }
-    }
-    throw std::invalid_argument("unknown cluster " + std::string(cluster));   // the loader prevents this
-}
 }  // namespace
 
 Server::Server(config::Config config) : config_(std::move(config)), signals_(control_) {
@@ -39,32 +33,143 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
     for (std::size_t i = 0; i < worker_count; ++i) {
         workers_.push_back(std::make_unique<Worker>(i, config_.listeners.size()));
     }
+    std::map<std::string, std::size_t, std::less<>> cluster_index;
+    std::map<std::string, std::size_t, std::less<>> template_index;
     for (const auto& cluster_config : config_.clusters) {
-        const std::size_t index = clusters_.size();
-        auto publish = [this, index](std::shared_ptr<const ClusterSnapshot> snapshot) {
-            for (auto& worker : workers_) {
-                asio::post(worker->context(), [w = worker.get(), index, snapshot] { w->set_snapshot(index, snapshot); });
-            }
+        if (cluster_config.is_template()) {
+            template_index[cluster_config.name] = templates_.size();
+            templates_.push_back({cluster_config, {}, std::make_shared<std::atomic<std::size_t>>(0)});
+            continue;
+        }
+        cluster_index[cluster_config.name] = add_cluster(cluster_config);
+    }
+    for (auto& worker : workers_) {
+        worker->request_dynamic = [this](std::size_t t, std::string host) {
+            asio::post(control_, [this, t, host = std::move(host)] { ensure_dynamic(t, host); });
         };
-        clusters_.push_back(
-            std::make_unique<Cluster>(cluster_config, make_resolver(cluster_config, control_), std::move(publish)));
-        for (auto& worker : workers_) { worker->add_cluster(clusters_.back()->snapshot()); }
+        worker->dynamic_full = [this](std::size_t t) {
+            return templates_[t].count->load(std::memory_order_relaxed) >= templates_[t].config.max_clusters;
+        };
     }
     for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
         const auto& listener_config = config_.listeners[i];
         std::size_t cluster = 0;
         std::shared_ptr<Router> router;
         if (listener_config.protocol == config::Protocol::tcp) {
-            cluster = index_of(config_, listener_config.cluster);
+            cluster = cluster_index.at(listener_config.cluster);   // the loader checked it exists
         } else {
             router = std::make_shared<Router>();
-            for (const auto& route : listener_config.routes) { router->add(route.match, index_of(config_, route.cluster)); }
+            for (const auto& route : listener_config.routes) {
+                router->add(route.match, route.cluster_template.empty()
+                                             ? cluster_index.at(route.cluster)
+                                             : Router::kTemplate | template_index.at(route.cluster_template));
+            }
         }
         listeners_.push_back(std::make_unique<Listener>(listener_config, i, cluster, std::move(router)));
         listeners_.back()->state().access_log = access_log_.get();
+        for (const auto& t : templates_) { listeners_.back()->state().template_names.push_back(t.config.name); }
     }
     admin_ = std::make_unique<Admin>(control_, config_.admin.address);
     register_status_routes(*admin_, *this);
+}
+
+std::size_t Server::add_cluster(const config::Cluster& cluster_config) {
+    std::size_t index = clusters_.size();
+    if (!free_slots_.empty()) {
+        index = free_slots_.back();
+        free_slots_.pop_back();
+    }
+    auto publish = [this, index](std::shared_ptr<const ClusterSnapshot> snapshot) {
+        for (auto& worker : workers_) {
+            asio::post(worker->context(), [w = worker.get(), index, snapshot] { w->set_snapshot(index, snapshot); });
+        }
+    };
+    auto cluster = std::make_unique<Cluster>(cluster_config, make_resolver(cluster_config, control_), std::move(publish));
+    if (index == clusters_.size()) {
+        // Before start only: once workers run, a new slot reaches them by a posted install_dynamic.
+        if (!started_) {
+            for (auto& worker : workers_) { worker->add_cluster(cluster->snapshot()); }
+        }
+        clusters_.push_back(std::move(cluster));
+    } else {
+        clusters_[index] = std::move(cluster);
+    }
+    return index;
+}
+
+std::vector<const Cluster*> Server::clusters() const {
+    std::vector<const Cluster*> out;
+    out.reserve(clusters_.size());
+    for (const auto& c : clusters_) {
+        if (c) { out.push_back(c.get()); }
+    }
+    return out;
+}
+
+// Makes the cluster for `host` from a template, on first use. Bounded by the template's max_clusters;
+// past it, requests for new hosts get 503 from the worker (which checks the same bound).
+void Server::ensure_dynamic(std::size_t template_index, const std::string& host) {
+    auto& tmpl = templates_[template_index];
+    if (draining_ || tmpl.instances.contains(host) || tmpl.instances.size() >= tmpl.config.max_clusters) { return; }
+    config::Cluster cluster_config = tmpl.config;
+    cluster_config.name = tmpl.config.name + "/" + host;
+    auto& dns = std::get<config::DnsDiscovery>(cluster_config.discovery);
+    for (auto at = dns.name.find("{host}"); at != std::string::npos; at = dns.name.find("{host}", at)) {
+        dns.name.replace(at, 6, host);
+        at += host.size();
+    }
+    const std::size_t index = add_cluster(cluster_config);
+    auto& cluster = *clusters_[index];
+    cluster.mark_dynamic();
+    cluster.touch();
+    const std::string key = tmpl.config.name + "/" + host;
+    for (auto& worker : workers_) {
+        asio::post(worker->context(), [w = worker.get(), index, key, snapshot = cluster.snapshot()] {
+            w->install_dynamic(index, key, snapshot);
+        });
+    }
+    tmpl.instances.emplace(host, index);
+    tmpl.count->store(tmpl.instances.size(), std::memory_order_relaxed);
+    cluster.start();
+    log::info("cluster {} made from template {} for host {} (dns {})", cluster_config.name, tmpl.config.name, host,
+              dns.name);
+    if (tmpl.instances.size() == 1 && templates_sweeping_ == false) {
+        templates_sweeping_ = true;
+        spawn(control_.get_executor(), sweep_dynamic(), "dynamic cluster sweep");
+    }
+}
+
+// Drops dynamic clusters unused for their template's idle_timeout (no request, no open connection).
+asio::awaitable<void> Server::sweep_dynamic() {
+    asio::steady_timer timer(control_);
+    while (!draining_) {
+        timer.expires_after(std::chrono::seconds(1));
+        co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        const auto now = std::chrono::steady_clock::now().time_since_epoch();
+        for (auto& tmpl : templates_) {
+            for (auto it = tmpl.instances.begin(); it != tmpl.instances.end();) {
+                auto& slot = clusters_[it->second];
+                const auto& stats = slot->stats();
+                const auto idle = now - std::chrono::nanoseconds(stats.last_used_ns.load(std::memory_order_relaxed));
+                if (idle < tmpl.config.idle_timeout || stats.upstream_connections_active.load() > 0) {
+                    ++it;
+                    continue;
+                }
+                log::info("cluster {} unused for {} ms: dropped", slot->name(), tmpl.config.idle_timeout.count());
+                const std::size_t index = it->second;
+                const std::string key = slot->name();
+                for (auto& worker : workers_) {
+                    asio::post(worker->context(), [w = worker.get(), index, key] { w->remove_dynamic(index, key); });
+                }
+                slot->stop();
+                // Destroyed after the handlers already queued (the resolver's cancellations) have run.
+                asio::post(control_, [retired = std::shared_ptr<Cluster>(std::move(slot))] {});
+                free_slots_.push_back(index);
+                it = tmpl.instances.erase(it);
+                tmpl.count->store(tmpl.instances.size(), std::memory_order_relaxed);
+            }
+        }
+    }
 }
 
 Server::~Server() {
@@ -89,7 +194,7 @@ void Server::start() {
         }
     }
     // Discovery first, so each worker applies the first snapshots before its first accept.
-    for (auto& cluster : clusters_) { cluster->start(); }
+    for (auto& cluster : clusters_) { cluster->start(); }   // templates are started per Host, on first use
     for (auto& listener : listeners_) { listener->start(); }
     std::signal(SIGPIPE, SIG_IGN);
     signals_.add(SIGTERM);
@@ -174,7 +279,9 @@ asio::awaitable<void> Server::finish_drain() {
             co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
         }
     }
-    for (auto& cluster : clusters_) { cluster->stop(); }
+    for (auto& cluster : clusters_) {
+        if (cluster) { cluster->stop(); }
+    }
     admin_->stop();
     signals_.cancel();
     control_.stop();

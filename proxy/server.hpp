@@ -8,7 +8,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,7 +45,8 @@ public:
     // Read by the status views on the control loop.
     const config::Config& config() const { return config_; }
     const std::vector<std::unique_ptr<Worker>>& workers() const { return workers_; }
-    const std::vector<std::unique_ptr<Cluster>>& clusters() const { return clusters_; }
+    // Every live cluster: configured ones and those made from templates (control loop only).
+    std::vector<const Cluster*> clusters() const;
     const std::vector<std::unique_ptr<Listener>>& listeners() const { return listeners_; }
     bool ready() const { return started_ && !draining_; }
     bool draining() const { return draining_; }
@@ -53,6 +56,16 @@ private:
     void wait_for_signal();
     boost::asio::awaitable<void> finish_drain();
     std::size_t live_sessions() const;
+    std::size_t add_cluster(const config::Cluster& config);
+    void ensure_dynamic(std::size_t template_index, const std::string& host);
+    boost::asio::awaitable<void> sweep_dynamic();
+
+    // A route's cluster_template and the clusters made from it, by Host.
+    struct Template {
+        config::Cluster config;
+        std::map<std::string, std::size_t> instances;
+        std::shared_ptr<std::atomic<std::size_t>> count;   // instances.size(), readable by workers
+    };
 
     config::Config config_;
     std::chrono::system_clock::time_point start_time_ = std::chrono::system_clock::now();
@@ -61,12 +74,15 @@ private:
     std::unique_ptr<AccessLog> access_log_;   // outlives the workers that write to it
     // Declared before listeners_: acceptors must die before the io_contexts they are registered with.
     std::vector<std::unique_ptr<Worker>> workers_;
-    std::vector<std::unique_ptr<Cluster>> clusters_;
+    std::vector<std::unique_ptr<Cluster>> clusters_;   // a dropped dynamic cluster leaves a null slot
+    std::vector<std::size_t> free_slots_;
+    std::vector<Template> templates_;
     std::vector<std::unique_ptr<Listener>> listeners_;
     std::unique_ptr<Admin> admin_;
     bool started_ = false;
     bool draining_ = false;
     bool aborting_ = false;
+    bool templates_sweeping_ = false;
 };
 
 }  // namespace drover::proxy

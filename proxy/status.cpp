@@ -111,7 +111,9 @@ void render_http_metrics(PrometheusWriter& w, const Server& server) {
 std::vector<std::string> unresolved_clusters(const Server& server) {
     std::vector<std::string> names;
     for (const auto& c : server.clusters()) {
-        if (!c->discovery_status().resolved) { names.push_back(c->name()); }
+        // A cluster made for a request's Host may never resolve (a typo'd name): that is the request's
+        // problem (503), not the proxy's readiness.
+        if (!c->stats().dynamic && !c->discovery_status().resolved) { names.push_back(c->name()); }
     }
     return names;
 }

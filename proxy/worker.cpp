@@ -1,5 +1,8 @@
 #include "proxy/worker.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include "config/log.hpp"
 
 namespace drover::proxy {
@@ -73,6 +76,45 @@ void Worker::set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnap
         }
     }
     clusters_[cluster].snapshot = std::move(snapshot);
+    // The first published set of a dynamic cluster: the requests waiting for it go on.
+    if (const auto key = dynamic_keys_.find(cluster); key != dynamic_keys_.end()) {
+        auto [begin, end] = dynamic_waiters_.equal_range(key->second);
+        for (auto it = begin; it != end; ++it) {
+            if (auto timer = it->second.lock()) { timer->cancel(); }
+        }
+        dynamic_waiters_.erase(begin, end);
+    }
+}
+
+std::optional<std::size_t> Worker::find_dynamic(const std::string& key) const {
+    const auto it = dynamic_.find(key);
+    if (it == dynamic_.end()) { return std::nullopt; }
+    return it->second;
+}
+
+void Worker::install_dynamic(std::size_t index, const std::string& key, std::shared_ptr<const ClusterSnapshot> snapshot) {
+    while (clusters_.size() <= index) { clusters_.push_back({}); }
+    auto& slot = clusters_[index];
+    slot.balancer = make_load_balancer(snapshot->config->load_balancing);
+    slot.snapshot = std::move(snapshot);
+    dynamic_[key] = index;
+    dynamic_keys_[index] = key;
+}
+
+void Worker::remove_dynamic(std::size_t index, const std::string& key) {
+    dynamic_.erase(key);
+    dynamic_keys_.erase(index);
+    if (index < clusters_.size()) {
+        for (const auto& entry : clusters_[index].snapshot->hosts) { pool_.drop(*entry.host); }
+    }
+}
+
+boost::asio::awaitable<void> Worker::wait_dynamic(const std::string& key, std::chrono::milliseconds timeout) {
+    auto timer = std::make_shared<boost::asio::steady_timer>(context_, timeout);
+    dynamic_waiters_.emplace(key, timer);
+    co_await timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    auto [begin, end] = dynamic_waiters_.equal_range(key);
+    for (auto it = begin; it != end;) { it = it->second.expired() || it->second.lock() == timer ? dynamic_waiters_.erase(it) : std::next(it); }
 }
 
 void Worker::add_session(Session* session) {

@@ -6,7 +6,16 @@
 #include <boost/asio/io_context.hpp>
 
 #include <array>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
 #include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <string>
+#include <unordered_map>
 #include <random>
 #include <string_view>
 #include <cstdint>
@@ -83,6 +92,18 @@ public:
     void add_cluster(std::shared_ptr<const ClusterSnapshot> snapshot);
     void set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnapshot> snapshot);
     WorkerCluster& cluster(std::size_t index) { return clusters_[index]; }
+
+    // Clusters made on first use from a route's template, keyed "template/host". install_dynamic puts
+    // one in slot `index` (its first snapshot may still have no hosts); its first published snapshot
+    // wakes the requests waiting for it. remove_dynamic forgets it (in-flight requests keep theirs).
+    std::optional<std::size_t> find_dynamic(const std::string& key) const;
+    void install_dynamic(std::size_t index, const std::string& key, std::shared_ptr<const ClusterSnapshot> snapshot);
+    void remove_dynamic(std::size_t index, const std::string& key);
+    // Waits until `key` has a published snapshot, or `timeout`.
+    boost::asio::awaitable<void> wait_dynamic(const std::string& key, std::chrono::milliseconds timeout);
+    // Set by the server: asks the control loop to make cluster `key` from template `index`.
+    std::function<void(std::size_t template_index, std::string host)> request_dynamic;
+    std::function<bool(std::size_t template_index)> dynamic_full;   // at the template's max_clusters
     BufferPool& buffers() { return buffers_; }
     UpstreamPool& pool() { return pool_; }
     std::mt19937_64& random() { return random_; }
@@ -104,7 +125,11 @@ private:
     boost::asio::io_context context_{1};
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
     std::thread thread_;
-    std::vector<WorkerCluster> clusters_;
+    // A deque: sessions hold WorkerCluster& across suspensions while dynamic clusters are added.
+    std::deque<WorkerCluster> clusters_;
+    std::unordered_map<std::string, std::size_t> dynamic_;
+    std::unordered_map<std::size_t, std::string> dynamic_keys_;   // slot -> key, to wake waiters
+    std::unordered_multimap<std::string, std::weak_ptr<boost::asio::steady_timer>> dynamic_waiters_;
     std::vector<std::unique_ptr<ListenerCounters>> listener_counters_;
     BufferPool buffers_;
     UpstreamPool pool_{context_};

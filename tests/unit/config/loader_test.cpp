@@ -1600,5 +1600,73 @@ TEST(Loader, SeveralIndependentProblemsAreAllReported) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Cluster templates (services without per-service config)
+// ---------------------------------------------------------------------------------------------------
+
+namespace template_tests {
+constexpr const char* kTemplateCluster = R"(
+clusters:
+  - name: svc
+    discovery:
+      dns: { name: "_http._tcp.{host}", type: srv }
+    dynamic: { max_clusters: 50, idle_timeout: 2m }
+  - name: plain
+    discovery:
+      static: [10.0.0.1:80]
+)";
+}  // namespace template_tests
+
+TEST(Loader, ClusterTemplateRouteLoads) {
+    const auto r = load(std::string(R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    routes:
+      - match: { host: "*.internal" }
+        cluster_template: svc
+)") + template_tests::kTemplateCluster);
+    ASSERT_TRUE(r.config) << listing(r);
+    EXPECT_EQ(r.config->listeners[0].routes[0].cluster_template, "svc");
+    const auto* svc = r.config->find_cluster("svc");
+    ASSERT_NE(svc, nullptr);
+    EXPECT_TRUE(svc->is_template());
+    EXPECT_EQ(svc->max_clusters, 50u);
+    EXPECT_EQ(svc->idle_timeout, std::chrono::minutes(2));
+    EXPECT_FALSE(r.config->find_cluster("plain")->is_template());
+}
+
+TEST(Loader, TemplateAndConcreteClustersAreNotInterchangeable) {
+    const auto r = load(std::string(R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    routes:
+      - match: { host: a.internal }
+        cluster: svc
+      - match: { host: b.internal }
+        cluster_template: plain
+      - match: { host: c.internal }
+        cluster: plain
+        cluster_template: svc
+)") + template_tests::kTemplateCluster);
+    EXPECT_FALSE(r.config);
+    EXPECT_TRUE(HasError(r, 5, 9, "routes.cluster", "is a template"));
+    EXPECT_TRUE(HasError(r, 7, 9, "routes.cluster_template", "is not a template"));
+    EXPECT_TRUE(HasError(r, 10, 9, "listeners[0].routes[2].cluster", "not both"));
+}
+
+TEST(Loader, DynamicBoundsOnlyOnTemplates) {
+    const auto r = load(R"(
+clusters:
+  - name: plain
+    discovery:
+      static: [10.0.0.1:80]
+    dynamic: { max_clusters: 5 }
+)");
+    EXPECT_TRUE(HasError(r, 5, 5, "clusters[0].dynamic", "template clusters only"));
+}
+
+
 }  // namespace
 }  // namespace drover::config

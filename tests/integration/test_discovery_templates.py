@@ -1,0 +1,89 @@
+"""Services without per-service config: a route with cluster_template makes one cluster per request
+Host on first use, found through DNS (a real dnsmasq on loopback), bounded in number and dropped when
+idle. Also the HTTP_PROXY use: absolute-form requests route by their authority the same way."""
+
+import time
+import unittest
+
+from harness import Dnsmasq, HttpOrigin, HttpTestCase, http_listener, make_config, wait_until
+
+DOMAIN = "drover.test"
+
+
+class ClusterTemplateTest(HttpTestCase):
+
+    def setUp(self):
+        super().setUp()
+        # Two services, each one replica on its own loopback address, both on the same port.
+        self.users = self.backend(HttpOrigin("users", host="127.0.0.2"))
+        self.orders = self.backend(HttpOrigin("orders", host="127.0.0.3", port=self.users.port))
+        self.dns = Dnsmasq({f"users.{DOMAIN}": ["127.0.0.2"], f"orders.{DOMAIN}": ["127.0.0.3"],
+                            f"extra.{DOMAIN}": ["127.0.0.3"]})
+        self.addCleanup(self.dns.cleanup)
+
+    def start(self, max_clusters=10, idle_timeout="30s"):
+        template = {"name": "svc",
+                    "discovery": {"dns": {"name": "{host}", "type": "a", "port": self.users.port,
+                                          "servers": [self.dns.addr], "refresh": {"min": "100ms", "max": "1s"}}},
+                    "load_balancing": "round_robin",
+                    "dynamic": {"max_clusters": max_clusters, "idle_timeout": idle_timeout}}
+        routes = [{"match": {"host": f"*.{DOMAIN}"}, "cluster_template": "svc"}]
+        drover = self.start_drover(make_config([http_listener("web", routes)], [template]))
+        return drover, drover.listener_addr("web")
+
+    def cluster_names(self, drover):
+        return sorted(c["name"] for c in drover.admin_json("/clusters")["clusters"])
+
+    def test_each_host_gets_its_own_cluster_on_first_use(self):
+        drover, addr = self.start()
+        self.assertEqual(drover.admin_get("/ready").status, 200)   # templates are not "unresolved"
+        self.assertEqual(self.cluster_names(drover), [])
+        self.assertEqual(self.get(addr, "/a", host=f"users.{DOMAIN}").status, 200)
+        self.assertEqual(self.get(addr, "/b", host=f"orders.{DOMAIN}:8080").status, 200)
+        self.assertEqual(len(self.users.requests), 1)
+        self.assertEqual(len(self.orders.requests), 1)
+        self.assertEqual(self.cluster_names(drover), [f"svc/orders.{DOMAIN}", f"svc/users.{DOMAIN}"])
+        # Later requests reuse the cluster.
+        self.assertEqual(self.get(addr, "/c", host=f"USERS.{DOMAIN}").status, 200)
+        self.assertEqual(len(self.users.requests), 2)
+        self.assertEqual(len(self.cluster_names(drover)), 2)
+
+    def test_absolute_form_requests_route_by_their_authority(self):
+        drover, addr = self.start()
+        conn = self.client(addr)
+        conn.send(f"GET http://users.{DOMAIN}/via-proxy HTTP/1.1\r\nHost: users.{DOMAIN}\r\n\r\n".encode())
+        self.assertEqual(conn.read_response("GET").status, 200)
+        self.assertEqual(self.users.requests[-1].target, "/via-proxy")
+
+    def test_unknown_service_is_a_prompt_503_and_does_not_unready_the_proxy(self):
+        drover, addr = self.start()
+        start = time.monotonic()
+        resp = self.get(addr, "/", host=f"nosuch.{DOMAIN}")
+        self.assertLocalResponse(resp, "no_healthy_host")
+        self.assertLess(time.monotonic() - start, 5)
+        self.assertEqual(drover.admin_get("/ready").status, 200)
+
+    def test_max_clusters_bounds_what_clients_can_make(self):
+        drover, addr = self.start(max_clusters=2)
+        self.assertEqual(self.get(addr, "/", host=f"users.{DOMAIN}").status, 200)
+        self.assertEqual(self.get(addr, "/", host=f"orders.{DOMAIN}").status, 200)
+        resp = self.get(addr, "/", host=f"extra.{DOMAIN}")
+        self.assertLocalResponse(resp, "no_healthy_host")
+        self.assertIn("max_clusters", resp.body.decode())
+        self.assertEqual(len(self.cluster_names(drover)), 2)
+
+    def test_idle_clusters_are_dropped_and_made_again_when_needed(self):
+        drover, addr = self.start(idle_timeout="500ms")
+        self.assertEqual(self.get(addr, "/", host=f"users.{DOMAIN}").status, 200)
+        wait_until(lambda: self.cluster_names(drover) == [], 10, message="idle dynamic cluster was not dropped")
+        self.assertEqual(self.get(addr, "/", host=f"users.{DOMAIN}").status, 200)
+        self.assertEqual(self.cluster_names(drover), [f"svc/users.{DOMAIN}"])
+
+    def test_hosts_that_are_not_service_names_are_refused(self):
+        drover, addr = self.start()
+        resp = self.get(addr, "/", host="[::1]")
+        self.assertEqual(resp.status, 404)
+
+
+if __name__ == "__main__":
+    unittest.main()
