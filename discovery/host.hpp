@@ -19,6 +19,7 @@ struct HostStats {
     std::atomic<std::int64_t> requests_active{0};
     std::atomic<std::uint64_t> connections_total{0};
     std::atomic<std::uint64_t> connect_failures{0};
+    std::atomic<bool> removed{false};   // discovery no longer lists it: finish, never pool again
     std::atomic<std::uint64_t> pool_reuses{0};                     // HTTP requests sent on a kept-alive connection
     std::array<std::atomic<std::uint64_t>, 5> responses_by_class{};   // HTTP responses, 1xx..5xx
 };

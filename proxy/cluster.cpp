@@ -90,6 +90,8 @@ void Cluster::on_endpoints(discovery::EndpointSet endpoints) {
         // Live TCP connections keep going: each holds the snapshot that holds its host.
         if (!next.contains(address)) {
             log_change(fmt::format("cluster {}: host {} removed", config_->name, host->name()));
+            // Requests in flight to it finish; their connections then close instead of being pooled.
+            host->stats().removed.store(true, std::memory_order_relaxed);
         }
     }
     if (change_lines > kChangeLogLines) {

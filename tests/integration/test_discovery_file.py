@@ -10,7 +10,7 @@ import tempfile
 import time
 import unittest
 
-from harness import (DroverTestCase, endpoints_yaml, file_cluster, make_config, recv_all, tcp_listener,
+from harness import (DroverTestCase, HttpTestCase, endpoints_yaml, http_listener, route, write_endpoints_file, file_cluster, make_config, recv_all, tcp_listener,
                      wait_until, write_endpoints_file)
 
 
@@ -168,3 +168,31 @@ class FileDiscoveryTest(DroverTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HttpHostRemovalTest(HttpTestCase):
+    """A host that leaves discovery gets no new requests; a request in flight to it finishes, and its
+    connection is then closed instead of going back to the pool."""
+
+    def test_in_flight_request_finishes_and_its_connection_is_not_pooled(self):
+        leaving = self.origin("leaving")
+        staying = self.origin("staying")
+        tmp = tempfile.TemporaryDirectory(prefix="drover-endpoints-")
+        self.addCleanup(tmp.cleanup)
+        path = os.path.join(tmp.name, "endpoints.yaml")
+        write_endpoints_file(path, [leaving])
+        config = make_config([http_listener("web", [route("back", path_prefix="/")])],
+                             [file_cluster("back", path, load_balancing="round_robin")])
+        drover = self.start_drover(config)
+        addr = drover.listener_addr("web")
+        busy = self.client(addr)
+        busy.send(b"GET /slow?delay=1 HTTP/1.1\r\nHost: test\r\n\r\n")
+        leaving.wait_requests(1, 5)
+        write_endpoints_file(path, [staying])
+        wait_until(lambda: [h["address"] for c in drover.admin_json("/clusters")["clusters"] for h in c["hosts"]]
+                   == [staying.addr], 5, message="endpoints change not applied")
+        self.assertEqual(busy.read_response("GET", timeout=5).status, 200)   # the in-flight one finished
+        leaving.wait_active(0, 5)   # ...and its connection was closed, not parked in the pool
+        self.assertEqual(self.get(addr, "/next").status, 200)
+        self.assertEqual(len(leaving.requests), 1)
+        self.assertEqual(len(staying.requests), 1)
