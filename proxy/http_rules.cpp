@@ -1,6 +1,5 @@
 #include "proxy/http_rules.hpp"
 
-#include <boost/beast/core/string.hpp>
 
 #include <algorithm>
 #include <array>
@@ -9,7 +8,6 @@
 namespace drover::proxy::http_rules {
 
 namespace http = boost::beast::http;
-using boost::beast::iequals;
 
 namespace {
 

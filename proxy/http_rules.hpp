@@ -77,6 +77,20 @@ void for_each_raw_field(std::string_view head, Fn fn) {
     }
 }
 
+// ASCII case-insensitive equality. Used instead of boost::beast::iequals, whose slow path in Boost
+// 1.81 reads one byte past both ends after a case mismatch (found by tests/fuzz/http_request_fuzz).
+constexpr bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) { return false; }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        char x = a[i];
+        char y = b[i];
+        if (x >= 'A' && x <= 'Z') { x = static_cast<char>(x - 'A' + 'a'); }
+        if (y >= 'A' && y <= 'Z') { y = static_cast<char>(y - 'A' + 'a'); }
+        if (x != y) { return false; }
+    }
+    return true;
+}
+
 // True when `list` (a comma-separated header value) contains `token`, case-insensitively.
 bool has_token(std::string_view list, std::string_view token);
 

@@ -304,16 +304,16 @@ private:
         bool has_host = false;
         http_rules::for_each_raw_field(raw_head_, [&](std::string_view name, std::string_view value) {
             if (http_rules::is_hop_by_hop(name, connection)) { return; }
-            if (beast::iequals(name, "x-forwarded-for")) {
+            if (http_rules::iequals(name, "x-forwarded-for")) {
                 forwarded_for += forwarded_for.empty() ? "" : ", ";
                 forwarded_for += value;
                 return;
             }
             // Set by Drover from what it saw; a client's own values are not trusted.
-            if (beast::iequals(name, "x-forwarded-proto") || beast::iequals(name, "x-forwarded-host")) { return; }
-            if (beast::iequals(name, "expect")) { return; }   // Drover answers 100-continue itself
-            if (beast::iequals(name, "x-request-id")) { has_request_id = true; }
-            if (beast::iequals(name, "host")) { has_host = true; }
+            if (http_rules::iequals(name, "x-forwarded-proto") || http_rules::iequals(name, "x-forwarded-host")) { return; }
+            if (http_rules::iequals(name, "expect")) { return; }   // Drover answers 100-continue itself
+            if (http_rules::iequals(name, "x-request-id")) { has_request_id = true; }
+            if (http_rules::iequals(name, "host")) { has_host = true; }
             append_field(head, name, value);
         });
         if (!has_host) { append_field(head, "Host", info.host); }   // HTTP/1.0 without Host, or absolute-form
@@ -620,7 +620,7 @@ private:
         http_rules::for_each_raw_field(raw_response_head_, [&](std::string_view name, std::string_view value) {
             if (http_rules::is_hop_by_hop(name, connection)) {
                 // A HEAD answer's Content-Length describes the GET body: pass it through unchanged.
-                if (!(head_request && beast::iequals(name, "content-length"))) { return; }
+                if (!(head_request && http_rules::iequals(name, "content-length"))) { return; }
             }
             append_field(head, name, value);
         });
