@@ -1473,18 +1473,22 @@ std::string ConfigError::str() const {
     return out;
 }
 
+// Parses `yaml` as exactly one document. A second document would be silently ignored, so it is an
+// error; an empty one after a trailing "---" is harmless. Throws YAML::Exception on syntax errors.
+static YAML::Node load_one_document(std::string_view yaml, Diagnostics& diag, std::string_view what) {
+    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string{yaml});
+    const auto extra = std::find_if(documents.begin() + (documents.empty() ? 0 : 1), documents.end(),
+                                    [](const YAML::Node& d) { return !d.IsNull(); });
+    if (extra != documents.end()) {
+        diag.error(diag.mark(extra->Mark()), {}, fmt::format("{} holds one YAML document; remove the second one", what));
+    }
+    return documents.empty() ? YAML::Node{} : documents.front();
+}
+
 LoadResult load_string(std::string_view yaml, const std::string& source_name, const LoadOptions& options) {
     Diagnostics diag{source_name, options};
     try {
-        const std::vector<YAML::Node> documents = YAML::LoadAll(std::string{yaml});
-        // A second document would be silently ignored; an empty one after a trailing "---" is harmless.
-        const auto extra = std::find_if(documents.begin() + (documents.empty() ? 0 : 1), documents.end(),
-                                        [](const YAML::Node& d) { return !d.IsNull(); });
-        if (extra != documents.end()) {
-            diag.error(diag.mark(extra->Mark()), {},
-                       "a config file holds one YAML document; remove the second one");
-        }
-        const YAML::Node root = documents.empty() ? YAML::Node{} : documents.front();
+        const YAML::Node root = load_one_document(yaml, diag, "a config file");
         ConfigReader reader{diag};
         Config config = reader.read(Cursor{diag, root, {}, Mark{source_name, 1, 1}});
         return finish(diag, std::move(config));
@@ -1540,14 +1544,7 @@ EndpointsFileResult load_endpoints_string(std::string_view yaml, const std::stri
     Diagnostics diag{source_name, LoadOptions{}};
     std::optional<std::vector<StaticEndpoint>> endpoints;
     try {
-        const std::vector<YAML::Node> documents = YAML::LoadAll(std::string{yaml});
-        const auto extra = std::find_if(documents.begin() + (documents.empty() ? 0 : 1), documents.end(),
-                                        [](const YAML::Node& d) { return !d.IsNull(); });
-        if (extra != documents.end()) {
-            diag.error(diag.mark(extra->Mark()), {},
-                       "an endpoints file holds one YAML document; remove the second one");
-        }
-        const YAML::Node root = documents.empty() ? YAML::Node{} : documents.front();
+        const YAML::Node root = load_one_document(yaml, diag, "an endpoints file");
         const Cursor cursor{diag, root, {}, Mark{source_name, 1, 1}};
         // An empty file is what a writer caught half-way leaves behind: an error, not "no hosts".
         if (root.IsNull()) {
