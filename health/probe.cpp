@@ -1,0 +1,216 @@
+#include "health/probe.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <optional>
+#include <string_view>
+#include <variant>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+
+namespace drover::health {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// A status line is a few dozen bytes; a backend that sends 8 KiB without one is not speaking HTTP.
+constexpr std::size_t kMaxStatusLineBytes = 8 * 1024;
+
+constexpr std::string_view kHttpVersionPrefix = "HTTP/1.";
+
+ProbeResult failed(std::string detail) { return ProbeResult{false, std::move(detail)}; }
+
+std::string describe(const error_code& ec) {
+    if (ec == asio::error::connection_refused) { return "connection refused"; }
+    if (ec == asio::error::connection_reset) { return "connection reset"; }
+    return ec.message();
+}
+
+// OpenSSL's own reason ("wrong version number") is what an operator can search for; asio's message
+// appends the library name, which says nothing here.
+std::string describe_tls(const error_code& ec) {
+    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+        return "TLS: connection closed during the handshake";
+    }
+    if (ec.category() == asio::error::get_ssl_category()) {
+        if (const char* reason = ERR_reason_error_string(static_cast<unsigned long>(ec.value()))) {
+            return fmt::format("TLS: {}", reason);
+        }
+    }
+    return fmt::format("TLS: {}", describe(ec));
+}
+
+// "500ms", "1500ms", "2s": whole seconds read better in logs, anything else stays exact.
+std::string format_duration(config::Duration duration) {
+    const auto ms = duration.count();
+    if (ms >= 1000 && ms % 1000 == 0) { return fmt::format("{}s", ms / 1000); }
+    return fmt::format("{}ms", ms);
+}
+
+std::string format_ranges(const std::vector<config::StatusRange>& ranges) {
+    std::string out;
+    for (const auto& range : ranges) {
+        if (!out.empty()) { out += ", "; }
+        out += range.lo == range.hi ? fmt::format("{}", range.lo) : fmt::format("{}-{}", range.lo, range.hi);
+    }
+    return out.empty() ? "(none)" : out;
+}
+
+bool in_ranges(int status, const std::vector<config::StatusRange>& ranges) {
+    return std::any_of(ranges.begin(), ranges.end(),
+                       [status](const config::StatusRange& r) { return r.lo <= status && status <= r.hi; });
+}
+
+bool is_digit(char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; }
+
+// Lets a reply that cannot become a status line fail on its first bytes instead of at the deadline.
+bool could_start_status_line(std::string_view received) {
+    const std::size_t n = std::min(received.size(), kHttpVersionPrefix.size());
+    return received.substr(0, n) == kHttpVersionPrefix.substr(0, n);
+}
+
+// "HTTP/1.x NNN[ reason]", without its line end. The reason phrase may be absent (RFC 9112 allows it
+// empty); anything else around the code is refused.
+std::optional<int> parse_status_line(std::string_view line) {
+    if (!line.empty() && line.back() == '\r') { line.remove_suffix(1); }
+    if (!line.starts_with(kHttpVersionPrefix)) { return std::nullopt; }
+    line.remove_prefix(kHttpVersionPrefix.size());
+    if (line.size() < 5 || !is_digit(line[0]) || line[1] != ' ') { return std::nullopt; }
+    const std::string_view code = line.substr(2, 3);
+    if (!std::all_of(code.begin(), code.end(), is_digit) || code[0] == '0') { return std::nullopt; }
+    if (line.size() > 5 && line[5] != ' ') { return std::nullopt; }
+    return (code[0] - '0') * 100 + (code[1] - '0') * 10 + (code[2] - '0');
+}
+
+// SNI carries DNS names only (RFC 6066): no IP literals, nothing a resolver would not accept.
+bool looks_like_hostname(const std::string& name) {
+    if (name.empty() || name.size() > 253 || name.front() == '.' || name.front() == '-') { return false; }
+    const bool charset_ok = std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '.';
+    });
+    if (!charset_ok) { return false; }
+    error_code ec;
+    (void)asio::ip::make_address(name, ec);
+    return static_cast<bool>(ec);
+}
+
+// One for the process: building an SSL_CTX loads the default configuration and is far dearer than a
+// handshake. No verification: the probe proves the backend's TLS stack answers, not who it is.
+asio::ssl::context& client_tls_context() {
+    static asio::ssl::context context = [] {
+        asio::ssl::context built(asio::ssl::context::tls_client);
+        built.set_verify_mode(asio::ssl::verify_none);
+        return built;
+    }();
+    return context;
+}
+
+asio::awaitable<ProbeResult> http_exchange(tcp::socket& socket, const config::HttpProbe& http,
+                                           const std::string& default_host) {
+    const std::string& host = http.host.empty() ? default_host : http.host;
+    const std::string request = fmt::format(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: drover-health-check\r\nConnection: close\r\n\r\n",
+        http.path, host);
+    auto [write_ec, written] = co_await asio::async_write(socket, asio::buffer(request), use_tuple);
+    if (write_ec) { co_return failed(describe(write_ec)); }
+
+    std::array<char, kMaxStatusLineBytes> buffer{};
+    std::size_t filled = 0;
+    for (;;) {
+        auto [read_ec, n] = co_await socket.async_read_some(
+            asio::buffer(buffer.data() + filled, buffer.size() - filled), use_tuple);
+        filled += n;
+        const std::string_view received(buffer.data(), filled);
+        if (const auto eol = received.find('\n'); eol != std::string_view::npos) {
+            const auto status = parse_status_line(received.substr(0, eol));
+            if (!status) { co_return failed("malformed status line"); }
+            if (in_ranges(*status, http.expected_statuses)) { co_return ProbeResult{true, fmt::format("HTTP {}", *status)}; }
+            co_return failed(fmt::format("HTTP {} not in {}", *status, format_ranges(http.expected_statuses)));
+        }
+        if (!could_start_status_line(received)) { co_return failed("malformed status line"); }
+        if (read_ec == asio::error::eof) { co_return failed("connection closed before a status line"); }
+        if (read_ec) { co_return failed(describe(read_ec)); }
+        if (filled == buffer.size()) { co_return failed("no status line in the first 8 KiB"); }
+    }
+}
+
+asio::awaitable<ProbeResult> tls_handshake(tcp::socket& socket, const std::string& default_host) {
+    asio::ssl::stream<tcp::socket&> stream(socket, client_tls_context());
+    if (looks_like_hostname(default_host)) {
+        // SSL_set_tlsext_host_name is a macro with a C cast; this is what it expands to.
+        SSL_ctrl(stream.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                 const_cast<char*>(default_host.c_str()));
+    }
+    auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::client, use_tuple);
+    if (ec) { co_return failed(describe_tls(ec)); }
+    co_return ProbeResult{true, "TLS handshake ok"};
+}
+
+// Connect, then the probe's own exchange. Returns when it has an answer or its socket is closed.
+asio::awaitable<ProbeResult> exchange(tcp::socket& socket, const tcp::endpoint& address,
+                                      const config::Probe& probe, const std::string& default_host) {
+    auto [connect_ec] = co_await socket.async_connect(address, use_tuple);
+    if (connect_ec) { co_return failed(describe(connect_ec)); }
+    if (const auto* http = std::get_if<config::HttpProbe>(&probe)) {
+        co_return co_await http_exchange(socket, *http, default_host);
+    }
+    if (std::holds_alternative<config::TlsProbe>(probe)) { co_return co_await tls_handshake(socket, default_host); }
+    co_return ProbeResult{true, "TCP connect ok"};
+}
+
+// Closing the socket, not only cancelling, is what bounds the exchange: it aborts whichever operation
+// is in flight, TLS engine included. Completes normally either way so the || below never sees an
+// exception; a cancelled wait (the exchange finished first) leaves the socket alone.
+asio::awaitable<void> close_at_deadline(asio::steady_timer& timer, tcp::socket& socket) {
+    auto [ec] = co_await timer.async_wait(use_tuple);
+    if (!ec) {
+        error_code ignored;
+        socket.close(ignored);
+    }
+}
+
+}  // namespace
+
+asio::awaitable<ProbeResult> run_probe(asio::any_io_executor executor, tcp::endpoint address,
+                                       const config::HealthCheck& check, std::string default_host) {
+    ProbeResult result;
+    try {
+        tcp::socket socket(executor);
+        asio::steady_timer timer(executor, check.timeout);   // armed now: the bound covers the connect too
+        // Named first: GCC 12 mishandles temporaries built inside a co_await expression.
+        auto flow = exchange(socket, address, check.probe, default_host);
+        auto deadline = close_at_deadline(timer, socket);
+        // || waits for both branches to finish, so nothing refers to socket or timer once it returns.
+        auto first = co_await (std::move(flow) || std::move(deadline));
+        error_code ignored;
+        socket.close(ignored);
+        result = first.index() == 0 ? std::get<0>(std::move(first))
+                                    : failed(fmt::format("timed out after {}", format_duration(check.timeout)));
+    } catch (const std::exception& e) {
+        result = failed(fmt::format("probe error: {}", e.what()));
+    } catch (...) {
+        result = failed("probe error");
+    }
+    co_return result;
+}
+
+}  // namespace drover::health
