@@ -144,7 +144,10 @@ struct HttpProbe {
 struct TlsProbe {};
 using Probe = std::variant<TcpProbe, HttpProbe, TlsProbe>;
 
+// On by default (self-healing): a cluster without a health_check block gets a TCP connect check with
+// these values. `enabled: false` turns active checking off; every host then counts as healthy.
 struct HealthCheck {
+    bool enabled = true;
     Duration interval = 1s;
     Duration unhealthy_interval = 250ms;
     Duration timeout = 500ms;
@@ -154,12 +157,17 @@ struct HealthCheck {
     Probe probe = TcpProbe{};
 };
 
+// On by default, like HealthCheck; `enabled: false` turns passive ejection off.
 struct OutlierDetection {
+    bool enabled = true;
     std::uint32_t consecutive_failures = 3;
     Duration base_ejection_time = 5s;
     Duration max_ejection_time = 300s;
     double max_ejection_percent = 0.50;   // fraction
 };
+
+// Below panic_threshold: use every counted host (Envoy's behaviour), or none (hold, then 503).
+enum class PanicPolicy { use_all, fail_closed };
 
 enum class RetryOn { connect_failure, reset, timeout, status_502, status_503, status_504 };
 
@@ -202,10 +210,14 @@ struct Cluster {
     // P2C least request routes around a slow replica on its own: the self-healing default.
     LbPolicy load_balancing = LbPolicy::least_request;
     std::optional<HashPolicy> hash;
-    std::optional<HealthCheck> health_check;
-    std::optional<OutlierDetection> outlier_detection;
+    HealthCheck health_check;
+    OutlierDetection outlier_detection;
     double panic_threshold = 0.50;
+    PanicPolicy panic_policy = PanicPolicy::use_all;
     Duration slow_start = 10s;
+    // While no host can take a request (all down, or still unchecked at start), requests wait this long
+    // for one to come back before a 503; 0 answers 503 at once.
+    Duration hold_timeout = 3s;
     Retries retries;
     ClusterTimeouts timeouts;
     ClusterLimits limits;

@@ -40,14 +40,6 @@ struct NotYetSupported {
 // clang-format off
 constexpr NotYetSupported kNotYetSupported[] = {
     {"listeners[].tls", "", " (coming with TLS termination)"},                            // TLS termination
-    {"clusters[].health_check", "", " (coming with active health checking)"},             // ActiveChecker
-    {"clusters[].outlier_detection", "", " (coming with outlier detection)"},             // OutlierDetector
-    {"clusters[].panic_threshold", "", " (coming with health checking)"},                 // panic mode
-    {"clusters[].slow_start", "", " (coming with health checking)"},                      // slow-start ramp
-    {"clusters[].retries.on", "", " (coming with HTTP retries)"},                         // retry conditions
-    {"clusters[].retries.budget", "", " (coming with HTTP retries)"},                     // retry budget
-    {"clusters[].retries.per_try_timeout", "", " (coming with HTTP retries)"},            // per-try deadline
-    {"clusters[].limits.max_pending", "", " (coming with admission control)"},            // request queue
     {"clusters[].limits.max_requests", "", " (coming with admission control)"},           // request breaker
     {"clusters[].limits.queue_timeout", "", " (coming with admission control)"},          // queue deadline
     {"clusters[].adaptive_concurrency", "", " (coming with adaptive concurrency)"},       // adaptive limit
@@ -982,8 +974,8 @@ private:
 
     std::optional<Cluster> read_cluster(const Cursor& c) {
         const auto f = c.map({"name", "discovery", "load_balancing", "hash", "health_check",
-                              "outlier_detection", "panic_threshold", "slow_start", "retries", "timeouts",
-                              "limits", "adaptive_concurrency", "tls", "dynamic"});
+                              "outlier_detection", "panic_threshold", "panic_policy", "slow_start", "hold_timeout",
+                              "retries", "timeouts", "limits", "adaptive_concurrency", "tls", "dynamic"});
         if (!f) { return std::nullopt; }
         std::optional<Fields> dynamic;
         std::uint32_t dynamic_max = 100;
@@ -1019,12 +1011,20 @@ private:
                 h->key_error("hash applies to load_balancing: maglev only");
             }
         }
-        if (const auto h = f->get("health_check")) { cluster.health_check = read_health_check(*h); }
+        if (const auto h = f->get("health_check")) {
+            if (auto v = read_health_check(*h)) { cluster.health_check = std::move(*v); }
+        }
         if (const auto o = f->get("outlier_detection")) {
-            cluster.outlier_detection = read_outlier_detection(*o);
+            if (auto v = read_outlier_detection(*o)) { cluster.outlier_detection = *v; }
         }
         f->read_percent("panic_threshold", cluster.panic_threshold);
+        if (const auto p = f->get("panic_policy")) {
+            const auto v = p->one_of<PanicPolicy>({{"use_all", PanicPolicy::use_all},
+                                                   {"fail_closed", PanicPolicy::fail_closed}});
+            if (v) { cluster.panic_policy = *v; }
+        }
         f->read_duration("slow_start", cluster.slow_start, false);
+        f->read_duration("hold_timeout", cluster.hold_timeout, false);
         if (const auto r = f->get("retries")) { read_retries(*r, cluster.retries); }
         if (const auto t = f->get("timeouts")) {
             if (const auto tf = t->map({"connect", "request", "idle"})) {
@@ -1200,10 +1200,11 @@ private:
     }
 
     std::optional<HealthCheck> read_health_check(const Cursor& c) {
-        const auto f = c.map({"interval", "unhealthy_interval", "timeout", "jitter", "healthy_threshold",
+        const auto f = c.map({"enabled", "interval", "unhealthy_interval", "timeout", "jitter", "healthy_threshold",
                               "unhealthy_threshold", "http", "tcp", "tls"});
         if (!f) { return std::nullopt; }
         HealthCheck check;
+        if (const auto e = f->get("enabled")) { check.enabled = e->boolean().value_or(true); }
         f->read_duration("interval", check.interval, true);
         f->read_duration("unhealthy_interval", check.unhealthy_interval, true);
         f->read_duration("timeout", check.timeout, true);
@@ -1298,10 +1299,11 @@ private:
     }
 
     std::optional<OutlierDetection> read_outlier_detection(const Cursor& c) {
-        const auto f = c.map(
-            {"consecutive_failures", "base_ejection_time", "max_ejection_time", "max_ejection_percent"});
+        const auto f = c.map({"enabled", "consecutive_failures", "base_ejection_time", "max_ejection_time",
+                              "max_ejection_percent"});
         if (!f) { return std::nullopt; }
         OutlierDetection outlier;
+        if (const auto e = f->get("enabled")) { outlier.enabled = e->boolean().value_or(true); }
         f->read_integer("consecutive_failures", outlier.consecutive_failures, 1);
         f->read_duration("base_ejection_time", outlier.base_ejection_time, true);
         f->read_duration("max_ejection_time", outlier.max_ejection_time, true);

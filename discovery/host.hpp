@@ -20,6 +20,9 @@ struct HostStats {
     std::atomic<std::uint64_t> connections_total{0};
     std::atomic<std::uint64_t> connect_failures{0};
     std::atomic<bool> removed{false};   // discovery no longer lists it: finish, never pool again
+    // Set while the control loop counts a failure streak for the host: workers then report successes
+    // too, so the streak resets (see proxy::HealthReporter). Written by both sides, relaxed.
+    std::atomic<bool> failing{false};
     std::atomic<std::uint64_t> pool_reuses{0};                     // HTTP requests sent on a kept-alive connection
     std::array<std::atomic<std::uint64_t>, 5> responses_by_class{};   // HTTP responses, 1xx..5xx
 };

@@ -12,11 +12,23 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <deque>
+#include <optional>
+#include <random>
 
 #include "config/config.hpp"
 #include "discovery/host.hpp"
 #include "discovery/resolver.hpp"
+#include "health/health_state.hpp"
+#include "health/outcome.hpp"
+#include "health/outlier_detector.hpp"
+#include "health/overload.hpp"
+#include "health/probe.hpp"
+#include "health/selection.hpp"
 
 namespace drover::proxy {
 
@@ -25,6 +37,16 @@ struct ClusterStats {
     std::atomic<std::int64_t> upstream_connections_active{0};
     std::atomic<std::uint64_t> unavailable_no_host{0};
     std::atomic<std::uint64_t> unavailable_max_connections{0};
+    // Retries (HTTP): sent, refused by the retry budget, and by cause.
+    std::atomic<std::uint64_t> retries{0};
+    std::atomic<std::uint64_t> retries_budget_exhausted{0};
+    std::atomic<std::uint64_t> retries_connect_failure{0};
+    // Requests held while no host could take them: how many now, in all, and how they ended.
+    std::atomic<std::int64_t> held_active{0};
+    std::atomic<std::uint64_t> held_total{0};
+    std::atomic<std::uint64_t> held_served{0};
+    std::atomic<std::uint64_t> held_timed_out{0};
+    std::atomic<std::uint64_t> held_rejected_full{0};   // past limits.max_pending: 503 at once
     // Clusters made from a template on first use: when a request last used it (steady clock, ns), so
     // the control loop can drop it once idle. Written by workers only for such clusters.
     bool dynamic = false;
@@ -38,21 +60,85 @@ struct HostEntry {
     std::uint32_t weight = 1;
 };
 
+class Cluster;
+
+// How workers tell the control loop what happened to each upstream attempt. Every failure is posted
+// at once (an ejection-worthy streak must not wait for a sweep); a success only while the host has a
+// failure streak to reset (HostStats::failing), so a healthy cluster costs one relaxed load per request.
+class HealthReporter : public std::enable_shared_from_this<HealthReporter> {
+public:
+    HealthReporter(boost::asio::io_context& control, Cluster* cluster) : control_(control), cluster_(cluster) {}
+    void report(const std::shared_ptr<const discovery::Host>& host, health::Outcome outcome) const;
+    // The host said it is busy (429, or 503 with Retry-After): lower its share instead of ejecting it.
+    void overloaded(const std::shared_ptr<const discovery::Host>& host, std::chrono::milliseconds retry_after) const;
+    void detach() { cluster_ = nullptr; }   // control loop: the cluster is going away
+    bool attached() const { return cluster_ != nullptr; }
+
+private:
+    boost::asio::io_context& control_;
+    Cluster* cluster_;   // read and cleared on the control loop only
+};
+
 struct ClusterSnapshot {
     std::shared_ptr<const config::Cluster> config;
     std::shared_ptr<ClusterStats> stats;
-    std::vector<HostEntry> hosts;   // in discovery order
+    std::shared_ptr<HealthReporter> reporter;   // null for snapshots built outside a Cluster (tests)
+    // The hosts a request may go to now (healthy, not ejected, not draining; every counted host in
+    // panic with use_all), in discovery order, with their effective weights (slow start and overload
+    // folded in, in units of 1/kWeightScale of a configured weight).
+    std::vector<HostEntry> hosts;
+    std::size_t listed = 0;          // hosts discovery lists, eligible or not
+    bool panic = false;
+    // While no host is eligible: when one may be back, as a 503's Retry-After (seconds, >= 1).
+    std::uint32_t retry_after_seconds = 1;
     std::uint64_t version = 0;      // grows with every rebuild; per-worker LB state keys off it
     // Maglev clusters only: the consistent-hashing table over `hosts`, built with the snapshot on the
     // control loop and read by every worker's Maglev policy.
     std::shared_ptr<const MaglevTable> maglev;
 };
 
+// Snapshot weights are the configured weight times this, so slow start and overload can cut a weight-1
+// host to a fraction of its share in the integer weights the balancers use.
+inline constexpr std::uint32_t kWeightScale = 100;
+
+// Control loop only: one host of a cluster with its health, as /clusters shows it.
+struct HostRecord {
+    HostRecord(std::shared_ptr<const discovery::Host> h, const config::HealthCheck& check)
+        : host(std::move(h)), health(check) {}
+
+    struct Event {
+        std::chrono::steady_clock::time_point at;
+        std::string what;   // "healthy", "unhealthy", "ejected", "returned", "overloaded", "added"
+        std::string why;
+    };
+    static constexpr std::size_t kEvents = 32;
+
+    std::shared_ptr<const discovery::Host> host;
+    std::uint32_t weight = 1;
+    std::uint32_t priority = 0;
+    health::HealthState health;
+    std::optional<std::chrono::steady_clock::time_point> slow_start_since;
+    bool draining = false;
+    bool removed = false;   // left discovery: its probe loop ends
+    bool warming = false;   // of the cluster's first set, not probed yet (see Cluster::warming)
+    std::optional<health::ProbeResult> last_probe;
+    std::chrono::steady_clock::time_point last_probe_at{};
+    std::deque<Event> events;   // newest last, at most kEvents
+    std::optional<boost::asio::steady_timer> probe_timer;
+
+    void note(std::chrono::steady_clock::time_point at, std::string what, std::string why);
+};
+
 class Cluster {
 public:
     using Publish = std::function<void(std::shared_ptr<const ClusterSnapshot>)>;
+    using Clock = std::chrono::steady_clock;
 
-    Cluster(config::Cluster config, std::unique_ptr<discovery::Resolver> resolver, Publish publish);
+    Cluster(config::Cluster config, std::unique_ptr<discovery::Resolver> resolver, Publish publish,
+            boost::asio::io_context& control);
+    ~Cluster();
+    Cluster(const Cluster&) = delete;
+    Cluster& operator=(const Cluster&) = delete;
 
     void start();
     void stop();
@@ -77,17 +163,66 @@ public:
     };
     const HostChanges& host_changes() const { return host_changes_; }
 
+    // Health, for the status views (control loop).
+    struct HealthCounters {
+        std::uint64_t became_healthy = 0;
+        std::uint64_t became_unhealthy = 0;
+        std::uint64_t probes = 0;
+        std::uint64_t probe_failures = 0;
+        std::uint64_t panics = 0;   // times the cluster entered panic
+    };
+    const HealthCounters& health_counters() const { return health_counters_; }
+    const health::OutlierDetector& outlier() const { return outlier_; }
+    const health::Overload& overload() const { return overload_; }
+    // Hosts in discovery order.
+    const std::vector<std::shared_ptr<HostRecord>>& hosts() const { return order_; }
+    const HostRecord* find_host(std::string_view name) const;
+    // The last selection: eligibility and slow-start share per host (same order as hosts()).
+    const health::Selection& selection() const { return selection_; }
+    bool panic() const { return snapshot_->panic; }
+    // Hosts of the first discovered set not checked yet: /ready waits for them, so a fresh process is
+    // not sent traffic it would have to hold until its hosts pass their first checks.
+    std::size_t warming() const { return warming_; }
+
+    // From the reporter (control loop).
+    void on_outcome(const std::shared_ptr<const discovery::Host>& host, health::Outcome outcome);
+    void on_overload(const std::shared_ptr<const discovery::Host>& host, std::chrono::milliseconds retry_after);
+
 private:
     void on_endpoints(discovery::EndpointSet endpoints);
+    void rebuild();
+    void start_probe(const std::shared_ptr<HostRecord>& record, bool initial);
+    boost::asio::awaitable<void> probe_loop(std::shared_ptr<HostRecord> record, std::chrono::milliseconds first_delay);
+    void on_probe(HostRecord& record, const health::ProbeResult& result);
+    boost::asio::awaitable<void> maintain();
+    void wake_maintenance();
+    double unit_random();
+    health::HostInput input_of(const HostRecord& record, Clock::time_point now) const;
+    std::uint32_t retry_after_seconds(Clock::time_point now) const;
 
     std::shared_ptr<const config::Cluster> config_;
     std::shared_ptr<ClusterStats> stats_;
     std::unique_ptr<discovery::Resolver> resolver_;
     Publish publish_;
-    std::map<boost::asio::ip::tcp::endpoint, std::shared_ptr<const discovery::Host>> hosts_;
+    boost::asio::io_context& control_;
+    std::shared_ptr<HealthReporter> reporter_;
+    std::map<boost::asio::ip::tcp::endpoint, std::shared_ptr<HostRecord>> hosts_;
+    std::vector<std::shared_ptr<HostRecord>> order_;
     std::shared_ptr<const ClusterSnapshot> snapshot_;
     std::uint64_t version_ = 0;
     HostChanges host_changes_;
+    HealthCounters health_counters_;
+    std::mt19937_64 random_{std::random_device{}()};
+    health::OutlierDetector outlier_;
+    health::Overload overload_;
+    health::SelectionSettings selection_settings_;
+    health::Selection selection_;
+    std::shared_ptr<boost::asio::steady_timer> maintenance_;
+    bool started_ = false;
+    bool stopped_ = false;
+    bool first_set_ = true;
+    bool ramping_ = false;
+    std::size_t warming_ = 0;   // an eligible host is in slow start or recovering from overload
 };
 
 // The resolver a cluster's `discovery` block asks for. DNS and file resolvers run on `control`.

@@ -13,7 +13,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
+#include <random>
 
 #include "config/log.hpp"
 #include "proxy/access_log.hpp"
@@ -21,6 +23,7 @@
 #include "proxy/listener.hpp"
 #include "proxy/load_balancer/hash.hpp"
 #include "proxy/relay.hpp"
+#include "proxy/socket_options.hpp"
 #include "proxy/worker.hpp"
 
 namespace drover::proxy {
@@ -42,13 +45,18 @@ constexpr auto kDynamicResolveWait = std::chrono::seconds(3);
 std::size_t status_class(unsigned status) { return std::min<std::size_t>(status / 100, 5) - 1; }
 
 // The outcome of talking to one upstream host for one request.
-enum class Outcome { ok, reset_before_response, timeout, bad_response, client_gone, bad_request_body, body_too_large };
+// ok, client_gone and bad_response without HttpSession::unsent_: the client has its answer. timeout,
+// reset_before_response and bad_response with unsent_: not answered yet (the caller may retry).
+// retryable_status: a 502/503/504 the caller retries (the retry budget was already taken).
+enum class Outcome { ok, reset_before_response, timeout, bad_response, client_gone, bad_request_body, body_too_large,
+                     retryable_status };
 
 struct LocalError {
     int status;
     LocalReason reason;
     std::string detail;
     bool close = true;
+    std::uint32_t retry_after = 0;   // seconds; 0 = no Retry-After
 };
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
@@ -252,12 +260,7 @@ private:
         if (snapshot->stats->dynamic) {
             snapshot->stats->last_used_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
         }
-        if (snapshot->hosts.empty()) {
-            const LocalError local_error{503, LocalReason::no_healthy_host, "cluster " + snapshot->config->name + " has no hosts", has_body};
- co_await send_local(local_error, &request.base());
-            co_return !has_body && request.keep_alive();
-        }
-        co_return co_await forward(parser, info, cluster, *snapshot);
+        co_return co_await forward(parser, info, cluster, *cluster_index);
     }
 
     // The cluster a template makes for this request's Host, made on first use by the control loop;
@@ -275,7 +278,7 @@ private:
         }
         const std::string key = listener_->template_names[template_index] + "/" + name;
         if (auto index = worker_.find_dynamic(key)) {
-            if (!worker_.cluster(*index).snapshot->hosts.empty()) { co_return index; }
+            if (worker_.cluster(*index).snapshot->listed > 0) { co_return index; }
         } else if (worker_.dynamic_full(template_index)) {
             refused = LocalError{503, LocalReason::no_healthy_host, "too many services from this template (max_clusters)", has_body};
             co_return std::nullopt;
@@ -284,7 +287,7 @@ private:
         }
         co_await worker_.wait_dynamic(key, kDynamicResolveWait);
         auto index = worker_.find_dynamic(key);
-        if (!index || worker_.cluster(*index).snapshot->hosts.empty()) {
+        if (!index || worker_.cluster(*index).snapshot->listed == 0) {
             refused = LocalError{503, LocalReason::no_healthy_host, "service " + name + " has no hosts (not resolved)", has_body};
             co_return std::nullopt;
         }
@@ -338,26 +341,89 @@ private:
         return head;
     }
 
-    // Chooses hosts and sends the request, retrying connect failures on other hosts and a dead pooled
-    // connection once on a fresh one; then relays the response.
+    // Whether a failed try may be tried again on another host: the request must be replayable (no
+    // body bytes read yet, or an idempotent method with none), the cause listed in retries.on, tries
+    // left, and the cluster's retry budget must allow it (checked last: a refusal is counted).
+    struct RetryGate {
+        const config::Cluster* config = nullptr;
+        health::RetryBudget* budget = nullptr;
+        ClusterStats* stats = nullptr;
+        bool idempotent = false;
+        std::size_t tries_left = 0;
+        std::size_t untried = 0;   // eligible hosts not tried yet, besides the current one
+
+        bool listed(config::RetryOn on) const {
+            return std::find(config->retries.on.begin(), config->retries.on.end(), on) != config->retries.on.end();
+        }
+        // A cause that reached the backend (reset, timeout, 5xx): idempotent requests only. A reset may
+        // also wait for a host to come back (the request is held); a timeout or a status needs another
+        // host now, else the client gets this try's answer.
+        bool possible(config::RetryOn on, bool replayable) const {
+            return tries_left > 0 && (untried > 0 || on == config::RetryOn::reset) && idempotent && replayable &&
+                   listed(on);
+        }
+        bool take(config::RetryOn on, bool replayable) {
+            if (!possible(on, replayable)) { return false; }
+            if (!budget->try_acquire_retry(Clock::now())) {
+                stats->retries_budget_exhausted.fetch_add(1, std::memory_order_relaxed);
+                return false;
+            }
+            stats->retries.fetch_add(1, std::memory_order_relaxed);
+            return true;
+        }
+    };
+
+    static bool idempotent(http::verb method) {
+        switch (method) {
+            case http::verb::get:
+            case http::verb::head:
+            case http::verb::options:
+            case http::verb::trace:
+            case http::verb::put:
+            case http::verb::delete_: return true;
+            default: return false;
+        }
+    }
+
+    // Chooses hosts and sends the request. A connect failure goes on to another host at once; a reset,
+    // timeout or retryable 5xx of an idempotent request is tried again on another host within the retry
+    // budget, after a short jittered backoff; a dead pooled connection is retried once on a fresh one.
+    // While no host can take the request it is held (up to hold_timeout) until the cluster changes.
     asio::awaitable<bool> forward(http::request_parser<http::buffer_body>& parser, const http_rules::RequestInfo& info,
-                                  WorkerCluster& cluster, const ClusterSnapshot& snapshot) {
+                                  WorkerCluster& cluster, std::size_t cluster_index) {
         const auto& request = parser.get();
-        const auto& config = *snapshot.config;
+        auto snapshot = cluster.snapshot;
+        const auto& config = *snapshot->config;
+        auto* stats = snapshot->stats.get();
         const std::string head = upstream_head(request.base(), info);
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
-        const std::size_t max_attempts = 1 + config.retries.attempts;
+        const auto hold_deadline = start_ + config.hold_timeout;
         std::vector<const discovery::Host*> tried;
         bool retried_stale = false;
+        // Holding (no host available) is for requests no backend has acted on: nothing was sent yet, or
+        // every try so far ended by connection failure or reset and the request is idempotent.
+        bool holdable = true;
         const auto key = hash_key(request.base(), config);
+        cluster.budget->on_request(start_);
+        RetryGate gate{&config, cluster.budget.get(), stats, idempotent(request.method()), config.retries.attempts};
+        std::uint32_t backoff_step = 0;
 
-        while (tried.size() < max_attempts && !aborted_) {
+        while (!aborted_) {
             ChooseContext context;
             context.exclude = tried;
             context.hash = key;
-            const HostEntry* entry = cluster.balancer->choose(snapshot, context);
-            if (entry == nullptr) { break; }
-            const auto& host = entry->host;
+            const HostEntry* entry = tried.size() <= config.retries.attempts ? cluster.balancer->choose(*snapshot, context) : nullptr;
+            if (entry == nullptr) {
+                // Holding helps only if something may bring a host back: discovery (nothing listed or
+                // eligible yet), checks, or the end of an ejection.
+                const bool may_recover = tried.empty() || config.health_check.enabled || config.outlier_detection.enabled;
+                if (holdable && may_recover && co_await hold(cluster, cluster_index, snapshot, hold_deadline)) {
+                    tried.clear();
+                    continue;
+                }
+                break;
+            }
+            const auto host = entry->host;   // a copy: the snapshot may be replaced while we wait
             upstream_name_ = host->name();
 
             bool reused = false;
@@ -375,38 +441,176 @@ private:
                 if (ec) {
                     host->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
                     log::debug("cluster {}: connect to {} failed: {}", config.name, host->name(), ec.message());
+                    report(*snapshot, host, ec == beast::error::timeout ? health::Outcome::timeout : health::Outcome::connect_failed);
                     upstream_.reset();
                     tried.push_back(host.get());
+                    // Nothing reached the backend: always safe to try another host, and not budgeted.
+                    if (tried.size() <= config.retries.attempts) {
+                        stats->retries_connect_failure.fetch_add(1, std::memory_order_relaxed);
+                    }
                     continue;
                 }
-                boost::system::error_code ignored;
-                upstream_->socket().set_option(tcp::no_delay(true), ignored);
+                configure_upstream(upstream_->socket());
                 host->stats().connections_total.fetch_add(1, std::memory_order_relaxed);
                 host->stats().connections_active.fetch_add(1, std::memory_order_relaxed);
             }
 
             body_consumed_ = false;
+            unsent_.reset();
+            attempt_failure_ = health::Outcome::success;
+            retry_after_.reset();
+            // A retry needs tries left and a host not tried yet (this one is about to be).
+            std::size_t untried = 0;
+            for (const auto& h : snapshot->hosts) { untried += context.excluded(h.host.get()) ? 0 : 1; }
+            gate.untried = untried - 1;
+            gate.tries_left = config.retries.attempts - std::min<std::size_t>(config.retries.attempts, tried.size());
+            const bool replayable = !has_body;
+            // Every try of a request retries may cover (idempotent, no body) is cut at per_try_timeout, the
+            // last one too; others have the whole request timeout.
+            per_try_deadline_ = start_ + config.timeouts.request;
+            if (gate.idempotent && replayable) {
+                per_try_deadline_ = std::min(per_try_deadline_, Clock::now() + config.retries.per_try_timeout);
+            }
+            gate_ = &gate;
             // In flight on this host for the whole exchange: what least_request weighs hosts by.
             host->stats().requests_active.fetch_add(1, std::memory_order_relaxed);
             const Outcome outcome = co_await exchange(parser, info, head, host, config);
             host->stats().requests_active.fetch_sub(1, std::memory_order_relaxed);
+            gate_ = nullptr;
+
+            if (outcome == Outcome::reset_before_response && reused && !body_consumed_ && !retried_stale) {
+                // A keep-alive connection the backend had already closed: once more on a fresh one.
+                retried_stale = true;
+                continue;
+            }
+            retried_stale = false;
+            if (retry_after_ && snapshot->reporter) { snapshot->reporter->overloaded(host, *retry_after_); }
+            report(*snapshot, host, attempt_failure_);
+            tried.push_back(host.get());
+
+            std::optional<config::RetryOn> cause;
+            if (outcome == Outcome::retryable_status) {
+                holdable = false;
+                co_await backoff(backoff_step++);
+                continue;   // the gate was taken when the status was seen
+            }
             if (outcome == Outcome::reset_before_response) {
-                if (reused && !body_consumed_ && !retried_stale) {
-                    // A keep-alive connection the backend had already closed: once more on a fresh one.
-                    retried_stale = true;
+                cause = config::RetryOn::reset;
+                if (!unsent_) {
+                    unsent_ = LocalError{502, LocalReason::bad_upstream_response,
+                                         "backend " + host->name() + " closed the connection before responding"};
+                }
+            } else if (outcome == Outcome::timeout) {
+                cause = config::RetryOn::timeout;
+            } else if (outcome == Outcome::bad_response && unsent_) {
+                cause = config::RetryOn::status_502;
+            }
+            holdable = outcome == Outcome::reset_before_response && gate.idempotent && !has_body;
+            if (cause && unsent_) {
+                if (gate.take(*cause, !has_body || !body_consumed_)) {
+                    log::debug("cluster {}: retrying on another host after {} from {}", config.name,
+                               unsent_->detail, host->name());
+                    co_await backoff(backoff_step++);
                     continue;
                 }
-                const LocalError local_error{502, LocalReason::bad_upstream_response,
-                                     "backend " + host->name() + " closed the connection before responding"};
- co_await send_local(local_error, &request.base());
+                // Out of tries or budget, a reset during an outage still need not fail: wait for the
+                // cluster to change (hosts dying, coming back) and start over.
+                const bool may_recover = config.health_check.enabled || config.outlier_detection.enabled;
+                if (holdable && may_recover && gate.listed(config::RetryOn::reset) &&
+                    co_await hold(cluster, cluster_index, snapshot, hold_deadline)) {
+                    tried.clear();
+                    continue;
+                }
+                const LocalError local_error = *unsent_;
+                co_await send_local(local_error, &request.base());
                 co_return false;
             }
             co_return outcome == Outcome::ok && keep_client_;
         }
-        const LocalError local_error{502, LocalReason::upstream_connect_failed,
-                             "no host of cluster " + config.name + " accepted a connection", has_body};
- co_await send_local(local_error, &request.base());
+        if (aborted_) { co_return false; }
+        if (unsent_) {
+            // A reset taken for retry found no host to go to, even after holding: the try's own answer.
+            const LocalError local_error = *unsent_;
+            co_await send_local(local_error, &request.base());
+            co_return false;
+        }
+        LocalError local_error{503, LocalReason::no_healthy_host,
+                               "no host of cluster " + config.name + " is available", has_body};
+        if (!tried.empty()) {
+            local_error = LocalError{502, LocalReason::upstream_connect_failed,
+                                     "no host of cluster " + config.name + " accepted a connection", has_body};
+        }
+        local_error.retry_after = cluster.snapshot->retry_after_seconds;
+        co_await send_local(local_error, &request.base());
         co_return !has_body && request.keep_alive();
+    }
+
+    // Waits, while no host can take the request, for the cluster to change (a host passing a check, an
+    // ejection ending, discovery), until `deadline`. Returns whether to try again (with `snapshot` fresh).
+    asio::awaitable<bool> hold(WorkerCluster& cluster, std::size_t cluster_index,
+                               std::shared_ptr<const ClusterSnapshot>& snapshot, Clock::time_point deadline) {
+        auto* stats = snapshot->stats.get();
+        const auto now = Clock::now();
+        if (now >= deadline || worker_.draining()) { co_return false; }
+        if (stats->held_active.fetch_add(1, std::memory_order_relaxed) >=
+            static_cast<std::int64_t>(snapshot->config->limits.max_pending)) {
+            stats->held_active.fetch_sub(1, std::memory_order_relaxed);
+            stats->held_rejected_full.fetch_add(1, std::memory_order_relaxed);
+            co_return false;
+        }
+        stats->held_total.fetch_add(1, std::memory_order_relaxed);
+        const auto version = snapshot->version;
+        while (!aborted_ && cluster.snapshot->version == version && Clock::now() < deadline) {
+            co_await worker_.wait_snapshot(cluster_index, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+        }
+        stats->held_active.fetch_sub(1, std::memory_order_relaxed);
+        snapshot = cluster.snapshot;
+        if (aborted_ || snapshot->version == version) {
+            stats->held_timed_out.fetch_add(1, std::memory_order_relaxed);
+            co_return false;
+        }
+        stats->held_served.fetch_add(1, std::memory_order_relaxed);
+        co_return true;
+    }
+
+    // Jittered exponential backoff between tries: uniform in [0, 25 ms x 2^step], at most 250 ms, so
+    // retries of many requests that failed together do not arrive together.
+    asio::awaitable<void> backoff(std::uint32_t step) {
+        const auto cap = std::min<std::int64_t>(250, std::int64_t{25} << std::min<std::uint32_t>(step, 4));
+        const auto wait = std::chrono::milliseconds(std::uniform_int_distribution<std::int64_t>(0, cap)(worker_.random()));
+        if (wait.count() == 0) { co_return; }
+        asio::steady_timer timer(worker_.context(), wait);
+        co_await timer.async_wait(use_tuple);
+    }
+
+    static bool request_has_body(const http_rules::RequestInfo& info) {
+        return info.chunked || info.content_length.value_or(0) > 0;
+    }
+
+    static config::RetryOn retry_on_status(unsigned status) {
+        return status == 502 ? config::RetryOn::status_502
+               : status == 503 ? config::RetryOn::status_503
+                               : config::RetryOn::status_504;
+    }
+
+    // What a response status says about its host. "Overloaded is not dead": a 429, or a 503 with
+    // Retry-After, lowers the host's share for that long instead of counting toward its ejection.
+    template <class Response>
+    void note_status(unsigned status, const Response& response) {
+        const auto retry_after = response[http::field::retry_after];
+        if (status == 429 || (status == 503 && !retry_after.empty())) {
+            std::uint32_t seconds = 0;
+            const auto* end = retry_after.data() + retry_after.size();
+            // Delay-seconds; an HTTP-date (rare from a backend) counts as 0: the minimum back-off.
+            if (std::from_chars(retry_after.data(), end, seconds).ptr != end) { seconds = 0; }
+            retry_after_ = std::chrono::milliseconds(std::chrono::seconds(seconds));
+        } else if (status >= 500) {
+            attempt_failure_ = health::Outcome::status_5xx;
+        }
+    }
+
+    static void report(const ClusterSnapshot& snapshot, const std::shared_ptr<const discovery::Host>& host, health::Outcome outcome) {
+        if (snapshot.reporter) { snapshot.reporter->report(host, outcome); }
     }
 
     // Maglev's key: the configured header or cookie, else the client's address. Absent -> no key, and
@@ -454,7 +658,7 @@ private:
                                       const config::Cluster& config) {
         const auto& request = parser.get();
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
-        upstream_->expires_after(config.timeouts.request);
+        upstream_->expires_at(per_try_deadline_);
         auto [write_ec, written] = co_await asio::async_write(upstream_->socket(), asio::buffer(head), use_tuple);
         if (write_ec) {
             close_upstream(host);
@@ -468,6 +672,7 @@ private:
             const Outcome sent = co_await send_body(parser, info);
             if (sent != Outcome::ok) {
                 close_upstream(host);
+                if (sent == Outcome::reset_before_response) { attempt_failure_ = health::Outcome::reset; }
                 if (sent == Outcome::body_too_large) {
                     const LocalError local_error{413, LocalReason::body_too_large, "request body larger than the limit"};
  co_await send_local(local_error, &request.base());
@@ -528,7 +733,7 @@ private:
     asio::awaitable<Outcome> relay_response(const http::request_header<>& request, const http_rules::RequestInfo& info,
                                             const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
         beast::flat_buffer upstream_buf;
-        const auto deadline = Clock::now() + config.timeouts.request;
+        const auto deadline = per_try_deadline_;
         for (;;) {
             http::response_parser<http::buffer_body> parser;
             parser.header_limit(kMaxResponseHeaderBytes);
@@ -549,10 +754,10 @@ private:
                     }
                     if (rejection || (ec && ec != http::error::need_more)) {
                         close_upstream(host);
-                        const LocalError local_error{502, LocalReason::bad_upstream_response,
+                        unsent_ = LocalError{502, LocalReason::bad_upstream_response,
                                              "backend sent an invalid response head: " +
                                                  (rejection ? rejection->detail : ec.message())};
- co_await send_local(local_error, &request);
+                        attempt_failure_ = health::Outcome::bad_response;
                         co_return Outcome::bad_response;
                     }
                 }
@@ -561,11 +766,11 @@ private:
                 if (ec) {
                     const bool timed_out = ec == beast::error::timeout;
                     close_upstream(host);
+                    attempt_failure_ = timed_out ? health::Outcome::timeout : health::Outcome::reset;
                     if (!got_bytes && !timed_out) { co_return Outcome::reset_before_response; }
-                    const LocalError local_error = timed_out ? LocalError{504, LocalReason::upstream_timeout, "backend did not answer in time"}
-                                                  : LocalError{502, LocalReason::bad_upstream_response,
-                                                               "backend closed the connection mid-response"};
- co_await send_local(local_error, &request);
+                    unsent_ = timed_out ? LocalError{504, LocalReason::upstream_timeout, "backend did not answer in time"}
+                                        : LocalError{502, LocalReason::bad_upstream_response,
+                                                     "backend closed the connection mid-response"};
                     co_return timed_out ? Outcome::timeout : Outcome::bad_response;
                 }
                 got_bytes = true;
@@ -576,8 +781,8 @@ private:
             if (status == 101) {
                 if (!info.upgrade_websocket) {
                     close_upstream(host);
-                    const LocalError local_error{502, LocalReason::bad_upstream_response, "backend switched protocols unasked"};
- co_await send_local(local_error, &request);
+                    unsent_ = LocalError{502, LocalReason::bad_upstream_response, "backend switched protocols unasked"};
+                    attempt_failure_ = health::Outcome::bad_response;
                     co_return Outcome::bad_response;
                 }
                 co_await tunnel(upstream_buf, host);
@@ -586,9 +791,17 @@ private:
             if (status >= 100 && status < 200) { continue; }   // interim (100 was answered by Drover)
             if (auto rejection = http_rules::check_response(response.base())) {
                 close_upstream(host);
-                const LocalError local_error{502, LocalReason::bad_upstream_response, "backend response: " + rejection->detail};
- co_await send_local(local_error, &request);
+                unsent_ = LocalError{502, LocalReason::bad_upstream_response, "backend response: " + rejection->detail};
+                attempt_failure_ = health::Outcome::bad_response;
                 co_return Outcome::bad_response;
+            }
+            note_status(status, response);
+            if (status >= 502 && status <= 504 && gate_ != nullptr &&
+                gate_->take(retry_on_status(status), !body_consumed_ || !request_has_body(info))) {
+                // Tried again elsewhere: this answer is dropped with its connection.
+                close_upstream(host);
+                host->stats().responses_by_class[status_class(status)].fetch_add(1, std::memory_order_relaxed);
+                co_return Outcome::retryable_status;
             }
             co_return co_await stream_response(request, parser, upstream_buf, host, config);
         }
@@ -678,6 +891,7 @@ private:
                 }
                 if (ec) {
                     // The response is cut: the client must learn it from a broken framing (close).
+                    attempt_failure_ = ec == beast::error::timeout ? health::Outcome::timeout : health::Outcome::reset;
                     close_upstream(host);
                     keep_client_ = false;
                     error_reason_ = "upstream_reset_mid_body";
@@ -737,9 +951,11 @@ private:
         const std::string_view reason = local_reason_name(error.reason);
         const std::string body = fmt::format("{} {}: {}\n", error.status, reason, error.detail);
         std::string head = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n"
-                                       "drover-error: {}\r\n{}\r\n",
+                                       "drover-error: {}\r\n{}",
                                        error.status, reason_phrase(error.status), body.size(), reason,
                                        error.close ? "Connection: close\r\n" : "");
+        if (error.retry_after > 0) { head += fmt::format("Retry-After: {}\r\n", error.retry_after); }
+        head += "\r\n";
         head += body;
         bump(counters_.local_responses[static_cast<std::size_t>(error.reason)]);
         status_ = static_cast<unsigned>(error.status);
@@ -795,6 +1011,14 @@ private:
     bool keep_client_ = false;
     bool request_keep_alive_ = false;
     bool body_consumed_ = false;   // request body bytes were read: the request can no longer be replayed
+    // The current try: its deadline for the response head, its failure as outlier detection sees it,
+    // the answer owed to the client if it is not tried again, a busy host's Retry-After, and the gate
+    // deciding whether a retryable status is tried again.
+    Clock::time_point per_try_deadline_{};
+    health::Outcome attempt_failure_ = health::Outcome::success;
+    std::optional<LocalError> unsent_;
+    std::optional<std::chrono::milliseconds> retry_after_;
+    RetryGate* gate_ = nullptr;
     bool aborted_ = false;
     bool idle_ = false;   // waiting for the next request on a keep-alive connection
     asio::steady_timer deadline_timer_{worker_.context()};

@@ -84,7 +84,8 @@ std::size_t Server::add_cluster(const config::Cluster& cluster_config) {
             asio::post(worker->context(), [w = worker.get(), index, snapshot] { w->set_snapshot(index, snapshot); });
         }
     };
-    auto cluster = std::make_unique<Cluster>(cluster_config, make_resolver(cluster_config, control_), std::move(publish));
+    auto cluster = std::make_unique<Cluster>(cluster_config, make_resolver(cluster_config, control_), std::move(publish),
+                                            control_);
     if (index == clusters_.size()) {
         // Before start only: once workers run, a new slot reaches them by a posted install_dynamic.
         if (!started_) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <map>
 
 #include "proxy/admin.hpp"
 #include "proxy/server.hpp"
@@ -89,21 +90,217 @@ void render_http_metrics(PrometheusWriter& w, const Server& server) {
     }
     w.family("drover_upstream_pool_reuses_total", "counter", "HTTP requests sent on a kept-alive upstream connection.");
     for (const auto& c : server.clusters()) {
-        for (const auto& h : c->snapshot()->hosts) {
-            w.sample("drover_upstream_pool_reuses_total", {{"cluster", c->name()}, {"host", h.host->name()}},
-                     h.host->stats().pool_reuses.load(std::memory_order_relaxed));
+        for (const auto& h : c->hosts()) {
+            w.sample("drover_upstream_pool_reuses_total", {{"cluster", c->name()}, {"host", h->host->name()}},
+                     h->host->stats().pool_reuses.load(std::memory_order_relaxed));
         }
     }
     w.family("drover_upstream_requests_total", "counter", "HTTP responses received from the host, by status class.");
     for (const auto& c : server.clusters()) {
-        for (const auto& h : c->snapshot()->hosts) {
+        for (const auto& h : c->hosts()) {
             for (std::size_t k = 0; k < kClasses.size(); ++k) {
                 w.sample("drover_upstream_requests_total",
-                         {{"cluster", c->name()}, {"host", h.host->name()}, {"code_class", kClasses[k]}},
-                         h.host->stats().responses_by_class[k].load(std::memory_order_relaxed));
+                         {{"cluster", c->name()}, {"host", h->host->name()}, {"code_class", kClasses[k]}},
+                         h->host->stats().responses_by_class[k].load(std::memory_order_relaxed));
             }
         }
     }
+}
+
+// What one host is in the cluster's eyes, most telling first: draining, ejected, then its checks.
+std::string_view host_state(const Cluster& cluster, const HostRecord& record) {
+    if (record.draining) { return "draining"; }
+    if (cluster.config().outlier_detection.enabled && cluster.outlier().is_ejected(record.host->name())) { return "ejected"; }
+    if (!cluster.config().health_check.enabled) { return "healthy"; }
+    return health::to_string(record.health.health());
+}
+
+// Why the host is in that state, in words.
+std::string host_why(const Cluster& cluster, const HostRecord& record, std::string_view state) {
+    const auto last_event = [&record](std::string_view what) -> std::string {
+        for (auto it = record.events.rbegin(); it != record.events.rend(); ++it) {
+            if (it->what == what) { return it->why; }
+        }
+        return {};
+    };
+    if (state == "ejected") { return last_event("ejected"); }
+    if (state == "draining") { return "draining: no new requests"; }
+    if (!cluster.config().health_check.enabled) { return "health checks off"; }
+    if (state == "unhealthy") { return last_event("unhealthy"); }
+    if (state == "unknown") {
+        return record.last_probe ? "no passing check yet; last: " + record.last_probe->detail : "waiting for its first check";
+    }
+    return record.last_probe ? "check passed: " + record.last_probe->detail : std::string{};
+}
+
+double age_seconds(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+void render_host(JsonWriter& j, const Cluster& cluster, std::size_t index) {
+    const auto& record = *cluster.hosts()[index];
+    const auto& s = record.host->stats();
+    const auto state = host_state(cluster, record);
+    const auto& selection = cluster.selection();
+    const health::HostSelection chosen =
+        index < selection.hosts.size() ? selection.hosts[index] : health::HostSelection{};
+    const auto outlier = cluster.outlier().status(record.host->name());
+    j.key("address").value(record.host->name());
+    j.key("weight").value(std::uint64_t{record.weight});
+    if (record.priority != 0) { j.key("priority").value(std::uint64_t{record.priority}); }
+    j.key("state").value(state);
+    j.key("eligible").value(chosen.eligible);
+    j.key("why").value(host_why(cluster, record, state));
+    j.key("effective_weight").value(chosen.weight);
+    j.key("slow_start_percent").value(chosen.eligible ? chosen.slow_start_fraction * 100.0 : 0.0);
+    j.key("health").value(cluster.config().health_check.enabled ? health::to_string(record.health.health()) : "off");
+    j.key("consecutive_check_passes").value(std::uint64_t{record.health.consecutive_passes()});
+    j.key("consecutive_check_failures").value(std::uint64_t{record.health.consecutive_failures()});
+    if (record.last_probe) {
+        j.key("last_check").begin_object();
+        j.key("passed").value(record.last_probe->passed);
+        j.key("detail").value(record.last_probe->detail);
+        j.key("age_seconds").value(age_seconds(record.last_probe_at));
+        j.end_object();
+    }
+    j.key("ejected").value(outlier.ejected);
+    if (outlier.ejected) {
+        const auto left = std::chrono::duration<double>(outlier.ejected_until - std::chrono::steady_clock::now()).count();
+        j.key("ejected_for_seconds").value(std::max(0.0, left));
+    }
+    j.key("ejection_count").value(std::uint64_t{outlier.ejection_count});
+    j.key("local_origin_failures").value(std::uint64_t{outlier.local_origin_failures});
+    j.key("backend_origin_failures").value(std::uint64_t{outlier.backend_origin_failures});
+    j.key("overloaded").value(cluster.overload().recovering(record.host->name(), std::chrono::steady_clock::now()));
+    j.key("draining").value(record.draining);
+    j.key("requests_active").value(s.requests_active.load(std::memory_order_relaxed));
+    j.key("connections_active").value(s.connections_active.load(std::memory_order_relaxed));
+    j.key("connections_total").value(s.connections_total.load(std::memory_order_relaxed));
+    j.key("connect_failures").value(s.connect_failures.load(std::memory_order_relaxed));
+}
+
+// One sample per cluster of a value read from it.
+template <class Read>
+void per_cluster(PrometheusWriter& w, const Server& server, std::string_view name, std::string_view type,
+                 std::string_view help, Read read) {
+    w.family(name, type, help);
+    for (const auto* c : server.clusters()) { w.sample(name, {{"cluster", c->name()}}, read(*c)); }
+}
+
+void render_health_metrics(PrometheusWriter& w, const Server& server) {
+    const auto& clusters = server.clusters();
+    const auto relaxed = [](const auto& atomic) { return atomic.load(std::memory_order_relaxed); };
+    per_cluster(w, server, "drover_cluster_hosts_eligible", "gauge",
+                "Hosts that may take requests now (healthy, not ejected, not draining; every counted host in panic).",
+                [](const Cluster& c) { return static_cast<std::uint64_t>(c.selection().eligible); });
+    w.family("drover_cluster_hosts_by_state", "gauge",
+             "Hosts by state: healthy, unhealthy, unknown (no check passed yet), ejected, draining.");
+    for (const auto* c : clusters) {
+        std::map<std::string_view, std::uint64_t> counts{
+            {"healthy", 0}, {"unhealthy", 0}, {"unknown", 0}, {"ejected", 0}, {"draining", 0}};
+        for (const auto& h : c->hosts()) { ++counts[host_state(*c, *h)]; }
+        for (const auto& [state, n] : counts) {
+            w.sample("drover_cluster_hosts_by_state", {{"cluster", c->name()}, {"state", state}}, n);
+        }
+    }
+    per_cluster(w, server, "drover_cluster_panic", "gauge", "1 while the cluster is below its panic_threshold (see panic_policy).",
+                [](const Cluster& c) { return std::uint64_t{c.panic() ? 1u : 0u}; });
+    per_cluster(w, server, "drover_cluster_panics_total", "counter", "Times the cluster went below its panic_threshold.",
+                [](const Cluster& c) { return c.health_counters().panics; });
+    w.family("drover_health_checks_total", "counter", "Active health checks run, by result.");
+    for (const auto* c : clusters) {
+        const auto& h = c->health_counters();
+        w.sample("drover_health_checks_total", {{"cluster", c->name()}, {"result", "pass"}}, h.probes - h.probe_failures);
+        w.sample("drover_health_checks_total", {{"cluster", c->name()}, {"result", "fail"}}, h.probe_failures);
+    }
+    w.family("drover_health_transitions_total", "counter", "Hosts whose checks changed their health, by new state.");
+    for (const auto* c : clusters) {
+        const auto& h = c->health_counters();
+        w.sample("drover_health_transitions_total", {{"cluster", c->name()}, {"to", "healthy"}}, h.became_healthy);
+        w.sample("drover_health_transitions_total", {{"cluster", c->name()}, {"to", "unhealthy"}}, h.became_unhealthy);
+    }
+    w.family("drover_outlier_ejections_total", "counter", "Hosts ejected by outlier detection, by the streak that did it.");
+    for (const auto* c : clusters) {
+        const auto& o = c->outlier().counters();
+        w.sample("drover_outlier_ejections_total", {{"cluster", c->name()}, {"origin", "local"}}, o.ejections_local_origin_total);
+        w.sample("drover_outlier_ejections_total", {{"cluster", c->name()}, {"origin", "backend"}}, o.ejections_backend_origin_total);
+    }
+    per_cluster(w, server, "drover_outlier_ejections_refused_total", "counter",
+                "Ejections not made because max_ejection_percent of the cluster was already ejected.",
+                [](const Cluster& c) { return c.outlier().counters().ejections_refused_by_cap_total; });
+    per_cluster(w, server, "drover_outlier_ejected_hosts", "gauge", "Hosts ejected now.",
+                [](const Cluster& c) { return static_cast<std::uint64_t>(c.outlier().ejected_count()); });
+    per_cluster(w, server, "drover_overload_signals_total", "counter",
+                "429s and 503s with Retry-After that lowered a host's share instead of ejecting it.",
+                [](const Cluster& c) { return c.overload().counters().overloads_total; });
+    w.family("drover_cluster_retries_total", "counter",
+             "Requests tried again on another host, by cause: budgeted (reset, timeout, 5xx) or connect_failure "
+             "(never reached a backend; not budgeted).");
+    for (const auto* c : clusters) {
+        w.sample("drover_cluster_retries_total", {{"cluster", c->name()}, {"cause", "budgeted"}}, relaxed(c->stats().retries));
+        w.sample("drover_cluster_retries_total", {{"cluster", c->name()}, {"cause", "connect_failure"}},
+                 relaxed(c->stats().retries_connect_failure));
+    }
+    per_cluster(w, server, "drover_cluster_retry_budget_exhausted_total", "counter",
+                "Retries not sent because the retry budget was spent.",
+                [&](const Cluster& c) { return relaxed(c.stats().retries_budget_exhausted); });
+    per_cluster(w, server, "drover_cluster_held_requests_active", "gauge",
+                "Requests waiting now for a host to come back (hold_timeout).",
+                [&](const Cluster& c) { return relaxed(c.stats().held_active); });
+    w.family("drover_cluster_held_requests_total", "counter",
+             "Requests held while no host could take them, by how the hold ended.");
+    for (const auto* c : clusters) {
+        const auto& st = c->stats();
+        w.sample("drover_cluster_held_requests_total", {{"cluster", c->name()}, {"result", "served"}}, relaxed(st.held_served));
+        w.sample("drover_cluster_held_requests_total", {{"cluster", c->name()}, {"result", "timed_out"}}, relaxed(st.held_timed_out));
+        w.sample("drover_cluster_held_requests_total", {{"cluster", c->name()}, {"result", "rejected_full"}},
+                 relaxed(st.held_rejected_full));
+    }
+    w.family("drover_host_eligible", "gauge", "1 while the host may take requests, per host.");
+    for (const auto* c : clusters) {
+        const auto& selection = c->selection();
+        for (std::size_t i = 0; i < c->hosts().size(); ++i) {
+            const bool eligible = i < selection.hosts.size() && selection.hosts[i].eligible;
+            w.sample("drover_host_eligible", {{"cluster", c->name()}, {"host", c->hosts()[i]->host->name()}},
+                     std::uint64_t{eligible ? 1u : 0u});
+        }
+    }
+}
+
+// GET /clusters/<cluster>/<host>: one host with its recent history (cluster names may hold '/').
+AdminResponse render_host_detail(const Server& server, std::string_view rest) {
+    const auto slash = rest.rfind('/');
+    if (slash == std::string_view::npos) {
+        return AdminResponse::text(404, "use /clusters/<cluster>/<host>, e.g. /clusters/web/127.0.0.1:9001\n");
+    }
+    const auto cluster_name = rest.substr(0, slash);
+    const auto host_name = rest.substr(slash + 1);
+    for (const auto* c : server.clusters()) {
+        if (c->name() != cluster_name) { continue; }
+        for (std::size_t i = 0; i < c->hosts().size(); ++i) {
+            const auto& record = *c->hosts()[i];
+            if (record.host->name() != host_name) { continue; }
+            JsonWriter j;
+            j.begin_object().key("cluster").value(c->name());
+            render_host(j, *c, i);
+            const auto now_steady = std::chrono::steady_clock::now();
+            const auto now_wall = std::chrono::system_clock::now();
+            j.key("history").begin_array();
+            for (const auto& e : record.events) {
+                const auto wall = now_wall - std::chrono::duration_cast<std::chrono::system_clock::duration>(now_steady - e.at);
+                j.begin_object();
+                j.key("time").value(std::chrono::duration<double>(wall.time_since_epoch()).count());
+                j.key("age_seconds").value(age_seconds(e.at));
+                j.key("event").value(e.what);
+                j.key("why").value(e.why);
+                j.end_object();
+            }
+            j.end_array().end_object();
+            return AdminResponse::json(j.take());
+        }
+        return AdminResponse::text(404, fmt::format("cluster {} has no host {}\n", cluster_name, host_name));
+    }
+    return AdminResponse::text(404, fmt::format("no cluster {}\n", cluster_name));
 }
 
 // Clusters whose discovery has never produced a set (a DNS name not answered yet, an endpoints file
@@ -114,6 +311,15 @@ std::vector<std::string> unresolved_clusters(const Server& server) {
         // A cluster made for a request's Host may never resolve (a typo'd name): that is the request's
         // problem (503), not the proxy's readiness.
         if (!c->stats().dynamic && !c->discovery_status().resolved) { names.push_back(c->name()); }
+    }
+    return names;
+}
+
+// Clusters whose first hosts have not all had their first health check yet.
+std::vector<std::string> warming_clusters(const Server& server) {
+    std::vector<std::string> names;
+    for (const auto& c : server.clusters()) {
+        if (!c->stats().dynamic && c->warming() > 0) { names.push_back(c->name()); }
     }
     return names;
 }
@@ -234,9 +440,9 @@ std::string render_metrics(const Server& server) {
     const auto& clusters = server.clusters();
     w.family("drover_cluster_hosts", "gauge", "Hosts discovery currently lists for the cluster.");
     for (const auto& c : clusters) {
-        w.sample("drover_cluster_hosts", {{"cluster", c->name()}},
-                 static_cast<std::uint64_t>(c->snapshot()->hosts.size()));
+        w.sample("drover_cluster_hosts", {{"cluster", c->name()}}, static_cast<std::uint64_t>(c->hosts().size()));
     }
+    render_health_metrics(w, server);
     w.family("drover_cluster_upstream_connections_active", "gauge",
              "Upstream connections of the cluster open now (limited by limits.max_connections).");
     for (const auto& c : clusters) {
@@ -272,8 +478,8 @@ std::string render_metrics(const Server& server) {
     for (const auto& m : host_metrics) {
         w.family(m.name, m.type, m.help);
         for (const auto& c : clusters) {
-            for (const auto& h : c->snapshot()->hosts) {
-                w.sample(m.name, {{"cluster", c->name()}, {"host", h.host->name()}}, m.read(h.host->stats()));
+            for (const auto& h : c->hosts()) {
+                w.sample(m.name, {{"cluster", c->name()}, {"host", h->host->name()}}, m.read(h->host->stats()));
             }
         }
     }
@@ -284,23 +490,18 @@ std::string render_clusters(const Server& server) {
     JsonWriter j;
     j.begin_object().key("clusters").begin_array();
     for (const auto& c : server.clusters()) {
-        const auto snapshot = c->snapshot();
         j.begin_object();
         j.key("name").value(c->name());
         j.key("load_balancing").value(policy_name(c->config().load_balancing));
         j.key("upstream_connections_active").value(c->stats().upstream_connections_active.load());
         render_discovery(j, c->discovery_status());
+        j.key("hosts_eligible").value(static_cast<std::uint64_t>(c->selection().eligible));
+        j.key("healthy_fraction").value(c->selection().healthy_fraction);
+        j.key("panic").value(c->panic());
         j.key("hosts").begin_array();
-        for (const auto& h : snapshot->hosts) {
-            const auto& s = h.host->stats();
+        for (std::size_t i = 0; i < c->hosts().size(); ++i) {
             j.begin_object();
-            j.key("address").value(h.host->name());
-            j.key("weight").value(std::uint64_t{h.weight});
-            // Health checking is not built yet: every listed host is in rotation.
-            j.key("state").value("healthy");
-            j.key("connections_active").value(s.connections_active.load(std::memory_order_relaxed));
-            j.key("connections_total").value(s.connections_total.load(std::memory_order_relaxed));
-            j.key("connect_failures").value(s.connect_failures.load(std::memory_order_relaxed));
+            render_host(j, *c, i);
             j.end_object();
         }
         j.end_array().end_object();
@@ -333,9 +534,16 @@ void register_status_routes(Admin& admin, const Server& server) {
     admin.route("GET", "/ready", [&server](const AdminRequest&) {
         if (server.ready()) {
             const auto unresolved = unresolved_clusters(server);
-            if (unresolved.empty()) { return AdminResponse::text(200, "ready\n"); }
-            return AdminResponse::text(503, fmt::format("not ready: unresolved clusters: {}\n",
-                                                        fmt::join(unresolved, ", ")));
+            if (!unresolved.empty()) {
+                return AdminResponse::text(503, fmt::format("not ready: unresolved clusters: {}\n",
+                                                            fmt::join(unresolved, ", ")));
+            }
+            const auto warming = warming_clusters(server);
+            if (!warming.empty()) {
+                return AdminResponse::text(503, fmt::format("not ready: first health checks running in clusters: {}\n",
+                                                            fmt::join(warming, ", ")));
+            }
+            return AdminResponse::text(200, "ready\n");
         }
         return AdminResponse::text(503, server.draining() ? "not ready: draining\n" : "not ready: starting\n");
     });
@@ -344,6 +552,9 @@ void register_status_routes(Admin& admin, const Server& server) {
     });
     admin.route("GET", "/clusters", [&server](const AdminRequest&) {
         return AdminResponse::json(render_clusters(server));
+    });
+    admin.route("GET", "/clusters/*", [&server](const AdminRequest& request) {
+        return render_host_detail(server, std::string_view(request.path).substr(std::string_view("/clusters/").size()));
     });
     admin.route("GET", "/listeners", [&server](const AdminRequest&) {
         return AdminResponse::json(render_listeners(server));

@@ -10,6 +10,7 @@
 #include "config/log.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/relay.hpp"
+#include "proxy/socket_options.hpp"
 #include "proxy/load_balancer/hash.hpp"
 #include "proxy/worker.hpp"
 
@@ -50,7 +51,7 @@ public:
     asio::awaitable<void> run() {
         auto& cluster = worker_.cluster(listener_->cluster);
         // Hold the snapshot for the whole connection: the host stays valid even if discovery drops it.
-        const auto snapshot = cluster.snapshot;
+        auto snapshot = cluster.snapshot;
         auto* stats = snapshot->stats.get();
         const auto& config = *snapshot->config;
 
@@ -67,7 +68,25 @@ public:
             ~Release() { stats->upstream_connections_active.fetch_sub(1, std::memory_order_relaxed); }
         } release{stats};
 
-        const discovery::Host* host = co_await connect(cluster, *snapshot);
+        // While no host takes the connection, wait (up to hold_timeout) for the cluster to change.
+        const auto hold_deadline = std::chrono::steady_clock::now() + config.hold_timeout;
+        std::shared_ptr<const discovery::Host> host = co_await connect(cluster, *snapshot);
+        const bool may_recover =
+            snapshot->hosts.empty() || config.health_check.enabled || config.outlier_detection.enabled;
+        if (host == nullptr && may_recover) { stats->held_total.fetch_add(1, std::memory_order_relaxed); }
+        while (host == nullptr && may_recover && !aborted_ && !worker_.draining() &&
+               std::chrono::steady_clock::now() < hold_deadline) {
+            const auto version = cluster.snapshot->version;
+            co_await worker_.wait_snapshot(listener_->cluster, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                   hold_deadline - std::chrono::steady_clock::now()));
+            if (cluster.snapshot->version == version) {
+                stats->held_timed_out.fetch_add(1, std::memory_order_relaxed);
+                break;
+            }
+            stats->held_served.fetch_add(1, std::memory_order_relaxed);
+            snapshot = cluster.snapshot;
+            host = co_await connect(cluster, *snapshot);
+        }
         if (host == nullptr) {
             if (!aborted_) {
                 stats->unavailable_no_host.fetch_add(1, std::memory_order_relaxed);
@@ -81,8 +100,9 @@ public:
         host_stats.connections_active.fetch_add(1, std::memory_order_relaxed);
         host_stats.requests_active.fetch_add(1, std::memory_order_relaxed);   // what least_request reads
 
-        set_options(client_);
-        set_options(upstream_);
+        boost::system::error_code ignored;
+        client_.set_option(tcp::no_delay(true), ignored);
+        configure_upstream(upstream_);
         co_await relay(worker_.buffers(), client_, upstream_, listener_->config.timeouts.idle,
                        RelayCounters{counters_.bytes_received, counters_.bytes_sent});
         close_both();
@@ -93,7 +113,7 @@ public:
 private:
     // Tries hosts in balancer order, each with the connect timeout, until one answers or the
     // attempts run out (1 + retries.attempts, never the same host twice).
-    asio::awaitable<const discovery::Host*> connect(WorkerCluster& cluster, const ClusterSnapshot& snapshot) {
+    asio::awaitable<std::shared_ptr<const discovery::Host>> connect(WorkerCluster& cluster, const ClusterSnapshot& snapshot) {
         const auto& config = *snapshot.config;
         const std::size_t max_attempts = 1 + config.retries.attempts;
         std::vector<const discovery::Host*> tried;
@@ -110,14 +130,19 @@ private:
         while (tried.size() < max_attempts && !aborted_) {
             const HostEntry* entry = cluster.balancer->choose(snapshot, ChooseContext{tried, key});
             if (entry == nullptr) { break; }
-            const discovery::Host* host = entry->host.get();
-            tried.push_back(host);
+            const auto host = entry->host;
+            tried.push_back(host.get());
 
             timer.expires_after(config.timeouts.connect);
             auto result = co_await (upstream_.async_connect(host->address(), use_tuple) ||
                                     timer.async_wait(use_tuple));
             boost::system::error_code ec =
                 result.index() == 0 ? std::get<0>(std::get<0>(result)) : asio::error::timed_out;
+            if (snapshot.reporter && !aborted_) {
+                snapshot.reporter->report(host, !ec                              ? health::Outcome::success
+                                                : ec == asio::error::timed_out ? health::Outcome::timeout
+                                                                               : health::Outcome::connect_failed);
+            }
             if (!ec) { co_return host; }
             if (aborted_) { break; }
             host->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
@@ -126,11 +151,6 @@ private:
             upstream_.close(ignored);
         }
         co_return nullptr;
-    }
-
-    static void set_options(tcp::socket& socket) {
-        boost::system::error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
     }
 
     void close_both() {

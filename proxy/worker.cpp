@@ -60,9 +60,27 @@ void Worker::join() {
     if (thread_.joinable()) { thread_.join(); }
 }
 
+namespace {
+std::unique_ptr<health::RetryBudget> make_budget(const config::Cluster& config) {
+    health::RetryBudget::Settings settings;
+    settings.budget = config.retries.budget;
+    return std::make_unique<health::RetryBudget>(settings);
+}
+
+template <class Waiters, class Key>
+void wake(Waiters& waiters, const Key& key) {
+    auto [begin, end] = waiters.equal_range(key);
+    for (auto it = begin; it != end; ++it) {
+        if (auto timer = it->second.lock()) { timer->cancel(); }
+    }
+    waiters.erase(begin, end);
+}
+}  // namespace
+
 void Worker::add_cluster(std::shared_ptr<const ClusterSnapshot> snapshot) {
     auto balancer = make_load_balancer(snapshot->config->load_balancing);
-    clusters_.push_back({std::move(snapshot), std::move(balancer)});
+    auto budget = make_budget(*snapshot->config);
+    clusters_.push_back({std::move(snapshot), std::move(balancer), std::move(budget)});
 }
 
 void Worker::set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnapshot> snapshot) {
@@ -77,13 +95,9 @@ void Worker::set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnap
     }
     clusters_[cluster].snapshot = std::move(snapshot);
     // The first published set of a dynamic cluster: the requests waiting for it go on.
-    if (const auto key = dynamic_keys_.find(cluster); key != dynamic_keys_.end()) {
-        auto [begin, end] = dynamic_waiters_.equal_range(key->second);
-        for (auto it = begin; it != end; ++it) {
-            if (auto timer = it->second.lock()) { timer->cancel(); }
-        }
-        dynamic_waiters_.erase(begin, end);
-    }
+    if (const auto key = dynamic_keys_.find(cluster); key != dynamic_keys_.end()) { wake(dynamic_waiters_, key->second); }
+    // Requests held while no host was up look again.
+    wake(snapshot_waiters_, cluster);
 }
 
 std::optional<std::size_t> Worker::find_dynamic(const std::string& key) const {
@@ -96,6 +110,7 @@ void Worker::install_dynamic(std::size_t index, const std::string& key, std::sha
     while (clusters_.size() <= index) { clusters_.push_back({}); }
     auto& slot = clusters_[index];
     slot.balancer = make_load_balancer(snapshot->config->load_balancing);
+    slot.budget = make_budget(*snapshot->config);
     slot.snapshot = std::move(snapshot);
     dynamic_[key] = index;
     dynamic_keys_[index] = key;
@@ -115,6 +130,14 @@ boost::asio::awaitable<void> Worker::wait_dynamic(const std::string& key, std::c
     co_await timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
     auto [begin, end] = dynamic_waiters_.equal_range(key);
     for (auto it = begin; it != end;) { it = it->second.expired() || it->second.lock() == timer ? dynamic_waiters_.erase(it) : std::next(it); }
+}
+
+boost::asio::awaitable<void> Worker::wait_snapshot(std::size_t index, std::chrono::milliseconds timeout) {
+    auto timer = std::make_shared<boost::asio::steady_timer>(context_, timeout);
+    snapshot_waiters_.emplace(index, timer);
+    co_await timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    auto [begin, end] = snapshot_waiters_.equal_range(index);
+    for (auto it = begin; it != end;) { it = it->second.expired() || it->second.lock() == timer ? snapshot_waiters_.erase(it) : std::next(it); }
 }
 
 void Worker::add_session(Session* session) {

@@ -24,6 +24,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "health/retry_budget.hpp"
 #include "proxy/buffer_pool.hpp"
 #include "proxy/cluster.hpp"
 #include "proxy/load_balancer/load_balancer.hpp"
@@ -72,6 +73,7 @@ public:
 struct WorkerCluster {
     std::shared_ptr<const ClusterSnapshot> snapshot;
     std::unique_ptr<LoadBalancer> balancer;
+    std::unique_ptr<health::RetryBudget> budget;   // this worker's share of the cluster's retry budget
 };
 
 class Worker {
@@ -101,6 +103,8 @@ public:
     void remove_dynamic(std::size_t index, const std::string& key);
     // Waits until `key` has a published snapshot, or `timeout`.
     boost::asio::awaitable<void> wait_dynamic(const std::string& key, std::chrono::milliseconds timeout);
+    // Waits until cluster `index` gets a new snapshot, or `timeout` (requests held while no host is up).
+    boost::asio::awaitable<void> wait_snapshot(std::size_t index, std::chrono::milliseconds timeout);
     // Set by the server: asks the control loop to make cluster `key` from template `index`.
     std::function<void(std::size_t template_index, std::string host)> request_dynamic;
     std::function<bool(std::size_t template_index)> dynamic_full;   // at the template's max_clusters
@@ -130,6 +134,7 @@ private:
     std::unordered_map<std::string, std::size_t> dynamic_;
     std::unordered_map<std::size_t, std::string> dynamic_keys_;   // slot -> key, to wake waiters
     std::unordered_multimap<std::string, std::weak_ptr<boost::asio::steady_timer>> dynamic_waiters_;
+    std::unordered_multimap<std::size_t, std::weak_ptr<boost::asio::steady_timer>> snapshot_waiters_;
     std::vector<std::unique_ptr<ListenerCounters>> listener_counters_;
     BufferPool buffers_;
     UpstreamPool pool_{context_};

@@ -185,7 +185,20 @@ def tcp_listener(name: str, cluster: str, address: str = "127.0.0.1:0", **extra:
     return {"name": name, "address": address, "protocol": "tcp", "cluster": cluster, **extra}
 
 
-def static_cluster(name: str, hosts: Iterable[Any], **extra: Any) -> dict:
+# Self-healing is on by default in drover (a TCP check and outlier detection per cluster). The tests of
+# proxying behaviour count origin connections and provoke failures on purpose, so the cluster helpers
+# below turn both off unless a test asks for them (self_healing=True, or its own health_check /
+# outlier_detection blocks). test_health.py and tests/chaos run with the defaults.
+HEALING_OFF = {"health_check": {"enabled": False}, "outlier_detection": {"enabled": False}}
+
+
+def _healing(extra: dict, self_healing: bool) -> dict:
+    if self_healing:
+        return extra
+    return {**{k: v for k, v in HEALING_OFF.items() if k not in extra}, **extra}
+
+
+def static_cluster(name: str, hosts: Iterable[Any], self_healing: bool = False, **extra: Any) -> dict:
     """hosts: addresses ('127.0.0.1:9001'), backends (anything with .addr), or {address, weight}."""
     static = []
     for host in hosts:
@@ -195,7 +208,7 @@ def static_cluster(name: str, hosts: Iterable[Any], **extra: Any) -> dict:
             static.append(host)
         else:
             static.append(host.addr)
-    return {"name": name, "discovery": {"static": static}, **extra}
+    return {"name": name, "discovery": {"static": static}, **_healing(extra, self_healing)}
 
 
 def make_config(listeners: list[dict], clusters: list[dict], *, workers: int | str | None = 1,
@@ -797,7 +810,8 @@ class HttpBackend:
     `responder(handler) -> (status, headers, body)` decides the answer; the default says
     `<name> <method> <path>` with status 200 and an `X-Backend: <name>` header. Counts requests."""
 
-    def __init__(self, name: str = "http", responder: Callable[[Any], tuple[int, dict, bytes]] | None = None):
+    def __init__(self, name: str = "http", responder: Callable[[Any], tuple[int, dict, bytes]] | None = None,
+                 port: int = 0):
         import http.server
 
         backend = self
@@ -832,7 +846,7 @@ class HttpBackend:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.address = self.server.server_address[:2]
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -2213,7 +2227,7 @@ class Dnsmasq:
 
 def dns_cluster(name: str, dns_name: str, server: Dnsmasq, *, type: str = "a", port: int | None = None,
                 refresh_min: str = "100ms", refresh_max: str = "1s", max_stale: str | None = None,
-                **extra: Any) -> dict:
+                self_healing: bool = False, **extra: Any) -> dict:
     """A cluster discovered through `server`; short refresh bounds so tests follow changes quickly."""
     dns: dict[str, Any] = {"name": dns_name, "type": type, "servers": [server.addr],
                            "refresh": {"min": refresh_min, "max": refresh_max}}
@@ -2221,11 +2235,11 @@ def dns_cluster(name: str, dns_name: str, server: Dnsmasq, *, type: str = "a", p
         dns["port"] = port
     if max_stale is not None:
         dns["max_stale"] = max_stale
-    return {"name": name, "discovery": {"dns": dns}, **extra}
+    return {"name": name, "discovery": {"dns": dns}, **_healing(extra, self_healing)}
 
 
-def file_cluster(name: str, path: str, **extra: Any) -> dict:
-    return {"name": name, "discovery": {"file": path}, **extra}
+def file_cluster(name: str, path: str, self_healing: bool = False, **extra: Any) -> dict:
+    return {"name": name, "discovery": {"file": path}, **_healing(extra, self_healing)}
 
 
 def endpoints_yaml(hosts: Iterable[Any]) -> str:

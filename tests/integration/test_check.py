@@ -209,12 +209,12 @@ class CheckTest(unittest.TestCase):
               - name: api
                 discovery:
                   static: [127.0.0.1:9001]
-                health_check:
-                  interval: 1s
+                adaptive_concurrency:
+                  min_limit: 4
             """)
         e = self.only_error(text)
-        self.assertEqual(e["line"], line_of(text, "health_check"), e["text"])
-        self.assertEqual(e["path"], "clusters[0].health_check", e["text"])
+        self.assertEqual(e["line"], line_of(text, "adaptive_concurrency"), e["text"])
+        self.assertEqual(e["path"], "clusters[0].adaptive_concurrency", e["text"])
         self.assertIn("not supported yet", e["message"])
 
     def test_not_yet_supported_features(self):
@@ -223,7 +223,7 @@ class CheckTest(unittest.TestCase):
             "listener tls": LISTENER.replace("protocol: tcp\n", "protocol: tcp\n    tls:\n      certificates:\n"
                                                                "        - { cert: a.pem, key: a.key }\n") + cluster,
             "adaptive concurrency": LISTENER + cluster + "    adaptive_concurrency: { min_limit: 4, max_limit: 100 }\n",
-            "outlier detection": LISTENER + cluster + "    outlier_detection:\n      consecutive_failures: 3\n",
+            "upstream tls": LISTENER + cluster + "    tls: { sni: api.internal }\n",
         }
         for what, text in cases.items():
             with self.subTest(what):

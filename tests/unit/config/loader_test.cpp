@@ -116,8 +116,12 @@ TEST(Loader, MinimalTcpFileLoadsWithDefaults) {
     EXPECT_EQ(endpoints[1].address, (Address{"10.0.0.2", 5432}));
     EXPECT_EQ(k.load_balancing, LbPolicy::least_request);
     EXPECT_FALSE(k.hash);
-    EXPECT_FALSE(k.health_check);
-    EXPECT_FALSE(k.outlier_detection);
+    // Self-healing by default: a TCP check and outlier detection with their documented values.
+    EXPECT_TRUE(k.health_check.enabled);
+    EXPECT_TRUE(std::holds_alternative<TcpProbe>(k.health_check.probe));
+    EXPECT_TRUE(k.outlier_detection.enabled);
+    EXPECT_EQ(k.hold_timeout, 3s);
+    EXPECT_EQ(k.panic_policy, PanicPolicy::use_all);
     EXPECT_DOUBLE_EQ(k.panic_threshold, 0.5);
     EXPECT_EQ(k.slow_start, 10s);
     EXPECT_EQ(k.retries.attempts, 2u);
@@ -207,8 +211,7 @@ TEST(Loader, AllKeysRoundTrip) {
     ASSERT_TRUE(w.hash);
     EXPECT_EQ(w.hash->kind, HashPolicy::Kind::header);
     EXPECT_EQ(w.hash->name, "x-user-id");
-    ASSERT_TRUE(w.health_check);
-    const HealthCheck& hc = *w.health_check;
+    const HealthCheck& hc = w.health_check;
     EXPECT_EQ(hc.interval, 2s);
     EXPECT_EQ(hc.unhealthy_interval, 500ms);
     EXPECT_EQ(hc.timeout, 750ms);
@@ -220,11 +223,10 @@ TEST(Loader, AllKeysRoundTrip) {
     EXPECT_EQ(http.path, "/healthz");
     EXPECT_EQ(http.host, "web.internal");
     EXPECT_EQ(http.expected_statuses, (std::vector<StatusRange>{{200, 299}, {304, 304}}));
-    ASSERT_TRUE(w.outlier_detection);
-    EXPECT_EQ(w.outlier_detection->consecutive_failures, 5u);
-    EXPECT_EQ(w.outlier_detection->base_ejection_time, 10s);
-    EXPECT_EQ(w.outlier_detection->max_ejection_time, 10min);
-    EXPECT_DOUBLE_EQ(w.outlier_detection->max_ejection_percent, 0.3);
+    EXPECT_EQ(w.outlier_detection.consecutive_failures, 5u);
+    EXPECT_EQ(w.outlier_detection.base_ejection_time, 10s);
+    EXPECT_EQ(w.outlier_detection.max_ejection_time, 10min);
+    EXPECT_DOUBLE_EQ(w.outlier_detection.max_ejection_percent, 0.3);
     EXPECT_DOUBLE_EQ(w.panic_threshold, 0.4);
     EXPECT_EQ(w.slow_start, 30s);
     EXPECT_EQ(w.retries.attempts, 3u);
@@ -263,9 +265,8 @@ TEST(Loader, AllKeysRoundTrip) {
     ASSERT_TRUE(std::holds_alternative<FileDiscovery>(postgres.discovery));
     EXPECT_EQ(std::get<FileDiscovery>(postgres.discovery).path, "/etc/drover/endpoints/postgres.yaml");
     EXPECT_EQ(postgres.load_balancing, LbPolicy::random);
-    ASSERT_TRUE(postgres.health_check);
-    EXPECT_TRUE(std::holds_alternative<TcpProbe>(postgres.health_check->probe));
-    EXPECT_EQ(postgres.health_check->interval, 1s);   // the rest keeps its defaults
+    EXPECT_TRUE(std::holds_alternative<TcpProbe>(postgres.health_check.probe));
+    EXPECT_EQ(postgres.health_check.interval, 1s);   // the rest keeps its defaults
 
     const Cluster& srv = c.clusters[3];
     ASSERT_TRUE(std::holds_alternative<DnsDiscovery>(srv.discovery));
@@ -274,8 +275,7 @@ TEST(Loader, AllKeysRoundTrip) {
     ASSERT_TRUE(srv.hash);
     EXPECT_EQ(srv.hash->kind, HashPolicy::Kind::cookie);
     EXPECT_EQ(srv.hash->name, "session");
-    ASSERT_TRUE(srv.health_check);
-    EXPECT_TRUE(std::holds_alternative<TlsProbe>(srv.health_check->probe));
+    EXPECT_TRUE(std::holds_alternative<TlsProbe>(srv.health_check.probe));
 
     const Cluster& sticky = c.clusters[4];
     EXPECT_EQ(std::get<DnsDiscovery>(sticky.discovery).type, DnsDiscovery::Type::a);
@@ -381,20 +381,10 @@ TEST(Loader, AllKeysWithoutAllowUnsupportedNamesEachUnbuiltFeature) {
     };
     const std::vector<Expected> expected{
         {19, 5, "listeners[0].tls"},
-        {51, 5, "clusters[0].health_check"},
-        {59, 5, "clusters[0].outlier_detection"},
-        {64, 5, "clusters[0].panic_threshold"},
-        {65, 5, "clusters[0].slow_start"},
-        {68, 7, "clusters[0].retries.on"},
-        {69, 7, "clusters[0].retries.budget"},
-        {70, 7, "clusters[0].retries.per_try_timeout"},
-        {74, 7, "clusters[0].limits.max_pending"},
         {75, 7, "clusters[0].limits.max_requests"},
         {76, 7, "clusters[0].limits.queue_timeout"},
         {77, 5, "clusters[0].adaptive_concurrency"},
         {78, 5, "clusters[0].tls"},
-        {89, 5, "clusters[2].health_check"},
-        {97, 5, "clusters[3].health_check"},
     };
     for (const auto& e : expected) {
         EXPECT_TRUE(HasError(r, e.line, e.column, e.path, "is not supported yet"));
@@ -406,9 +396,8 @@ TEST(Loader, AllKeysWithoutAllowUnsupportedNamesEachUnbuiltFeature) {
 
 TEST(Loader, NotSupportedMessagesSayWhatToDo) {
     const auto r = load_file(data_file("all_keys.yaml"));
-    EXPECT_TRUE(HasError(r, 51, 5, "clusters[0].health_check",
-                         "health_check is not supported yet (coming with active health checking)"));
-    EXPECT_TRUE(HasError(r, 68, 7, "clusters[0].retries.on", "retries.on is not supported yet"));
+    EXPECT_TRUE(HasError(r, 75, 7, "clusters[0].limits.max_requests",
+                         "max_requests is not supported yet (coming with admission control)"));
 }
 
 TEST(Loader, AbsentProtocolMeansHttp) {
@@ -858,7 +847,7 @@ clusters:
       http: { path: /ready, expected_statuses: [200, 301-302] }
 )"));
     ASSERT_TRUE(Loads(ok));
-    const auto& probe = std::get<HttpProbe>(ok.config->clusters[0].health_check->probe);
+    const auto& probe = std::get<HttpProbe>(ok.config->clusters[0].health_check.probe);
     EXPECT_EQ(probe.path, "/ready");
     EXPECT_EQ(probe.host, "");
     EXPECT_EQ(probe.expected_statuses, (std::vector<StatusRange>{{200, 200}, {301, 302}}));
@@ -873,8 +862,37 @@ clusters:
     health_check: { interval: 5s }
 )"));
     ASSERT_TRUE(Loads(r));
-    EXPECT_TRUE(std::holds_alternative<TcpProbe>(r.config->clusters[0].health_check->probe));
-    EXPECT_EQ(r.config->clusters[0].health_check->interval, 5s);
+    EXPECT_TRUE(std::holds_alternative<TcpProbe>(r.config->clusters[0].health_check.probe));
+    EXPECT_EQ(r.config->clusters[0].health_check.interval, 5s);
+}
+
+TEST(Loader, SelfHealingCanBeTurnedOffAndHoldAndPanicPolicySet) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    health_check: { enabled: false }
+    outlier_detection: { enabled: false }
+    panic_policy: fail_closed
+    hold_timeout: 0s
+)"));
+    ASSERT_TRUE(Loads(r));
+    const auto& c = r.config->clusters[0];
+    EXPECT_FALSE(c.health_check.enabled);
+    EXPECT_FALSE(c.outlier_detection.enabled);
+    EXPECT_EQ(c.panic_policy, PanicPolicy::fail_closed);
+    EXPECT_EQ(c.hold_timeout, 0s);
+    const auto bad = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    health_check: { enabled: maybe }
+    panic_policy: sometimes
+)"));
+    EXPECT_FALSE(bad.config);
+    EXPECT_EQ(bad.errors.size(), 2u) << listing(bad);
 }
 
 TEST(Loader, RetryConditions) {

@@ -36,11 +36,15 @@ protected:
     ClusterDiscoveryTest() {
         config::Cluster config;
         config.name = "web";
+        // Discovery alone: no probes (no sockets in this test), no ramp, weights as listed.
+        config.health_check.enabled = false;
+        config.slow_start = std::chrono::milliseconds::zero();
+        config.outlier_detection.max_ejection_percent = 1.0;
         auto scripted = std::make_unique<ScriptedResolver>();
         resolver = scripted.get();
         cluster = std::make_unique<Cluster>(
             config, std::move(scripted),
-            [this](std::shared_ptr<const ClusterSnapshot> s) { published.push_back(s); });
+            [this](std::shared_ptr<const ClusterSnapshot> s) { published.push_back(s); }, control);
         cluster->start();
     }
 
@@ -48,11 +52,12 @@ protected:
         std::string out;
         for (const auto& h : cluster->snapshot()->hosts) {
             if (!out.empty()) { out += ' '; }
-            out += h.host->name() + "/w" + std::to_string(h.weight);
+            out += h.host->name() + "/w" + std::to_string(h.weight / kWeightScale);
         }
         return out;
     }
 
+    asio::io_context control;
     ScriptedResolver* resolver = nullptr;
     std::unique_ptr<Cluster> cluster;
     std::vector<std::shared_ptr<const ClusterSnapshot>> published;
@@ -94,6 +99,37 @@ TEST_F(ClusterDiscoveryTest, OnlyTheBestPriorityGroupServes) {
     // The best group disappears from DNS: the next one serves.
     resolver->push({endpoint("127.0.0.7", 9003, 1, 20)});
     EXPECT_EQ(hosts(), "127.0.0.7:9003/w1");
+}
+
+TEST_F(ClusterDiscoveryTest, TheNextPriorityGroupServesWhileTheBestHasNoAvailableHost) {
+    resolver->push({endpoint("127.0.0.5", 9001, 1, 10), endpoint("127.0.0.6", 9002, 1, 10),
+                    endpoint("127.0.0.7", 9003, 1, 20)});
+    const auto best = cluster->snapshot()->hosts;
+    ASSERT_EQ(best.size(), 2u);
+    // Real traffic fails on both hosts of the best group: both are ejected, the backup group takes over.
+    for (const auto& entry : best) {
+        for (int i = 0; i < 3; ++i) { cluster->on_outcome(entry.host, health::Outcome::connect_failed); }
+    }
+    EXPECT_EQ(hosts(), "127.0.0.7:9003/w1");
+    EXPECT_EQ(cluster->outlier().ejected_count(), 2u);
+}
+
+TEST_F(ClusterDiscoveryTest, AFailureStreakIsEjectedAtOnceAndASuccessResetsIt) {
+    resolver->push({endpoint("127.0.0.2", 80), endpoint("127.0.0.3", 80)});
+    const auto host = cluster->snapshot()->hosts[0].host;
+    cluster->on_outcome(host, health::Outcome::timeout);
+    cluster->on_outcome(host, health::Outcome::timeout);
+    EXPECT_TRUE(host->stats().failing.load());   // workers now report successes too
+    cluster->on_outcome(host, health::Outcome::success);
+    EXPECT_FALSE(host->stats().failing.load());
+    cluster->on_outcome(host, health::Outcome::status_5xx);
+    cluster->on_outcome(host, health::Outcome::status_5xx);
+    EXPECT_EQ(hosts(), "127.0.0.2:80/w1 127.0.0.3:80/w1");
+    cluster->on_outcome(host, health::Outcome::status_5xx);
+    EXPECT_EQ(hosts(), "127.0.0.3:80/w1");
+    const auto* record = cluster->find_host("127.0.0.2:80");
+    ASSERT_NE(record, nullptr);
+    EXPECT_EQ(record->events.back().what, "ejected");
 }
 
 TEST_F(ClusterDiscoveryTest, AnEmptySetEmptiesTheCluster) {

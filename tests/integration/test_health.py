@@ -1,0 +1,236 @@
+"""Health and self-healing through the real binary: active checks, outlier ejection, retries on another
+host with per-try timeouts, holding requests while every host is down, overload signals, panic, and the
+admin views that say why a host is where it is. (tests/chaos drives the same features with processes
+killed, stopped and restarted under steady load.)"""
+
+import threading
+import time
+import unittest
+
+from harness import (ClosedPort, HttpBackend, HttpTestCase, http_listener, make_config, route,
+                     static_cluster, wait_until)
+
+FAST_CHECK = {"interval": "200ms", "unhealthy_interval": "100ms", "timeout": "150ms",
+              "healthy_threshold": 1, "unhealthy_threshold": 2, "http": {"path": "/healthz"}}
+
+
+class Switchable:
+    """An HTTP backend whose health endpoint and answers the test switches while it runs."""
+
+    def __init__(self, test, name, port=0):
+        self.name = name
+        self.health_status = 200
+        self.status = 200
+        self.headers = {}
+        self.delay = 0.0
+        self.served = []   # (time, path) of every non-health request
+        self.lock = threading.Lock()
+        self.http = test.backend(HttpBackend(name, self.respond, port=port))
+
+    @property
+    def addr(self):
+        return self.http.addr
+
+    def respond(self, handler):
+        if handler.path.startswith("/healthz"):
+            return self.health_status, {}, b"health\n"
+        with self.lock:
+            self.served.append((time.monotonic(), handler.path))
+        if self.delay:
+            time.sleep(self.delay)
+        return self.status, {"X-Backend": self.name, **self.headers}, f"{self.name}\n".encode()
+
+    def count(self):
+        with self.lock:
+            return len(self.served)
+
+
+class HealthTest(HttpTestCase):
+
+    def proxy(self, backends, **cluster):
+        clusters = [static_cluster("app", backends, self_healing=True,
+                                   **{"load_balancing": "round_robin", "health_check": FAST_CHECK, **cluster})]
+        config = make_config([http_listener("web", [route("app", path_prefix="/")])], clusters)
+        drover = self.start_drover(config)
+        return drover, drover.listener_addr("web")
+
+    def host(self, drover, addr):
+        for h in drover.admin_json("/clusters")["clusters"][0]["hosts"]:
+            if h["address"] == addr:
+                return h
+        raise AssertionError(f"{addr} not in /clusters")
+
+    def backend_of(self, resp):
+        return resp.header("x-backend")
+
+    # -- active checks ------------------------------------------------------------------------------
+
+    def test_ready_waits_for_first_checks_and_a_failing_host_gets_no_traffic(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        b.health_status = 503
+        drover, addr = self.proxy([a, b])
+        # /ready said yes only after every host had its first check: b is known bad already.
+        h = self.host(drover, b.addr)
+        self.assertEqual((h["state"], h["eligible"]), ("unknown", False), h)
+        self.assertIn("503", h["why"], h)
+        conn = self.client(addr)
+        self.assertEqual({self.backend_of(conn.request("GET", f"/{i}")) for i in range(6)}, {"a"})
+        self.assertEqual(b.count(), 0)
+        b.health_status = 200
+        wait_until(lambda: self.host(drover, b.addr)["eligible"], 5, message="b eligible once its check passes")
+        wait_until(lambda: self.backend_of(conn.request("GET", "/again")) == "b", 5, message="b takes traffic")
+
+    def test_a_host_failing_its_checks_leaves_and_returns_with_slow_start(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        drover, addr = self.proxy([a, b], slow_start="5s")
+        b.health_status = 500
+        wait_until(lambda: self.host(drover, b.addr)["state"] == "unhealthy", 5, message="b unhealthy")
+        h = self.host(drover, b.addr)
+        self.assertFalse(h["eligible"])
+        self.assertIn("2 consecutive", h["why"])
+        before = b.count()
+        conn = self.client(addr)
+        for i in range(6):
+            self.assertEqual(conn.request("GET", f"/{i}").status, 200)
+        self.assertEqual(b.count(), before)
+        b.health_status = 200
+        wait_until(lambda: self.host(drover, b.addr)["state"] == "healthy", 5, message="b healthy again")
+        h = self.host(drover, b.addr)
+        self.assertTrue(h["eligible"])
+        self.assertLess(h["slow_start_percent"], 100, h)
+        detail = drover.admin_json(f"/clusters/app/{b.addr}")
+        events = [e["event"] for e in detail["history"]]
+        self.assertEqual(events[-2:], ["unhealthy", "healthy"], detail)
+        self.assertEqual(drover.metric_value("drover_health_transitions_total", {"cluster": "app", "to": "unhealthy"}), 1)
+
+    # -- passive: outlier detection -----------------------------------------------------------------
+
+    def test_consecutive_5xx_eject_the_host_at_once_and_say_why(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        drover, addr = self.proxy([a, b], retries={"attempts": 0},
+                                  outlier_detection={"consecutive_failures": 3, "base_ejection_time": "30s"})
+        b.status = 500
+        conn = self.client(addr)
+        statuses = [conn.request("GET", f"/{i}").status for i in range(6)]
+        self.assertEqual(statuses.count(500), 3, statuses)   # the third 500 ejects b
+        wait_until(lambda: self.host(drover, b.addr)["state"] == "ejected", 3, message="b ejected")
+        h = self.host(drover, b.addr)
+        self.assertIn("3 consecutive backend_origin failures", h["why"])
+        self.assertGreater(h["ejected_for_seconds"], 20)
+        for i in range(6):
+            self.assertEqual(conn.request("GET", f"/after/{i}").status, 200)
+        self.assertEqual(drover.metric_value("drover_outlier_ejections_total", {"cluster": "app", "origin": "backend"}), 1)
+        events = [e["event"] for e in drover.admin_json(f"/clusters/app/{b.addr}")["history"]]
+        self.assertIn("ejected", events)
+
+    def test_unknown_host_detail_is_404(self):
+        a = Switchable(self, "a")
+        drover, _ = self.proxy([a])
+        self.assertEqual(drover.admin_get("/clusters/app/127.0.0.1:1").status, 404)
+        self.assertEqual(drover.admin_get("/clusters/nope/127.0.0.1:1").status, 404)
+
+    # -- retries -------------------------------------------------------------------------------------
+
+    def test_a_503_is_retried_on_another_host_for_get_but_not_for_post(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        drover, addr = self.proxy([a, b], outlier_detection={"enabled": False})
+        b.status = 503
+        conn = self.client(addr)
+        for i in range(4):
+            resp = conn.request("GET", f"/{i}")
+            self.assertEqual((resp.status, self.backend_of(resp)), (200, "a"))
+        self.assertGreaterEqual(b.count(), 1)
+        posts = [conn.request("POST", f"/p{i}", body=b"x").status for i in range(4)]
+        self.assertIn(503, posts)   # not idempotent: the backend's answer goes back as it is
+        self.assertGreaterEqual(drover.metric_value("drover_cluster_retries_total",
+                                                    {"cluster": "app", "cause": "budgeted"}), 1)
+
+    def test_a_hung_host_costs_one_per_try_timeout(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        drover, addr = self.proxy([a, b], retries={"per_try_timeout": "300ms"},
+                                  outlier_detection={"enabled": False})
+        b.delay = 3.0
+        conn = self.client(addr)
+        for i in range(4):
+            started = time.monotonic()
+            resp = conn.request("GET", f"/{i}")
+            took = time.monotonic() - started
+            self.assertEqual((resp.status, self.backend_of(resp)), (200, "a"))
+            self.assertLess(took, 1.5, f"request {i} took {took:.2f}s")
+
+    def test_single_host_timeout_is_a_504_after_the_per_try_timeout(self):
+        a = Switchable(self, "a")
+        drover, addr = self.proxy([a], retries={"per_try_timeout": "300ms"}, outlier_detection={"enabled": False})
+        a.delay = 2.0
+        started = time.monotonic()
+        resp = self.get(addr, "/slow")
+        self.assertLocalResponse(resp, "upstream_timeout")
+        self.assertLess(time.monotonic() - started, 1.5)
+
+    # -- all down: hold ------------------------------------------------------------------------------
+
+    def test_requests_are_held_while_every_host_is_down_and_sent_when_one_returns(self):
+        port_holder = ClosedPort()
+        port = port_holder.port
+        drover, addr = self.proxy([port_holder], hold_timeout="5s")
+        result = {}
+
+        def request():
+            started = time.monotonic()
+            result["resp"] = self.get(addr, "/held")
+            result["took"] = time.monotonic() - started
+        t = threading.Thread(target=request, daemon=True)
+        t.start()
+        wait_until(lambda: drover.metric_value("drover_cluster_held_requests_active", {"cluster": "app"}, default=0) >= 1,
+                   3, message="request held")
+        port_holder.stop()
+        Switchable(self, "late", port=port)
+        t.join(8)
+        self.assertFalse(t.is_alive())
+        self.assertEqual(result["resp"].status, 200, result["resp"])
+        self.assertEqual(drover.metric_value("drover_cluster_held_requests_total", {"cluster": "app", "result": "served"}), 1)
+
+    def test_past_the_hold_timeout_a_503_with_retry_after(self):
+        dead = self.closed_port()
+        drover, addr = self.proxy([dead], hold_timeout="300ms")
+        started = time.monotonic()
+        resp = self.get(addr, "/")
+        self.assertLocalResponse(resp, "no_healthy_host")
+        self.assertGreaterEqual(time.monotonic() - started, 0.25)
+        self.assertGreaterEqual(int(resp.header("retry-after")), 1)
+
+    # -- overloaded is not dead ----------------------------------------------------------------------
+
+    def test_429_with_retry_after_lowers_the_share_instead_of_ejecting(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        drover, addr = self.proxy([a, b], outlier_detection={"consecutive_failures": 1})
+        b.status = 429
+        b.headers = {"Retry-After": "10"}
+        conn = self.client(addr)
+        for i in range(4):
+            conn.request("GET", f"/{i}")
+        wait_until(lambda: self.host(drover, b.addr)["overloaded"], 3, message="b overloaded")
+        h = self.host(drover, b.addr)
+        self.assertEqual(h["state"], "healthy")
+        self.assertTrue(h["eligible"])
+        self.assertLess(h["effective_weight"], self.host(drover, a.addr)["effective_weight"])
+        self.assertGreaterEqual(drover.metric_value("drover_overload_signals_total", {"cluster": "app"}), 1)
+
+    # -- panic ---------------------------------------------------------------------------------------
+
+    def test_panic_use_all_keeps_serving_and_fail_closed_refuses(self):
+        for policy, want in (("use_all", 200), ("fail_closed", 503)):
+            with self.subTest(policy):
+                hosts = [Switchable(self, n) for n in "abc"]
+                hosts[1].health_status = hosts[2].health_status = 500
+                drover, addr = self.proxy(hosts, panic_policy=policy, hold_timeout="200ms")
+                hosts[0].health_status = 500   # all down: well below the 50% threshold
+                wait_until(lambda: drover.metric_value("drover_cluster_panic", {"cluster": "app"}) == 1, 5,
+                           message="panic")
+                resp = self.get(addr, "/")
+                self.assertEqual(resp.status, want, resp)
+                self.assertGreaterEqual(drover.metric_value("drover_cluster_panics_total", {"cluster": "app"}), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
