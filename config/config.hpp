@@ -189,6 +189,9 @@ struct ClusterLimits {
     std::uint64_t max_connections = 1024;
     std::uint64_t max_pending = 256;
     std::uint64_t max_requests = 1024;
+    // At most this many requests in flight to one host (0 = no cap): one slow replica cannot swallow
+    // the cluster's slots, and when a host is lost the cluster's capacity shrinks with it at once.
+    std::uint64_t max_requests_per_host = 0;
     Duration queue_timeout = 100ms;
 };
 

@@ -40,9 +40,6 @@ struct NotYetSupported {
 // clang-format off
 constexpr NotYetSupported kNotYetSupported[] = {
     {"listeners[].tls", "", " (coming with TLS termination)"},                            // TLS termination
-    {"clusters[].limits.max_requests", "", " (coming with admission control)"},           // request breaker
-    {"clusters[].limits.queue_timeout", "", " (coming with admission control)"},          // queue deadline
-    {"clusters[].adaptive_concurrency", "", " (coming with adaptive concurrency)"},       // adaptive limit
     {"clusters[].tls", "", " (coming with upstream TLS)"},                                // TLS to hosts
 };
 // clang-format on
@@ -1034,10 +1031,12 @@ private:
             }
         }
         if (const auto l = f->get("limits")) {
-            if (const auto lf = l->map({"max_connections", "max_pending", "max_requests", "queue_timeout"})) {
+            if (const auto lf = l->map({"max_connections", "max_pending", "max_requests", "max_requests_per_host",
+                                        "queue_timeout"})) {
                 lf->read_integer("max_connections", cluster.limits.max_connections, 1);
                 lf->read_integer("max_pending", cluster.limits.max_pending, 0);
                 lf->read_integer("max_requests", cluster.limits.max_requests, 1);
+                lf->read_integer("max_requests_per_host", cluster.limits.max_requests_per_host, 0);
                 lf->read_duration("queue_timeout", cluster.limits.queue_timeout, false);
             }
         }

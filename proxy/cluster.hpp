@@ -47,6 +47,15 @@ struct ClusterStats {
     std::atomic<std::uint64_t> held_served{0};
     std::atomic<std::uint64_t> held_timed_out{0};
     std::atomic<std::uint64_t> held_rejected_full{0};   // past limits.max_pending: 503 at once
+    // Admission (HTTP): requests in flight (limits.max_requests), waiting for a slot, and shed by why.
+    std::atomic<std::int64_t> requests_active{0};
+    std::atomic<std::int64_t> pending_active{0};
+    std::atomic<std::uint64_t> shed_max_requests{0};   // the cluster's breaker, queue full or timed out
+    std::atomic<std::uint64_t> shed_host_capacity{0};  // every eligible host at max_requests_per_host
+    std::atomic<std::uint64_t> shed_queue_full{0};     // past limits.max_pending waiting already
+    std::atomic<std::uint64_t> shed_low_priority{0};   // x-drover-priority: low, not queued
+    std::atomic<std::uint64_t> shed_adaptive{0};       // no adaptive-concurrency slot within queue_timeout
+    std::atomic<std::int64_t> concurrency_limit{0};    // adaptive_concurrency: the workers' limits summed
     // Clusters made from a template on first use: when a request last used it (steady clock, ns), so
     // the control loop can drop it once idle. Written by workers only for such clusters.
     bool dynamic = false;

@@ -15,6 +15,7 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <random>
 
 #include "config/log.hpp"
@@ -41,6 +42,12 @@ constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kMaxResponseHeaderBytes = 64 * 1024;
 // How long the first request for a service made from a template waits for its first DNS answer.
 constexpr auto kDynamicResolveWait = std::chrono::seconds(3);
+// A request waiting for an admission slot looks again this often (slots freed on other workers).
+constexpr auto kSlotPoll = std::chrono::milliseconds(5);
+// Weight of each new sample in the smoothed upstream latency.
+constexpr double kLatencyWeight = 0.1;
+// Requests that say `x-drover-priority: low` are shed first: they never wait for a slot.
+constexpr std::string_view kPriorityHeader = "x-drover-priority";
 
 std::size_t status_class(unsigned status) { return std::min<std::size_t>(status / 100, 5) - 1; }
 
@@ -404,15 +411,79 @@ private:
         // every try so far ended by connection failure or reset and the request is idempotent.
         bool holdable = true;
         const auto key = hash_key(request.base(), config);
+
+        // Admission: the cluster's request breaker first, then each host's cap at every choice. Past
+        // them a request waits up to queue_timeout for a slot, then is shed: 503, drover-error: shed.
+        const bool low_priority = http_rules::iequals(request[kPriorityHeader], "low");
+        const auto queue_deadline = start_ + config.limits.queue_timeout;
+        if (auto shed = co_await admit_cluster(cluster, *stats, config, low_priority, queue_deadline, has_body)) {
+            co_await send_local(*shed, &request.base());
+            co_return !has_body && request.keep_alive();
+        }
+        struct ClusterSlot {
+            ClusterStats* stats;
+            WorkerCluster* cluster;
+            ~ClusterSlot() {
+                stats->requests_active.fetch_sub(1, std::memory_order_relaxed);
+                cluster->wake_one_slot_waiter();
+            }
+        } cluster_slot{stats, &cluster};
+        if (cluster.limiter) {
+            if (auto shed = co_await admit_adaptive(cluster, *stats, config, low_priority, queue_deadline, has_body)) {
+                co_await send_local(*shed, &request.base());
+                co_return !has_body && request.keep_alive();
+            }
+        }
+        // Teaches the limiter how this request went (only if it got a slot; see limiter_verdict_).
+        LimiterSlot limiter_slot{&cluster, stats, Clock::now(), this};
+        limiter_verdict_ = LimiterVerdict::ignore;
+        const auto host_cap = static_cast<std::int64_t>(config.limits.max_requests_per_host);
+        std::vector<const discovery::Host*> full;   // hosts found at their cap for this choice
+        std::vector<const discovery::Host*> excluded;
+        bool waiting_for_host = false;
+
         cluster.budget->on_request(start_);
         RetryGate gate{&config, cluster.budget.get(), stats, idempotent(request.method()), config.retries.attempts};
         std::uint32_t backoff_step = 0;
 
         while (!aborted_) {
+            excluded.assign(tried.begin(), tried.end());
+            excluded.insert(excluded.end(), full.begin(), full.end());
             ChooseContext context;
-            context.exclude = tried;
+            context.exclude = excluded;
             context.hash = key;
             const HostEntry* entry = tried.size() <= config.retries.attempts ? cluster.balancer->choose(*snapshot, context) : nullptr;
+            if (entry != nullptr && host_cap > 0 &&
+                entry->host->stats().requests_active.load(std::memory_order_relaxed) >= host_cap) {
+                full.push_back(entry->host.get());
+                continue;
+            }
+            if (entry == nullptr && !full.empty()) {
+                // Every host left is at its cap: wait for one to finish a request, up to queue_timeout.
+                if (!waiting_for_host) {
+                    if (auto shed = start_waiting(*stats, config, low_priority, has_body, cluster)) {
+                        co_await send_local(*shed, &request.base());
+                        co_return !has_body && request.keep_alive();
+                    }
+                    waiting_for_host = true;
+                }
+                if (Clock::now() >= queue_deadline) {
+                    stats->pending_active.fetch_sub(1, std::memory_order_relaxed);
+                    stats->shed_host_capacity.fetch_add(1, std::memory_order_relaxed);
+                    const LocalError shed = shed_error(cluster, *stats, config, "every host is at limits.max_requests_per_host", has_body);
+                    co_await send_local(shed, &request.base());
+                    co_return !has_body && request.keep_alive();
+                }
+                co_await wait_slot(cluster, queue_deadline);
+                full.clear();
+                snapshot = cluster.snapshot;
+                continue;
+            }
+            if (waiting_for_host) {
+                stats->pending_active.fetch_sub(1, std::memory_order_relaxed);
+                waiting_for_host = false;
+            }
+            full.clear();
             if (entry == nullptr) {
                 // Holding helps only if something may bring a host back: discovery (nothing listed or
                 // eligible yet), checks, or the end of an ejection.
@@ -425,6 +496,9 @@ private:
             }
             const auto host = entry->host;   // a copy: the snapshot may be replaced while we wait
             upstream_name_ = host->name();
+            // In flight on this host from its choice to the end of the exchange: what least_request
+            // weighs hosts by and max_requests_per_host caps.
+            HostSlot host_slot{host.get(), &cluster};
 
             bool reused = false;
             if (!retried_stale) {
@@ -443,6 +517,7 @@ private:
                     log::debug("cluster {}: connect to {} failed: {}", config.name, host->name(), ec.message());
                     report(*snapshot, host, ec == beast::error::timeout ? health::Outcome::timeout : health::Outcome::connect_failed);
                     upstream_.reset();
+                    host_slot.release();
                     tried.push_back(host.get());
                     // Nothing reached the backend: always safe to try another host, and not budgeted.
                     if (tried.size() <= config.retries.attempts) {
@@ -460,9 +535,9 @@ private:
             attempt_failure_ = health::Outcome::success;
             retry_after_.reset();
             // A retry needs tries left and a host not tried yet (this one is about to be).
-            std::size_t untried = 0;
-            for (const auto& h : snapshot->hosts) { untried += context.excluded(h.host.get()) ? 0 : 1; }
-            gate.untried = untried - 1;
+            // (Counted, not searched: excluded hosts come from this snapshot but for the rare one that left.)
+            const std::size_t untried = snapshot->hosts.size() - std::min(snapshot->hosts.size(), excluded.size());
+            gate.untried = untried > 0 ? untried - 1 : 0;
             gate.tries_left = config.retries.attempts - std::min<std::size_t>(config.retries.attempts, tried.size());
             const bool replayable = !has_body;
             // Every try of a request retries may cover (idempotent, no body) is cut at per_try_timeout, the
@@ -472,11 +547,17 @@ private:
                 per_try_deadline_ = std::min(per_try_deadline_, Clock::now() + config.retries.per_try_timeout);
             }
             gate_ = &gate;
-            // In flight on this host for the whole exchange: what least_request weighs hosts by.
-            host->stats().requests_active.fetch_add(1, std::memory_order_relaxed);
+            const auto attempt_start = Clock::now();
             const Outcome outcome = co_await exchange(parser, info, head, host, config);
-            host->stats().requests_active.fetch_sub(1, std::memory_order_relaxed);
+            host_slot.release();
             gate_ = nullptr;
+            if (outcome == Outcome::ok) {
+                const double seconds = std::chrono::duration<double>(Clock::now() - attempt_start).count();
+                cluster.latency_ewma_seconds += kLatencyWeight * (seconds - cluster.latency_ewma_seconds);
+            }
+            limiter_verdict_ = outcome == Outcome::ok && attempt_failure_ == health::Outcome::success ? LimiterVerdict::ok
+                               : outcome == Outcome::client_gone                                       ? LimiterVerdict::ignore
+                                                                                                       : LimiterVerdict::failed;
 
             if (outcome == Outcome::reset_before_response && reused && !body_consumed_ && !retried_stale) {
                 // A keep-alive connection the backend had already closed: once more on a fresh one.
@@ -581,6 +662,140 @@ private:
         if (wait.count() == 0) { co_return; }
         asio::steady_timer timer(worker_.context(), wait);
         co_await timer.async_wait(use_tuple);
+    }
+
+    // A host's in-flight count held by one try; released once (at the end of the try or on scope exit),
+    // waking a request of this worker waiting for a slot.
+    struct HostSlot {
+        const discovery::Host* host;
+        WorkerCluster* cluster;
+        HostSlot(const discovery::Host* h, WorkerCluster* c) : host(h), cluster(c) {
+            host->stats().requests_active.fetch_add(1, std::memory_order_relaxed);
+        }
+        HostSlot(const HostSlot&) = delete;
+        HostSlot& operator=(const HostSlot&) = delete;
+        ~HostSlot() { release(); }
+        void release() {
+            if (host == nullptr) { return; }
+            host->stats().requests_active.fetch_sub(1, std::memory_order_relaxed);
+            host = nullptr;
+            cluster->wake_one_slot_waiter();
+        }
+    };
+
+    // What a finished request teaches the adaptive limiter: its latency, a failure (timeout, reset, 5xx:
+    // a sign of overload), or nothing (it never reached a backend, or the client left).
+    enum class LimiterVerdict : std::uint8_t { ignore, ok, failed };
+    struct LimiterSlot {
+        WorkerCluster* cluster;
+        ClusterStats* stats;
+        Clock::time_point admitted;
+        HttpSession* session;
+        LimiterSlot(WorkerCluster* c, ClusterStats* s, Clock::time_point at, HttpSession* owner)
+            : cluster(c), stats(s), admitted(at), session(owner) {}
+        LimiterSlot(const LimiterSlot&) = delete;
+        LimiterSlot& operator=(const LimiterSlot&) = delete;
+        ~LimiterSlot() {
+            auto* limiter = cluster->limiter.get();
+            if (limiter == nullptr) { return; }
+            const auto now = Clock::now();
+            switch (session->limiter_verdict_) {
+                case LimiterVerdict::ignore: limiter->release_ignored(); break;
+                case LimiterVerdict::ok: limiter->release(now, now - admitted, true); break;
+                case LimiterVerdict::failed: limiter->release(now, now - admitted, false); break;
+            }
+            if (limiter->limit() != cluster->published_limit) {
+                stats->concurrency_limit.fetch_add(static_cast<std::int64_t>(limiter->limit()) - cluster->published_limit,
+                                                   std::memory_order_relaxed);
+                cluster->published_limit = limiter->limit();
+            }
+            cluster->wake_one_slot_waiter();
+        }
+    };
+
+    // The worker's adaptive concurrency limit: takes a slot, waiting up to `deadline`.
+    asio::awaitable<std::optional<LocalError>> admit_adaptive(WorkerCluster& cluster, ClusterStats& stats,
+                                                              const config::Cluster& config, bool low_priority,
+                                                              Clock::time_point deadline, bool has_body) {
+        bool waiting = false;
+        while (!cluster.limiter->try_acquire()) {
+            if (!waiting) {
+                if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster)) { co_return shed; }
+                waiting = true;
+            }
+            if (Clock::now() >= deadline) {
+                stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
+                stats.shed_adaptive.fetch_add(1, std::memory_order_relaxed);
+                co_return shed_error(cluster, stats, config, "at the adaptive concurrency limit", has_body);
+            }
+            co_await wait_slot(cluster, deadline);
+        }
+        if (waiting) { stats.pending_active.fetch_sub(1, std::memory_order_relaxed); }
+        co_return std::nullopt;
+    }
+
+    // The cluster's request breaker (limits.max_requests): takes a slot, waiting up to `deadline`.
+    asio::awaitable<std::optional<LocalError>> admit_cluster(WorkerCluster& cluster, ClusterStats& stats,
+                                                             const config::Cluster& config, bool low_priority,
+                                                             Clock::time_point deadline, bool has_body) {
+        const auto max = static_cast<std::int64_t>(config.limits.max_requests);
+        bool waiting = false;
+        for (;;) {
+            if (stats.requests_active.fetch_add(1, std::memory_order_relaxed) < max) {
+                if (waiting) { stats.pending_active.fetch_sub(1, std::memory_order_relaxed); }
+                co_return std::nullopt;
+            }
+            stats.requests_active.fetch_sub(1, std::memory_order_relaxed);
+            if (!waiting) {
+                if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster)) { co_return shed; }
+                waiting = true;
+            }
+            if (Clock::now() >= deadline) {
+                stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
+                stats.shed_max_requests.fetch_add(1, std::memory_order_relaxed);
+                co_return shed_error(cluster, stats, config, "cluster at limits.max_requests", has_body);
+            }
+            co_await wait_slot(cluster, deadline);
+        }
+    }
+
+    // A request found no slot: it may wait unless it is low priority or max_pending already wait.
+    std::optional<LocalError> start_waiting(ClusterStats& stats, const config::Cluster& config, bool low_priority,
+                                            bool has_body, const WorkerCluster& cluster) {
+        if (low_priority || config.limits.queue_timeout <= std::chrono::milliseconds::zero()) {
+            stats.shed_low_priority.fetch_add(low_priority ? 1 : 0, std::memory_order_relaxed);
+            stats.shed_max_requests.fetch_add(low_priority ? 0 : 1, std::memory_order_relaxed);
+            return shed_error(cluster, stats, config, low_priority ? "no free slot for a low-priority request" : "no free slot", has_body);
+        }
+        if (stats.pending_active.fetch_add(1, std::memory_order_relaxed) >= static_cast<std::int64_t>(config.limits.max_pending)) {
+            stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
+            stats.shed_queue_full.fetch_add(1, std::memory_order_relaxed);
+            return shed_error(cluster, stats, config, "limits.max_pending requests are waiting already", has_body);
+        }
+        return std::nullopt;
+    }
+
+    // Waits for a request of this worker to end (it wakes the oldest waiter), or a short poll: slots
+    // freed by other workers are only seen by looking again.
+    asio::awaitable<void> wait_slot(WorkerCluster& cluster, Clock::time_point deadline) {
+        auto timer = std::make_shared<asio::steady_timer>(worker_.context(), std::min(deadline, Clock::now() + kSlotPoll));
+        cluster.slot_waiters.push_back(timer);
+        co_await timer->async_wait(use_tuple);
+    }
+
+    // 503 shed, with a Retry-After from what is queued and how fast requests finish: the time for the
+    // waiting requests to drain through the cluster's slots, in whole seconds (1 to 30).
+    static LocalError shed_error(const WorkerCluster& cluster, const ClusterStats& stats, const config::Cluster& config,
+                                 std::string_view why, bool has_body) {
+        const double waiting = static_cast<double>(std::max<std::int64_t>(0, stats.pending_active.load(std::memory_order_relaxed)) + 1);
+        const double slots = static_cast<double>(std::max<std::uint64_t>(1, std::min<std::uint64_t>(
+            config.limits.max_requests, config.limits.max_requests_per_host > 0
+                                            ? config.limits.max_requests_per_host * std::max<std::size_t>(1, cluster.snapshot->hosts.size())
+                                            : config.limits.max_requests)));
+        const double drain = waiting / slots * cluster.latency_ewma_seconds;
+        LocalError error{503, LocalReason::shed, fmt::format("overloaded, request shed: {}", why), has_body};
+        error.retry_after = static_cast<std::uint32_t>(std::clamp(std::ceil(drain), 1.0, 30.0));
+        return error;
     }
 
     static bool request_has_body(const http_rules::RequestInfo& info) {
@@ -1019,6 +1234,7 @@ private:
     std::optional<LocalError> unsent_;
     std::optional<std::chrono::milliseconds> retry_after_;
     RetryGate* gate_ = nullptr;
+    LimiterVerdict limiter_verdict_ = LimiterVerdict::ignore;   // read by LimiterSlot
     bool aborted_ = false;
     bool idle_ = false;   // waiting for the next request on a keep-alive connection
     asio::steady_timer deadline_timer_{worker_.context()};

@@ -256,6 +256,29 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
         w.sample("drover_cluster_held_requests_total", {{"cluster", c->name()}, {"result", "rejected_full"}},
                  relaxed(st.held_rejected_full));
     }
+    per_cluster(w, server, "drover_cluster_requests_active", "gauge", "HTTP requests in flight (limits.max_requests).",
+                [&](const Cluster& c) { return relaxed(c.stats().requests_active); });
+    per_cluster(w, server, "drover_cluster_pending_requests", "gauge",
+                "Requests waiting now for an admission slot (limits.max_pending, queue_timeout).",
+                [&](const Cluster& c) { return relaxed(c.stats().pending_active); });
+    w.family("drover_cluster_shed_total", "counter",
+             "Requests shed (503, drover-error: shed), by reason: max_requests (no cluster slot within queue_timeout), "
+             "host_capacity (every host at max_requests_per_host), queue_full (max_pending waiting), low_priority.");
+    for (const auto* c : clusters) {
+        const auto& st = c->stats();
+        w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "max_requests"}}, relaxed(st.shed_max_requests));
+        w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "host_capacity"}}, relaxed(st.shed_host_capacity));
+        w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "queue_full"}}, relaxed(st.shed_queue_full));
+        w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "low_priority"}}, relaxed(st.shed_low_priority));
+        w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "adaptive_concurrency"}}, relaxed(st.shed_adaptive));
+    }
+    w.family("drover_cluster_concurrency_limit", "gauge",
+             "adaptive_concurrency: the learned limit of requests in flight, summed over workers (absent when off).");
+    for (const auto* c : clusters) {
+        if (c->config().adaptive_concurrency) {
+            w.sample("drover_cluster_concurrency_limit", {{"cluster", c->name()}}, relaxed(c->stats().concurrency_limit));
+        }
+    }
     w.family("drover_host_eligible", "gauge", "1 while the host may take requests, per host.");
     for (const auto* c : clusters) {
         const auto& selection = c->selection();
@@ -421,6 +444,9 @@ std::string render_metrics(const Server& server) {
         w.sample("drover_listener_connections_rejected_total",
                  {{"listener", l->state().config.name}, {"reason", "max_connections"}},
                  sum(server, l->state().index, &ListenerCounters::rejected_max_connections));
+        w.sample("drover_listener_connections_rejected_total",
+                 {{"listener", l->state().config.name}, {"reason", "fd_limit"}},
+                 sum(server, l->state().index, &ListenerCounters::rejected_fd_limit));
     }
     w.family("drover_listener_bytes_received_total", "counter", "Bytes received from clients.");
     for (const auto& l : listeners) {

@@ -18,6 +18,7 @@ std::string_view local_reason_name(LocalReason reason) {
         case LocalReason::upstream_connect_failed: return "upstream_connect_failed";
         case LocalReason::bad_upstream_response: return "bad_upstream_response";
         case LocalReason::no_healthy_host: return "no_healthy_host";
+        case LocalReason::shed: return "shed";
         case LocalReason::upstream_timeout: return "upstream_timeout";
         case LocalReason::count: break;
     }
@@ -67,6 +68,14 @@ std::unique_ptr<health::RetryBudget> make_budget(const config::Cluster& config) 
     return std::make_unique<health::RetryBudget>(settings);
 }
 
+void attach_limiter(WorkerCluster& slot, const config::Cluster& config) {
+    slot.limiter.reset();
+    if (!config.adaptive_concurrency) { return; }
+    slot.limiter = std::make_unique<health::ConcurrencyLimiter>(health::ConcurrencyLimiter::Settings::from(*config.adaptive_concurrency));
+    slot.published_limit = slot.limiter->limit();
+    slot.snapshot->stats->concurrency_limit.fetch_add(slot.published_limit, std::memory_order_relaxed);
+}
+
 template <class Waiters, class Key>
 void wake(Waiters& waiters, const Key& key) {
     auto [begin, end] = waiters.equal_range(key);
@@ -80,7 +89,11 @@ void wake(Waiters& waiters, const Key& key) {
 void Worker::add_cluster(std::shared_ptr<const ClusterSnapshot> snapshot) {
     auto balancer = make_load_balancer(snapshot->config->load_balancing);
     auto budget = make_budget(*snapshot->config);
-    clusters_.push_back({std::move(snapshot), std::move(balancer), std::move(budget)});
+    auto& slot = clusters_.emplace_back();
+    slot.snapshot = std::move(snapshot);
+    slot.balancer = std::move(balancer);
+    slot.budget = std::move(budget);
+    attach_limiter(slot, *slot.snapshot->config);
 }
 
 void Worker::set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnapshot> snapshot) {
@@ -112,6 +125,7 @@ void Worker::install_dynamic(std::size_t index, const std::string& key, std::sha
     slot.balancer = make_load_balancer(snapshot->config->load_balancing);
     slot.budget = make_budget(*snapshot->config);
     slot.snapshot = std::move(snapshot);
+    attach_limiter(slot, *slot.snapshot->config);
     dynamic_[key] = index;
     dynamic_keys_[index] = key;
 }

@@ -24,6 +24,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "health/concurrency_limiter.hpp"
 #include "health/retry_budget.hpp"
 #include "proxy/buffer_pool.hpp"
 #include "proxy/cluster.hpp"
@@ -40,7 +41,7 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) {
 // Why Drover answered an HTTP request itself; the drover-error header carries the name.
 enum class LocalReason : std::size_t {
     bad_request, no_route, request_header_timeout, body_too_large, uri_too_long, headers_too_large,
-    upstream_connect_failed, bad_upstream_response, no_healthy_host, upstream_timeout, count
+    upstream_connect_failed, bad_upstream_response, no_healthy_host, upstream_timeout, shed, count
 };
 std::string_view local_reason_name(LocalReason reason);
 
@@ -51,6 +52,7 @@ inline constexpr std::array<double, 13> kDurationBuckets = {0.001, 0.0025, 0.005
 struct ListenerCounters {
     std::atomic<std::uint64_t> accepted{0};
     std::atomic<std::uint64_t> rejected_max_connections{0};
+    std::atomic<std::uint64_t> rejected_fd_limit{0};   // the process neared its descriptor limit
     std::atomic<std::uint64_t> bytes_received{0};   // from clients
     std::atomic<std::uint64_t> bytes_sent{0};       // to clients
     // HTTP listeners only.
@@ -74,6 +76,25 @@ struct WorkerCluster {
     std::shared_ptr<const ClusterSnapshot> snapshot;
     std::unique_ptr<LoadBalancer> balancer;
     std::unique_ptr<health::RetryBudget> budget;   // this worker's share of the cluster's retry budget
+    // adaptive_concurrency: this worker's limiter (null when off) and the limit it last published.
+    std::unique_ptr<health::ConcurrencyLimiter> limiter;
+    std::uint32_t published_limit = 0;
+    // Requests of this worker waiting for an admission slot (limits.max_requests, a host under its
+    // max_requests_per_host), oldest first; a request that ends here wakes the oldest.
+    std::deque<std::weak_ptr<boost::asio::steady_timer>> slot_waiters;
+    // Smoothed upstream latency of this worker's requests (for the shed answer's Retry-After).
+    double latency_ewma_seconds = 0.0;
+
+    void wake_one_slot_waiter() {
+        while (!slot_waiters.empty()) {
+            auto timer = slot_waiters.front().lock();
+            slot_waiters.pop_front();
+            if (timer) {
+                timer->cancel();
+                return;
+            }
+        }
+    }
 };
 
 class Worker {

@@ -310,7 +310,7 @@ class Drover:
     def __init__(self, config: dict | str | None = None, *, args: Iterable[str] = (),
                  listeners: Iterable[str] | None = None, wait_ready: bool = True,
                  start_timeout: float = START_TIMEOUT, env: dict[str, str] | None = None,
-                 binary: str | None = None):
+                 binary: str | None = None, max_open_files: int | None = None):
         self.binary = binary or drover_bin()
         self._tmp = tempfile.TemporaryDirectory(prefix="drover-it-")
         self.dir = self._tmp.name
@@ -333,9 +333,13 @@ class Drover:
         self.listeners: dict[str, tuple[str, int]] = {}
         self.returncode: int | None = None
         echo = bool(os.environ.get("DROVER_TEST_ECHO"))
+        def limit_files() -> None:  # in the child only: the test process keeps its own limit
+            if max_open_files is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=self.dir,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, preexec_fn=limit_files)
         self._stderr = _StreamReader(self.proc.stderr, "stderr", echo)
         self._stdout = _StreamReader(self.proc.stdout, "stdout", echo)
         try:
@@ -1923,7 +1927,8 @@ class HttpTestCase(DroverTestCase):
 
     LOCAL_STATUS = {"bad_request": 400, "no_route": 404, "request_header_timeout": 408, "body_too_large": 413,
                     "uri_too_long": 414, "headers_too_large": 431, "upstream_connect_failed": 502,
-                    "bad_upstream_response": 502, "no_healthy_host": 503, "upstream_timeout": 504}
+                    "bad_upstream_response": 502, "no_healthy_host": 503, "upstream_timeout": 504,
+                    "shed": 503}
 
     def origin(self, name: str = "origin", **kw: Any) -> HttpOrigin:
         return self.backend(HttpOrigin(name, **kw))

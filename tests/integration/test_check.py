@@ -209,12 +209,12 @@ class CheckTest(unittest.TestCase):
               - name: api
                 discovery:
                   static: [127.0.0.1:9001]
-                adaptive_concurrency:
-                  min_limit: 4
+                tls:
+                  sni: api.internal
             """)
         e = self.only_error(text)
-        self.assertEqual(e["line"], line_of(text, "adaptive_concurrency"), e["text"])
-        self.assertEqual(e["path"], "clusters[0].adaptive_concurrency", e["text"])
+        self.assertEqual(e["line"], line_of(text, "tls"), e["text"])
+        self.assertEqual(e["path"], "clusters[0].tls", e["text"])
         self.assertIn("not supported yet", e["message"])
 
     def test_not_yet_supported_features(self):
@@ -222,7 +222,6 @@ class CheckTest(unittest.TestCase):
         cases = {
             "listener tls": LISTENER.replace("protocol: tcp\n", "protocol: tcp\n    tls:\n      certificates:\n"
                                                                "        - { cert: a.pem, key: a.key }\n") + cluster,
-            "adaptive concurrency": LISTENER + cluster + "    adaptive_concurrency: { min_limit: 4, max_limit: 100 }\n",
             "upstream tls": LISTENER + cluster + "    tls: { sni: api.internal }\n",
         }
         for what, text in cases.items():

@@ -1,0 +1,128 @@
+"""Admission and load shedding through the real binary: the cluster's request breaker
+(limits.max_requests), per-host caps (limits.max_requests_per_host), waiting up to queue_timeout
+bounded by max_pending, and the explicit refusal past them: 503, drover-error: shed, Retry-After.
+(tests/chaos/test_overload.py checks the same under sustained overload with a replica lost.)"""
+
+import threading
+import time
+import unittest
+
+from harness import HttpTestCase, http_listener, make_config, route, static_cluster, wait_until
+from test_health import Switchable
+
+
+class SheddingTest(HttpTestCase):
+
+    def proxy(self, backends, limits, **cluster):
+        clusters = [static_cluster("app", backends, load_balancing="round_robin", limits=limits,
+                                   retries={"attempts": 0}, **cluster)]
+        config = make_config([http_listener("web", [route("app", path_prefix="/")])], clusters, workers=1)
+        drover = self.start_drover(config)
+        return drover, drover.listener_addr("web")
+
+    def concurrently(self, addr, paths, headers=None):
+        """Sends each path on its own connection at once; returns [(status, seconds, response)] in order."""
+        results = [None] * len(paths)
+
+        def one(i, path):
+            started = time.monotonic()
+            resp = self.client(addr).request("GET", path, headers=headers or [])
+            results[i] = (resp.status, time.monotonic() - started, resp)
+        threads = [threading.Thread(target=one, args=(i, p), daemon=True) for i, p in enumerate(paths)]
+        for i, t in enumerate(threads):
+            t.start()
+            time.sleep(0.05 if i == 0 else 0)   # the first one takes the slot
+        for t in threads:
+            t.join(10)
+        return results
+
+    def shed_count(self, drover, reason):
+        return drover.metric_value("drover_cluster_shed_total", {"cluster": "app", "reason": reason}, default=0)
+
+    def test_a_host_at_its_cap_sheds_the_excess_fast_with_retry_after(self):
+        slow = Switchable(self, "slow")
+        slow.delay = 0.6
+        drover, addr = self.proxy([slow], {"max_requests_per_host": 1, "queue_timeout": "50ms"})
+        (first, took1, _), (second, took2, resp) = self.concurrently(addr, ["/a", "/b"])
+        self.assertEqual(first, 200)
+        self.assertLocalResponse(resp, "shed")
+        self.assertGreaterEqual(int(resp.header("retry-after")), 1)
+        self.assertLess(took2, 0.4, "shed only after queue_timeout, not after the slow request")
+        self.assertEqual(self.shed_count(drover, "host_capacity"), 1)
+        self.assertEqual(slow.count(), 1, "the shed request never reached the backend")
+
+    def test_a_request_waits_for_a_slot_within_queue_timeout(self):
+        slow = Switchable(self, "slow")
+        slow.delay = 0.3
+        drover, addr = self.proxy([slow], {"max_requests": 1, "queue_timeout": "2s"})
+        (first, _, _), (second, took2, _) = self.concurrently(addr, ["/a", "/b"])
+        self.assertEqual((first, second), (200, 200))
+        self.assertGreater(took2, 0.4, "the second waited for the first")
+        self.assertEqual(self.shed_count(drover, "max_requests"), 0)
+
+    def test_past_max_pending_requests_are_shed_at_once(self):
+        slow = Switchable(self, "slow")
+        slow.delay = 0.6
+        drover, addr = self.proxy([slow], {"max_requests": 1, "max_pending": 0, "queue_timeout": "2s"})
+        (first, _, _), (second, took2, resp) = self.concurrently(addr, ["/a", "/b"])
+        self.assertEqual(first, 200)
+        self.assertLocalResponse(resp, "shed")
+        self.assertLess(took2, 0.3)
+        self.assertEqual(self.shed_count(drover, "queue_full"), 1)
+
+    def test_low_priority_requests_are_shed_first(self):
+        slow = Switchable(self, "slow")
+        slow.delay = 0.6
+        drover, addr = self.proxy([slow], {"max_requests": 1, "queue_timeout": "2s"})
+        results = self.concurrently(addr, ["/a", "/b"], headers=[("x-drover-priority", "low")])
+        self.assertEqual(results[0][0], 200)
+        self.assertLocalResponse(results[1][2], "shed")
+        self.assertLess(results[1][1], 0.3, "a low-priority request does not wait")
+        self.assertEqual(self.shed_count(drover, "low_priority"), 1)
+
+    def test_adaptive_concurrency_limits_and_sheds(self):
+        slow = Switchable(self, "slow")
+        slow.delay = 0.6
+        drover, addr = self.proxy([slow], {"queue_timeout": "50ms"},
+                                  adaptive_concurrency={"min_limit": 1, "max_limit": 1})
+        self.assertEqual(drover.metric_value("drover_cluster_concurrency_limit", {"cluster": "app"}), 1)
+        (first, _, _), (second, took2, resp) = self.concurrently(addr, ["/a", "/b"])
+        self.assertEqual(first, 200)
+        self.assertLocalResponse(resp, "shed")
+        self.assertLess(took2, 0.4)
+        self.assertEqual(self.shed_count(drover, "adaptive_concurrency"), 1)
+
+    def test_the_cap_follows_the_healthy_hosts(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        a.delay = b.delay = 0.6
+        drover, addr = self.proxy([a, b], {"max_requests_per_host": 1, "queue_timeout": "50ms"})
+        statuses = sorted(s for s, _, _ in self.concurrently(addr, ["/1", "/2", "/3"]))
+        self.assertEqual(statuses, [200, 200, 503])   # two hosts, one slot each
+
+
+class ProcessLimitTest(HttpTestCase):
+
+    def test_near_the_descriptor_limit_new_connections_are_refused_and_admitted_work_goes_on(self):
+        origin = self.origin()
+        config = make_config([http_listener("web", [route("app", path_prefix="/")])],
+                             [static_cluster("app", [origin])], workers=1)
+        # 200 descriptors: 50 are kept in reserve (a quarter, at most 256), so clients stop near fd 150.
+        drover = self.start_drover(config, max_open_files=200)
+        addr = drover.listener_addr("web")
+        first = self.client(addr)
+        self.assertEqual(first.request("GET", "/before").status, 200)
+        held = [self.connect(addr) for _ in range(180)]
+        wait_until(lambda: drover.metric_value("drover_listener_connections_rejected_total",
+                                               {"listener": "web", "reason": "fd_limit"}, default=0) > 0, 5,
+                   message="connections past the ceiling refused")
+        # The connection admitted before keeps working: its upstream connection still gets a descriptor.
+        self.assertEqual(first.request("GET", "/during").status, 200)
+        for sock in held:
+            sock.close()
+        wait_until(lambda: drover.metric_value("drover_listener_connections_active", {"listener": "web"}) <= 1, 5,
+                   message="held connections closed")
+        self.assertEqual(self.get(addr, "/after").status, 200)
+
+
+if __name__ == "__main__":
+    unittest.main()
