@@ -2,7 +2,8 @@
 
   * `ChaosBackend`: `chaos_backend.py` in its own process (normal | sick | midclose), with SIGKILL /
     SIGSTOP / SIGCONT, mode switches (SIGUSR1 -> sick, SIGUSR2 -> normal), restart on the same port, and
-    its per-request log (`requests()`: (time.time(), method, path)).
+    its per-request log (`requests()`: (time.time(), method, path)); optionally a fixed-capacity replica
+    (`capacity` requests at once, `service_time` seconds each; restarts keep both).
   * `LoadClient`: K threads, each with its own keep-alive http.client connection to drover, sending GETs
     at a paced aggregate rate and recording every request (`Result`).
   * `ClustersPoller`: polls admin `/clusters` and records every host state change with a timestamp.
@@ -71,9 +72,11 @@ class ChaosBackend:
     request log file (one per backend, appended to by every incarnation) survives restarts."""
 
     def __init__(self, backend_id: str, mode: str = "normal", *, log_dir: str, port: int = 0,
-                 start_timeout: float = 5.0):
+                 start_timeout: float = 5.0, capacity: int = 0, service_time: float = 0.0):
         self.id = backend_id
         self.mode = mode
+        self.capacity = capacity            # chaos_backend.py --capacity (0: no limit)
+        self.service_time = service_time    # chaos_backend.py --service-time (seconds)
         self.log_path = os.path.join(log_dir, f"{backend_id}.log")
         self.stderr_path = os.path.join(log_dir, f"{backend_id}.stderr")
         self.port = port
@@ -106,7 +109,9 @@ class ChaosBackend:
         with open(self.stderr_path, "a", encoding="utf-8") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, BACKEND_SCRIPT, "--port", str(self.port), "--id", self.id, "--mode", self.mode,
-                 "--log", self.log_path],
+                 "--log", self.log_path]
+                + (["--capacity", str(self.capacity)] if self.capacity else [])
+                + (["--service-time", repr(float(self.service_time))] if self.service_time else []),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True)
 
     def wait_started(self) -> None:
@@ -524,8 +529,9 @@ class ChaosTestCase(DroverTestCase):
         """A line for the failure summary, stamped with `at` (the time of what it describes) or now."""
         self.notes.append((at if at is not None else time.time(), text))
 
-    def chaos_backend(self, backend_id: str, mode: str = "normal") -> ChaosBackend:
-        b = ChaosBackend(backend_id, mode, log_dir=self.dir)
+    def chaos_backend(self, backend_id: str, mode: str = "normal", **kw: Any) -> ChaosBackend:
+        """kw: ChaosBackend options (capacity, service_time)."""
+        b = ChaosBackend(backend_id, mode, log_dir=self.dir, **kw)
         self.backends.append(b)
         self.addCleanup(b.cleanup)
         return b

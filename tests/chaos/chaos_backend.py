@@ -1,6 +1,7 @@
 """A chaos-test HTTP/1.1 keep-alive backend in its own process (so a test can SIGKILL/SIGSTOP/SIGCONT it).
 
     python3 chaos_backend.py --port 0 --id a --mode normal|sick|midclose [--log FILE]
+                             [--capacity N] [--service-time S]
 
 Prints `port N` on stdout once listening (SO_REUSEADDR, so a restart re-binds the same port).
 Modes:
@@ -8,6 +9,11 @@ Modes:
   sick      503 to everything, /healthz included.
   midclose  /healthz -> 200 "ok" (the host looks alive to active checks); anything else: headers with
             Content-Length: 1000, then 100 bytes, then the connection is closed.
+--capacity N --service-time S: a fixed-capacity replica. Every request except /healthz (health checks are
+answered at once, so they never wait behind traffic) takes S seconds (a sleep) while holding one of N
+slots; a request beyond N in flight waits inside the replica for a free slot, first come first served
+(so it takes ~2*S, 3*S, ...).
+Default: no slot limit (0) and 0 s, the plain replica. In sick mode everything is answered at once.
 SIGUSR1 switches a running replica to sick, SIGUSR2 back to its starting mode (normal if it started sick).
 Every response carries `x-backend: <id>`. With --log, one line per request: `<time.time()> <method> <path>`
 (flushed at once), written before the response, so a test knows when a replica took a request.
@@ -17,6 +23,7 @@ Standard library only.
 from __future__ import annotations
 
 import argparse
+import collections
 import http.server
 import signal
 import socket
@@ -37,9 +44,47 @@ class Server(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def make_handler(backend_id: str, state: dict, log) -> type:
+class FifoSlots:
+    """A counting semaphore that hands freed slots to the waiters in arrival order (threading.Semaphore
+    lets a newcomer barge ahead of waiting threads): the replica serves its backlog first come, first
+    served, like a worker pool behind an accept queue."""
+
+    def __init__(self, n: int):
+        self.free = n
+        self.lock = threading.Lock()
+        self.waiters: collections.deque = collections.deque()
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.free > 0 and not self.waiters:
+                self.free -= 1
+                return
+            ready = threading.Event()
+            self.waiters.append(ready)
+        ready.wait()       # release() handed its slot to us
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            if self.waiters:
+                self.waiters.popleft().set()
+            else:
+                self.free += 1
+
+
+def make_handler(backend_id: str, state: dict, log, capacity: int = 0, service_time: float = 0.0) -> type:
     log_lock = threading.Lock()
     ident = backend_id.encode()
+    slots = FifoSlots(capacity) if capacity > 0 else None
+
+    def serve_time() -> None:
+        """Holds one of the `capacity` slots (waiting for one if all are taken) for `service_time`."""
+        if slots is None:
+            if service_time > 0:
+                time.sleep(service_time)
+            return
+        with slots:
+            if service_time > 0:
+                time.sleep(service_time)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -93,6 +138,7 @@ def make_handler(backend_id: str, state: dict, log) -> type:
                 except OSError:
                     pass
             else:
+                serve_time()
                 self._send(200, ident + b" " + self.path.encode("latin-1", "replace") + b"\n")
 
         do_GET = do_POST = do_PUT = do_DELETE = _handle
@@ -113,13 +159,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--id", required=True)
     p.add_argument("--mode", choices=("normal", "sick", "midclose"), default="normal")
     p.add_argument("--log")
+    p.add_argument("--capacity", type=int, default=0, help="requests served at once (0: no limit)")
+    p.add_argument("--service-time", type=float, default=0.0, help="seconds each request takes")
     args = p.parse_args(argv)
     log = open(args.log, "a", encoding="utf-8") if args.log else None
     state = {"mode": args.mode}
     # Mode switches on a running replica: SIGUSR1 -> sick, SIGUSR2 -> back to the starting mode.
     signal.signal(signal.SIGUSR1, lambda *_: state.update(mode="sick"))
     signal.signal(signal.SIGUSR2, lambda *_: state.update(mode=args.mode if args.mode != "sick" else "normal"))
-    server = Server(("127.0.0.1", args.port), make_handler(args.id, state, log))
+    server = Server(("127.0.0.1", args.port), make_handler(args.id, state, log, args.capacity, args.service_time))
     print(f"port {server.server_address[1]}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
