@@ -45,6 +45,12 @@ struct ShutdownConfig {
     Duration drain_timeout = 15s;   // SIGTERM: how long live connections may finish before being closed
 };
 
+// Protection of the process itself: past 95% of max_memory (resident), new connections are refused
+// and new requests shed, so the work already admitted can finish instead of the process dying.
+struct ProcessConfig {
+    std::uint64_t max_memory = 0;   // bytes; 0 = no limit of Drover's own (the kernel's still applies)
+};
+
 struct TlsCertificate {
     std::string cert;   // paths, relative ones resolved against the config file's folder
     std::string key;
@@ -246,6 +252,7 @@ struct Config {
     std::uint32_t workers = 0;   // 0 = auto: the number of cores
     LogConfig log;
     ShutdownConfig shutdown;
+    ProcessConfig process;
     std::vector<Listener> listeners;
     std::vector<Cluster> clusters;
 

@@ -711,7 +711,8 @@ public:
     Config read(const Cursor& root) {
         Config config;
         config.source = diag_.file();
-        const auto fields = root.map({"admin", "workers", "log", "shutdown", "access_log", "listeners", "clusters"});
+        const auto fields =
+            root.map({"admin", "workers", "log", "shutdown", "process", "access_log", "listeners", "clusters"});
         if (!fields) { return config; }
         if (const auto c = fields->get("admin")) {
             if (const auto admin = c->map({"address"})) {
@@ -751,6 +752,11 @@ public:
         if (const auto c = fields->get("shutdown")) {
             if (const auto shutdown = c->map({"drain_timeout"})) {
                 shutdown->read_duration("drain_timeout", config.shutdown.drain_timeout, false);
+            }
+        }
+        if (const auto c = fields->get("process")) {
+            if (const auto process = c->map({"max_memory"})) {
+                process->read_size("max_memory", config.process.max_memory, 0);
             }
         }
         if (const auto c = fields->get("listeners")) {

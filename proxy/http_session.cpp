@@ -23,6 +23,7 @@
 #include "proxy/http_rules.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/load_balancer/hash.hpp"
+#include "proxy/pressure.hpp"
 #include "proxy/relay.hpp"
 #include "proxy/socket_options.hpp"
 #include "proxy/worker.hpp"
@@ -416,7 +417,15 @@ private:
         // them a request waits up to queue_timeout for a slot, then is shed: 503, drover-error: shed.
         const bool low_priority = http_rules::iequals(request[kPriorityHeader], "low");
         const auto queue_deadline = start_ + config.limits.queue_timeout;
-        if (auto shed = co_await admit_cluster(cluster, *stats, config, low_priority, queue_deadline, has_body)) {
+        if (g_pressure.memory.load(std::memory_order_relaxed)) {
+            stats->shed_memory.fetch_add(1, std::memory_order_relaxed);
+            const LocalError shed = shed_error(cluster, *stats, config, "the process is near its memory limit", has_body);
+            co_await send_local(shed, &request.base());
+            co_return !has_body && request.keep_alive();
+        }
+        const auto cluster_slot_free = [stats, &config] { return take_cluster_slot(*stats, config); };
+        if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, cluster_slot_free,
+                                       stats->shed_max_requests, "cluster at limits.max_requests")) {
             co_await send_local(*shed, &request.base());
             co_return !has_body && request.keep_alive();
         }
@@ -429,7 +438,9 @@ private:
             }
         } cluster_slot{stats, &cluster};
         if (cluster.limiter) {
-            if (auto shed = co_await admit_adaptive(cluster, *stats, config, low_priority, queue_deadline, has_body)) {
+            const auto limiter_slot_free = [&cluster] { return cluster.limiter->try_acquire(); };
+            if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, limiter_slot_free,
+                                           stats->shed_adaptive, "at the adaptive concurrency limit")) {
                 co_await send_local(*shed, &request.base());
                 co_return !has_body && request.keep_alive();
             }
@@ -713,20 +724,23 @@ private:
         }
     };
 
-    // The worker's adaptive concurrency limit: takes a slot, waiting up to `deadline`.
-    asio::awaitable<std::optional<LocalError>> admit_adaptive(WorkerCluster& cluster, ClusterStats& stats,
-                                                              const config::Cluster& config, bool low_priority,
-                                                              Clock::time_point deadline, bool has_body) {
+    // Takes an admission slot with `try_take`, waiting up to `deadline` for one (at most max_pending
+    // requests wait); past it, a shed answer counted in `shed_counter`.
+    template <class TryTake>
+    asio::awaitable<std::optional<LocalError>> admit(WorkerCluster& cluster, ClusterStats& stats, const config::Cluster& config,
+                                                     bool low_priority, Clock::time_point deadline, bool has_body,
+                                                     TryTake try_take, std::atomic<std::uint64_t>& shed_counter,
+                                                     std::string_view why) {
         bool waiting = false;
-        while (!cluster.limiter->try_acquire()) {
+        while (!try_take()) {
             if (!waiting) {
                 if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster)) { co_return shed; }
                 waiting = true;
             }
             if (Clock::now() >= deadline) {
                 stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
-                stats.shed_adaptive.fetch_add(1, std::memory_order_relaxed);
-                co_return shed_error(cluster, stats, config, "at the adaptive concurrency limit", has_body);
+                shed_counter.fetch_add(1, std::memory_order_relaxed);
+                co_return shed_error(cluster, stats, config, why, has_body);
             }
             co_await wait_slot(cluster, deadline);
         }
@@ -734,29 +748,13 @@ private:
         co_return std::nullopt;
     }
 
-    // The cluster's request breaker (limits.max_requests): takes a slot, waiting up to `deadline`.
-    asio::awaitable<std::optional<LocalError>> admit_cluster(WorkerCluster& cluster, ClusterStats& stats,
-                                                             const config::Cluster& config, bool low_priority,
-                                                             Clock::time_point deadline, bool has_body) {
-        const auto max = static_cast<std::int64_t>(config.limits.max_requests);
-        bool waiting = false;
-        for (;;) {
-            if (stats.requests_active.fetch_add(1, std::memory_order_relaxed) < max) {
-                if (waiting) { stats.pending_active.fetch_sub(1, std::memory_order_relaxed); }
-                co_return std::nullopt;
-            }
-            stats.requests_active.fetch_sub(1, std::memory_order_relaxed);
-            if (!waiting) {
-                if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster)) { co_return shed; }
-                waiting = true;
-            }
-            if (Clock::now() >= deadline) {
-                stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
-                stats.shed_max_requests.fetch_add(1, std::memory_order_relaxed);
-                co_return shed_error(cluster, stats, config, "cluster at limits.max_requests", has_body);
-            }
-            co_await wait_slot(cluster, deadline);
+    // The cluster's request breaker (limits.max_requests), shared by every worker.
+    static bool take_cluster_slot(ClusterStats& stats, const config::Cluster& config) {
+        if (stats.requests_active.fetch_add(1, std::memory_order_relaxed) < static_cast<std::int64_t>(config.limits.max_requests)) {
+            return true;
         }
+        stats.requests_active.fetch_sub(1, std::memory_order_relaxed);
+        return false;
     }
 
     // A request found no slot: it may wait unless it is low priority or max_pending already wait.

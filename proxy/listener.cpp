@@ -14,6 +14,7 @@
 
 #include "config/log.hpp"
 #include "proxy/http_session.hpp"
+#include "proxy/pressure.hpp"
 #include "proxy/spawn.hpp"
 #include "proxy/tcp_session.hpp"
 #include "proxy/worker.hpp"
@@ -57,6 +58,12 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<ListenerState>
             continue;
         }
         bump(counters.accepted);
+        if (g_pressure.memory.load(std::memory_order_relaxed)) {
+            bump(counters.rejected_memory);
+            boost::system::error_code ignored;
+            socket.close(ignored);
+            continue;
+        }
         if (socket.native_handle() >= client_fd_ceiling()) {
             // Refuse new work near the descriptor limit instead of failing the work already admitted.
             bump(counters.rejected_fd_limit);

@@ -10,6 +10,7 @@
 
 #include "config/log.hpp"
 #include "discovery/endpoint.hpp"
+#include "proxy/pressure.hpp"
 #include "proxy/spawn.hpp"
 #include "proxy/status.hpp"
 
@@ -173,6 +174,32 @@ asio::awaitable<void> Server::sweep_dynamic() {
     }
 }
 
+// Samples resident memory; past 95% of process.max_memory the data path refuses new work, and takes it
+// again below 90% (a gap, so it does not flap at the line).
+asio::awaitable<void> Server::watch_memory() {
+    constexpr auto kPeriod = std::chrono::milliseconds(250);
+    const auto limit = static_cast<double>(config_.process.max_memory);
+    asio::steady_timer timer(control_);
+    while (!draining_) {
+        const auto resident = resident_memory_bytes();
+        g_pressure.resident_bytes.store(resident, std::memory_order_relaxed);
+        const bool was = g_pressure.memory.load(std::memory_order_relaxed);
+        const bool now = was ? static_cast<double>(resident) > 0.90 * limit : static_cast<double>(resident) > 0.95 * limit;
+        if (now != was) {
+            g_pressure.memory.store(now, std::memory_order_relaxed);
+            if (now) {
+                log::warn("memory: {} MiB resident, past 95% of process.max_memory ({} MiB): refusing new connections "
+                          "and shedding new requests", resident >> 20, config_.process.max_memory >> 20);
+            } else {
+                log::info("memory: {} MiB resident, below 90% of process.max_memory: taking new work again",
+                          resident >> 20);
+            }
+        }
+        timer.expires_after(kPeriod);
+        co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+}
+
 Server::~Server() {
     for (auto& worker : workers_) { worker->stop(); }
     for (auto& worker : workers_) { worker->join(); }
@@ -197,6 +224,7 @@ void Server::start() {
     // Discovery first, so each worker applies the first snapshots before its first accept.
     for (auto& cluster : clusters_) { cluster->start(); }   // templates are started per Host, on first use
     for (auto& listener : listeners_) { listener->start(); }
+    if (config_.process.max_memory > 0) { spawn(control_.get_executor(), watch_memory(), "memory watch"); }
     std::signal(SIGPIPE, SIG_IGN);
     signals_.add(SIGTERM);
     signals_.add(SIGINT);

@@ -59,6 +59,7 @@ private:
     std::size_t add_cluster(const config::Cluster& config);
     void ensure_dynamic(std::size_t template_index, const std::string& host);
     boost::asio::awaitable<void> sweep_dynamic();
+    boost::asio::awaitable<void> watch_memory();
 
     // A route's cluster_template and the clusters made from it, by Host.
     struct Template {

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "proxy/admin.hpp"
+#include "proxy/pressure.hpp"
 #include "proxy/server.hpp"
 #include "proxy/spawn.hpp"
 #include "proxy/text_writers.hpp"
@@ -271,6 +272,7 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "queue_full"}}, relaxed(st.shed_queue_full));
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "low_priority"}}, relaxed(st.shed_low_priority));
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "adaptive_concurrency"}}, relaxed(st.shed_adaptive));
+        w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "memory"}}, relaxed(st.shed_memory));
     }
     w.family("drover_cluster_concurrency_limit", "gauge",
              "adaptive_concurrency: the learned limit of requests in flight, summed over workers (absent when off).");
@@ -423,6 +425,11 @@ std::string render_metrics(const Server& server) {
     w.sample("drover_workers", {}, static_cast<std::uint64_t>(server.workers().size()));
     w.family("drover_draining", "gauge", "1 while the process drains before exiting.");
     w.sample("drover_draining", {}, std::uint64_t{server.draining() ? 1u : 0u});
+    w.family("drover_process_resident_memory_bytes", "gauge", "Resident memory of the process.");
+    w.sample("drover_process_resident_memory_bytes", {}, resident_memory_bytes());
+    w.family("drover_memory_pressure", "gauge",
+             "1 while resident memory is past 95% of process.max_memory: new connections refused, new requests shed.");
+    w.sample("drover_memory_pressure", {}, std::uint64_t{g_pressure.memory.load(std::memory_order_relaxed) ? 1u : 0u});
     w.family("drover_internal_errors_total", "counter", "Exceptions that escaped a connection or task.");
     w.sample("drover_internal_errors_total", {}, g_escaped_exceptions.load(std::memory_order_relaxed));
 
@@ -447,6 +454,9 @@ std::string render_metrics(const Server& server) {
         w.sample("drover_listener_connections_rejected_total",
                  {{"listener", l->state().config.name}, {"reason", "fd_limit"}},
                  sum(server, l->state().index, &ListenerCounters::rejected_fd_limit));
+        w.sample("drover_listener_connections_rejected_total",
+                 {{"listener", l->state().config.name}, {"reason", "memory_limit"}},
+                 sum(server, l->state().index, &ListenerCounters::rejected_memory));
     }
     w.family("drover_listener_bytes_received_total", "counter", "Bytes received from clients.");
     for (const auto& l : listeners) {

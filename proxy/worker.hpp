@@ -53,6 +53,7 @@ struct ListenerCounters {
     std::atomic<std::uint64_t> accepted{0};
     std::atomic<std::uint64_t> rejected_max_connections{0};
     std::atomic<std::uint64_t> rejected_fd_limit{0};   // the process neared its descriptor limit
+    std::atomic<std::uint64_t> rejected_memory{0};     // the process was past process.max_memory
     std::atomic<std::uint64_t> bytes_received{0};   // from clients
     std::atomic<std::uint64_t> bytes_sent{0};       // to clients
     // HTTP listeners only.

@@ -210,7 +210,8 @@ class DnsDiscoveryTest(DroverTestCase):
     def test_never_resolved_cluster_has_no_hosts_and_is_named_by_ready(self):
         self.replicas(["A"])
         dns = self.dnsmasq({"other.drover.test": ["127.0.0.9"]})
-        config = make_config([tcp_listener("front", "back")], [self.web_cluster(dns)])
+        # A connection waits hold_timeout for discovery to answer before it is closed: keep that short.
+        config = make_config([tcp_listener("front", "back")], [{**self.web_cluster(dns), "hold_timeout": "300ms"}])
         drover = self.start_drover(config, wait_ready=False)
         addr = drover.listener_addr("front")
 

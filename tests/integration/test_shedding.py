@@ -123,6 +123,27 @@ class ProcessLimitTest(HttpTestCase):
                    message="held connections closed")
         self.assertEqual(self.get(addr, "/after").status, 200)
 
+    def test_past_the_memory_mark_new_connections_are_refused(self):
+        origin = self.origin()
+        config = make_config([http_listener("web", [route("app", path_prefix="/")])],
+                             [static_cluster("app", [origin])], workers=1, process={"max_memory": "1MiB"})
+        drover = self.start_drover(config)   # any process is past 95% of 1 MiB resident
+        wait_until(lambda: drover.metric_value("drover_memory_pressure") == 1, 5, message="memory pressure")
+        self.assertClosedPromptly(self.connect(drover.listener_addr("web")))
+        wait_until(lambda: drover.metric_value("drover_listener_connections_rejected_total",
+                                               {"listener": "web", "reason": "memory_limit"}, default=0) >= 1, 5,
+                   message="refusal counted")
+        self.assertGreater(drover.metric_value("drover_process_resident_memory_bytes"), 1 << 20)
+        self.assertEqual(origin.connections, 0)
+
+    def test_under_the_memory_mark_traffic_flows(self):
+        origin = self.origin()
+        config = make_config([http_listener("web", [route("app", path_prefix="/")])],
+                             [static_cluster("app", [origin])], workers=1, process={"max_memory": "4GiB"})
+        drover = self.start_drover(config)
+        self.assertEqual(self.get(drover.listener_addr("web"), "/").status, 200)
+        self.assertEqual(drover.metric_value("drover_memory_pressure"), 0)
+
 
 if __name__ == "__main__":
     unittest.main()
