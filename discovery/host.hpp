@@ -20,6 +20,7 @@ struct HostStats {
     std::atomic<std::uint64_t> connections_total{0};
     std::atomic<std::uint64_t> connect_failures{0};
     std::atomic<bool> removed{false};   // discovery no longer lists it: finish, never pool again
+    std::atomic<bool> draining{false};  // drained by the admin: the same, until undrained
     // Set while the control loop counts a failure streak for the host: workers then report successes
     // too, so the streak resets (see proxy::HealthReporter). Written by both sides, relaxed.
     std::atomic<bool> failing{false};

@@ -421,6 +421,22 @@ void Cluster::on_overload(const std::shared_ptr<const discovery::Host>& host, mi
     rebuild();
 }
 
+bool Cluster::set_draining(std::string_view host, bool draining) {
+    for (const auto& record : order_) {
+        if (record->host->name() != host) { continue; }
+        if (record->draining == draining) { return true; }
+        const auto now = Clock::now();
+        record->draining = draining;
+        record->host->stats().draining.store(draining, std::memory_order_relaxed);
+        record->note(now, draining ? "draining" : "undrained", "admin request");
+        if (!draining && config_->slow_start > milliseconds::zero()) { record->slow_start_since = now; }
+        log::info("cluster {}: host {} {} by admin request", config_->name, host, draining ? "draining" : "undrained");
+        rebuild();
+        return true;
+    }
+    return false;
+}
+
 void Cluster::wake_maintenance() { maintenance_->cancel(); }
 
 // Ends ejections when due and steps slow-start and overload ramps; sleeps until the next of those.

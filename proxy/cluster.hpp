@@ -194,6 +194,10 @@ public:
     // not sent traffic it would have to hold until its hosts pass their first checks.
     std::size_t warming() const { return warming_; }
 
+    // Admin drain of one host: no new requests (in-flight ones finish, then its connections close);
+    // undrain brings it back through slow start. False when the cluster has no such host.
+    bool set_draining(std::string_view host, bool draining);
+
     // From the reporter (control loop).
     void on_outcome(const std::shared_ptr<const discovery::Host>& host, health::Outcome outcome);
     void on_overload(const std::shared_ptr<const discovery::Host>& host, std::chrono::milliseconds retry_after);

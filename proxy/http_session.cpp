@@ -1120,7 +1120,8 @@ private:
 
         // Back to the pool only when the exchange ended cleanly and nothing stray follows it.
         const bool reusable = parser.is_done() && response.keep_alive() && !close_delimited && upstream_buf.size() == 0 &&
-                              !worker_.draining() && !host->stats().removed.load(std::memory_order_relaxed);
+                              !worker_.draining() && !host->stats().removed.load(std::memory_order_relaxed) &&
+                              !host->stats().draining.load(std::memory_order_relaxed);
         if (reusable) {
             worker_.pool().put(host, upstream_->release_socket(), config.timeouts.idle);
             upstream_.reset();

@@ -5,6 +5,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <fmt/format.h>
+
 #include <csignal>
 #include <thread>
 
@@ -72,6 +74,13 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
     }
     admin_ = std::make_unique<Admin>(control_, config_.admin.address);
     register_status_routes(*admin_, *this);
+    admin_->route("POST", "/clusters/*", [this](const AdminRequest& request) { return drain_host(request.path); });
+    admin_->route("POST", "/drain", [this](const AdminRequest&) {
+        if (draining_) { return AdminResponse::text(409, "already draining\n"); }
+        drain("POST /drain");
+        return AdminResponse::text(200, fmt::format("draining: listeners closed, live connections have {} ms\n",
+                                                    config_.shutdown.drain_timeout.count()));
+    });
 }
 
 std::size_t Server::add_cluster(const config::Cluster& cluster_config) {
@@ -97,6 +106,13 @@ std::size_t Server::add_cluster(const config::Cluster& cluster_config) {
         clusters_[index] = std::move(cluster);
     }
     return index;
+}
+
+Cluster* Server::find_cluster(std::string_view name) {
+    for (auto& c : clusters_) {
+        if (c && c->name() == name) { return c.get(); }
+    }
+    return nullptr;
 }
 
 std::vector<const Cluster*> Server::clusters() const {
@@ -248,6 +264,28 @@ int Server::run() {
     for (auto& worker : workers_) { worker->join(); }
     log::info("drover stopped");
     return 0;
+}
+
+// POST /clusters/<cluster>/<host>/drain | undrain (cluster names may hold '/').
+AdminResponse Server::drain_host(std::string_view path) {
+    std::string_view rest = path.substr(std::string_view("/clusters/").size());
+    const auto action_at = rest.rfind('/');
+    const auto host_at = action_at == std::string_view::npos ? action_at : rest.rfind('/', action_at - 1);
+    if (host_at == std::string_view::npos || host_at == 0) {
+        return AdminResponse::text(404, "use POST /clusters/<cluster>/<host>/drain or .../undrain\n");
+    }
+    const auto action = rest.substr(action_at + 1);
+    if (action != "drain" && action != "undrain") {
+        return AdminResponse::text(404, fmt::format("unknown action '{}': use drain or undrain\n", action));
+    }
+    const auto cluster_name = rest.substr(0, host_at);
+    const auto host = rest.substr(host_at + 1, action_at - host_at - 1);
+    auto* cluster = find_cluster(cluster_name);
+    if (cluster == nullptr) { return AdminResponse::text(404, fmt::format("no cluster {}\n", cluster_name)); }
+    if (!cluster->set_draining(host, action == "drain")) {
+        return AdminResponse::text(404, fmt::format("cluster {} has no host {}\n", cluster_name, host));
+    }
+    return AdminResponse::text(200, fmt::format("{} {} {}\n", cluster_name, host, action == "drain" ? "draining" : "undrained"));
 }
 
 void Server::wait_for_signal() {

@@ -47,6 +47,7 @@ public:
     const std::vector<std::unique_ptr<Worker>>& workers() const { return workers_; }
     // Every live cluster: configured ones and those made from templates (control loop only).
     std::vector<const Cluster*> clusters() const;
+    Cluster* find_cluster(std::string_view name);
     const std::vector<std::unique_ptr<Listener>>& listeners() const { return listeners_; }
     bool ready() const { return started_ && !draining_; }
     bool draining() const { return draining_; }
@@ -54,6 +55,7 @@ public:
 
 private:
     void wait_for_signal();
+    AdminResponse drain_host(std::string_view path);
     boost::asio::awaitable<void> finish_drain();
     std::size_t live_sessions() const;
     std::size_t add_cluster(const config::Cluster& config);

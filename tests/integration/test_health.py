@@ -123,6 +123,25 @@ class HealthTest(HttpTestCase):
         events = [e["event"] for e in drover.admin_json(f"/clusters/app/{b.addr}")["history"]]
         self.assertIn("ejected", events)
 
+    def test_admin_drain_takes_a_host_out_and_undrain_brings_it_back(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        drover, addr = self.proxy([a, b])
+        self.assertEqual(drover.admin_post(f"/clusters/app/{b.addr}/drain").status, 200)
+        h = self.host(drover, b.addr)
+        self.assertEqual((h["state"], h["eligible"], h["draining"]), ("draining", False, True), h)
+        before = b.count()
+        conn = self.client(addr)
+        for i in range(6):
+            self.assertEqual(self.backend_of(conn.request("GET", f"/{i}")), "a")
+        self.assertEqual(b.count(), before)
+        self.assertEqual(drover.admin_post(f"/clusters/app/{b.addr}/undrain").status, 200)
+        wait_until(lambda: self.backend_of(conn.request("GET", "/back")) == "b", 5, message="b takes traffic again")
+        events = [e["event"] for e in drover.admin_json(f"/clusters/app/{b.addr}")["history"]]
+        self.assertEqual(events[-2:], ["draining", "undrained"])
+        self.assertEqual(drover.admin_post(f"/clusters/app/{b.addr}/pause").status, 404)
+        self.assertEqual(drover.admin_post("/clusters/app/127.0.0.1:1/drain").status, 404)
+        self.assertEqual(drover.admin_post(f"/clusters/nope/{b.addr}/drain").status, 404)
+
     def test_unknown_host_detail_is_404(self):
         a = Switchable(self, "a")
         drover, _ = self.proxy([a])

@@ -73,6 +73,19 @@ class SignalTest(DroverTestCase):
         self.assertLess(time.monotonic() - start, 0.5 + 3)
         wait_until(lambda: echo.active == 0, 3, message="upstream connection closed as well")
 
+    def test_admin_post_drain_drains_like_sigterm(self):
+        drover, addr, echo = self.proxy(drain_timeout="20s")
+        live = self.connect(addr)
+        self.assertEqual(roundtrip(live, b"before"), b"before")
+        resp = drover.admin_post("/drain")
+        self.assertEqual(resp.status, 200, resp.text)
+        self.assert_not_ready(drover)
+        wait_until(lambda: connect_refused(addr), 5, message="listener still accepting")
+        self.assertEqual(roundtrip(live, b"still"), b"still")
+        self.assertTrue(drover.running())
+        live.close()
+        self.assertEqual(drover.wait_exit(5), 0)
+
     def test_sigterm_without_connections_exits_0_promptly(self):
         drover, _, _ = self.proxy(drain_timeout="20s")
         start = time.monotonic()
