@@ -292,6 +292,189 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
     }
 }
 
+// GET /config: the running configuration as JSON, every key with its effective value (defaults
+// included), so an operator sees what Drover runs with rather than what the file said. Private keys
+// are never shown: their paths are replaced by "<redacted>".
+std::string duration_text(std::chrono::milliseconds d) {
+    const auto ms = d.count();
+    if (ms != 0 && ms % 1000 == 0) { return fmt::format("{}s", ms / 1000); }
+    return fmt::format("{}ms", ms);
+}
+
+constexpr std::string_view kRedacted = "<redacted>";
+
+void render_limits_and_timeouts(JsonWriter& j, const config::Listener& l) {
+    j.key("limits").begin_object();
+    j.key("max_connections").value(l.limits.max_connections);
+    j.key("max_request_header_bytes").value(l.limits.max_request_header_bytes);
+    j.key("max_request_body_bytes").value(l.limits.max_request_body_bytes);
+    j.key("max_request_headers").value(std::uint64_t{l.limits.max_request_headers});
+    j.key("max_uri_bytes").value(std::uint64_t{l.limits.max_uri_bytes});
+    j.end_object();
+    j.key("timeouts").begin_object();
+    j.key("request_headers").value(duration_text(l.timeouts.request_headers));
+    j.key("idle").value(duration_text(l.timeouts.idle));
+    j.end_object();
+}
+
+void render_listener_config(JsonWriter& j, const config::Listener& l) {
+    j.begin_object();
+    j.key("name").value(l.name);
+    j.key("address").value(l.address.str());
+    j.key("protocol").value(protocol_name(l.protocol));
+    if (l.tls) {
+        j.key("tls").begin_object().key("certificates").begin_array();
+        for (const auto& c : l.tls->certificates) {
+            j.begin_object().key("cert").value(c.cert).key("key").value(kRedacted).end_object();
+        }
+        j.end_array().end_object();
+    }
+    if (l.protocol == config::Protocol::tcp) {
+        j.key("cluster").value(l.cluster);
+    } else {
+        j.key("routes").begin_array();
+        for (const auto& r : l.routes) {
+            j.begin_object().key("match").begin_object();
+            j.key("host").value(r.match.host).key("path_prefix").value(r.match.path_prefix);
+            j.end_object();
+            if (r.cluster_template.empty()) {
+                j.key("cluster").value(r.cluster);
+            } else {
+                j.key("cluster_template").value(r.cluster_template);
+            }
+            j.end_object();
+        }
+        j.end_array();
+    }
+    render_limits_and_timeouts(j, l);
+    j.end_object();
+}
+
+void render_discovery_config(JsonWriter& j, const config::Discovery& discovery) {
+    j.key("discovery").begin_object();
+    if (const auto* s = std::get_if<config::StaticDiscovery>(&discovery)) {
+        j.key("static").begin_array();
+        for (const auto& e : s->endpoints) {
+            j.begin_object().key("address").value(e.address.str()).key("weight").value(std::uint64_t{e.weight}).end_object();
+        }
+        j.end_array();
+    } else if (const auto* d = std::get_if<config::DnsDiscovery>(&discovery)) {
+        static constexpr std::array<std::string_view, 4> kTypes = {"a", "aaaa", "a+aaaa", "srv"};
+        j.key("dns").begin_object();
+        j.key("name").value(d->name).key("type").value(kTypes[static_cast<std::size_t>(d->type)]);
+        if (d->port) { j.key("port").value(std::uint64_t{*d->port}); }
+        j.key("servers").begin_array();
+        for (const auto& server : d->servers) { j.value(server.str()); }
+        j.end_array();
+        j.key("refresh").begin_object().key("min").value(duration_text(d->refresh_min));
+        j.key("max").value(duration_text(d->refresh_max)).end_object();
+        if (d->max_stale) { j.key("max_stale").value(duration_text(*d->max_stale)); }
+        j.end_object();
+    } else {
+        j.key("file").value(std::get<config::FileDiscovery>(discovery).path);
+    }
+    j.end_object();
+}
+
+void render_health_config(JsonWriter& j, const config::Cluster& c) {
+    const auto& h = c.health_check;
+    j.key("health_check").begin_object();
+    j.key("enabled").value(h.enabled);
+    j.key("interval").value(duration_text(h.interval)).key("unhealthy_interval").value(duration_text(h.unhealthy_interval));
+    j.key("timeout").value(duration_text(h.timeout)).key("jitter").value(h.jitter);
+    j.key("healthy_threshold").value(std::uint64_t{h.healthy_threshold});
+    j.key("unhealthy_threshold").value(std::uint64_t{h.unhealthy_threshold});
+    if (const auto* http = std::get_if<config::HttpProbe>(&h.probe)) {
+        j.key("http").begin_object().key("path").value(http->path).key("host").value(http->host);
+        j.key("expected_statuses").begin_array();
+        for (const auto& r : http->expected_statuses) {
+            j.value(r.lo == r.hi ? fmt::format("{}", r.lo) : fmt::format("{}-{}", r.lo, r.hi));
+        }
+        j.end_array().end_object();
+    } else {
+        j.key(std::holds_alternative<config::TlsProbe>(h.probe) ? "tls" : "tcp").begin_object().end_object();
+    }
+    j.end_object();
+    const auto& o = c.outlier_detection;
+    j.key("outlier_detection").begin_object();
+    j.key("enabled").value(o.enabled).key("consecutive_failures").value(std::uint64_t{o.consecutive_failures});
+    j.key("base_ejection_time").value(duration_text(o.base_ejection_time));
+    j.key("max_ejection_time").value(duration_text(o.max_ejection_time));
+    j.key("max_ejection_percent").value(o.max_ejection_percent);
+    j.end_object();
+    j.key("panic_threshold").value(c.panic_threshold);
+    j.key("panic_policy").value(c.panic_policy == config::PanicPolicy::use_all ? "use_all" : "fail_closed");
+    j.key("slow_start").value(duration_text(c.slow_start));
+    j.key("hold_timeout").value(duration_text(c.hold_timeout));
+}
+
+void render_cluster_config(JsonWriter& j, const config::Cluster& c) {
+    static constexpr std::array<std::string_view, 6> kRetryOn = {"connect_failure", "reset", "timeout", "502", "503", "504"};
+    j.begin_object();
+    j.key("name").value(c.name);
+    render_discovery_config(j, c.discovery);
+    j.key("load_balancing").value(policy_name(c.load_balancing));
+    if (c.hash) {
+        j.key("hash").begin_object();
+        if (c.hash->kind == config::HashPolicy::Kind::source_ip) {
+            j.key("source_ip").value(true);
+        } else {
+            j.key(c.hash->kind == config::HashPolicy::Kind::header ? "header" : "cookie").value(c.hash->name);
+        }
+        j.end_object();
+    }
+    render_health_config(j, c);
+    j.key("retries").begin_object();
+    j.key("attempts").value(std::uint64_t{c.retries.attempts});
+    j.key("on").begin_array();
+    for (const auto on : c.retries.on) { j.value(kRetryOn[static_cast<std::size_t>(on)]); }
+    j.end_array();
+    j.key("budget").value(c.retries.budget).key("per_try_timeout").value(duration_text(c.retries.per_try_timeout));
+    j.end_object();
+    j.key("timeouts").begin_object().key("connect").value(duration_text(c.timeouts.connect));
+    j.key("request").value(duration_text(c.timeouts.request)).key("idle").value(duration_text(c.timeouts.idle)).end_object();
+    j.key("limits").begin_object();
+    j.key("max_connections").value(c.limits.max_connections).key("max_pending").value(c.limits.max_pending);
+    j.key("max_requests").value(c.limits.max_requests).key("max_requests_per_host").value(c.limits.max_requests_per_host);
+    j.key("queue_timeout").value(duration_text(c.limits.queue_timeout));
+    j.end_object();
+    if (c.adaptive_concurrency) {
+        j.key("adaptive_concurrency").begin_object().key("min_limit").value(std::uint64_t{c.adaptive_concurrency->min_limit});
+        j.key("max_limit").value(std::uint64_t{c.adaptive_concurrency->max_limit}).end_object();
+    }
+    if (c.tls) {
+        j.key("tls").begin_object().key("sni").value(c.tls->sni).key("ca").value(c.tls->ca).key("cert").value(c.tls->cert);
+        j.key("key").value(c.tls->key.empty() ? std::string_view{} : kRedacted).end_object();
+    }
+    if (c.is_template()) {
+        j.key("dynamic").begin_object().key("max_clusters").value(std::uint64_t{c.max_clusters});
+        j.key("idle_timeout").value(duration_text(c.idle_timeout)).end_object();
+    }
+    j.end_object();
+}
+
+std::string render_config(const Server& server) {
+    const auto& c = server.config();
+    JsonWriter j;
+    j.begin_object();
+    j.key("source").value(c.source);
+    j.key("admin").begin_object().key("address").value(c.admin.address.str()).end_object();
+    j.key("workers").value(static_cast<std::uint64_t>(server.workers().size()));
+    static constexpr std::array<std::string_view, 4> kLevels = {"debug", "info", "warn", "error"};
+    j.key("log").begin_object().key("level").value(kLevels[static_cast<std::size_t>(c.log.level)]).end_object();
+    j.key("shutdown").begin_object().key("drain_timeout").value(duration_text(c.shutdown.drain_timeout)).end_object();
+    j.key("process").begin_object().key("max_memory").value(c.process.max_memory).end_object();
+    if (c.access_log) { j.key("access_log").begin_object().key("path").value(c.access_log->path).end_object(); }
+    j.key("listeners").begin_array();
+    for (const auto& l : c.listeners) { render_listener_config(j, l); }
+    j.end_array();
+    j.key("clusters").begin_array();
+    for (const auto& cl : c.clusters) { render_cluster_config(j, cl); }
+    j.end_array();
+    j.end_object();
+    return j.take();
+}
+
 // GET /clusters/<cluster>/<host>: one host with its recent history (cluster names may hold '/').
 AdminResponse render_host_detail(const Server& server, std::string_view rest) {
     const auto slash = rest.rfind('/');
@@ -592,6 +775,7 @@ void register_status_routes(Admin& admin, const Server& server) {
     admin.route("GET", "/clusters/*", [&server](const AdminRequest& request) {
         return render_host_detail(server, std::string_view(request.path).substr(std::string_view("/clusters/").size()));
     });
+    admin.route("GET", "/config", [&server](const AdminRequest&) { return AdminResponse::json(render_config(server)); });
     admin.route("GET", "/listeners", [&server](const AdminRequest&) {
         return AdminResponse::json(render_listeners(server));
     });

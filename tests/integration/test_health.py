@@ -142,6 +142,20 @@ class HealthTest(HttpTestCase):
         self.assertEqual(drover.admin_post("/clusters/app/127.0.0.1:1/drain").status, 404)
         self.assertEqual(drover.admin_post(f"/clusters/nope/{b.addr}/drain").status, 404)
 
+    def test_config_shows_the_effective_self_healing_settings(self):
+        a = Switchable(self, "a")
+        drover, _ = self.proxy([a], retries={"per_try_timeout": "300ms"})
+        config = drover.admin_json("/config")
+        cluster = config["clusters"][0]
+        self.assertEqual(cluster["name"], "app")
+        self.assertEqual(cluster["health_check"]["http"]["path"], "/healthz")
+        self.assertTrue(cluster["outlier_detection"]["enabled"])      # a default, not in the file
+        self.assertEqual(cluster["outlier_detection"]["base_ejection_time"], "5s")
+        self.assertEqual(cluster["retries"]["per_try_timeout"], "300ms")
+        self.assertEqual(cluster["hold_timeout"], "3s")
+        self.assertEqual(cluster["retries"]["on"], ["connect_failure", "reset", "timeout", "502", "503", "504"])
+        self.assertEqual(config["listeners"][0]["routes"][0]["cluster"], "app")
+
     def test_unknown_host_detail_is_404(self):
         a = Switchable(self, "a")
         drover, _ = self.proxy([a])
