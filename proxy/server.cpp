@@ -14,6 +14,7 @@
 #include "discovery/endpoint.hpp"
 #include "proxy/pressure.hpp"
 #include "proxy/spawn.hpp"
+#include "proxy/systemd_notify.hpp"
 #include "proxy/status.hpp"
 
 namespace drover::proxy {
@@ -256,6 +257,7 @@ void Server::start() {
     }
     log::info("drover {} started: {} workers, {} listeners, {} clusters", DROVER_VERSION, workers_.size(),
               listeners_.size(), clusters_.size());
+    notify_systemd("READY=1");
 }
 
 int Server::run() {
@@ -312,6 +314,7 @@ void Server::drain(std::string reason) {
         return;
     }
     draining_ = true;
+    notify_systemd("STOPPING=1");
     log::info("{}: draining: listeners closed, {} connections may finish within {} ms", reason, live_sessions(),
               config_.shutdown.drain_timeout.count());
     for (auto& listener : listeners_) { listener->close(); }

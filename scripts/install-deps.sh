@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libboost1.81-dev libssl-dev libc-ares-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev
-  python3 python3-prometheus-client curl dnsmasq-base openssl procps iproute2
+  python3 python3-prometheus-client python3-yaml curl dnsmasq-base openssl procps iproute2
   clang libclang-rt-14-dev
 )
 if [[ "${1:-}" == "--bench" ]]; then
