@@ -20,6 +20,7 @@
 
 #include "config/log.hpp"
 #include "proxy/access_log.hpp"
+#include "proxy/admission.hpp"
 #include "proxy/http_rules.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/load_balancer/hash.hpp"
@@ -423,7 +424,7 @@ private:
             co_await send_local(shed, &request.base());
             co_return !has_body && request.keep_alive();
         }
-        const auto cluster_slot_free = [stats, &config] { return take_cluster_slot(*stats, config); };
+        const auto cluster_slot_free = [stats, &config] { return take_cluster_slot(*stats, config.limits.max_requests); };
         if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, cluster_slot_free,
                                        stats->shed_max_requests, "cluster at limits.max_requests")) {
             co_await send_local(*shed, &request.base());
@@ -433,7 +434,7 @@ private:
             ClusterStats* stats;
             WorkerCluster* cluster;
             ~ClusterSlot() {
-                stats->requests_active.fetch_sub(1, std::memory_order_relaxed);
+                release_cluster_slot(*stats);
                 cluster->wake_one_slot_waiter();
             }
         } cluster_slot{stats, &cluster};
@@ -448,7 +449,6 @@ private:
         // Teaches the limiter how this request went (only if it got a slot; see limiter_verdict_).
         LimiterSlot limiter_slot{&cluster, stats, Clock::now(), this};
         limiter_verdict_ = LimiterVerdict::ignore;
-        const auto host_cap = static_cast<std::int64_t>(config.limits.max_requests_per_host);
         std::vector<const discovery::Host*> full;   // hosts found at their cap for this choice
         std::vector<const discovery::Host*> excluded;
         bool waiting_for_host = false;
@@ -464,8 +464,7 @@ private:
             context.exclude = excluded;
             context.hash = key;
             const HostEntry* entry = tried.size() <= config.retries.attempts ? cluster.balancer->choose(*snapshot, context) : nullptr;
-            if (entry != nullptr && host_cap > 0 &&
-                entry->host->stats().requests_active.load(std::memory_order_relaxed) >= host_cap) {
+            if (entry != nullptr && !host_has_room(*entry->host, config.limits.max_requests_per_host)) {
                 full.push_back(entry->host.get());
                 continue;
             }
@@ -748,15 +747,6 @@ private:
         co_return std::nullopt;
     }
 
-    // The cluster's request breaker (limits.max_requests), shared by every worker.
-    static bool take_cluster_slot(ClusterStats& stats, const config::Cluster& config) {
-        if (stats.requests_active.fetch_add(1, std::memory_order_relaxed) < static_cast<std::int64_t>(config.limits.max_requests)) {
-            return true;
-        }
-        stats.requests_active.fetch_sub(1, std::memory_order_relaxed);
-        return false;
-    }
-
     // A request found no slot: it may wait unless it is low priority or max_pending already wait.
     std::optional<LocalError> start_waiting(ClusterStats& stats, const config::Cluster& config, bool low_priority,
                                             bool has_body, const WorkerCluster& cluster) {
@@ -785,14 +775,14 @@ private:
     // waiting requests to drain through the cluster's slots, in whole seconds (1 to 30).
     static LocalError shed_error(const WorkerCluster& cluster, const ClusterStats& stats, const config::Cluster& config,
                                  std::string_view why, bool has_body) {
-        const double waiting = static_cast<double>(std::max<std::int64_t>(0, stats.pending_active.load(std::memory_order_relaxed)) + 1);
-        const double slots = static_cast<double>(std::max<std::uint64_t>(1, std::min<std::uint64_t>(
-            config.limits.max_requests, config.limits.max_requests_per_host > 0
-                                            ? config.limits.max_requests_per_host * std::max<std::size_t>(1, cluster.snapshot->hosts.size())
-                                            : config.limits.max_requests)));
-        const double drain = waiting / slots * cluster.latency_ewma_seconds;
+        const auto& limits = config.limits;
+        const std::uint64_t slots = std::min<std::uint64_t>(
+            limits.max_requests, limits.max_requests_per_host > 0
+                                     ? limits.max_requests_per_host * std::max<std::size_t>(1, cluster.snapshot->hosts.size())
+                                     : limits.max_requests);
         LocalError error{503, LocalReason::shed, fmt::format("overloaded, request shed: {}", why), has_body};
-        error.retry_after = static_cast<std::uint32_t>(std::clamp(std::ceil(drain), 1.0, 30.0));
+        error.retry_after = shed_retry_after(stats.pending_active.load(std::memory_order_relaxed), slots,
+                                             cluster.latency_ewma_seconds);
         return error;
     }
 
