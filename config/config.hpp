@@ -34,6 +34,8 @@ struct Address {
 
 struct AdminConfig {
     Address address{"127.0.0.1", 9901};
+
+    bool operator==(const AdminConfig&) const = default;
 };
 
 struct LogConfig {
@@ -49,15 +51,21 @@ struct ShutdownConfig {
 // and new requests shed, so the work already admitted can finish instead of the process dying.
 struct ProcessConfig {
     std::uint64_t max_memory = 0;   // bytes; 0 = no limit of Drover's own (the kernel's still applies)
+
+    bool operator==(const ProcessConfig&) const = default;
 };
 
 struct TlsCertificate {
     std::string cert;   // paths, relative ones resolved against the config file's folder
     std::string key;
+
+    bool operator==(const TlsCertificate&) const = default;
 };
 
 struct ListenerTls {
     std::vector<TlsCertificate> certificates;
+
+    bool operator==(const ListenerTls&) const = default;
 };
 
 struct RouteMatch {
@@ -78,11 +86,15 @@ struct ListenerLimits {
     std::uint64_t max_request_body_bytes = 0;   // 0 = unlimited
     std::size_t max_request_headers = 100;        // header fields per request
     std::size_t max_uri_bytes = 8 * 1024;         // request-target length
+
+    bool operator==(const ListenerLimits&) const = default;
 };
 
 struct ListenerTimeouts {
     Duration request_headers = 10s;
     Duration idle = 60s;
+
+    bool operator==(const ListenerTimeouts&) const = default;
 };
 
 enum class Protocol { http, tcp };
@@ -102,10 +114,14 @@ struct Listener {
 struct StaticEndpoint {
     Address address;
     std::uint32_t weight = 1;
+
+    bool operator==(const StaticEndpoint&) const = default;
 };
 
 struct StaticDiscovery {
     std::vector<StaticEndpoint> endpoints;
+
+    bool operator==(const StaticDiscovery&) const = default;
 };
 
 struct DnsDiscovery {
@@ -119,10 +135,14 @@ struct DnsDiscovery {
     // How long the last good set may keep serving after DNS starts failing; absent = until DNS
     // answers again. Past it, the set is dropped and the cluster has no hosts.
     std::optional<Duration> max_stale;
+
+    bool operator==(const DnsDiscovery&) const = default;
 };
 
 struct FileDiscovery {
     std::string path;
+
+    bool operator==(const FileDiscovery&) const = default;
 };
 
 using Discovery = std::variant<StaticDiscovery, DnsDiscovery, FileDiscovery>;
@@ -133,6 +153,8 @@ struct HashPolicy {
     enum class Kind { header, cookie, source_ip };
     Kind kind = Kind::source_ip;
     std::string name;   // header or cookie name
+
+    bool operator==(const HashPolicy&) const = default;
 };
 
 struct StatusRange {
@@ -141,13 +163,19 @@ struct StatusRange {
     bool operator==(const StatusRange&) const = default;
 };
 
-struct TcpProbe {};
+struct TcpProbe {
+    bool operator==(const TcpProbe&) const = default;
+};
 struct HttpProbe {
     std::string path = "/";
     std::string host;   // empty = the cluster name
     std::vector<StatusRange> expected_statuses{{200, 399}};
+
+    bool operator==(const HttpProbe&) const = default;
 };
-struct TlsProbe {};
+struct TlsProbe {
+    bool operator==(const TlsProbe&) const = default;
+};
 using Probe = std::variant<TcpProbe, HttpProbe, TlsProbe>;
 
 // On by default (self-healing): a cluster without a health_check block gets a TCP connect check with
@@ -161,6 +189,8 @@ struct HealthCheck {
     std::uint32_t healthy_threshold = 2;
     std::uint32_t unhealthy_threshold = 2;
     Probe probe = TcpProbe{};
+
+    bool operator==(const HealthCheck&) const = default;
 };
 
 // On by default, like HealthCheck; `enabled: false` turns passive ejection off.
@@ -170,6 +200,8 @@ struct OutlierDetection {
     Duration base_ejection_time = 5s;
     Duration max_ejection_time = 300s;
     double max_ejection_percent = 0.50;   // fraction
+
+    bool operator==(const OutlierDetection&) const = default;
 };
 
 // Below panic_threshold: use every counted host (Envoy's behaviour), or none (hold, then 503).
@@ -183,12 +215,16 @@ struct Retries {
                             RetryOn::status_502,      RetryOn::status_503, RetryOn::status_504};
     double budget = 0.20;   // fraction of requests that may be retries
     Duration per_try_timeout = 2s;
+
+    bool operator==(const Retries&) const = default;
 };
 
 struct ClusterTimeouts {
     Duration connect = 1s;
     Duration request = 15s;
     Duration idle = 60s;
+
+    bool operator==(const ClusterTimeouts&) const = default;
 };
 
 struct ClusterLimits {
@@ -199,11 +235,15 @@ struct ClusterLimits {
     // the cluster's slots, and when a host is lost the cluster's capacity shrinks with it at once.
     std::uint64_t max_requests_per_host = 0;
     Duration queue_timeout = 100ms;
+
+    bool operator==(const ClusterLimits&) const = default;
 };
 
 struct AdaptiveConcurrency {
     std::uint32_t min_limit = 4;
     std::uint32_t max_limit = 1000;
+
+    bool operator==(const AdaptiveConcurrency&) const = default;
 };
 
 struct UpstreamTls {
@@ -211,6 +251,8 @@ struct UpstreamTls {
     std::string ca;
     std::string cert;   // optional client certificate (mTLS)
     std::string key;
+
+    bool operator==(const UpstreamTls&) const = default;
 };
 
 struct Cluster {
@@ -243,6 +285,8 @@ struct Cluster {
 
 struct AccessLogConfig {
     std::string path = "stderr";   // "stderr" or a file (appended to)
+
+    bool operator==(const AccessLogConfig&) const = default;
 };
 
 struct Config {

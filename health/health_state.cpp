@@ -35,6 +35,11 @@ HealthState::HealthState(std::uint32_t healthy_threshold, std::uint32_t unhealth
 HealthState::HealthState(const config::HealthCheck& check, std::size_t history_size)
     : HealthState(check.healthy_threshold, check.unhealthy_threshold, history_size) {}
 
+void HealthState::set_thresholds(std::uint32_t healthy_threshold, std::uint32_t unhealthy_threshold) {
+    healthy_threshold_ = std::max<std::uint32_t>(1, healthy_threshold);
+    unhealthy_threshold_ = std::max<std::uint32_t>(1, unhealthy_threshold);
+}
+
 Transition HealthState::record(bool passed, Clock::time_point now, std::string_view detail) {
     if (passed) {
         failures_ = 0;

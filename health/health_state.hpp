@@ -54,6 +54,10 @@ public:
     // One probe result. `detail` says why a probe failed (or what passed); it goes into the history.
     Transition record(bool passed, Clock::time_point now, std::string_view detail = {});
 
+    // A reload changed the thresholds: the host keeps its health and streaks, the new thresholds apply
+    // from the next probe.
+    void set_thresholds(std::uint32_t healthy_threshold, std::uint32_t unhealthy_threshold);
+
     Health health() const { return health_; }
     std::uint32_t consecutive_passes() const { return passes_; }
     std::uint32_t consecutive_failures() const { return failures_; }

@@ -25,6 +25,11 @@ OutlierDetector::OutlierDetector(Settings settings, UnitRandom random)
     settings_.consecutive_failures = std::max<std::uint32_t>(1, settings_.consecutive_failures);
 }
 
+void OutlierDetector::set_settings(Settings settings) {
+    settings_ = settings;
+    settings_.consecutive_failures = std::max<std::uint32_t>(1, settings_.consecutive_failures);
+}
+
 void OutlierDetector::add_host(std::string_view host) { entry(host); }
 
 void OutlierDetector::remove_host(std::string_view host) {

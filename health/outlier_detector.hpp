@@ -109,6 +109,9 @@ public:
     std::size_t max_ejected() const;
     const Counters& counters() const { return counters_; }
     const Settings& settings() const { return settings_; }
+    // A reload changed the settings: current ejections keep their end times; the new values apply to
+    // the next decision.
+    void set_settings(Settings settings);
 
 private:
     struct HostEntry {

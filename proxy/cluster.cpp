@@ -327,15 +327,19 @@ asio::awaitable<void> Cluster::probe_loop(std::shared_ptr<HostRecord> record, mi
     const auto config = config_;
     auto& control = control_;
     const std::string host_header = probe_host(*config);
-    record->probe_timer.emplace(control);
+    const auto generation = record->probe_generation;
+    const auto stale = [&] {
+        return !reporter->attached() || record->removed || record->probe_generation != generation || stopped_;
+    };
+    if (!record->probe_timer) { record->probe_timer.emplace(control); }
     auto delay = first_delay;
     for (;;) {
         record->probe_timer->expires_after(delay);
         co_await record->probe_timer->async_wait(asio::as_tuple(asio::use_awaitable));
-        if (!reporter->attached() || record->removed || stopped_) { co_return; }
+        if (stale()) { co_return; }
         const auto result = co_await health::run_probe(control.get_executor(), record->host->address(),
                                                        config->health_check, host_header);
-        if (!reporter->attached() || record->removed || stopped_) { co_return; }
+        if (stale()) { co_return; }
         on_probe(*record, result);
         delay = record->health.next_probe_delay(config->health_check, unit_random());
     }
@@ -418,6 +422,28 @@ void Cluster::on_overload(const std::shared_ptr<const discovery::Host>& host, mi
     overload_.on_overload(host->name(), retry_after, now);
     it->second->note(now, "overloaded", fmt::format("answered busy (Retry-After {} ms): share lowered, not ejected",
                                                     retry_after.count()));
+    rebuild();
+}
+
+void Cluster::reconfigure(config::Cluster config) {
+    const bool checks_changed = !(config.health_check == config_->health_check);
+    config_ = std::make_shared<const config::Cluster>(std::move(config));
+    selection_settings_ = selection_settings(*config_);
+    outlier_.set_settings(outlier_settings(config_->outlier_detection));
+    if (checks_changed) {
+        // Each host keeps its health; a new probe loop with the new check replaces the old one.
+        const auto& check = config_->health_check;
+        for (const auto& record : order_) {
+            ++record->probe_generation;
+            record->health.set_thresholds(check.healthy_threshold, check.unhealthy_threshold);
+            if (record->probe_timer) { record->probe_timer->cancel(); }
+            if (check.enabled) {
+                const auto delay = milliseconds(static_cast<milliseconds::rep>(unit_random() * static_cast<double>(kMinFirstProbeSpread.count())));
+                spawn(control_.get_executor(), probe_loop(record, delay), "health check");
+            }
+        }
+    }
+    log::info("cluster {}: settings reloaded{}", config_->name, checks_changed ? " (health checks restarted)" : "");
     rebuild();
 }
 

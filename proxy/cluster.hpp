@@ -135,6 +135,7 @@ struct HostRecord {
     std::chrono::steady_clock::time_point last_probe_at{};
     std::deque<Event> events;   // newest last, at most kEvents
     std::optional<boost::asio::steady_timer> probe_timer;
+    std::uint64_t probe_generation = 0;   // a reload that changes the checks starts a new probe loop
 
     void note(std::chrono::steady_clock::time_point at, std::string what, std::string why);
 };
@@ -193,6 +194,10 @@ public:
     // Hosts of the first discovered set not checked yet: /ready waits for them, so a fresh process is
     // not sent traffic it would have to hold until its hosts pass their first checks.
     std::size_t warming() const { return warming_; }
+
+    // A reload changed this cluster's settings (its discovery and balancing stay): hosts keep their
+    // health, ejections and counters; the new settings apply from the next probe, outcome and request.
+    void reconfigure(config::Cluster config);
 
     // Admin drain of one host: no new requests (in-flight ones finish, then its connections close);
     // undrain brings it back through slow start. False when the cluster has no such host.

@@ -250,7 +250,7 @@ private:
             co_return false;
         }
 
-        auto cluster_index = listener_->router->match(info.host, info.path);
+        auto cluster_index = worker_.router(listener_->index).match(info.host, info.path);
         if (cluster_index && (*cluster_index & Router::kTemplate) != 0) {
             std::optional<LocalError> refused;
             cluster_index = co_await dynamic_cluster(*cluster_index & ~Router::kTemplate, info.host, has_body, refused);

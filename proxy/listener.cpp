@@ -88,13 +88,9 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<ListenerState>
 
 }  // namespace
 
-Listener::Listener(config::Listener config, std::size_t index, std::size_t cluster,
-                   std::shared_ptr<const Router> router)
-    : state_(std::make_shared<ListenerState>()) {
-    state_->router = std::move(router);
+Listener::Listener(config::Listener config, std::size_t index) : state_(std::make_shared<ListenerState>()) {
     state_->config = std::move(config);
     state_->index = index;
-    state_->cluster = cluster;
 }
 
 void Listener::bind(std::vector<Worker*> workers) {

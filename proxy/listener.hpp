@@ -22,8 +22,6 @@ class Worker;
 struct ListenerState {
     config::Listener config;
     std::size_t index = 0;
-    std::size_t cluster = 0;   // tcp: index of the cluster it forwards to
-    std::shared_ptr<const Router> router;   // http: routes to cluster indexes
     const AccessLog* access_log = nullptr;  // http: null when access logging is off
     std::vector<std::string> template_names;  // http: cluster templates by index (Router::kTemplate targets)
     boost::asio::ip::tcp::endpoint bound;
@@ -33,7 +31,9 @@ struct ListenerState {
 
 class Listener {
 public:
-    Listener(config::Listener config, std::size_t index, std::size_t cluster, std::shared_ptr<const Router> router);
+    // Where it sends requests (routes, or a tcp listener's cluster) lives in each worker: a reload
+    // replaces it there (Worker::set_routes).
+    Listener(config::Listener config, std::size_t index);
 
     // Binds one acceptor per worker on the same address (SO_REUSEPORT: the kernel spreads
     // connections). Port 0 binds the first and reuses the port it got. Throws std::system_error.

@@ -10,6 +10,7 @@
 #include <csignal>
 #include <thread>
 
+#include "config/loader.hpp"
 #include "config/log.hpp"
 #include "discovery/endpoint.hpp"
 #include "proxy/pressure.hpp"
@@ -37,15 +38,13 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
     for (std::size_t i = 0; i < worker_count; ++i) {
         workers_.push_back(std::make_unique<Worker>(i, config_.listeners.size()));
     }
-    std::map<std::string, std::size_t, std::less<>> cluster_index;
-    std::map<std::string, std::size_t, std::less<>> template_index;
     for (const auto& cluster_config : config_.clusters) {
         if (cluster_config.is_template()) {
-            template_index[cluster_config.name] = templates_.size();
+            template_slots_[cluster_config.name] = templates_.size();
             templates_.push_back({cluster_config, {}, std::make_shared<std::atomic<std::size_t>>(0)});
             continue;
         }
-        cluster_index[cluster_config.name] = add_cluster(cluster_config);
+        cluster_slots_[cluster_config.name] = add_cluster(cluster_config);
     }
     for (auto& worker : workers_) {
         worker->request_dynamic = [this](std::size_t t, std::string host) {
@@ -57,31 +56,50 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
     }
     for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
         const auto& listener_config = config_.listeners[i];
-        std::size_t cluster = 0;
-        std::shared_ptr<Router> router;
-        if (listener_config.protocol == config::Protocol::tcp) {
-            cluster = cluster_index.at(listener_config.cluster);   // the loader checked it exists
-        } else {
-            router = std::make_shared<Router>();
-            for (const auto& route : listener_config.routes) {
-                router->add(route.match, route.cluster_template.empty()
-                                             ? cluster_index.at(route.cluster)
-                                             : Router::kTemplate | template_index.at(route.cluster_template));
-            }
-        }
-        listeners_.push_back(std::make_unique<Listener>(listener_config, i, cluster, std::move(router)));
+        publish_routes(i, listener_config);
+        listeners_.push_back(std::make_unique<Listener>(listener_config, i));
         listeners_.back()->state().access_log = access_log_.get();
         for (const auto& t : templates_) { listeners_.back()->state().template_names.push_back(t.config.name); }
     }
     admin_ = std::make_unique<Admin>(control_, config_.admin.address);
     register_status_routes(*admin_, *this);
     admin_->route("POST", "/clusters/*", [this](const AdminRequest& request) { return drain_host(request.path); });
+    admin_->route("POST", "/reload", [this](const AdminRequest&) {
+        const auto result = reload("POST /reload");
+        if (result.ok) { return AdminResponse::text(200, "reloaded: " + result.summary + "\n"); }
+        return AdminResponse::text(400, fmt::format("reload refused, the running config stays:\n{}\n",
+                                                    fmt::join(result.errors, "\n")));
+    });
     admin_->route("POST", "/drain", [this](const AdminRequest&) {
         if (draining_) { return AdminResponse::text(409, "already draining\n"); }
         drain("POST /drain");
         return AdminResponse::text(200, fmt::format("draining: listeners closed, live connections have {} ms\n",
                                                     config_.shutdown.drain_timeout.count()));
     });
+}
+
+// Builds listener `index`'s routes (or its tcp cluster) from the current cluster slots and hands them to
+// every worker: directly before the workers run, by a post after.
+void Server::publish_routes(std::size_t index, const config::Listener& listener) {
+    std::size_t cluster = 0;
+    auto router = std::make_shared<Router>();
+    if (listener.protocol == config::Protocol::tcp) {
+        cluster = cluster_slots_.at(listener.cluster);   // the loader checked it exists
+    } else {
+        for (const auto& route : listener.routes) {
+            router->add(route.match, route.cluster_template.empty()
+                                         ? cluster_slots_.at(route.cluster)
+                                         : Router::kTemplate | template_slots_.at(route.cluster_template));
+        }
+    }
+    std::shared_ptr<const Router> shared = std::move(router);
+    for (auto& worker : workers_) {
+        if (!started_) {
+            worker->set_routes(index, shared, cluster);
+        } else {
+            asio::post(worker->context(), [w = worker.get(), index, shared, cluster] { w->set_routes(index, shared, cluster); });
+        }
+    }
 }
 
 std::size_t Server::add_cluster(const config::Cluster& cluster_config) {
@@ -290,11 +308,147 @@ AdminResponse Server::drain_host(std::string_view path) {
     return AdminResponse::text(200, fmt::format("{} {} {}\n", cluster_name, host, action == "drain" ? "draining" : "undrained"));
 }
 
+namespace {
+
+// Every setting of a cluster but its name and where it was written.
+bool same_settings(const config::Cluster& a, const config::Cluster& b) {
+    return a.discovery == b.discovery && a.load_balancing == b.load_balancing && a.hash == b.hash &&
+           a.health_check == b.health_check && a.outlier_detection == b.outlier_detection &&
+           a.panic_threshold == b.panic_threshold && a.panic_policy == b.panic_policy && a.slow_start == b.slow_start &&
+           a.hold_timeout == b.hold_timeout && a.retries == b.retries && a.timeouts == b.timeouts &&
+           a.limits == b.limits && a.adaptive_concurrency == b.adaptive_concurrency && a.tls == b.tls &&
+           a.max_clusters == b.max_clusters && a.idle_timeout == b.idle_timeout;
+}
+
+// A listener as it may not change without a restart: everything but its routes and tcp cluster.
+bool same_listener(const config::Listener& a, const config::Listener& b) {
+    return a.name == b.name && a.address == b.address && a.protocol == b.protocol && a.tls == b.tls &&
+           a.limits == b.limits && a.timeouts == b.timeouts;
+}
+
+}  // namespace
+
+std::vector<std::string> Server::needs_restart(const config::Config& next) const {
+    std::vector<std::string> out;
+    const auto restart = [&out](std::string what) { out.push_back(what + " changed: that needs a restart"); };
+    if (!(next.admin == config_.admin)) { restart("admin.address"); }
+    if (next.workers != config_.workers) { restart("workers"); }
+    if (next.access_log != config_.access_log) { restart("access_log"); }
+    if (next.listeners.size() != config_.listeners.size()) {
+        restart("the set of listeners");
+    } else {
+        for (std::size_t i = 0; i < next.listeners.size(); ++i) {
+            if (!same_listener(next.listeners[i], config_.listeners[i])) {
+                restart(fmt::format("listener {} (other than its routes or cluster)", config_.listeners[i].name));
+            }
+        }
+    }
+    std::map<std::string, const config::Cluster*> old_templates;
+    for (const auto& c : config_.clusters) {
+        if (c.is_template()) { old_templates[c.name] = &c; }
+    }
+    std::size_t templates = 0;
+    for (const auto& c : next.clusters) {
+        if (!c.is_template()) { continue; }
+        ++templates;
+        const auto it = old_templates.find(c.name);
+        if (it == old_templates.end() || !same_settings(*it->second, c)) { restart(fmt::format("cluster template {}", c.name)); }
+    }
+    if (templates != old_templates.size()) { restart("the set of cluster templates"); }
+    return out;
+}
+
+// Takes a configured cluster out: routes no longer point at it, workers forget it (requests in
+// flight keep their snapshot), and it is destroyed once the handlers already queued for it have run.
+void Server::retire_cluster(std::size_t index) {
+    for (auto& worker : workers_) {
+        asio::post(worker->context(), [w = worker.get(), index] { w->remove_cluster(index); });
+    }
+    clusters_[index]->stop();
+    asio::post(control_, [retired = std::shared_ptr<Cluster>(std::move(clusters_[index]))] {});
+}
+
+ReloadResult Server::reload(std::string_view why) {
+    ReloadResult result;
+    const auto fail = [&](std::vector<std::string> errors) {
+        ++reload_counters_.failed;
+        log::error("{}: reload refused, the running config stays ({} problem{}):", why, errors.size(),
+                   errors.size() == 1 ? "" : "s");
+        for (const auto& e : errors) { log::error("  {}", e); }
+        result.errors = std::move(errors);
+        return result;
+    };
+    if (draining_) { return fail({"draining: a reload would be pointless"}); }
+    if (config_.source.empty() || config_.source == "<demo>") {
+        return fail({"the embedded demo config has no file to reload"});
+    }
+    auto loaded = config::load_file(config_.source);
+    if (!loaded.config) {
+        std::vector<std::string> errors;
+        for (const auto& e : loaded.errors) { errors.push_back(e.str()); }
+        return fail(std::move(errors));
+    }
+    config::Config next = std::move(*loaded.config);
+    if (auto restart = needs_restart(next); !restart.empty()) { return fail(std::move(restart)); }
+
+    // Clusters by name: the same discovery and balancing keep their Cluster (hosts, health, pools,
+    // counters) with the new settings; anything else is a new cluster, and the old one retires.
+    std::size_t updated = 0;
+    std::size_t added = 0;
+    std::size_t removed = 0;
+    std::map<std::string, std::size_t, std::less<>> next_slots;
+    for (const auto& c : next.clusters) {
+        if (c.is_template()) { continue; }
+        const auto it = cluster_slots_.find(c.name);
+        if (it != cluster_slots_.end()) {
+            auto& cluster = *clusters_[it->second];
+            const auto& old = cluster.config();
+            if (old.discovery == c.discovery && old.load_balancing == c.load_balancing && old.hash == c.hash) {
+                if (!same_settings(old, c)) {
+                    cluster.reconfigure(c);
+                    ++updated;
+                }
+                next_slots[c.name] = it->second;
+                continue;
+            }
+        }
+        const std::size_t index = add_cluster(c);
+        for (auto& worker : workers_) {
+            asio::post(worker->context(), [w = worker.get(), index, snapshot = clusters_[index]->snapshot()] {
+                w->install_cluster(index, snapshot);
+            });
+        }
+        clusters_[index]->start();
+        next_slots[c.name] = index;
+        ++added;
+    }
+    const auto previous_slots = std::exchange(cluster_slots_, std::move(next_slots));
+    for (std::size_t i = 0; i < next.listeners.size(); ++i) { publish_routes(i, next.listeners[i]); }
+    // After the routes moved away from them: clusters no longer configured, or replaced.
+    for (const auto& [name, index] : previous_slots) {
+        const auto it = cluster_slots_.find(name);
+        if (it != cluster_slots_.end() && it->second == index) { continue; }
+        retire_cluster(index);
+        if (it == cluster_slots_.end()) { ++removed; }
+    }
+    log::set_level(next.log.level);
+    next.source = config_.source;
+    config_ = std::move(next);
+    ++reload_counters_.succeeded;
+    reload_counters_.last_success = std::chrono::system_clock::now();
+    result.ok = true;
+    result.summary = fmt::format("{} cluster{} updated, {} added, {} removed; routes of {} listener{} republished",
+                                 updated, updated == 1 ? "" : "s", added, removed, listeners_.size(),
+                                 listeners_.size() == 1 ? "" : "s");
+    log::info("{}: config reloaded from {}: {}", why, config_.source, result.summary);
+    return result;
+}
+
 void Server::wait_for_signal() {
     signals_.async_wait([this](const boost::system::error_code& ec, int signal) {
         if (ec) { return; }
         if (signal == SIGHUP) {
-            log::warn("SIGHUP: configuration reload is not supported yet; keeping the running config");
+            reload("SIGHUP");
         } else {
             drain(signal == SIGTERM ? "SIGTERM" : "SIGINT");
         }

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,13 @@
 #include "proxy/worker.hpp"
 
 namespace drover::proxy {
+
+// What a reload did, or why it did nothing.
+struct ReloadResult {
+    bool ok = false;
+    std::vector<std::string> errors;   // file:line messages, or what would need a restart
+    std::string summary;               // "2 clusters updated, 1 added, 0 removed; routes of 1 listener"
+};
 
 class Server {
 public:
@@ -38,6 +46,17 @@ public:
     int run();
     // Starts the drain (control loop). A second call while draining closes everything at once.
     void drain(std::string reason);
+    // Reads the config file again and applies what changed without dropping a request: routes, cluster
+    // settings (hosts keep their health and counters), clusters added or removed, log level, drain
+    // timeout, memory mark. On any error, or a change that needs a restart (listeners, admin, workers,
+    // templates, access log), the running config stays. Control loop.
+    ReloadResult reload(std::string_view why);
+    struct ReloadCounters {
+        std::uint64_t succeeded = 0;
+        std::uint64_t failed = 0;
+        std::optional<std::chrono::system_clock::time_point> last_success;
+    };
+    const ReloadCounters& reload_counters() const { return reload_counters_; }
 
     boost::asio::io_context& control() { return control_; }
     Admin& admin() { return *admin_; }
@@ -59,6 +78,9 @@ private:
     boost::asio::awaitable<void> finish_drain();
     std::size_t live_sessions() const;
     std::size_t add_cluster(const config::Cluster& config);
+    void publish_routes(std::size_t index, const config::Listener& listener);
+    void retire_cluster(std::size_t index);
+    std::vector<std::string> needs_restart(const config::Config& next) const;
     void ensure_dynamic(std::size_t template_index, const std::string& host);
     boost::asio::awaitable<void> sweep_dynamic();
     boost::asio::awaitable<void> watch_memory();
@@ -78,6 +100,10 @@ private:
     // Declared before listeners_: acceptors must die before the io_contexts they are registered with.
     std::vector<std::unique_ptr<Worker>> workers_;
     std::vector<std::unique_ptr<Cluster>> clusters_;   // a dropped dynamic cluster leaves a null slot
+    // Configured clusters and templates by name: the slots routes point at.
+    std::map<std::string, std::size_t, std::less<>> cluster_slots_;
+    std::map<std::string, std::size_t, std::less<>> template_slots_;
+    ReloadCounters reload_counters_;
     std::vector<std::size_t> free_slots_;
     std::vector<Template> templates_;
     std::vector<std::unique_ptr<Listener>> listeners_;

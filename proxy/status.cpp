@@ -613,6 +613,14 @@ std::string render_metrics(const Server& server) {
     w.family("drover_memory_pressure", "gauge",
              "1 while resident memory is past 95% of process.max_memory: new connections refused, new requests shed.");
     w.sample("drover_memory_pressure", {}, std::uint64_t{g_pressure.memory.load(std::memory_order_relaxed) ? 1u : 0u});
+    w.family("drover_config_reloads_total", "counter", "Config reloads (SIGHUP, POST /reload) by result; a failed one kept the running config.");
+    w.sample("drover_config_reloads_total", {{"result", "success"}}, server.reload_counters().succeeded);
+    w.sample("drover_config_reloads_total", {{"result", "failure"}}, server.reload_counters().failed);
+    if (const auto& last = server.reload_counters().last_success) {
+        w.family("drover_config_last_reload_success_timestamp_seconds", "gauge", "When the config was last reloaded, Unix epoch.");
+        w.sample("drover_config_last_reload_success_timestamp_seconds", {},
+                 std::chrono::duration<double>(last->time_since_epoch()).count());
+    }
     w.family("drover_internal_errors_total", "counter", "Exceptions that escaped a connection or task.");
     w.sample("drover_internal_errors_total", {}, g_escaped_exceptions.load(std::memory_order_relaxed));
 

@@ -49,7 +49,8 @@ public:
     }
 
     asio::awaitable<void> run() {
-        auto& cluster = worker_.cluster(listener_->cluster);
+        const std::size_t cluster_index = worker_.listener_cluster(listener_->index);
+        auto& cluster = worker_.cluster(cluster_index);
         // Hold the snapshot for the whole connection: the host stays valid even if discovery drops it.
         auto snapshot = cluster.snapshot;
         auto* stats = snapshot->stats.get();
@@ -77,7 +78,7 @@ public:
         while (host == nullptr && may_recover && !aborted_ && !worker_.draining() &&
                std::chrono::steady_clock::now() < hold_deadline) {
             const auto version = cluster.snapshot->version;
-            co_await worker_.wait_snapshot(listener_->cluster, std::chrono::duration_cast<std::chrono::milliseconds>(
+            co_await worker_.wait_snapshot(cluster_index, std::chrono::duration_cast<std::chrono::milliseconds>(
                                                                    hold_deadline - std::chrono::steady_clock::now()));
             if (cluster.snapshot->version == version) {
                 stats->held_timed_out.fetch_add(1, std::memory_order_relaxed);

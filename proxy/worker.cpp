@@ -96,6 +96,29 @@ void Worker::add_cluster(std::shared_ptr<const ClusterSnapshot> snapshot) {
     attach_limiter(slot, *slot.snapshot->config);
 }
 
+void Worker::install_cluster(std::size_t index, std::shared_ptr<const ClusterSnapshot> snapshot) {
+    while (clusters_.size() <= index) { clusters_.emplace_back(); }
+    auto& slot = clusters_[index];
+    slot.balancer = make_load_balancer(snapshot->config->load_balancing);
+    slot.budget = make_budget(*snapshot->config);
+    slot.snapshot = std::move(snapshot);
+    attach_limiter(slot, *slot.snapshot->config);
+}
+
+void Worker::remove_cluster(std::size_t index) {
+    if (index >= clusters_.size() || !clusters_[index].snapshot) { return; }
+    for (const auto& entry : clusters_[index].snapshot->hosts) { pool_.drop(*entry.host); }
+}
+
+void Worker::set_routes(std::size_t listener, std::shared_ptr<const Router> router, std::size_t cluster) {
+    if (routers_.size() <= listener) {
+        routers_.resize(listener + 1);
+        listener_clusters_.resize(listener + 1);
+    }
+    routers_[listener] = std::move(router);
+    listener_clusters_[listener] = cluster;
+}
+
 void Worker::set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnapshot> snapshot) {
     // Hosts that left discovery get no new requests from here on; their idle pooled connections close.
     const auto& previous = clusters_[cluster].snapshot;
@@ -106,7 +129,16 @@ void Worker::set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnap
             if (!kept.contains(entry.host.get())) { pool_.drop(*entry.host); }
         }
     }
-    clusters_[cluster].snapshot = std::move(snapshot);
+    // A reload changed the cluster's settings: the per-worker state built from them follows.
+    auto& slot = clusters_[cluster];
+    if (previous && previous->config != snapshot->config) {
+        if (previous->config->retries.budget != snapshot->config->retries.budget) { slot.budget = make_budget(*snapshot->config); }
+        if (previous->config->adaptive_concurrency != snapshot->config->adaptive_concurrency) {
+            if (slot.limiter) { snapshot->stats->concurrency_limit.fetch_sub(slot.published_limit, std::memory_order_relaxed); }
+            attach_limiter(slot, *snapshot->config);
+        }
+    }
+    slot.snapshot = std::move(snapshot);
     // The first published set of a dynamic cluster: the requests waiting for it go on.
     if (const auto key = dynamic_keys_.find(cluster); key != dynamic_keys_.end()) { wake(dynamic_waiters_, key->second); }
     // Requests held while no host was up look again.

@@ -29,6 +29,7 @@
 #include "proxy/buffer_pool.hpp"
 #include "proxy/cluster.hpp"
 #include "proxy/load_balancer/load_balancer.hpp"
+#include "proxy/router.hpp"
 #include "proxy/upstream_pool.hpp"
 
 namespace drover::proxy {
@@ -114,6 +115,15 @@ public:
 
     // --- worker thread only (or before start) ---
     void add_cluster(std::shared_ptr<const ClusterSnapshot> snapshot);
+    // A cluster added (or replaced) by a reload goes in slot `index`; a removed one is forgotten (its
+    // in-flight requests keep their snapshot; the slot is never reused).
+    void install_cluster(std::size_t index, std::shared_ptr<const ClusterSnapshot> snapshot);
+    void remove_cluster(std::size_t index);
+    // Where listener `listener` sends requests: its routes (http) or its cluster (tcp). Replaced as a
+    // whole by a reload; a request reads them once, when it is routed.
+    void set_routes(std::size_t listener, std::shared_ptr<const Router> router, std::size_t cluster);
+    const Router& router(std::size_t listener) const { return *routers_[listener]; }
+    std::size_t listener_cluster(std::size_t listener) const { return listener_clusters_[listener]; }
     void set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnapshot> snapshot);
     WorkerCluster& cluster(std::size_t index) { return clusters_[index]; }
 
@@ -158,6 +168,8 @@ private:
     std::unordered_multimap<std::string, std::weak_ptr<boost::asio::steady_timer>> dynamic_waiters_;
     std::unordered_multimap<std::size_t, std::weak_ptr<boost::asio::steady_timer>> snapshot_waiters_;
     std::vector<std::unique_ptr<ListenerCounters>> listener_counters_;
+    std::vector<std::shared_ptr<const Router>> routers_;
+    std::vector<std::size_t> listener_clusters_;
     BufferPool buffers_;
     UpstreamPool pool_{context_};
     std::mt19937_64 random_{std::random_device{}()};
