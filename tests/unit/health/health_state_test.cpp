@@ -23,6 +23,19 @@ TEST(HealthState, StartsUnknownWithNoHistory) {
     EXPECT_TRUE(s.history().empty());
 }
 
+TEST(HealthState, NewThresholdsKeepTheHealthAndApplyFromTheNextProbe) {
+    HealthState s(1, 3);
+    s.record(true, t0);
+    s.record(false, t0 + 1s);
+    EXPECT_EQ(s.health(), Health::healthy);
+    s.set_thresholds(1, 2);   // a reload makes the fall faster
+    EXPECT_EQ(s.health(), Health::healthy);
+    EXPECT_EQ(s.consecutive_failures(), 1u);
+    EXPECT_EQ(s.record(false, t0 + 2s), Transition::became_unhealthy);
+    s.set_thresholds(0, 0);   // 0 would flip without evidence: treated as 1
+    EXPECT_EQ(s.record(true, t0 + 3s), Transition::became_healthy);
+}
+
 TEST(HealthState, FirstPassFromUnknownIsHealthyAtOnce) {
     HealthState s(3, 3);   // rise 3 applies to recovery, not to a host that has never served
     EXPECT_EQ(s.record(true, t0), Transition::became_healthy);

@@ -72,6 +72,24 @@ TEST(OutlierDetector, EjectsAtOnceOnTheThresholdFailure) {
     EXPECT_EQ(d.status("h0").last_ejection_streak, Origin::local);
 }
 
+TEST(OutlierDetector, NewSettingsApplyToTheNextDecisionAndKeepCurrentEjections) {
+    auto d = detector(plain_settings(), 4);
+    fail(d, "h0", Outcome::connect_failed, 3, t0);
+    ASSERT_TRUE(d.is_ejected("h0"));
+    auto stricter = plain_settings();
+    stricter.consecutive_failures = 1;
+    stricter.base_ejection_time = 20s;
+    d.set_settings(stricter);
+    EXPECT_TRUE(d.is_ejected("h0"));
+    EXPECT_EQ(d.status("h0").ejected_until, t0 + 5s);   // decided under the old settings
+    const auto decision = d.record("h1", Outcome::status_5xx, t0);
+    EXPECT_EQ(decision.action, Action::ejected);         // one failure is enough now
+    EXPECT_EQ(decision.ejected_until, t0 + 20s);
+    stricter.consecutive_failures = 0;                   // treated as 1, as at construction
+    d.set_settings(stricter);
+    EXPECT_EQ(d.settings().consecutive_failures, 1u);
+}
+
 TEST(OutlierDetector, LocalAndBackendStreaksAreCountedApart) {
     auto d = detector(plain_settings(), 4);
     // Two of each, interleaved: neither streak reaches three.
