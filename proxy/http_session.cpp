@@ -402,8 +402,12 @@ private:
                                   WorkerCluster& cluster, std::size_t cluster_index) {
         const auto& request = parser.get();
         auto snapshot = cluster.snapshot;
-        const auto& config = *snapshot->config;
-        auto* stats = snapshot->stats.get();
+        // Held for the whole request: `snapshot` is re-read while holding or waiting, and a reload may
+        // give the new one a new config. This request keeps the settings it started with.
+        const std::shared_ptr<const config::Cluster> config_holder = snapshot->config;
+        const std::shared_ptr<ClusterStats> stats_holder = snapshot->stats;
+        const auto& config = *config_holder;
+        auto* stats = stats_holder.get();
         const std::string head = upstream_head(request.base(), info);
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
         const auto hold_deadline = start_ + config.hold_timeout;
@@ -453,8 +457,9 @@ private:
         std::vector<const discovery::Host*> excluded;
         bool waiting_for_host = false;
 
-        cluster.budget->on_request(start_);
-        RetryGate gate{&config, cluster.budget.get(), stats, idempotent(request.method()), config.retries.attempts};
+        const auto budget = cluster.budget;   // a reload may replace the worker's; this request keeps its own
+        budget->on_request(start_);
+        RetryGate gate{&config, budget.get(), stats, idempotent(request.method()), config.retries.attempts};
         std::uint32_t backoff_step = 0;
 
         while (!aborted_) {
@@ -701,20 +706,21 @@ private:
         ClusterStats* stats;
         Clock::time_point admitted;
         HttpSession* session;
+        std::shared_ptr<health::ConcurrencyLimiter> limiter;   // the one the slot came from
         LimiterSlot(WorkerCluster* c, ClusterStats* s, Clock::time_point at, HttpSession* owner)
-            : cluster(c), stats(s), admitted(at), session(owner) {}
+            : cluster(c), stats(s), admitted(at), session(owner), limiter(c->limiter) {}
         LimiterSlot(const LimiterSlot&) = delete;
         LimiterSlot& operator=(const LimiterSlot&) = delete;
         ~LimiterSlot() {
-            auto* limiter = cluster->limiter.get();
-            if (limiter == nullptr) { return; }
+            if (!limiter) { return; }
             const auto now = Clock::now();
             switch (session->limiter_verdict_) {
                 case LimiterVerdict::ignore: limiter->release_ignored(); break;
                 case LimiterVerdict::ok: limiter->release(now, now - admitted, true); break;
                 case LimiterVerdict::failed: limiter->release(now, now - admitted, false); break;
             }
-            if (limiter->limit() != cluster->published_limit) {
+            // A reload may have replaced the worker's limiter meanwhile: only the current one publishes.
+            if (limiter == cluster->limiter && limiter->limit() != cluster->published_limit) {
                 stats->concurrency_limit.fetch_add(static_cast<std::int64_t>(limiter->limit()) - cluster->published_limit,
                                                    std::memory_order_relaxed);
                 cluster->published_limit = limiter->limit();

@@ -53,8 +53,12 @@ public:
         auto& cluster = worker_.cluster(cluster_index);
         // Hold the snapshot for the whole connection: the host stays valid even if discovery drops it.
         auto snapshot = cluster.snapshot;
-        auto* stats = snapshot->stats.get();
-        const auto& config = *snapshot->config;
+        // Held for the whole connection: `snapshot` is re-read while holding, and a reload may give the
+        // new one a new config.
+        const std::shared_ptr<ClusterStats> stats_holder = snapshot->stats;
+        const std::shared_ptr<const config::Cluster> config_holder = snapshot->config;
+        auto* stats = stats_holder.get();
+        const auto& config = *config_holder;
 
         if (stats->upstream_connections_active.fetch_add(1, std::memory_order_relaxed) >=
             static_cast<std::int64_t>(config.limits.max_connections)) {

@@ -62,16 +62,16 @@ void Worker::join() {
 }
 
 namespace {
-std::unique_ptr<health::RetryBudget> make_budget(const config::Cluster& config) {
+std::shared_ptr<health::RetryBudget> make_budget(const config::Cluster& config) {
     health::RetryBudget::Settings settings;
     settings.budget = config.retries.budget;
-    return std::make_unique<health::RetryBudget>(settings);
+    return std::make_shared<health::RetryBudget>(settings);
 }
 
 void attach_limiter(WorkerCluster& slot, const config::Cluster& config) {
     slot.limiter.reset();
     if (!config.adaptive_concurrency) { return; }
-    slot.limiter = std::make_unique<health::ConcurrencyLimiter>(health::ConcurrencyLimiter::Settings::from(*config.adaptive_concurrency));
+    slot.limiter = std::make_shared<health::ConcurrencyLimiter>(health::ConcurrencyLimiter::Settings::from(*config.adaptive_concurrency));
     slot.published_limit = slot.limiter->limit();
     slot.snapshot->stats->concurrency_limit.fetch_add(slot.published_limit, std::memory_order_relaxed);
 }

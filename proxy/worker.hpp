@@ -77,9 +77,11 @@ public:
 struct WorkerCluster {
     std::shared_ptr<const ClusterSnapshot> snapshot;
     std::unique_ptr<LoadBalancer> balancer;
-    std::unique_ptr<health::RetryBudget> budget;   // this worker's share of the cluster's retry budget
+    // This worker's share of the cluster's retry budget; shared so a request keeps the one it started
+    // with when a reload replaces it.
+    std::shared_ptr<health::RetryBudget> budget;
     // adaptive_concurrency: this worker's limiter (null when off) and the limit it last published.
-    std::unique_ptr<health::ConcurrencyLimiter> limiter;
+    std::shared_ptr<health::ConcurrencyLimiter> limiter;
     std::uint32_t published_limit = 0;
     // Requests of this worker waiting for an admission slot (limits.max_requests, a host under its
     // max_requests_per_host), oldest first; a request that ends here wakes the oldest.

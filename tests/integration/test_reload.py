@@ -80,6 +80,28 @@ class ReloadTest(HttpTestCase):
         self.assertGreaterEqual(after[a.addr]["connections_total"], served_by_a)
         self.assertEqual(drover.admin_json("/config")["clusters"][0]["retries"]["per_try_timeout"], "500ms")
 
+    def test_a_request_in_flight_finishes_under_the_settings_it_started_with(self):
+        slow = Switchable(self, "slow")
+        slow.delay = 0.8
+        clusters = [static_cluster("app", [slow], retries={"budget": "20%"},
+                                   adaptive_concurrency={"min_limit": 2, "max_limit": 50})]
+        drover = self.start_drover(self.config([route("app", path_prefix="/")], clusters))
+        addr = drover.listener_addr("web")
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("resp", self.get(addr, "/slow")), daemon=True)
+        t.start()
+        wait_until(lambda: slow.count() == 1, 3, message="request in flight")
+        # Every per-worker piece a reload can replace: the retry budget, the adaptive limiter, the checks.
+        clusters[0]["retries"] = {"budget": "50%"}
+        clusters[0]["adaptive_concurrency"] = {"min_limit": 4, "max_limit": 100}
+        clusters[0]["health_check"] = {"interval": "600ms", "tcp": {}}
+        self.rewrite(drover, self.config([route("app", path_prefix="/")], clusters))
+        self.assertEqual(drover.admin_post("/reload").status, 200)
+        t.join(5)
+        self.assertEqual(result["resp"].status, 200)
+        self.assertEqual(self.get(addr, "/after").status, 200)
+        self.assertGreaterEqual(drover.metric_value("drover_cluster_concurrency_limit", {"cluster": "app"}), 4)
+
     def test_a_bad_file_is_refused_with_file_and_line_and_the_old_config_keeps_serving(self):
         a = Switchable(self, "a")
         drover = self.start_drover(self.config([route("a", path_prefix="/")], [static_cluster("a", [a])]))
