@@ -623,6 +623,7 @@ private:
             }
             co_return outcome == Outcome::ok && keep_client_;
         }
+        if (waiting_for_host) { stats->pending_active.fetch_sub(1, std::memory_order_relaxed); }   // aborted while waiting
         if (aborted_) { co_return false; }
         if (unsent_) {
             // A reset taken for retry found no host to go to, even after holding: the try's own answer.

@@ -78,20 +78,18 @@ public:
         std::shared_ptr<const discovery::Host> host = co_await connect(cluster, *snapshot);
         const bool may_recover =
             snapshot->hosts.empty() || config.health_check.enabled || config.outlier_detection.enabled;
-        if (host == nullptr && may_recover) { stats->held_total.fetch_add(1, std::memory_order_relaxed); }
+        const bool held = host == nullptr && may_recover;
+        if (held) { stats->held_total.fetch_add(1, std::memory_order_relaxed); }
         while (host == nullptr && may_recover && !aborted_ && !worker_.draining() &&
                std::chrono::steady_clock::now() < hold_deadline) {
             const auto version = cluster.snapshot->version;
             co_await worker_.wait_snapshot(cluster_index, std::chrono::duration_cast<std::chrono::milliseconds>(
                                                                    hold_deadline - std::chrono::steady_clock::now()));
-            if (cluster.snapshot->version == version) {
-                stats->held_timed_out.fetch_add(1, std::memory_order_relaxed);
-                break;
-            }
-            stats->held_served.fetch_add(1, std::memory_order_relaxed);
+            if (cluster.snapshot->version == version) { break; }   // the deadline, not a change
             snapshot = cluster.snapshot;
             host = co_await connect(cluster, *snapshot);
         }
+        if (held) { (host != nullptr ? stats->held_served : stats->held_timed_out).fetch_add(1, std::memory_order_relaxed); }
         if (host == nullptr) {
             if (!aborted_) {
                 stats->unavailable_no_host.fetch_add(1, std::memory_order_relaxed);
