@@ -3,6 +3,7 @@
 // separate machines), a config that puts Drover in front of them, and admin routes to take a replica
 // down and bring it back so a user can watch traffic move.
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include <memory>
@@ -39,6 +40,8 @@ private:
     bool set_running(int id, bool running);
 
     boost::asio::io_context context_{1};
+    // Keeps the replicas' thread running while every replica is stopped, so a start still gets through.
+    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_{context_.get_executor()};
     std::vector<std::shared_ptr<Replica>> replicas_;
     std::thread thread_;
 };

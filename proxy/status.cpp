@@ -131,6 +131,11 @@ std::string host_why(const Cluster& cluster, const HostRecord& record, std::stri
     if (state == "unknown") {
         return record.last_probe ? "no passing check yet; last: " + record.last_probe->detail : "waiting for its first check";
     }
+    if (record.last_probe && !record.last_probe->passed) {
+        return fmt::format("healthy, but the last {} check{} failed: {} ({} needed to turn unhealthy)",
+                           record.health.consecutive_failures(), record.health.consecutive_failures() == 1 ? "" : "s",
+                           record.last_probe->detail, cluster.config().health_check.unhealthy_threshold);
+    }
     return record.last_probe ? "check passed: " + record.last_probe->detail : std::string{};
 }
 

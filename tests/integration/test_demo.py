@@ -1,6 +1,8 @@
 """`drover --demo`: the proxy in front of three embedded replicas, steered through the admin API."""
 
 import re
+import threading
+import time
 import unittest
 
 from harness import (DEMO_REPLICA_RE, LISTENER_LISTENING_RE, DroverTestCase, http_request, parse_addr,
@@ -52,6 +54,19 @@ class DemoTest(DroverTestCase):
         self.assertEqual(self.drover.admin_post("/demo/replicas/2/start").status, 200)
         wait_until(lambda: self.replica_state(2) == "up", 5, message="replica 2 shown up")
         wait_until(lambda: self.get() == 2, 10, message="replica 2 answers again")
+
+    def test_every_replica_down_then_one_back_holds_the_request_instead_of_failing_it(self):
+        for n in (1, 2, 3):
+            self.assertEqual(self.drover.admin_post(f"/demo/replicas/{n}/stop").status, 200)
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("resp", http_request(self.addr, "GET", "/", host="demo",
+                                                                                   timeout=10)), daemon=True)
+        t.start()
+        time.sleep(0.5)
+        self.assertEqual(self.drover.admin_post("/demo/replicas/1/start").status, 200)
+        t.join(10)
+        self.assertEqual(result["resp"].status, 200, result["resp"].raw[:300])
+        self.assertIn("demo replica 1", result["resp"].text)
 
     def test_demo_json(self):
         served = [self.get() for _ in range(6)]
