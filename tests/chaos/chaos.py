@@ -552,6 +552,14 @@ class ChaosTestCase(DroverTestCase):
         self.addCleanup(client.stop)
         return client.start()
 
+    def three_replicas_under_load(self) -> tuple[list[ChaosBackend], harness.Drover, ClustersPoller, LoadClient]:
+        """The common start of a scenario: replicas a, b, c behind drover, all healthy, steady load on."""
+        backends = [self.chaos_backend(n) for n in "abc"]
+        drover = self.start_chaos_drover(backends)
+        poller = self.clusters_poller(drover)
+        self.wait_all_healthy(poller, backends)
+        return backends, drover, poller, self.load(drover)
+
     def wait_all_healthy(self, poller: ClustersPoller, backends: list[ChaosBackend], timeout: float = 5.0) -> None:
         def all_healthy() -> bool:
             return all(poller.state(b.addr) == ("healthy", True) for b in backends)

@@ -11,11 +11,7 @@ from chaos import HOLD_TIMEOUT, ChaosTestCase
 
 class AllDownTest(ChaosTestCase):
     def test_all_replicas_die_and_come_back_within_hold_timeout(self):
-        backends = [self.chaos_backend(n) for n in "abc"]
-        drover = self.start_chaos_drover(backends)
-        poller = self.clusters_poller(drover)
-        self.wait_all_healthy(poller, backends)
-        load = self.load(drover)
+        backends, drover, poller, load = self.three_replicas_under_load()
 
         load.run_for(3.0)
         killed = min([b.kill(wait=False) for b in backends])   # all three at once, then reap

@@ -13,11 +13,7 @@ RECOVERY_BOUND = 3.0   # SIGCONT -> first request it answers (health check + eje
 
 class BlackHoleTest(ChaosTestCase):
     def test_stop_and_continue_one_replica(self):
-        a, b, c = (self.chaos_backend(n) for n in "abc")
-        drover = self.start_chaos_drover([a, b, c])
-        poller = self.clusters_poller(drover)
-        self.wait_all_healthy(poller, [a, b, c])
-        load = self.load(drover)
+        (a, b, c), drover, poller, load = self.three_replicas_under_load()
 
         load.run_for(3.0)
         stopped = b.stop()

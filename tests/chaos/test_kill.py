@@ -11,11 +11,7 @@ from chaos import LATENCY_SLACK, PER_TRY_TIMEOUT, ChaosTestCase, out_of_rotation
 
 class KillTest(ChaosTestCase):
     def test_kill_and_restart_one_replica(self):
-        a, b, c = (self.chaos_backend(n) for n in "abc")
-        drover = self.start_chaos_drover([a, b, c])
-        poller = self.clusters_poller(drover)
-        self.wait_all_healthy(poller, [a, b, c])
-        load = self.load(drover)
+        (a, b, c), drover, poller, load = self.three_replicas_under_load()
 
         load.run_for(3.0)
         killed = b.kill()

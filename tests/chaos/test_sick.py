@@ -15,11 +15,7 @@ RECOVERY_BOUND = 3.0
 
 class SickTest(ChaosTestCase):
     def test_one_replica_turns_sick_then_heals(self):
-        a, b, c = (self.chaos_backend(n) for n in "abc")
-        drover = self.start_chaos_drover([a, b, c])
-        poller = self.clusters_poller(drover)
-        self.wait_all_healthy(poller, [a, b, c])
-        load = self.load(drover)
+        (a, b, c), drover, poller, load = self.three_replicas_under_load()
 
         load.run_for(2.0)
         sick = b.set_mode("sick")
