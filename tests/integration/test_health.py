@@ -7,8 +7,8 @@ import threading
 import time
 import unittest
 
-from harness import (ClosedPort, HttpBackend, HttpTestCase, http_listener, make_config, route,
-                     static_cluster, wait_until)
+from harness import (ClosedPort, HttpBackend, HttpTestCase, http_listener, make_config, recv_all, route,
+                     static_cluster, tcp_listener, wait_until)
 
 FAST_CHECK = {"interval": "200ms", "unhealthy_interval": "100ms", "timeout": "150ms",
               "healthy_threshold": 1, "unhealthy_threshold": 2, "http": {"path": "/healthz"}}
@@ -263,6 +263,46 @@ class HealthTest(HttpTestCase):
                 resp = self.get(addr, "/")
                 self.assertEqual(resp.status, want, resp)
                 self.assertGreaterEqual(drover.metric_value("drover_cluster_panics_total", {"cluster": "app"}), 1)
+
+
+
+class TcpHealthTest(HttpTestCase):
+    """The same self-healing on a tcp listener: connections go to healthy hosts only, and while every
+    host is down a new connection is held until one comes back."""
+
+    def proxy(self, hosts, **cluster):
+        clusters = [static_cluster("pg", hosts, self_healing=True, load_balancing="round_robin",
+                                   health_check={"interval": "200ms", "unhealthy_interval": "100ms", "timeout": "150ms",
+                                                 "healthy_threshold": 1, "unhealthy_threshold": 1}, **cluster)]
+        drover = self.start_drover(make_config([tcp_listener("front", "pg")], clusters))
+        return drover, drover.listener_addr("front")
+
+    def tag(self, addr):
+        sock = self.connect(addr)
+        return recv_all(sock)
+
+    def test_a_dead_host_leaves_rotation_and_new_connections_go_to_the_rest(self):
+        a, b = self.tagged_backend("A"), self.tagged_backend("B")
+        drover, addr = self.proxy([a, b])
+        self.assertEqual({self.tag(addr) for _ in range(4)}, {b"A", b"B"})
+        b.stop()
+        wait_until(lambda: drover.metric_value("drover_cluster_hosts_eligible", {"cluster": "pg"}) == 1, 5,
+                   message="b out of rotation")
+        self.assertEqual({self.tag(addr) for _ in range(4)}, {b"A"})
+
+    def test_a_connection_is_held_while_every_host_is_down(self):
+        holder = ClosedPort()
+        port = holder.port
+        drover, addr = self.proxy([holder], hold_timeout="5s")
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("tag", self.tag(addr)), daemon=True)
+        t.start()
+        time.sleep(0.3)
+        holder.stop()
+        self.tagged_backend("late", port=port)
+        t.join(8)
+        self.assertEqual(result.get("tag"), b"late")
+        self.assertEqual(drover.metric_value("drover_cluster_held_requests_total", {"cluster": "pg", "result": "served"}), 1)
 
 
 if __name__ == "__main__":
