@@ -25,7 +25,9 @@ class FileDiscoveryTest(DroverTestCase):
 
     def proxy(self, wait_ready=True, path=None):
         # Round robin: which backends a handful of connections reach is then exact, not probabilistic.
-        cluster = file_cluster("back", path or self.path, load_balancing="round_robin")
+        # A connection while the cluster has no hosts waits hold_timeout for one: kept short here, where
+        # tests expect such a connection closed promptly.
+        cluster = file_cluster("back", path or self.path, load_balancing="round_robin", hold_timeout="300ms")
         config = make_config([tcp_listener("front", "back")], [cluster])
         drover = self.start_drover(config, wait_ready=wait_ready)
         return drover, drover.listener_addr("front")
