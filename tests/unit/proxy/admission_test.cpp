@@ -1,0 +1,37 @@
+// proxy/admission: the slot, cap and Retry-After decisions the HTTP data path takes per request.
+
+#include "proxy/admission.hpp"
+
+#include <gtest/gtest.h>
+
+namespace drover::proxy {
+namespace {
+
+TEST(Admission, ClusterSlotsStopAtTheLimitAndComeBackWhenReleased) {
+    ClusterStats stats;
+    EXPECT_TRUE(take_cluster_slot(stats, 2));
+    EXPECT_TRUE(take_cluster_slot(stats, 2));
+    EXPECT_FALSE(take_cluster_slot(stats, 2));
+    EXPECT_EQ(stats.requests_active.load(), 2);   // a refusal leaves the count as it was
+    release_cluster_slot(stats);
+    EXPECT_TRUE(take_cluster_slot(stats, 2));
+}
+
+TEST(Admission, HostCapZeroMeansNoCap) {
+    const discovery::Host host(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address_v4(0x7f000001), 80));
+    host.stats().requests_active.store(5);
+    EXPECT_TRUE(host_has_room(host, 0));
+    EXPECT_TRUE(host_has_room(host, 6));
+    EXPECT_FALSE(host_has_room(host, 5));
+}
+
+TEST(Admission, RetryAfterIsTheQueueDrainTimeInWholeSecondsFrom1To30) {
+    EXPECT_EQ(shed_retry_after(0, 10, 0.05), 1u);      // nothing queued: the minimum
+    EXPECT_EQ(shed_retry_after(-3, 10, 0.05), 1u);     // a transiently negative gauge counts as 0
+    EXPECT_EQ(shed_retry_after(99, 10, 0.25), 3u);     // 100 requests / 10 slots x 0.25 s = 2.5 s -> 3
+    EXPECT_EQ(shed_retry_after(999, 1, 1.0), 30u);     // capped
+    EXPECT_EQ(shed_retry_after(5, 0, 1.0), 6u);        // no slots counts as one
+}
+
+}  // namespace
+}  // namespace drover::proxy
