@@ -21,6 +21,10 @@ struct Mark {
     std::string file;
     int line = 0;
     int column = 0;
+
+    // A mark says where a value was written, not what it is: settings that differ only in where they
+    // sit in the file are the same settings (a reload that moved a block changes nothing).
+    friend bool operator==(const Mark&, const Mark&) { return true; }
 };
 
 // An IP literal and a port: "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:0" (port 0 = pick any).
@@ -56,14 +60,16 @@ struct ProcessConfig {
 };
 
 struct TlsCertificate {
-    std::string cert;   // paths, relative ones resolved against the config file's folder
-    std::string key;
+    std::string cert;   // PEM chain (leaf first); paths, relative ones resolved against the config file's folder
+    std::string key;    // PEM private key
+    Mark mark;          // where the entry is: errors loading the files point here
 
     bool operator==(const TlsCertificate&) const = default;
 };
 
 struct ListenerTls {
-    std::vector<TlsCertificate> certificates;
+    std::vector<TlsCertificate> certificates;   // the first is the default: served when SNI matches none
+    Mark mark;
 
     bool operator==(const ListenerTls&) const = default;
 };
@@ -247,10 +253,12 @@ struct AdaptiveConcurrency {
 };
 
 struct UpstreamTls {
-    std::string sni;
-    std::string ca;
-    std::string cert;   // optional client certificate (mTLS)
+    std::string sni;    // sent as SNI and checked against the host's certificate; empty = neither
+    std::string ca;     // PEM trust anchors; empty = the system's
+    std::string cert;   // optional client certificate (mTLS), with its key
     std::string key;
+    bool verify = true;   // verify the host's certificate chain (and name, with sni)
+    Mark mark;
 
     bool operator==(const UpstreamTls&) const = default;
 };

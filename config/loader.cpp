@@ -27,42 +27,6 @@ namespace drover::config {
 namespace {
 
 // ---------------------------------------------------------------------------------------------------
-// Features the loader parses but Drover cannot run yet. Each present key (or key with this value) is
-// refused with "<key> [value] is not supported yet<hint>" unless LoadOptions::allow_unsupported.
-// Delete a line when its feature lands; docs/configuration.md marks the same keys with "Status".
-// ---------------------------------------------------------------------------------------------------
-struct NotYetSupported {
-    std::string_view path;    // key path with list indices dropped, e.g. "clusters[].health_check"
-    std::string_view value;   // empty: the key whatever its value; otherwise only this value
-    std::string_view hint;    // follows "... is not supported yet"
-};
-
-// clang-format off
-constexpr NotYetSupported kNotYetSupported[] = {
-    {"listeners[].tls", "", " (coming with TLS termination)"},                            // TLS termination
-    {"clusters[].tls", "", " (coming with upstream TLS)"},                                // TLS to hosts
-};
-// clang-format on
-
-// "clusters[3].retries.on" -> "clusters[].retries.on", the form the table above is written in.
-std::string without_indices(std::string_view path) {
-    std::string out;
-    bool in_index = false;
-    for (const char c : path) {
-        if (c == '[') {
-            in_index = true;
-            out += c;
-        } else if (c == ']') {
-            in_index = false;
-            out += c;
-        } else if (!in_index) {
-            out += c;
-        }
-    }
-    return out;
-}
-
-// ---------------------------------------------------------------------------------------------------
 // Value parsers. Each returns the value or a message phrased for the user; the public parse_* functions
 // keep only the value.
 // ---------------------------------------------------------------------------------------------------
@@ -296,10 +260,10 @@ std::string suggestion(std::string_view word, const Range& candidates) {
 // Error collection.
 // ---------------------------------------------------------------------------------------------------
 
-// Collects the errors of one load; knows the file name marks point into and the load options.
+// Collects the errors of one load; knows the file name marks point into.
 class Diagnostics {
 public:
-    Diagnostics(std::string file, const LoadOptions& options) : file_(std::move(file)), options_(options) {}
+    explicit Diagnostics(std::string file) : file_(std::move(file)) {}
 
     const std::string& file() const { return file_; }
 
@@ -313,23 +277,6 @@ public:
         errors_.push_back(ConfigError{std::move(mark), std::move(path), std::move(message)});
     }
 
-    // Refuses `path` (or `path` set to `value`) when kNotYetSupported lists it.
-    void check_supported(const std::string& path, std::string_view value, const Mark& mark) {
-        if (options_.allow_unsupported) { return; }
-        const std::string pattern = without_indices(path);
-        for (const auto& entry : kNotYetSupported) {
-            if (entry.path != pattern || entry.value != value) { continue; }
-            // Name the key relative to its listener or cluster: "retries.on", not "clusters[].retries.on".
-            std::string_view key = entry.path;
-            if (const auto cut = key.rfind("]."); cut != std::string_view::npos) {
-                key.remove_prefix(cut + 2);
-            }
-            const std::string what = value.empty() ? std::string{key} : fmt::format("{} {}", key, value);
-            error(mark, path, fmt::format("{} is not supported yet{}", what, entry.hint));
-            return;
-        }
-    }
-
     std::vector<ConfigError> take() {
         // Cross-reference checks run last; present everything in file order.
         std::stable_sort(errors_.begin(), errors_.end(), [](const ConfigError& a, const ConfigError& b) {
@@ -340,7 +287,6 @@ public:
 
 private:
     std::string file_;
-    LoadOptions options_;
     std::vector<ConfigError> errors_;
 };
 
@@ -422,16 +368,13 @@ public:
         return value;
     }
 
-    // One of a fixed set of words; the chosen word is also checked against kNotYetSupported.
+    // One of a fixed set of words.
     template <class E>
     std::optional<E> one_of(std::initializer_list<std::pair<std::string_view, E>> choices) const {
         const auto text = scalar("a string");
         if (!text) { return std::nullopt; }
         for (const auto& [word, value] : choices) {
-            if (*text == word) {
-                diag_->check_supported(path_, word, key_mark_);
-                return value;
-            }
+            if (*text == word) { return value; }
         }
         std::vector<std::string_view> words;
         std::string listed;
@@ -617,7 +560,6 @@ std::optional<Fields> Cursor::map(std::initializer_list<std::string_view> allowe
             continue;
         }
         Cursor child{*diag_, pair.second, child_path(key), key_mark};
-        diag_->check_supported(child.path(), "", key_mark);
         entries.emplace_back(key, std::move(child));
     }
     return Fields{*this, std::move(entries)};
@@ -840,9 +782,6 @@ private:
             const auto v = p->one_of<Protocol>({{"http", Protocol::http}, {"tcp", Protocol::tcp}});
             protocol_known = v.has_value();
             if (v) { listener.protocol = *v; }
-        } else {
-            // Absent means http, so the listener itself is what asks for HTTP.
-            diag_.check_supported(f->path_of("protocol"), "http", listener.mark);
         }
         if (const auto t = f->get("tls")) { listener.tls = read_listener_tls(*t); }
         if (const auto r = f->get("routes")) {
@@ -911,6 +850,7 @@ private:
         const auto f = c.map({"certificates"});
         if (!f) { return std::nullopt; }
         ListenerTls tls;
+        tls.mark = c.mark();
         const auto certificates = f->require("certificates");
         if (!certificates) { return tls; }
         const auto items = certificates->list();
@@ -921,12 +861,12 @@ private:
             const auto cf = item.map({"cert", "key"});
             if (!cf) { continue; }
             TlsCertificate certificate;
+            certificate.mark = item.mark();
             for (const auto key : {"cert", "key"}) {
                 if (const auto k = cf->require(key)) {
                     if (auto v = k->string()) {
                         if (v->empty()) { k->error(fmt::format("{} must not be empty", key)); }
-                        (std::string_view{key} == "cert" ? certificate.cert : certificate.key) =
-                            std::move(*v);
+                        (std::string_view{key} == "cert" ? certificate.cert : certificate.key) = resolve_path(*v);
                     }
                 }
             }
@@ -1160,13 +1100,17 @@ private:
             c.error("file must name the endpoints file");
             return std::nullopt;
         }
-        // Like every path in the config, a relative one is relative to the config file's folder.
-        std::filesystem::path file{*path};
+        return FileDiscovery{resolve_path(*path)};
+    }
+
+    // Like every path in the config, a relative one is relative to the config file's folder.
+    std::string resolve_path(const std::string& path) const {
+        std::filesystem::path file{path};
         if (file.is_relative()) {
             const auto folder = std::filesystem::path{diag_.file()}.parent_path();
             if (!folder.empty()) { file = folder / file; }
         }
-        return FileDiscovery{file.lexically_normal().string()};
+        return file.lexically_normal().string();
     }
 
     std::optional<HashPolicy> read_hash(const Cursor& c) {
@@ -1360,13 +1304,20 @@ private:
     }
 
     std::optional<UpstreamTls> read_upstream_tls(const Cursor& c) {
-        const auto f = c.map({"sni", "ca", "cert", "key"});
+        const auto f = c.map({"sni", "ca", "cert", "key", "verify"});
         if (!f) { return std::nullopt; }
         UpstreamTls tls;
+        tls.mark = c.mark();
         f->read_string("sni", tls.sni);
-        f->read_string("ca", tls.ca);
-        f->read_string("cert", tls.cert);
-        f->read_string("key", tls.key);
+        if (const auto v = f->get("verify")) { tls.verify = v->boolean().value_or(true); }
+        for (auto [key, out] : {std::pair{"ca", &tls.ca}, std::pair{"cert", &tls.cert}, std::pair{"key", &tls.key}}) {
+            f->read_string(key, *out);
+            if (f->has(key) && out->empty()) { f->get(key)->error(fmt::format("{} must not be empty", key)); }
+            if (!out->empty()) { *out = resolve_path(*out); }
+        }
+        if (!tls.verify && f->has("ca")) {
+            f->get("ca")->error("ca is unused with verify: false (remove one of them)");
+        }
         // A client certificate is useless without its key and the other way round.
         if (f->has("cert") != f->has("key")) {
             const std::string_view given = f->has("cert") ? "cert" : "key";
@@ -1492,8 +1443,8 @@ static YAML::Node load_one_document(std::string_view yaml, Diagnostics& diag, st
     return documents.empty() ? YAML::Node{} : documents.front();
 }
 
-LoadResult load_string(std::string_view yaml, const std::string& source_name, const LoadOptions& options) {
-    Diagnostics diag{source_name, options};
+LoadResult load_string(std::string_view yaml, const std::string& source_name) {
+    Diagnostics diag{source_name};
     try {
         const YAML::Node root = load_one_document(yaml, diag, "a config file");
         ConfigReader reader{diag};
@@ -1537,18 +1488,18 @@ ConfigError cannot_read(const std::string& path, int err) {
 
 }  // namespace
 
-LoadResult load_file(const std::string& path, const LoadOptions& options) {
+LoadResult load_file(const std::string& path) {
     auto file = read_whole_file(path);
     if (!file.text) {
         LoadResult result;
         result.errors.push_back(cannot_read(path, file.error));
         return result;
     }
-    return load_string(*file.text, path, options);
+    return load_string(*file.text, path);
 }
 
 EndpointsFileResult load_endpoints_string(std::string_view yaml, const std::string& source_name) {
-    Diagnostics diag{source_name, LoadOptions{}};
+    Diagnostics diag{source_name};
     std::optional<std::vector<StaticEndpoint>> endpoints;
     try {
         const YAML::Node root = load_one_document(yaml, diag, "an endpoints file");

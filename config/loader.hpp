@@ -29,18 +29,11 @@ struct LoadResult {
     bool ok() const { return errors.empty(); }
 };
 
-struct LoadOptions {
-    // Keys whose feature is not built yet are refused ("not supported yet") unless this is set.
-    // Only tests set it, to check that the whole documented schema parses.
-    bool allow_unsupported = false;
-};
-
 // Reads and validates a file. Never throws: I/O and syntax problems are errors too.
-LoadResult load_file(const std::string& path, const LoadOptions& options = {});
+LoadResult load_file(const std::string& path);
 
 // Same, for text already in memory; `source_name` stands for the file name in marks.
-LoadResult load_string(std::string_view yaml, const std::string& source_name,
-                       const LoadOptions& options = {});
+LoadResult load_string(std::string_view yaml, const std::string& source_name);
 
 // An endpoints file (discovery.file): `endpoints: [ address | { address, weight } ]`, at least one.
 struct EndpointsFileResult {

@@ -21,6 +21,8 @@
 #include <boost/asio/write.hpp>
 #include <fmt/format.h>
 
+#include "discovery/endpoint.hpp"
+
 namespace drover::health {
 
 namespace asio = boost::asio;
@@ -43,20 +45,6 @@ std::string describe(const error_code& ec) {
     if (ec == asio::error::connection_refused) { return "connection refused"; }
     if (ec == asio::error::connection_reset) { return "connection reset"; }
     return ec.message();
-}
-
-// OpenSSL's own reason ("wrong version number") is what an operator can search for; asio's message
-// appends the library name, which says nothing here.
-std::string describe_tls(const error_code& ec) {
-    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
-        return "TLS: connection closed during the handshake";
-    }
-    if (ec.category() == asio::error::get_ssl_category()) {
-        if (const char* reason = ERR_reason_error_string(static_cast<unsigned long>(ec.value()))) {
-            return fmt::format("TLS: {}", reason);
-        }
-    }
-    return fmt::format("TLS: {}", describe(ec));
 }
 
 // "500ms", "1500ms", "2s": whole seconds read better in logs, anything else stays exact.
@@ -124,7 +112,8 @@ asio::ssl::context& client_tls_context() {
     return context;
 }
 
-asio::awaitable<ProbeResult> http_exchange(tcp::socket& socket, const config::HttpProbe& http,
+template <class Stream>
+asio::awaitable<ProbeResult> http_exchange(Stream& socket, const config::HttpProbe& http,
                                            const std::string& default_host) {
     const std::string& host = http.host.empty() ? default_host : http.host;
     const std::string request = fmt::format(
@@ -153,27 +142,41 @@ asio::awaitable<ProbeResult> http_exchange(tcp::socket& socket, const config::Ht
     }
 }
 
-asio::awaitable<ProbeResult> tls_handshake(tcp::socket& socket, const std::string& default_host) {
-    asio::ssl::stream<tcp::socket&> stream(socket, client_tls_context());
-    if (looks_like_hostname(default_host)) {
+// The handshake, then (for an HTTP probe) the request over TLS. With the cluster's TLS the handshake
+// is the one traffic does; without, it only shows that a TLS stack answers.
+asio::awaitable<ProbeResult> over_tls(tcp::socket& socket, const config::Probe& probe, const std::string& default_host,
+                                      const TlsClient* tls, const std::string& peer) {
+    asio::ssl::stream<tcp::socket&> stream(socket, tls != nullptr ? tls->context() : client_tls_context());
+    if (tls != nullptr) {
+        tls->prepare(stream.native_handle(), peer);
+    } else if (looks_like_hostname(default_host)) {
         // SSL_set_tlsext_host_name is a macro with a C cast; this is what it expands to.
         SSL_ctrl(stream.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
                  const_cast<char*>(default_host.c_str()));
     }
     auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::client, use_tuple);
-    if (ec) { co_return failed(describe_tls(ec)); }
-    co_return ProbeResult{true, "TLS handshake ok"};
+    if (ec) {
+        const bool verifying = tls != nullptr && tls->settings().verify;
+        co_return failed("TLS: " + describe_handshake_error(ec, verifying ? stream.native_handle() : nullptr));
+    }
+    ProbeResult result{true, "TLS handshake ok"};
+    if (const auto* http = std::get_if<config::HttpProbe>(&probe)) { result = co_await http_exchange(stream, *http, default_host); }
+    keep_session(stream.native_handle());
+    co_return result;
 }
 
 // Connect, then the probe's own exchange. Returns when it has an answer or its socket is closed.
 asio::awaitable<ProbeResult> exchange(tcp::socket& socket, const tcp::endpoint& address,
-                                      const config::Probe& probe, const std::string& default_host) {
+                                      const config::Probe& probe, const std::string& default_host,
+                                      const TlsClient* tls) {
     auto [connect_ec] = co_await socket.async_connect(address, use_tuple);
     if (connect_ec) { co_return failed(describe(connect_ec)); }
-    if (const auto* http = std::get_if<config::HttpProbe>(&probe)) {
-        co_return co_await http_exchange(socket, *http, default_host);
+    const bool is_http = std::holds_alternative<config::HttpProbe>(probe);
+    if (std::holds_alternative<config::TlsProbe>(probe) || (is_http && tls != nullptr)) {
+        const std::string peer = discovery::to_string(address);
+        co_return co_await over_tls(socket, probe, default_host, tls, peer);
     }
-    if (std::holds_alternative<config::TlsProbe>(probe)) { co_return co_await tls_handshake(socket, default_host); }
+    if (is_http) { co_return co_await http_exchange(socket, std::get<config::HttpProbe>(probe), default_host); }
     co_return ProbeResult{true, "TCP connect ok"};
 }
 
@@ -191,13 +194,14 @@ asio::awaitable<void> close_at_deadline(asio::steady_timer& timer, tcp::socket& 
 }  // namespace
 
 asio::awaitable<ProbeResult> run_probe(asio::any_io_executor executor, tcp::endpoint address,
-                                       const config::HealthCheck& check, std::string default_host) {
+                                       const config::HealthCheck& check, std::string default_host,
+                                       std::shared_ptr<const TlsClient> tls) {
     ProbeResult result;
     try {
         tcp::socket socket(executor);
         asio::steady_timer timer(executor, check.timeout);   // armed now: the bound covers the connect too
         // Named first: GCC 12 mishandles temporaries built inside a co_await expression.
-        auto flow = exchange(socket, address, check.probe, default_host);
+        auto flow = exchange(socket, address, check.probe, default_host, tls.get());
         auto deadline = close_at_deadline(timer, socket);
         // || waits for both branches to finish, so nothing refers to socket or timer once it returns.
         auto first = co_await (std::move(flow) || std::move(deadline));

@@ -3,7 +3,7 @@
 // call opens its own socket, does one exchange (TCP connect, HTTP GET and status line, or TLS
 // handshake), closes it, and turns whatever happened into a ProbeResult. Decides only pass or fail of
 // this one probe; rise/fall across probes is HealthState's job. Runs on the executor it is given (the
-// control loop); OpenSSL stays inside probe.cpp.
+// control loop); OpenSSL stays inside probe.cpp and tls_client.cpp.
 
 #include <string>
 
@@ -12,6 +12,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "config/config.hpp"
+#include "health/tls_client.hpp"
 
 namespace drover::health {
 
@@ -26,12 +27,16 @@ struct ProbeResult {
 // Never throws; every socket and timer it uses is created on `executor` and all their operations have
 // completed when it returns. `default_host` is the Host header when HttpProbe::host is empty, and the
 // TLS SNI when it looks like a hostname (the caller passes the cluster name).
+// `tls`: the cluster's TLS to its hosts (null: none). With it, a TLS probe handshakes as traffic does
+// (verification, SNI, client certificate) and an HTTP probe goes over TLS; without it a TLS probe only
+// proves that a TLS stack answers, and verifies nothing.
 //
 // Lifetime: `check` is read across suspension points, so the caller must keep that HealthCheck (the
 // loaded config) alive until the returned awaitable completes.
 boost::asio::awaitable<ProbeResult> run_probe(boost::asio::any_io_executor executor,
                                               boost::asio::ip::tcp::endpoint address,
                                               const config::HealthCheck& check,
-                                              std::string default_host);
+                                              std::string default_host,
+                                              std::shared_ptr<const TlsClient> tls = nullptr);
 
 }  // namespace drover::health

@@ -79,8 +79,9 @@ void HealthReporter::overloaded(const std::shared_ptr<const discovery::Host>& ho
 }
 
 Cluster::Cluster(config::Cluster config, std::unique_ptr<discovery::Resolver> resolver, Publish publish,
-                 asio::io_context& control)
+                 asio::io_context& control, std::shared_ptr<const health::TlsClient> tls)
     : config_(std::make_shared<const config::Cluster>(std::move(config))),
+      tls_(std::move(tls)),
       stats_(std::make_shared<ClusterStats>()),
       resolver_(std::move(resolver)),
       publish_(std::move(publish)),
@@ -94,6 +95,7 @@ Cluster::Cluster(config::Cluster config, std::unique_ptr<discovery::Resolver> re
     empty->config = config_;
     empty->stats = stats_;
     empty->reporter = reporter_;
+    empty->tls = tls_;
     snapshot_ = std::move(empty);
 }
 
@@ -288,6 +290,7 @@ void Cluster::rebuild() {
     snapshot->config = config_;
     snapshot->stats = stats_;
     snapshot->reporter = reporter_;
+    snapshot->tls = tls_;
     snapshot->version = ++version_;
     snapshot->listed = order_.size();
     snapshot->panic = selection_.panic;
@@ -325,6 +328,7 @@ asio::awaitable<void> Cluster::probe_loop(std::shared_ptr<HostRecord> record, mi
     // Holds what the loop reads after the cluster may be gone; `this` only while the reporter is attached.
     const auto reporter = reporter_;
     const auto config = config_;
+    const auto tls = tls_;   // a reload with new TLS restarts the loop (a new generation)
     auto& control = control_;
     const std::string host_header = probe_host(*config);
     const auto generation = record->probe_generation;
@@ -338,7 +342,7 @@ asio::awaitable<void> Cluster::probe_loop(std::shared_ptr<HostRecord> record, mi
         co_await record->probe_timer->async_wait(asio::as_tuple(asio::use_awaitable));
         if (stale()) { co_return; }
         const auto result = co_await health::run_probe(control.get_executor(), record->host->address(),
-                                                       config->health_check, host_header);
+                                                       config->health_check, host_header, tls);
         if (stale()) { co_return; }
         on_probe(*record, result);
         delay = record->health.next_probe_delay(config->health_check, unit_random());
@@ -425,9 +429,11 @@ void Cluster::on_overload(const std::shared_ptr<const discovery::Host>& host, mi
     rebuild();
 }
 
-void Cluster::reconfigure(config::Cluster config) {
-    const bool checks_changed = !(config.health_check == config_->health_check);
+void Cluster::reconfigure(config::Cluster config, std::shared_ptr<const health::TlsClient> tls) {
+    // New TLS changes what a probe proves, like a new check does.
+    const bool checks_changed = !(config.health_check == config_->health_check) || tls != tls_;
     config_ = std::make_shared<const config::Cluster>(std::move(config));
+    tls_ = std::move(tls);
     selection_settings_ = selection_settings(*config_);
     outlier_.set_settings(outlier_settings(config_->outlier_detection));
     if (checks_changed) {

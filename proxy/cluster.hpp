@@ -29,6 +29,7 @@
 #include "health/overload.hpp"
 #include "health/probe.hpp"
 #include "health/selection.hpp"
+#include "health/tls_client.hpp"
 
 namespace drover::proxy {
 
@@ -93,6 +94,7 @@ struct ClusterSnapshot {
     std::shared_ptr<const config::Cluster> config;
     std::shared_ptr<ClusterStats> stats;
     std::shared_ptr<HealthReporter> reporter;   // null for snapshots built outside a Cluster (tests)
+    std::shared_ptr<const health::TlsClient> tls;   // TLS to the hosts; null = plain TCP
     // The hosts a request may go to now (healthy, not ejected, not draining; every counted host in
     // panic with use_all), in discovery order, with their effective weights (slow start and overload
     // folded in, in units of 1/kWeightScale of a configured weight).
@@ -145,8 +147,10 @@ public:
     using Publish = std::function<void(std::shared_ptr<const ClusterSnapshot>)>;
     using Clock = std::chrono::steady_clock;
 
+    // `tls`: TLS to the hosts as clusters[].tls asks (built by the caller, so that a bad file is a config
+    // error rather than a dead cluster); null = plain TCP. Probes use it too.
     Cluster(config::Cluster config, std::unique_ptr<discovery::Resolver> resolver, Publish publish,
-            boost::asio::io_context& control);
+            boost::asio::io_context& control, std::shared_ptr<const health::TlsClient> tls = nullptr);
     ~Cluster();
     Cluster(const Cluster&) = delete;
     Cluster& operator=(const Cluster&) = delete;
@@ -197,7 +201,10 @@ public:
 
     // A reload changed this cluster's settings (its discovery and balancing stay): hosts keep their
     // health, ejections and counters; the new settings apply from the next probe, outcome and request.
-    void reconfigure(config::Cluster config);
+    // A new `tls` reaches the workers with the next snapshot; connections pooled under the old one
+    // are not lent out again.
+    void reconfigure(config::Cluster config, std::shared_ptr<const health::TlsClient> tls);
+    const std::shared_ptr<const health::TlsClient>& tls() const { return tls_; }
 
     // Admin drain of one host: no new requests (in-flight ones finish, then its connections close);
     // undrain brings it back through slow start. False when the cluster has no such host.
@@ -220,6 +227,7 @@ private:
     std::uint32_t retry_after_seconds(Clock::time_point now) const;
 
     std::shared_ptr<const config::Cluster> config_;
+    std::shared_ptr<const health::TlsClient> tls_;
     std::shared_ptr<ClusterStats> stats_;
     std::unique_ptr<discovery::Resolver> resolver_;
     Publish publish_;

@@ -8,6 +8,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <openssl/ssl.h>
 
 #include <fmt/format.h>
 
@@ -19,6 +20,7 @@
 #include <random>
 
 #include "config/log.hpp"
+#include "health/tls_client.hpp"
 #include "proxy/access_log.hpp"
 #include "proxy/admission.hpp"
 #include "proxy/http_rules.hpp"
@@ -27,6 +29,8 @@
 #include "proxy/pressure.hpp"
 #include "proxy/relay.hpp"
 #include "proxy/socket_options.hpp"
+#include "proxy/stream.hpp"
+#include "proxy/tls_server.hpp"
 #include "proxy/worker.hpp"
 
 namespace drover::proxy {
@@ -50,6 +54,8 @@ constexpr auto kSlotPoll = std::chrono::milliseconds(5);
 constexpr double kLatencyWeight = 0.1;
 // Requests that say `x-drover-priority: low` are shed first: they never wait for a slot.
 constexpr std::string_view kPriorityHeader = "x-drover-priority";
+// How long a closing TLS connection waits for the client's close_notify after sending its own.
+constexpr auto kTlsShutdownWait = std::chrono::seconds(1);
 
 std::size_t status_class(unsigned status) { return std::min<std::size_t>(status / 100, 5) - 1; }
 
@@ -113,6 +119,10 @@ public:
     }
 
     asio::awaitable<void> run() {
+        if (!co_await handshake()) {
+            close_client();
+            co_return;
+        }
         bool first = true;
         while (!aborted_) {
             if (client_buf_.size() == 0) {
@@ -130,12 +140,39 @@ public:
             if (!co_await handle_request()) { break; }
             if (worker_.draining()) { break; }
         }
+        if (client_.tls() && !aborted_) {
+            // close_notify, so the client can tell the end from a cut; its answer is waited for briefly.
+            client_.lowest().expires_after(kTlsShutdownWait);
+            co_await client_.async_shutdown(use_tuple);
+        }
+        close_client();
+    }
+
+private:
+    void close_client() {
         boost::system::error_code ignored;
         client_.socket().shutdown(tcp::socket::shutdown_send, ignored);
         client_.socket().close(ignored);
     }
 
-private:
+    // TLS listeners: the handshake, within the request header timeout. Plain ones: nothing to do.
+    asio::awaitable<bool> handshake() {
+        tls_server_ = listener_->tls.load(std::memory_order_acquire);
+        if (!tls_server_) { co_return true; }
+        client_.start_tls_server(tls_server_->context());
+        client_.lowest().expires_after(listener_->config.timeouts.request_headers);
+        auto [ec] = co_await client_.async_handshake(use_tuple);
+        if (ec) {
+            bump(counters_.tls_handshake_failures);
+            log::debug("listener {}: TLS handshake with {} failed: {}", listener_->config.name, client_addr_,
+                       health::describe_handshake_error(ec, nullptr));
+            co_return false;
+        }
+        bump(counters_.tls_handshakes);
+        if (SSL_session_reused(client_.native_ssl()) == 1) { bump(counters_.tls_resumed); }
+        co_return true;
+    }
+
     // Client-side deadlines: the timer cancels only the operation bound to deadline_cancel_ and leaves
     // the socket open, so a 408 can still be written. Cheaper than racing with the || operator, which
     // co_spawns two child coroutines per wait (benchmarks/e2e --callgrind, instructions per request).
@@ -159,6 +196,14 @@ private:
     auto with_deadline() { return asio::bind_cancellation_slot(deadline_cancel_.slot(), use_tuple); }
 
     asio::awaitable<bool> wait_readable(std::chrono::milliseconds timeout) {
+        if (client_.tls()) {
+            // Readable bytes on the socket may be TLS records with nothing for HTTP, and decrypted
+            // bytes may wait inside the TLS layer with the socket quiet: only a read can tell.
+            client_.lowest().expires_after(timeout);
+            auto [ec, n] = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
+            client_buf_.commit(n);
+            co_return !ec || n > 0;
+        }
         arm_deadline(Clock::now() + timeout);
         auto [ec] = co_await client_.socket().async_wait(tcp::socket::wait_read, with_deadline());
         disarm_deadline();
@@ -200,11 +245,20 @@ private:
                 }
             }
             // The client socket stays open when the deadline passes, so the 408 can still be sent.
-            arm_deadline(deadline);
-            auto [ec, n] = co_await client_.socket().async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
-            disarm_deadline();
-            if (deadline_fired_) {
-                co_return LocalError{408, LocalReason::request_header_timeout, "request header not received in time"};
+            // Over TLS the TCP layer's timer bounds the read instead, and closes the connection.
+            boost::system::error_code ec;
+            std::size_t n = 0;
+            if (client_.tls()) {
+                client_.lowest().expires_at(deadline);
+                std::tie(ec, n) = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
+                if (ec == beast::error::timeout) { bump(counters_.local_responses[static_cast<std::size_t>(LocalReason::request_header_timeout)]); }
+            } else {
+                arm_deadline(deadline);
+                std::tie(ec, n) = co_await client_.socket().async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
+                disarm_deadline();
+                if (deadline_fired_) {
+                    co_return LocalError{408, LocalReason::request_header_timeout, "request header not received in time"};
+                }
             }
             if (ec) {
                 gone = true;
@@ -517,19 +571,18 @@ private:
 
             bool reused = false;
             if (!retried_stale) {
-                if (auto socket = worker_.pool().take(*host)) {
-                    upstream_.emplace(std::move(*socket));
+                if (auto pooled = worker_.pool().take(*host, snapshot->tls.get())) {
+                    upstream_.emplace(std::move(*pooled));
                     reused = true;
                     host->stats().pool_reuses.fetch_add(1, std::memory_order_relaxed);
                 }
             }
             if (!reused) {
-                upstream_.emplace(worker_.context());
-                upstream_->expires_after(config.timeouts.connect);
-                auto [ec] = co_await upstream_->async_connect(host->address(), use_tuple);
+                upstream_.emplace(beast::tcp_stream(worker_.context()));
+                auto ec = co_await connect_upstream(*host, snapshot->tls, config.timeouts.connect);
                 if (ec) {
                     host->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
-                    log::debug("cluster {}: connect to {} failed: {}", config.name, host->name(), ec.message());
+                    log::debug("cluster {}: {}", config.name, last_connect_error_);
                     report(*snapshot, host, ec == beast::error::timeout ? health::Outcome::timeout : health::Outcome::connect_failed);
                     upstream_.reset();
                     host_slot.release();
@@ -540,7 +593,6 @@ private:
                     }
                     continue;
                 }
-                configure_upstream(upstream_->socket());
                 host->stats().connections_total.fetch_add(1, std::memory_order_relaxed);
                 host->stats().connections_active.fetch_add(1, std::memory_order_relaxed);
             }
@@ -635,7 +687,9 @@ private:
                                "no host of cluster " + config.name + " is available", has_body};
         if (!tried.empty()) {
             local_error = LocalError{502, LocalReason::upstream_connect_failed,
-                                     "no host of cluster " + config.name + " accepted a connection", has_body};
+                                     "no host of cluster " + config.name + " accepted a connection (last: " +
+                                         last_connect_error_ + ")",
+                                     has_body};
         }
         local_error.retry_after = cluster.snapshot->retry_after_seconds;
         co_await send_local(local_error, &request.base());
@@ -853,6 +907,30 @@ private:
         return std::nullopt;
     }
 
+    // Connects `upstream_` to `host` and, for a TLS cluster, does the handshake, both within `timeout`
+    // each. On failure last_connect_error_ says what went wrong.
+    asio::awaitable<boost::system::error_code> connect_upstream(const discovery::Host& host,
+                                                                const std::shared_ptr<const health::TlsClient>& tls,
+                                                                std::chrono::milliseconds timeout) {
+        upstream_->lowest().expires_after(timeout);
+        auto [ec] = co_await upstream_->lowest().async_connect(host.address(), use_tuple);
+        if (ec) {
+            last_connect_error_ = fmt::format("connect to {} failed: {}", host.name(),
+                                              ec == beast::error::timeout ? "timed out" : ec.message());
+            co_return ec;
+        }
+        configure_upstream(upstream_->socket());
+        if (!tls) { co_return ec; }
+        upstream_->start_tls_client(tls, host.name());
+        upstream_->lowest().expires_after(timeout);
+        std::tie(ec) = co_await upstream_->async_handshake(use_tuple);
+        if (ec) {
+            last_connect_error_ = fmt::format("TLS handshake with {} failed: {}", host.name(),
+                                              health::describe_handshake_error(ec, tls->settings().verify ? upstream_->native_ssl() : nullptr));
+        }
+        co_return ec;
+    }
+
     void close_upstream(const std::shared_ptr<const discovery::Host>& host) {
         if (!upstream_) { return; }
         boost::system::error_code ignored;
@@ -868,8 +946,8 @@ private:
                                       const config::Cluster& config) {
         const auto& request = parser.get();
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
-        upstream_->expires_at(per_try_deadline_);
-        auto [write_ec, written] = co_await asio::async_write(upstream_->socket(), asio::buffer(head), use_tuple);
+        upstream_->lowest().expires_at(per_try_deadline_);
+        auto [write_ec, written] = co_await asio::async_write(*upstream_, asio::buffer(head), use_tuple);
         if (write_ec) {
             close_upstream(host);
             co_return Outcome::reset_before_response;
@@ -877,7 +955,7 @@ private:
         if (has_body) {
             if (info.expect_continue && request.version() == 11) {
                 static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-                co_await asio::async_write(client_.socket(), asio::buffer(kContinue), use_tuple);
+                co_await asio::async_write(client_, asio::buffer(kContinue), use_tuple);
             }
             const Outcome sent = co_await send_body(parser, info);
             if (sent != Outcome::ok) {
@@ -907,7 +985,7 @@ private:
         while (!parser.is_done()) {
             parser.get().body().data = buffer->data();
             parser.get().body().size = buffer->size();
-            client_.expires_after(listener_->config.timeouts.idle);
+            client_.lowest().expires_after(listener_->config.timeouts.idle);
             auto [ec, n] = co_await http::async_read_some(client_, client_buf_, parser, use_tuple);
             if (ec == http::error::need_buffer) { ec = {}; }
             if (ec) {
@@ -920,20 +998,20 @@ private:
             bump(counters_.bytes_received, got);
             if (max_body > 0 && total > max_body) { co_return Outcome::body_too_large; }
             if (got == 0) { continue; }
-            upstream_->expires_after(listener_->config.timeouts.idle);
+            upstream_->lowest().expires_after(listener_->config.timeouts.idle);
             if (info.chunked) {
                 const std::string size_line = fmt::format("{:x}\r\n", got);
                 const std::array<asio::const_buffer, 3> parts = {asio::buffer(size_line), asio::buffer(buffer->data(), got),
                                                                  asio::buffer("\r\n", 2)};
-                auto [wec, wn] = co_await asio::async_write(upstream_->socket(), parts, use_tuple);
+                auto [wec, wn] = co_await asio::async_write(*upstream_, parts, use_tuple);
                 if (wec) { co_return Outcome::reset_before_response; }
             } else {
-                auto [wec, wn] = co_await asio::async_write(upstream_->socket(), asio::buffer(buffer->data(), got), use_tuple);
+                auto [wec, wn] = co_await asio::async_write(*upstream_, asio::buffer(buffer->data(), got), use_tuple);
                 if (wec) { co_return Outcome::reset_before_response; }
             }
         }
         if (info.chunked) {
-            auto [wec, wn] = co_await asio::async_write(upstream_->socket(), asio::buffer("0\r\n\r\n", 5), use_tuple);
+            auto [wec, wn] = co_await asio::async_write(*upstream_, asio::buffer("0\r\n\r\n", 5), use_tuple);
             if (wec) { co_return Outcome::reset_before_response; }
         }
         co_return Outcome::ok;
@@ -971,7 +1049,7 @@ private:
                         co_return Outcome::bad_response;
                     }
                 }
-                upstream_->expires_at(deadline);
+                upstream_->lowest().expires_at(deadline);
                 auto [ec, n] = co_await upstream_->async_read_some(upstream_buf.prepare(kReadChunk), use_tuple);
                 if (ec) {
                     const bool timed_out = ec == beast::error::timeout;
@@ -1059,8 +1137,8 @@ private:
 
         status_ = status;
         host->stats().responses_by_class[status_class(status)].fetch_add(1, std::memory_order_relaxed);
-        client_.expires_after(listener_->config.timeouts.idle);
-        auto [hec, hn] = co_await asio::async_write(client_.socket(), asio::buffer(head), use_tuple);
+        client_.lowest().expires_after(listener_->config.timeouts.idle);
+        auto [hec, hn] = co_await asio::async_write(client_, asio::buffer(head), use_tuple);
         if (hec) {
             close_upstream(host);
             finish_request(request);
@@ -1074,22 +1152,22 @@ private:
             while (!parser.is_done()) {
                 response.body().data = buffer->data();
                 response.body().size = buffer->size();
-                upstream_->expires_after(config.timeouts.idle);
+                upstream_->lowest().expires_after(config.timeouts.idle);
                 auto [ec, n] = co_await http::async_read_some(*upstream_, upstream_buf, parser, use_tuple);
                 if (ec == http::error::need_buffer) { ec = {}; }
                 const std::size_t got = buffer->size() - response.body().size;
                 if (got > 0) {
                     body_bytes += got;
-                    client_.expires_after(listener_->config.timeouts.idle);
+                    client_.lowest().expires_after(listener_->config.timeouts.idle);
                     boost::system::error_code wec;
                     if (chunk_out) {
                         const std::string size_line = fmt::format("{:x}\r\n", got);
                         const std::array<asio::const_buffer, 3> parts = {
                             asio::buffer(size_line), asio::buffer(buffer->data(), got), asio::buffer("\r\n", 2)};
-                        std::tie(wec, std::ignore) = co_await asio::async_write(client_.socket(), parts, use_tuple);
+                        std::tie(wec, std::ignore) = co_await asio::async_write(client_, parts, use_tuple);
                     } else {
                         std::tie(wec, std::ignore) =
-                            co_await asio::async_write(client_.socket(), asio::buffer(buffer->data(), got), use_tuple);
+                            co_await asio::async_write(client_, asio::buffer(buffer->data(), got), use_tuple);
                     }
                     if (wec) {
                         close_upstream(host);
@@ -1110,7 +1188,7 @@ private:
                 }
             }
             if (chunk_out) {
-                auto [wec, wn] = co_await asio::async_write(client_.socket(), asio::buffer("0\r\n\r\n", 5), use_tuple);
+                auto [wec, wn] = co_await asio::async_write(client_, asio::buffer("0\r\n\r\n", 5), use_tuple);
                 if (wec) { keep_client_ = false; }
             }
         }
@@ -1120,7 +1198,7 @@ private:
                               !worker_.draining() && !host->stats().removed.load(std::memory_order_relaxed) &&
                               !host->stats().draining.load(std::memory_order_relaxed);
         if (reusable) {
-            worker_.pool().put(host, upstream_->release_socket(), config.timeouts.idle);
+            worker_.pool().put(host, std::move(*upstream_), config.timeouts.idle);
             upstream_.reset();
         } else {
             close_upstream(host);
@@ -1138,17 +1216,17 @@ private:
         head.append("\r\n");
         status_ = 101;
         keep_client_ = false;
-        auto [ec, n] = co_await asio::async_write(client_.socket(), asio::buffer(head), use_tuple);
+        auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head), use_tuple);
         // Bytes either side sent right behind the handshake are already buffered: deliver them first.
         if (!ec && upstream_buf.size() > 0) {
-            std::tie(ec, n) = co_await asio::async_write(client_.socket(), upstream_buf.data(), use_tuple);
+            std::tie(ec, n) = co_await asio::async_write(client_, upstream_buf.data(), use_tuple);
         }
         if (!ec && client_buf_.size() > 0) {
-            std::tie(ec, n) = co_await asio::async_write(upstream_->socket(), client_buf_.data(), use_tuple);
+            std::tie(ec, n) = co_await asio::async_write(*upstream_, client_buf_.data(), use_tuple);
             client_buf_.consume(client_buf_.size());
         }
         if (!ec) {
-            co_await relay(worker_.buffers(), client_.socket(), upstream_->socket(), listener_->config.timeouts.idle,
+            co_await relay(worker_.buffers(), client_, *upstream_, listener_->config.timeouts.idle,
                            RelayCounters{counters_.bytes_received, counters_.bytes_sent});
         }
         close_upstream(host);
@@ -1172,8 +1250,8 @@ private:
         status_ = static_cast<unsigned>(error.status);
         error_reason_ = reason;
         keep_client_ = !error.close;
-        client_.expires_after(std::chrono::seconds(5));
-        auto [ec, n] = co_await asio::async_write(client_.socket(), asio::buffer(head), use_tuple);
+        client_.lowest().expires_after(std::chrono::seconds(5));
+        auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head), use_tuple);
         if (!ec) { bump(counters_.bytes_sent, n); }
         if (request != nullptr) {
             finish_request(*request, body.size());
@@ -1207,11 +1285,13 @@ private:
     Worker& worker_;
     std::shared_ptr<ListenerState> listener_;
     ListenerCounters& counters_;
-    beast::tcp_stream client_;
+    Stream client_;
     beast::flat_buffer client_buf_;
     std::string raw_head_;            // the current request's head as received
     std::string raw_response_head_;   // the current response's head as received
-    std::optional<beast::tcp_stream> upstream_;
+    std::optional<Stream> upstream_;
+    std::shared_ptr<const TlsServer> tls_server_;   // kept alive for the handshake's context
+    std::string last_connect_error_;   // the last host's connect or TLS failure, for the 502
     std::string client_ip_;
     std::string client_addr_;
     boost::asio::ip::address client_address_;

@@ -13,6 +13,7 @@
 
 #include "config/config.hpp"
 #include "proxy/router.hpp"
+#include "proxy/tls_server.hpp"
 
 namespace drover::proxy {
 
@@ -25,6 +26,9 @@ struct ListenerState {
     const AccessLog* access_log = nullptr;  // http: null when access logging is off
     std::vector<std::string> template_names;  // http: cluster templates by index (Router::kTemplate targets)
     boost::asio::ip::tcp::endpoint bound;
+    // TLS listeners: what new connections handshake with; a reload that changes the certificates
+    // swaps it (connections already up keep theirs).
+    std::atomic<std::shared_ptr<const TlsServer>> tls;
     // Shared by every worker: touched once per connection, so one cache line is fine.
     std::atomic<std::int64_t> connections_active{0};
 };

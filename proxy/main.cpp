@@ -11,6 +11,7 @@
 #include "discovery/endpoint.hpp"
 #include "proxy/demo.hpp"
 #include "proxy/server.hpp"
+#include "proxy/tls_server.hpp"
 
 namespace {
 
@@ -120,6 +121,9 @@ int main(int argc, char** argv) {
 
     if (options.config_path.empty()) { return usage_error("no config: use -c FILE (or --demo)"); }
     auto result = drover::config::load_file(options.config_path);
+    if (!result.ok()) { return print_errors(result); }
+    // The files the config names (certificates, keys, CAs) are read now, so --check catches them too.
+    result.errors = drover::proxy::check_tls(*result.config);
     if (!result.ok()) { return print_errors(result); }
     if (options.check) {
         std::printf("%s: ok\n", options.config_path.c_str());

@@ -5,9 +5,11 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 
 #include <memory>
+#include <type_traits>
 
 #include "proxy/worker.hpp"
 
@@ -89,22 +91,53 @@ struct IdleWatch {
     }
 };
 
-}  // namespace
+// TLS on either side: a TLS layer may hold decrypted bytes while its socket is quiet, so a direction
+// cannot wait for readability first; it reads, holding its buffer while the connection lives.
+asio::awaitable<void> stream_pump(RelayState& state, Stream& from, Stream& to, std::atomic<std::uint64_t>& counter) {
+    auto buffer = state.buffers.acquire();
+    for (;;) {
+        auto [ec, n] = co_await from.async_read_some(asio::buffer(*buffer), use_tuple);
+        if (n > 0) {
+            state.last_activity = Clock::now();
+            bump(counter, n);
+            auto [write_ec, written] = co_await asio::async_write(to, asio::buffer(buffer->data(), n), use_tuple);
+            if (write_ec) {
+                state.close_both();
+                co_return;
+            }
+        }
+        if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+            // The peer is done sending (close_notify, or TCP FIN without one): half-close the other side.
+            boost::system::error_code ignored;
+            to.socket().shutdown(tcp::socket::shutdown_send, ignored);
+            co_return;
+        }
+        if (ec) {
+            state.close_both();
+            co_return;
+        }
+    }
+}
 
 // The two directions run as two coroutines on this worker; this one waits for both on a timer that
 // the second to finish cancels. Cheaper per connection than racing them with the awaitable
 // operators (`&&`, `||`), which add a parallel group and two more coroutines per connection.
-asio::awaitable<void> relay(BufferPool& buffers, tcp::socket& client, tcp::socket& upstream,
-                            std::chrono::milliseconds idle, RelayCounters counters) {
+template <class End>
+asio::awaitable<void> run_relay(End& client, End& upstream, RelayState& state,
+                                std::chrono::milliseconds idle, RelayCounters counters) {
     const auto executor = co_await asio::this_coro::executor;
-    RelayState state{buffers, client, upstream};
     asio::steady_timer both_done(executor, Clock::time_point::max());
     int running = 2;
     const auto finished = [&running, &both_done](const std::exception_ptr&) {
         if (--running == 0) { both_done.cancel(); }
     };
-    asio::co_spawn(executor, pump(state, client, upstream, counters.client_to_upstream), finished);
-    asio::co_spawn(executor, pump(state, upstream, client, counters.upstream_to_client), finished);
+    if constexpr (std::is_same_v<End, Stream>) {
+        asio::co_spawn(executor, stream_pump(state, client, upstream, counters.client_to_upstream), finished);
+        asio::co_spawn(executor, stream_pump(state, upstream, client, counters.upstream_to_client), finished);
+    } else {
+        asio::co_spawn(executor, pump(state, client, upstream, counters.client_to_upstream), finished);
+        asio::co_spawn(executor, pump(state, upstream, client, counters.upstream_to_client), finished);
+    }
     asio::steady_timer idle_timer(executor);
     IdleWatch watch{state, idle_timer, idle};
     watch.arm();
@@ -112,6 +145,27 @@ asio::awaitable<void> relay(BufferPool& buffers, tcp::socket& client, tcp::socke
     *watch.over = true;
     idle_timer.cancel();
     state.close_both();
+}
+
+}  // namespace
+
+asio::awaitable<void> relay(BufferPool& buffers, tcp::socket& client, tcp::socket& upstream,
+                            std::chrono::milliseconds idle, RelayCounters counters) {
+    RelayState state{buffers, client, upstream};
+    co_await run_relay(client, upstream, state, idle, counters);
+}
+
+asio::awaitable<void> relay(BufferPool& buffers, Stream& client, Stream& upstream, std::chrono::milliseconds idle,
+                            RelayCounters counters) {
+    if (!client.tls() && !upstream.tls()) {
+        co_await relay(buffers, client.socket(), upstream.socket(), idle, counters);
+        co_return;
+    }
+    // Only the idle watch bounds a relay: no per-operation expiry left over from before.
+    client.lowest().expires_never();
+    upstream.lowest().expires_never();
+    RelayState state{buffers, client.socket(), upstream.socket()};
+    co_await run_relay(client, upstream, state, idle, counters);
 }
 
 }  // namespace drover::proxy

@@ -28,6 +28,23 @@ constexpr auto kDrainPoll = std::chrono::milliseconds(20);
 // After the drain deadline closes every session, how long to wait for their coroutines to unwind.
 constexpr auto kAbortGrace = std::chrono::seconds(2);
 
+// TLS at startup: main checked the files already (check_tls), so a failure here means they changed
+// in between, and the server does not start.
+std::shared_ptr<const health::TlsClient> startup_tls(const config::Cluster& cluster) {
+    if (!cluster.tls) { return nullptr; }
+    auto built = health::TlsClient::build(*cluster.tls);
+    if (!built.client) { throw std::runtime_error(fmt::format("cluster {}: tls: {}", cluster.name, built.error)); }
+    return built.client;
+}
+
+std::shared_ptr<const TlsServer> startup_tls(const config::Listener& listener, std::size_t index) {
+    if (!listener.tls) { return nullptr; }
+    auto built = TlsServer::build(*listener.tls, fmt::format("listeners[{}].tls", index),
+                                  listener.protocol == config::Protocol::http);
+    if (!built.server) { throw std::runtime_error(built.errors.front().str()); }
+    return built.server;
+}
+
 }  // namespace
 
 Server::Server(config::Config config) : config_(std::move(config)), signals_(control_) {
@@ -39,12 +56,13 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
         workers_.push_back(std::make_unique<Worker>(i, config_.listeners.size()));
     }
     for (const auto& cluster_config : config_.clusters) {
+        auto tls = startup_tls(cluster_config);
         if (cluster_config.is_template()) {
             template_slots_[cluster_config.name] = templates_.size();
-            templates_.push_back({cluster_config, {}, std::make_shared<std::atomic<std::size_t>>(0)});
+            templates_.push_back({cluster_config, {}, std::make_shared<std::atomic<std::size_t>>(0), std::move(tls)});
             continue;
         }
-        cluster_slots_[cluster_config.name] = add_cluster(cluster_config);
+        cluster_slots_[cluster_config.name] = add_cluster(cluster_config, std::move(tls));
     }
     for (auto& worker : workers_) {
         worker->request_dynamic = [this](std::size_t t, std::string host) {
@@ -59,6 +77,7 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
         publish_routes(i, listener_config);
         listeners_.push_back(std::make_unique<Listener>(listener_config, i));
         listeners_.back()->state().access_log = access_log_.get();
+        listeners_.back()->state().tls.store(startup_tls(listener_config, i));
         for (const auto& t : templates_) { listeners_.back()->state().template_names.push_back(t.config.name); }
     }
     admin_ = std::make_unique<Admin>(control_, config_.admin.address);
@@ -102,7 +121,7 @@ void Server::publish_routes(std::size_t index, const config::Listener& listener)
     }
 }
 
-std::size_t Server::add_cluster(const config::Cluster& cluster_config) {
+std::size_t Server::add_cluster(const config::Cluster& cluster_config, std::shared_ptr<const health::TlsClient> tls) {
     std::size_t index = clusters_.size();
     if (!free_slots_.empty()) {
         index = free_slots_.back();
@@ -114,7 +133,7 @@ std::size_t Server::add_cluster(const config::Cluster& cluster_config) {
         }
     };
     auto cluster = std::make_unique<Cluster>(cluster_config, make_resolver(cluster_config, control_), std::move(publish),
-                                            control_);
+                                            control_, std::move(tls));
     if (index == clusters_.size()) {
         // Before start only: once workers run, a new slot reaches them by a posted install_dynamic.
         if (!started_) {
@@ -155,7 +174,7 @@ void Server::ensure_dynamic(std::size_t template_index, const std::string& host)
         dns.name.replace(at, 6, host);
         at += host.size();
     }
-    const std::size_t index = add_cluster(cluster_config);
+    const std::size_t index = add_cluster(cluster_config, tmpl.tls);
     auto& cluster = *clusters_[index];
     cluster.mark_dynamic();
     cluster.touch();
@@ -320,10 +339,20 @@ bool same_settings(const config::Cluster& a, const config::Cluster& b) {
            a.max_clusters == b.max_clusters && a.idle_timeout == b.idle_timeout;
 }
 
-// A listener as it may not change without a restart: everything but its routes and tcp cluster.
+// A listener as it may not change without a restart: everything but its routes, tcp cluster and TLS.
 bool same_listener(const config::Listener& a, const config::Listener& b) {
-    return a.name == b.name && a.address == b.address && a.protocol == b.protocol && a.tls == b.tls &&
-           a.limits == b.limits && a.timeouts == b.timeouts;
+    return a.name == b.name && a.address == b.address && a.protocol == b.protocol && a.limits == b.limits &&
+           a.timeouts == b.timeouts;
+}
+
+// TLS a reload would run with: the current one when neither its settings nor its files changed (so
+// pooled connections and sessions stay good), else one built from the files now.
+template <class Current, class Settings, class Build>
+std::shared_ptr<Current> reload_tls(const std::shared_ptr<Current>& current, const std::optional<Settings>& next,
+                                    Build build) {
+    if (!next) { return nullptr; }
+    if (current && current->settings() == *next && !current->files_changed()) { return current; }
+    return build();
 }
 
 }  // namespace
@@ -391,6 +420,47 @@ ReloadResult Server::reload(std::string_view why) {
     config::Config next = std::move(*loaded.config);
     if (auto restart = needs_restart(next); !restart.empty()) { return fail(std::move(restart)); }
 
+    // TLS first, all of it, so that a bad certificate refuses the reload before anything changed.
+    std::vector<std::string> tls_errors;
+    std::map<std::string, std::shared_ptr<const health::TlsClient>> cluster_tls;
+    for (std::size_t i = 0; i < next.clusters.size(); ++i) {
+        const auto& c = next.clusters[i];
+        std::shared_ptr<const health::TlsClient> current;
+        if (const auto it = cluster_slots_.find(c.name); it != cluster_slots_.end()) { current = clusters_[it->second]->tls(); }
+        if (const auto it = template_slots_.find(c.name); it != template_slots_.end()) { current = templates_[it->second].tls; }
+        cluster_tls[c.name] = reload_tls(current, c.tls, [&]() -> std::shared_ptr<const health::TlsClient> {
+            auto built = health::TlsClient::build(*c.tls);
+            if (!built.client) {
+                tls_errors.push_back(config::ConfigError{c.tls->mark, fmt::format("clusters[{}].tls", i), built.error}.str());
+            }
+            return built.client;
+        });
+    }
+    std::vector<std::shared_ptr<const TlsServer>> listener_tls;
+    for (std::size_t i = 0; i < next.listeners.size(); ++i) {
+        const auto& l = next.listeners[i];
+        listener_tls.push_back(reload_tls(listeners_[i]->state().tls.load(), l.tls, [&]() -> std::shared_ptr<const TlsServer> {
+            auto built = TlsServer::build(*l.tls, fmt::format("listeners[{}].tls", i), l.protocol == config::Protocol::http);
+            for (const auto& e : built.errors) { tls_errors.push_back(e.str()); }
+            return built.server;
+        }));
+    }
+    if (!tls_errors.empty()) { return fail(std::move(tls_errors)); }
+    std::size_t tls_reloaded = 0;
+    for (std::size_t i = 0; i < listener_tls.size(); ++i) {
+        auto& state = listeners_[i]->state();
+        if (listener_tls[i] == state.tls.load()) { continue; }
+        state.tls.store(listener_tls[i], std::memory_order_release);   // new connections from now on
+        ++tls_reloaded;
+    }
+    for (auto& t : templates_) {
+        const auto& tls = cluster_tls[t.config.name];
+        if (tls == t.tls) { continue; }
+        t.tls = tls;
+        ++tls_reloaded;
+        for (const auto& [host, index] : t.instances) { clusters_[index]->reconfigure(clusters_[index]->config(), tls); }
+    }
+
     // Clusters by name: the same discovery and balancing keep their Cluster (hosts, health, pools,
     // counters) with the new settings; anything else is a new cluster, and the old one retires.
     std::size_t updated = 0;
@@ -404,15 +474,17 @@ ReloadResult Server::reload(std::string_view why) {
             auto& cluster = *clusters_[it->second];
             const auto& old = cluster.config();
             if (old.discovery == c.discovery && old.load_balancing == c.load_balancing && old.hash == c.hash) {
-                if (!same_settings(old, c)) {
-                    cluster.reconfigure(c);
+                const auto& tls = cluster_tls[c.name];
+                if (tls != cluster.tls()) { ++tls_reloaded; }
+                if (!same_settings(old, c) || tls != cluster.tls()) {
+                    cluster.reconfigure(c, tls);
                     ++updated;
                 }
                 next_slots[c.name] = it->second;
                 continue;
             }
         }
-        const std::size_t index = add_cluster(c);
+        const std::size_t index = add_cluster(c, cluster_tls[c.name]);
         for (auto& worker : workers_) {
             asio::post(worker->context(), [w = worker.get(), index, snapshot = clusters_[index]->snapshot()] {
                 w->install_cluster(index, snapshot);
@@ -437,9 +509,11 @@ ReloadResult Server::reload(std::string_view why) {
     ++reload_counters_.succeeded;
     reload_counters_.last_success = std::chrono::system_clock::now();
     result.ok = true;
-    result.summary = fmt::format("{} cluster{} updated, {} added, {} removed; routes of {} listener{} republished",
+    result.summary = fmt::format("{} cluster{} updated, {} added, {} removed; routes of {} listener{} republished; "
+                                 "TLS of {} listener{} or cluster{} reloaded",
                                  updated, updated == 1 ? "" : "s", added, removed, listeners_.size(),
-                                 listeners_.size() == 1 ? "" : "s");
+                                 listeners_.size() == 1 ? "" : "s", tls_reloaded, tls_reloaded == 1 ? "" : "s",
+                                 tls_reloaded == 1 ? "" : "s");
     log::info("{}: config reloaded from {}: {}", why, config_.source, result.summary);
     return result;
 }

@@ -77,7 +77,7 @@ private:
     AdminResponse drain_host(std::string_view path);
     boost::asio::awaitable<void> finish_drain();
     std::size_t live_sessions() const;
-    std::size_t add_cluster(const config::Cluster& config);
+    std::size_t add_cluster(const config::Cluster& config, std::shared_ptr<const health::TlsClient> tls);
     void publish_routes(std::size_t index, const config::Listener& listener);
     void retire_cluster(std::size_t index);
     std::vector<std::string> needs_restart(const config::Config& next) const;
@@ -90,6 +90,7 @@ private:
         config::Cluster config;
         std::map<std::string, std::size_t> instances;
         std::shared_ptr<std::atomic<std::size_t>> count;   // instances.size(), readable by workers
+        std::shared_ptr<const health::TlsClient> tls;        // what its instances connect with
     };
 
     config::Config config_;

@@ -665,6 +665,27 @@ std::string render_metrics(const Server& server) {
                  sum(server, l->state().index, &ListenerCounters::bytes_sent));
     }
 
+    bool any_tls = false;
+    for (const auto& l : listeners) { any_tls = any_tls || l->state().tls.load() != nullptr; }
+    if (any_tls) {
+        w.family("drover_listener_tls_handshakes_total", "counter", "TLS handshakes with clients, by result.");
+        for (const auto& l : listeners) {
+            if (!l->state().tls.load()) { continue; }
+            const auto& name = l->state().config.name;
+            w.sample("drover_listener_tls_handshakes_total", {{"listener", name}, {"result", "ok"}},
+                     sum(server, l->state().index, &ListenerCounters::tls_handshakes));
+            w.sample("drover_listener_tls_handshakes_total", {{"listener", name}, {"result", "failed"}},
+                     sum(server, l->state().index, &ListenerCounters::tls_handshake_failures));
+        }
+        w.family("drover_listener_tls_resumed_total", "counter",
+                 "Successful TLS handshakes with clients that resumed a session (no full handshake).");
+        for (const auto& l : listeners) {
+            if (!l->state().tls.load()) { continue; }
+            w.sample("drover_listener_tls_resumed_total", {{"listener", l->state().config.name}},
+                     sum(server, l->state().index, &ListenerCounters::tls_resumed));
+        }
+    }
+
     bool any_http = false;
     for (const auto& l : listeners) { any_http = any_http || l->state().config.protocol == config::Protocol::http; }
     if (any_http) { render_http_metrics(w, server); }

@@ -7,10 +7,15 @@
 
 #include <chrono>
 
+#include <openssl/ssl.h>
+
 #include "config/log.hpp"
+#include "health/tls_client.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/relay.hpp"
 #include "proxy/socket_options.hpp"
+#include "proxy/stream.hpp"
+#include "proxy/tls_server.hpp"
 #include "proxy/load_balancer/hash.hpp"
 #include "proxy/worker.hpp"
 
@@ -49,6 +54,9 @@ public:
     }
 
     asio::awaitable<void> run() {
+        if (auto tls = listener_->tls.load(std::memory_order_acquire)) {
+            if (!co_await client_handshake(std::move(tls))) { co_return; }
+        }
         const std::size_t cluster_index = worker_.listener_cluster(listener_->index);
         auto& cluster = worker_.cluster(cluster_index);
         // Hold the snapshot for the whole connection: the host stays valid even if discovery drops it.
@@ -104,10 +112,18 @@ public:
         host_stats.requests_active.fetch_add(1, std::memory_order_relaxed);   // what least_request reads
 
         boost::system::error_code ignored;
-        client_.set_option(tcp::no_delay(true), ignored);
-        configure_upstream(upstream_);
-        co_await relay(worker_.buffers(), client_, upstream_, listener_->config.timeouts.idle,
-                       RelayCounters{counters_.bytes_received, counters_.bytes_sent});
+        client_socket().set_option(tcp::no_delay(true), ignored);
+        configure_upstream(upstream_socket());
+        const RelayCounters relay_counters{counters_.bytes_received, counters_.bytes_sent};
+        if (client_stream_ || upstream_stream_) {
+            // TLS on one side at least: relay between streams (a plain side is wrapped as one).
+            if (!client_stream_) { client_stream_.emplace(std::move(client_)); }
+            if (!upstream_stream_) { upstream_stream_.emplace(std::move(upstream_)); }
+            co_await relay(worker_.buffers(), *client_stream_, *upstream_stream_, listener_->config.timeouts.idle,
+                           relay_counters);
+        } else {
+            co_await relay(worker_.buffers(), client_, upstream_, listener_->config.timeouts.idle, relay_counters);
+        }
         close_both();
         host_stats.connections_active.fetch_sub(1, std::memory_order_relaxed);
         host_stats.requests_active.fetch_sub(1, std::memory_order_relaxed);
@@ -127,7 +143,7 @@ private:
         if (config.load_balancing == config::LbPolicy::maglev &&
             (!config.hash || config.hash->kind == config::HashPolicy::Kind::source_ip)) {
             boost::system::error_code peer_ec;
-            const auto peer = client_.remote_endpoint(peer_ec);
+            const auto peer = client_socket().remote_endpoint(peer_ec);
             if (!peer_ec) { key = hash_address(peer.address()); }
         }
         while (tried.size() < max_attempts && !aborted_) {
@@ -141,25 +157,64 @@ private:
                                     timer.async_wait(use_tuple));
             boost::system::error_code ec =
                 result.index() == 0 ? std::get<0>(std::get<0>(result)) : asio::error::timed_out;
+            std::string why = ec.message();
+            if (!ec && snapshot.tls) {
+                // TLS to the host: the handshake is part of connecting (a failed one tries the next host).
+                upstream_stream_.emplace(std::move(upstream_));
+                upstream_stream_->start_tls_client(snapshot.tls, host->name());
+                upstream_stream_->lowest().expires_after(config.timeouts.connect);
+                std::tie(ec) = co_await upstream_stream_->async_handshake(use_tuple);
+                if (ec) {
+                    why = "TLS handshake failed: " + health::describe_handshake_error(
+                                                        ec, snapshot.tls->settings().verify ? upstream_stream_->native_ssl() : nullptr);
+                    upstream_stream_.reset();
+                    upstream_ = tcp::socket(worker_.context());
+                } else {
+                    upstream_stream_->lowest().expires_never();
+                }
+            }
             if (snapshot.reporter && !aborted_) {
                 snapshot.reporter->report(host, !ec                              ? health::Outcome::success
-                                                : ec == asio::error::timed_out ? health::Outcome::timeout
+                                                : ec == asio::error::timed_out || ec == boost::beast::error::timeout
+                                                    ? health::Outcome::timeout
                                                                                : health::Outcome::connect_failed);
             }
             if (!ec) { co_return host; }
             if (aborted_) { break; }
             host->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
-            log::debug("cluster {}: connect to {} failed: {}", config.name, host->name(), ec.message());
+            log::debug("cluster {}: connect to {} failed: {}", config.name, host->name(), why);
             boost::system::error_code ignored;
             upstream_.close(ignored);
         }
         co_return nullptr;
     }
 
+    // TLS listeners: the handshake with the client, within the listener's request_headers timeout.
+    asio::awaitable<bool> client_handshake(std::shared_ptr<const TlsServer> tls) {
+        tls_server_ = std::move(tls);
+        client_stream_.emplace(std::move(client_));
+        client_stream_->start_tls_server(tls_server_->context());
+        client_stream_->lowest().expires_after(listener_->config.timeouts.request_headers);
+        auto [ec] = co_await client_stream_->async_handshake(use_tuple);
+        if (ec) {
+            bump(counters_.tls_handshake_failures);
+            log::debug("listener {}: TLS handshake failed: {}", listener_->config.name,
+                       health::describe_handshake_error(ec, nullptr));
+            co_return false;
+        }
+        client_stream_->lowest().expires_never();
+        bump(counters_.tls_handshakes);
+        if (SSL_session_reused(client_stream_->native_ssl()) == 1) { bump(counters_.tls_resumed); }
+        co_return true;
+    }
+
+    tcp::socket& client_socket() { return client_stream_ ? client_stream_->socket() : client_; }
+    tcp::socket& upstream_socket() { return upstream_stream_ ? upstream_stream_->socket() : upstream_; }
+
     void close_both() {
         boost::system::error_code ignored;
-        client_.close(ignored);
-        upstream_.close(ignored);
+        client_socket().close(ignored);
+        upstream_socket().close(ignored);
     }
 
     Worker& worker_;
@@ -167,6 +222,10 @@ private:
     ListenerCounters& counters_;
     tcp::socket client_;
     tcp::socket upstream_;
+    // Set when that side speaks TLS: the stream owns the socket then (the one above is left empty).
+    std::optional<Stream> client_stream_;
+    std::optional<Stream> upstream_stream_;
+    std::shared_ptr<const TlsServer> tls_server_;
     bool aborted_ = false;
 };
 

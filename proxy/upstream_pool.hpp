@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "discovery/host.hpp"
+#include "proxy/stream.hpp"
 
 namespace drover::proxy {
 
@@ -25,11 +26,11 @@ public:
 
     explicit UpstreamPool(boost::asio::io_context& context);
 
-    // An idle connection to `host` that is still usable, or nullopt.
-    std::optional<boost::asio::ip::tcp::socket> take(const discovery::Host& host);
+    // An idle connection to `host` that is still usable and speaks `tls` (null: plain), or nullopt.
+    // Connections made with other TLS settings (a reload changed them) are closed on the way.
+    std::optional<Stream> take(const discovery::Host& host, const health::TlsClient* tls);
     // Parks a reusable connection until `idle` passes.
-    void put(std::shared_ptr<const discovery::Host> host, boost::asio::ip::tcp::socket socket,
-             std::chrono::milliseconds idle);
+    void put(std::shared_ptr<const discovery::Host> host, Stream stream, std::chrono::milliseconds idle);
     // Closes the idle connections to a host discovery no longer lists (its in-flight requests finish
     // on the connections they hold).
     void drop(const discovery::Host& host);
@@ -39,7 +40,7 @@ public:
 
 private:
     struct Idle {
-        boost::asio::ip::tcp::socket socket;
+        Stream stream;
         std::chrono::steady_clock::time_point expires;
     };
     struct PerHost {

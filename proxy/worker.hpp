@@ -57,6 +57,10 @@ struct ListenerCounters {
     std::atomic<std::uint64_t> rejected_memory{0};     // the process was past process.max_memory
     std::atomic<std::uint64_t> bytes_received{0};   // from clients
     std::atomic<std::uint64_t> bytes_sent{0};       // to clients
+    // TLS listeners only.
+    std::atomic<std::uint64_t> tls_handshakes{0};          // completed
+    std::atomic<std::uint64_t> tls_resumed{0};             // of those, resuming a session
+    std::atomic<std::uint64_t> tls_handshake_failures{0};
     // HTTP listeners only.
     std::array<std::atomic<std::uint64_t>, 5> requests_by_class{};   // 1xx..5xx, as sent to the client
     std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(LocalReason::count)> local_responses{};

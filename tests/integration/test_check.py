@@ -203,33 +203,6 @@ class CheckTest(unittest.TestCase):
         self.assertTrue(first <= e["line"] <= last, e["text"])
         self.assertTrue(e["path"].startswith("listeners[0]"), e["text"])
 
-    def test_not_yet_supported_key(self):
-        text = LISTENER + textwrap.dedent("""\
-            clusters:
-              - name: api
-                discovery:
-                  static: [127.0.0.1:9001]
-                tls:
-                  sni: api.internal
-            """)
-        e = self.only_error(text)
-        self.assertEqual(e["line"], line_of(text, "tls"), e["text"])
-        self.assertEqual(e["path"], "clusters[0].tls", e["text"])
-        self.assertIn("not supported yet", e["message"])
-
-    def test_not_yet_supported_features(self):
-        cluster = "clusters:\n  - name: api\n    discovery:\n      static: [127.0.0.1:9001]\n"
-        cases = {
-            "listener tls": LISTENER.replace("protocol: tcp\n", "protocol: tcp\n    tls:\n      certificates:\n"
-                                                               "        - { cert: a.pem, key: a.key }\n") + cluster,
-            "upstream tls": LISTENER + cluster + "    tls: { sni: api.internal }\n",
-        }
-        for what, text in cases.items():
-            with self.subTest(what):
-                errors = self.check_fails(text)
-                self.assertTrue(any("not supported yet" in e["message"] for e in errors),
-                                [e["text"] for e in errors])
-
     def test_yaml_syntax_error(self):
         text = LISTENER + "clusters:\n  - name: api\n    discovery:\n      static: [127.0.0.1:9001\n"
         self.check_fails(text)

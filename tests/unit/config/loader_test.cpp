@@ -30,12 +30,12 @@ std::string read_text(const std::string& path) {
     return text.str();
 }
 
-LoadResult load(std::string_view yaml, bool allow_unsupported = false) {
+LoadResult load(std::string_view yaml) {
     if (!yaml.empty() && yaml.front() == '\n') { yaml.remove_prefix(1); }
-    return load_string(yaml, "test.yaml", LoadOptions{allow_unsupported});
+    return load_string(yaml, "test.yaml");
 }
 
-LoadResult load_all(std::string_view yaml) { return load(yaml, true); }
+LoadResult load_all(std::string_view yaml) { return load(yaml); }
 
 std::string listing(const LoadResult& r) {
     std::string out;
@@ -143,7 +143,7 @@ TEST(Loader, MinimalTcpFileLoadsWithDefaults) {
 }
 
 TEST(Loader, AllKeysRoundTrip) {
-    const auto r = load_file(data_file("all_keys.yaml"), LoadOptions{true});
+    const auto r = load_file(data_file("all_keys.yaml"));
     ASSERT_TRUE(Loads(r));
     const Config& c = *r.config;
     EXPECT_EQ(c.admin.address, (Address{"127.0.0.2", 9902}));
@@ -158,10 +158,10 @@ TEST(Loader, AllKeysRoundTrip) {
     EXPECT_EQ(web.protocol, Protocol::http);
     ASSERT_TRUE(web.tls);
     ASSERT_EQ(web.tls->certificates.size(), 2u);
-    EXPECT_EQ(web.tls->certificates[0].cert, "certs/web.pem");
-    EXPECT_EQ(web.tls->certificates[0].key, "certs/web.key");
-    EXPECT_EQ(web.tls->certificates[1].cert, "certs/other.pem");
-    EXPECT_EQ(web.tls->certificates[1].key, "certs/other.key");
+    EXPECT_EQ(web.tls->certificates[0].cert, data_file("certs/web.pem"));
+    EXPECT_EQ(web.tls->certificates[0].key, data_file("certs/web.key"));
+    EXPECT_EQ(web.tls->certificates[1].cert, data_file("certs/other.pem"));
+    EXPECT_EQ(web.tls->certificates[1].key, data_file("certs/other.key"));
     ASSERT_EQ(web.routes.size(), 3u);
     EXPECT_EQ(web.routes[0].match.host, "api.example.com");
     EXPECT_EQ(web.routes[0].match.path_prefix, "/v1/");
@@ -246,9 +246,11 @@ TEST(Loader, AllKeysRoundTrip) {
     EXPECT_EQ(w.adaptive_concurrency->max_limit, 500u);
     ASSERT_TRUE(w.tls);
     EXPECT_EQ(w.tls->sni, "web.internal");
-    EXPECT_EQ(w.tls->ca, "certs/ca.pem");
-    EXPECT_EQ(w.tls->cert, "certs/client.pem");
-    EXPECT_EQ(w.tls->key, "certs/client.key");
+    EXPECT_TRUE(w.tls->verify);
+    EXPECT_EQ(w.tls->mark.line, 78);
+    EXPECT_EQ(w.tls->ca, data_file("certs/ca.pem"));
+    EXPECT_EQ(w.tls->cert, data_file("certs/client.pem"));
+    EXPECT_EQ(w.tls->key, data_file("certs/client.key"));
 
     const Cluster& api = c.clusters[1];
     EXPECT_EQ(api.name, "api");
@@ -325,7 +327,7 @@ TEST(Loader, ConfigMdExampleParses) {
     SKIP_WITHOUT_CONFIG_MD();
     const std::string example = config_md_example();
     ASSERT_FALSE(example.empty()) << "no ```yaml block in " DROVER_SHARED_DIR "/CONFIG.md";
-    const auto r = load_string(example, "CONFIG.md", LoadOptions{true});
+    const auto r = load_string(example, "CONFIG.md");
     // Two values in CONFIG.md's example break rules the loader enforces: a port with a srv lookup, and a
     // hash with least_request (the example's own comment says "maglev only"). They are listed here so any
     // other drift still fails; when CONFIG.md is corrected, empty this list.
@@ -359,41 +361,12 @@ TEST(Loader, DocsExamplesLoad) {
     EXPECT_TRUE(Loads(load_string(minimal, "configuration.md (minimal)")));   // as it is today
     const std::string full = yaml_block(docs, "## Full example");
     ASSERT_FALSE(full.empty());
-    EXPECT_TRUE(Loads(load_string(full, "configuration.md (full)", LoadOptions{true})));
+    EXPECT_TRUE(Loads(load_string(full, "configuration.md (full)")));
     if (!config_md_present()) { return; }
     const auto shown = keys_in(full);
     for (const auto& key : keys_in(config_md_example())) {
         EXPECT_TRUE(shown.count(key)) << "CONFIG.md key '" << key << "' is missing from the full example";
     }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Not supported yet
-// ---------------------------------------------------------------------------------------------------
-
-TEST(Loader, AllKeysWithoutAllowUnsupportedNamesEachUnbuiltFeature) {
-    const auto r = load_file(data_file("all_keys.yaml"));
-    EXPECT_FALSE(r.config);
-    struct Expected {
-        int line;
-        int column;
-        std::string path;
-    };
-    const std::vector<Expected> expected{
-        {19, 5, "listeners[0].tls"},
-        {78, 5, "clusters[0].tls"},
-    };
-    for (const auto& e : expected) {
-        EXPECT_TRUE(HasError(r, e.line, e.column, e.path, "is not supported yet"));
-    }
-    EXPECT_EQ(r.errors.size(), expected.size()) << listing(r);
-    // Supported keys of the same file (admin, workers, log, shutdown, tcp listener, retries.attempts,
-    // timeouts.connect, limits.max_connections, round_robin) produce nothing.
-}
-
-TEST(Loader, NotSupportedMessagesSayWhatToDo) {
-    const auto r = load_file(data_file("all_keys.yaml"));
-    EXPECT_TRUE(HasError(r, 78, 5, "clusters[0].tls", "tls is not supported yet (coming with upstream TLS)"));
 }
 
 TEST(Loader, AbsentProtocolMeansHttp) {
@@ -610,7 +583,7 @@ TEST(Loader, NeverThrowsOnTruncatedInput) {
     ASSERT_FALSE(text.empty());
     for (std::size_t n = 0; n <= text.size(); n += 5) {
         LoadResult r;
-        ASSERT_NO_THROW(r = load_string(std::string_view{text}.substr(0, n), "cut.yaml", LoadOptions{true}))
+        ASSERT_NO_THROW(r = load_string(std::string_view{text}.substr(0, n), "cut.yaml"))
             << "prefix of " << n << " bytes";
         EXPECT_EQ(r.ok(), r.config.has_value());
     }
@@ -1002,6 +975,33 @@ clusters:
     EXPECT_TRUE(HasOnlyError(r, 10, 31, "clusters[0].tls.cert", "cert and key go together"));
 }
 
+TEST(Loader, UpstreamTlsVerifyFalseRefusesAnUnusedCa) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    tls: { verify: false, ca: ca.pem }
+)"));
+    EXPECT_TRUE(HasOnlyError(r, 10, 31, "clusters[0].tls.ca", "ca is unused with verify: false"));
+}
+
+TEST(Loader, TlsPathsAreRelativeToTheConfigFile) {
+    const auto r = load_string(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    tls: { ca: ../ca.pem, cert: /abs/client.pem, key: client.key }
+)"), "/etc/drover/drover.yaml");
+    ASSERT_TRUE(Loads(r));
+    const auto& tls = *r.config->clusters[0].tls;
+    EXPECT_EQ(tls.ca, "/etc/ca.pem");
+    EXPECT_EQ(tls.cert, "/abs/client.pem");
+    EXPECT_EQ(tls.key, "/etc/drover/client.key");
+    EXPECT_TRUE(tls.verify);
+}
+
 TEST(Loader, ListenerTlsNeedsCertificates) {
     const auto r = load_all(R"(
 listeners:
@@ -1386,7 +1386,7 @@ clusters:
 
 TEST(Loader, RelativeEndpointsFileIsRelativeToTheConfigFile) {
     const auto r = load_string("clusters:\n  - name: pg\n    discovery: { file: endpoints/../pg.yaml }\n",
-                               "/etc/drover/drover.yaml", LoadOptions{true});
+                               "/etc/drover/drover.yaml");
     ASSERT_TRUE(Loads(r));
     EXPECT_EQ(std::get<FileDiscovery>(r.config->clusters[0].discovery).path, "/etc/drover/pg.yaml");
     // Text with no folder of its own (tests, --check of a string) keeps the path as written.

@@ -1,0 +1,210 @@
+#include "proxy/tls_server.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <unordered_map>
+
+#include "health/tls_client.hpp"
+
+namespace drover::proxy {
+
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+using boost::system::error_code;
+
+namespace {
+
+// ALPN wire format: length-prefixed protocol names.
+constexpr unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+constexpr unsigned char kSessionIdContext[] = {'d', 'r', 'o', 'v', 'e', 'r'};
+
+std::string lower(std::string_view text) {
+    std::string out(text);
+    std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return out;
+}
+
+std::string ssl_reason(const error_code& ec) {
+    if (ec.category() == asio::error::get_ssl_category()) {
+        if (const char* reason = ERR_reason_error_string(static_cast<unsigned long>(ec.value()))) { return reason; }
+    }
+    return ec.message();
+}
+
+// The DNS names a certificate answers for: its subjectAltName DNS entries, else its subject CN.
+std::vector<std::string> certificate_names(X509* certificate) {
+    std::vector<std::string> names;
+    if (certificate == nullptr) { return names; }
+    auto* alt = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(certificate, NID_subject_alt_name, nullptr, nullptr));
+    if (alt != nullptr) {
+        for (int i = 0; i < sk_GENERAL_NAME_num(alt); ++i) {
+            const GENERAL_NAME* name = sk_GENERAL_NAME_value(alt, i);
+            if (name->type != GEN_DNS) { continue; }
+            const auto* data = ASN1_STRING_get0_data(name->d.dNSName);
+            names.push_back(lower({reinterpret_cast<const char*>(data), static_cast<std::size_t>(ASN1_STRING_length(name->d.dNSName))}));
+        }
+        GENERAL_NAMES_free(alt);
+    }
+    if (names.empty()) {
+        X509_NAME* subject = X509_get_subject_name(certificate);
+        const int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+        if (at >= 0) {
+            const ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at));
+            const auto* data = ASN1_STRING_get0_data(cn);
+            names.push_back(lower({reinterpret_cast<const char*>(data), static_cast<std::size_t>(ASN1_STRING_length(cn))}));
+        }
+    }
+    return names;
+}
+
+int select_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
+                void* /*arg*/) {
+    unsigned char* chosen = nullptr;
+    if (SSL_select_next_proto(&chosen, outlen, kAlpnHttp11, sizeof kAlpnHttp11, in, inlen) != OPENSSL_NPN_NEGOTIATED) {
+        return SSL_TLSEXT_ERR_NOACK;   // nothing in common: go on without ALPN, speaking HTTP/1.1
+    }
+    *out = chosen;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+}  // namespace
+
+struct TlsServer::Impl {
+    struct Certificate {
+        std::unique_ptr<ssl::context> context;
+        std::vector<std::string> names;
+    };
+
+    // The certificate for a client's SNI: an exact name, else a wildcard covering its first label, else
+    // the first certificate.
+    std::size_t select(std::string_view server_name) const {
+        const std::string name = lower(server_name);
+        if (const auto it = exact.find(name); it != exact.end()) { return it->second; }
+        if (const auto dot = name.find('.'); dot != std::string::npos && dot > 0) {
+            if (const auto it = wildcard.find(name.substr(dot)); it != wildcard.end()) { return it->second; }
+        }
+        return 0;
+    }
+
+    static int on_servername(SSL* ssl, int* /*alert*/, void* arg) {
+        const auto* self = static_cast<const Impl*>(arg);
+        const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+        if (name == nullptr) { return SSL_TLSEXT_ERR_OK; }   // no SNI: the default certificate
+        const std::size_t chosen = self->select(name);
+        if (chosen != 0) { SSL_set_SSL_CTX(ssl, self->certificates[chosen].context->native_handle()); }
+        return SSL_TLSEXT_ERR_OK;
+    }
+
+    config::ListenerTls settings;
+    std::vector<Certificate> certificates;
+    std::unordered_map<std::string, std::size_t> exact;      // lower-case name -> certificate
+    std::unordered_map<std::string, std::size_t> wildcard;   // ".example.com" (from "*.example.com") -> certificate
+    health::FileStamps stamps;
+};
+
+TlsServer::TlsServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TlsServer::~TlsServer() = default;
+
+TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std::string& path, bool http) {
+    auto impl = std::make_unique<Impl>();
+    impl->settings = settings;
+    Built built;
+    for (std::size_t i = 0; i < settings.certificates.size(); ++i) {
+        const auto& entry = settings.certificates[i];
+        const auto fail = [&](std::string message) {
+            built.errors.push_back(config::ConfigError{entry.mark, fmt::format("{}.certificates[{}]", path, i), std::move(message)});
+        };
+        auto context = std::make_unique<ssl::context>(ssl::context::tls_server);
+        SSL_CTX* native = context->native_handle();
+        context->set_options(ssl::context::default_workarounds | ssl::context::no_compression | ssl::context::single_dh_use);
+        SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+        SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
+        bool ok = true;
+        for (const auto& [what, file] : {std::pair{"cert", &entry.cert}, std::pair{"key", &entry.key}}) {
+            if (::access(file->c_str(), R_OK) != 0) {
+                fail(fmt::format("cannot load {} {}: {}", what, *file, std::strerror(errno)));
+                ok = false;
+            }
+        }
+        if (!ok) { continue; }
+        error_code ec;
+        context->use_certificate_chain_file(entry.cert, ec);
+        if (ec) {
+            fail(fmt::format("cannot load cert {}: {}", entry.cert, ssl_reason(ec)));
+            continue;
+        }
+        context->use_private_key_file(entry.key, ssl::context::pem, ec);
+        if (ec) {
+            fail(fmt::format("cannot load key {}: {}", entry.key, ssl_reason(ec)));
+            continue;
+        }
+        if (SSL_CTX_check_private_key(native) != 1) {
+            ERR_clear_error();
+            fail(fmt::format("key {} does not match cert {}", entry.key, entry.cert));
+            continue;
+        }
+        SSL_CTX_set_session_id_context(native, kSessionIdContext, sizeof kSessionIdContext);
+        SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_SERVER);
+        if (http) { SSL_CTX_set_alpn_select_cb(native, &select_alpn, nullptr); }
+        impl->stamps.add(entry.cert);
+        impl->stamps.add(entry.key);
+        auto names = certificate_names(SSL_CTX_get0_certificate(native));
+        for (const auto& name : names) {
+            auto& index = name.starts_with("*.") ? impl->wildcard : impl->exact;
+            index.emplace(name.starts_with("*.") ? name.substr(1) : name, impl->certificates.size());   // first one wins
+        }
+        impl->certificates.push_back({std::move(context), std::move(names)});
+    }
+    if (!built.errors.empty()) { return built; }
+    // Every handshake starts on the first certificate's context, where SNI may switch it.
+    SSL_CTX* first = impl->certificates.front().context->native_handle();
+    SSL_CTX_callback_ctrl(first, SSL_CTRL_SET_TLSEXT_SERVERNAME_CB,
+                          reinterpret_cast<void (*)()>(&Impl::on_servername));
+    SSL_CTX_ctrl(first, SSL_CTRL_SET_TLSEXT_SERVERNAME_ARG, 0, impl.get());
+    built.server = std::shared_ptr<const TlsServer>(new TlsServer(std::move(impl)));
+    return built;
+}
+
+ssl::context& TlsServer::context() const { return *impl_->certificates.front().context; }
+
+const config::ListenerTls& TlsServer::settings() const { return impl_->settings; }
+
+std::vector<std::vector<std::string>> TlsServer::names() const {
+    std::vector<std::vector<std::string>> out;
+    for (const auto& c : impl_->certificates) { out.push_back(c.names); }
+    return out;
+}
+
+bool TlsServer::files_changed() const { return impl_->stamps.changed(); }
+
+std::vector<config::ConfigError> check_tls(const config::Config& config) {
+    std::vector<config::ConfigError> errors;
+    for (std::size_t i = 0; i < config.listeners.size(); ++i) {
+        const auto& listener = config.listeners[i];
+        if (!listener.tls) { continue; }
+        auto built = TlsServer::build(*listener.tls, fmt::format("listeners[{}].tls", i),
+                                      listener.protocol == config::Protocol::http);
+        for (auto& e : built.errors) { errors.push_back(std::move(e)); }
+    }
+    for (std::size_t i = 0; i < config.clusters.size(); ++i) {
+        const auto& cluster = config.clusters[i];
+        if (!cluster.tls) { continue; }
+        if (auto built = health::TlsClient::build(*cluster.tls); !built.client) {
+            errors.push_back(config::ConfigError{cluster.tls->mark, fmt::format("clusters[{}].tls", i), std::move(built.error)});
+        }
+    }
+    return errors;
+}
+
+}  // namespace drover::proxy
