@@ -86,7 +86,7 @@ public:
     HttpSession(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client)
         : worker_(worker),
           listener_(std::move(listener)),
-          counters_(worker.listener_counters(listener_->index)),
+          counters_(listener_->counters(worker.index())),
           client_(std::move(client)) {
         boost::system::error_code ec;
         const auto remote = client_.socket().remote_endpoint(ec);
@@ -99,7 +99,7 @@ public:
 
     ~HttpSession() override {
         worker_.remove_session(this);
-        listener_->connections_active.fetch_sub(1, std::memory_order_relaxed);
+        listener_->connections_active().fetch_sub(1, std::memory_order_relaxed);
     }
 
     HttpSession(const HttpSession&) = delete;
@@ -157,7 +157,7 @@ private:
 
     // TLS listeners: the handshake, within the request header timeout. Plain ones: nothing to do.
     asio::awaitable<bool> handshake() {
-        tls_server_ = listener_->tls.load(std::memory_order_acquire);
+        tls_server_ = listener_->tls;
         if (!tls_server_) { co_return true; }
         client_.start_tls_server(tls_server_->context());
         client_.lowest().expires_after(listener_->config.timeouts.request_headers);

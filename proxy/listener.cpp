@@ -43,12 +43,12 @@ int client_fd_ceiling() {
     return ceiling;
 }
 
-asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<ListenerState> listener,
-                                  tcp::acceptor& acceptor) {
-    const auto max_connections = static_cast<std::int64_t>(listener->config.limits.max_connections);
-    auto& counters = worker.listener_counters(listener->index);
+asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<Listener::Slot> slot, tcp::acceptor& acceptor) {
+    auto& counters = slot->current.load()->counters(worker.index());
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+        // The generation current now: a reload may have published new settings since the last one.
+        auto listener = slot->current.load(std::memory_order_acquire);
         if (ec) {
             if (ec == asio::error::operation_aborted || !acceptor.is_open()) { co_return; }
             // Out of descriptors or buffers: back off instead of spinning on a full accept queue.
@@ -71,8 +71,9 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<ListenerState>
             socket.close(ignored);
             continue;
         }
-        if (listener->connections_active.fetch_add(1, std::memory_order_relaxed) >= max_connections) {
-            listener->connections_active.fetch_sub(1, std::memory_order_relaxed);
+        const auto max_connections = static_cast<std::int64_t>(listener->config.limits.max_connections);
+        if (listener->connections_active().fetch_add(1, std::memory_order_relaxed) >= max_connections) {
+            listener->connections_active().fetch_sub(1, std::memory_order_relaxed);
             bump(counters.rejected_max_connections);
             boost::system::error_code ignored;
             socket.close(ignored);
@@ -88,13 +89,32 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<ListenerState>
 
 }  // namespace
 
-Listener::Listener(config::Listener config, std::size_t index) : state_(std::make_shared<ListenerState>()) {
-    state_->config = std::move(config);
-    state_->index = index;
+ListenerShared::ListenerShared(std::size_t workers) {
+    for (std::size_t i = 0; i < workers; ++i) { per_worker.push_back(std::make_unique<ListenerCounters>()); }
+}
+ListenerShared::~ListenerShared() = default;
+
+Listener::Listener(std::shared_ptr<ListenerState> state, std::size_t workers) : slot_(std::make_shared<Slot>()) {
+    if (!state->shared) { state->shared = std::make_shared<ListenerShared>(workers); }
+    slot_->current.store(std::move(state));
+}
+
+void Listener::update(config::Listener config, std::shared_ptr<const TlsServer> tls) {
+    auto next = std::make_shared<ListenerState>();
+    const auto& current = state();
+    next->config = std::move(config);
+    next->index = current.index;
+    next->access_log = current.access_log;
+    next->template_names = current.template_names;
+    next->bound = current.bound;
+    next->tls = std::move(tls);
+    next->shared = current.shared;
+    slot_->current.store(std::move(next), std::memory_order_release);
 }
 
 void Listener::bind(std::vector<Worker*> workers) {
-    const auto& address = state_->config.address;
+    auto& state_ref = state();
+    const auto& address = state_ref.config.address;
     tcp::endpoint endpoint(asio::ip::make_address(address.host), address.port);
     for (Worker* worker : workers) {
         auto acceptor = std::make_unique<tcp::acceptor>(worker->context());
@@ -111,13 +131,12 @@ void Listener::bind(std::vector<Worker*> workers) {
         endpoint = acceptor->local_endpoint();
         acceptors_.push_back({worker, std::move(acceptor)});
     }
-    state_->bound = endpoint;
+    state_ref.bound = endpoint;
 }
 
 void Listener::start() {
     for (auto& a : acceptors_) {
-        spawn(a.worker->context().get_executor(), accept_loop(*a.worker, state_, *a.acceptor),
-              "accept loop");
+        spawn(a.worker->context().get_executor(), accept_loop(*a.worker, slot_, *a.acceptor), "accept loop");
     }
 }
 

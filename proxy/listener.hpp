@@ -1,6 +1,7 @@
 #pragma once
-// A configured listener: its shared state (bound address, the live-connection count its limit is
-// checked against) and, per worker, an SO_REUSEPORT acceptor whose accept loop runs on that worker.
+// A configured listener: its settings (one immutable generation per reload that changed them), what
+// its generations share (connection count, counters) and, per worker, an SO_REUSEPORT acceptor whose
+// accept loop runs on that worker.
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -19,25 +20,39 @@ namespace drover::proxy {
 
 class AccessLog;
 class Worker;
+struct ListenerCounters;
 
+// What every generation of one listener shares: the live-connection count its limit is checked
+// against, and the per-worker counters (each worker writes only its own; /metrics sums them).
+struct ListenerShared {
+    explicit ListenerShared(std::size_t workers);
+    ~ListenerShared();
+    // Touched once per connection, so one cache line shared by the workers is fine.
+    std::atomic<std::int64_t> connections_active{0};
+    std::vector<std::unique_ptr<ListenerCounters>> per_worker;
+};
+
+// One generation of a listener's settings. Immutable once published: a reload that changes the
+// listener publishes a new one, which connections accepted from then on use; connections already up
+// keep the one they started with.
 struct ListenerState {
     config::Listener config;
-    std::size_t index = 0;
+    std::size_t index = 0;   // the listener's slot, stable across reloads (per-worker routes)
     const AccessLog* access_log = nullptr;  // http: null when access logging is off
     std::vector<std::string> template_names;  // http: cluster templates by index (Router::kTemplate targets)
     boost::asio::ip::tcp::endpoint bound;
-    // TLS listeners: what new connections handshake with; a reload that changes the certificates
-    // swaps it (connections already up keep theirs).
-    std::atomic<std::shared_ptr<const TlsServer>> tls;
-    // Shared by every worker: touched once per connection, so one cache line is fine.
-    std::atomic<std::int64_t> connections_active{0};
+    std::shared_ptr<const TlsServer> tls;     // TLS listeners: what new connections handshake with
+    std::shared_ptr<ListenerShared> shared;
+
+    std::atomic<std::int64_t>& connections_active() const { return shared->connections_active; }
+    ListenerCounters& counters(std::size_t worker) const { return *shared->per_worker[worker]; }
 };
 
 class Listener {
 public:
     // Where it sends requests (routes, or a tcp listener's cluster) lives in each worker: a reload
     // replaces it there (Worker::set_routes).
-    Listener(config::Listener config, std::size_t index);
+    Listener(std::shared_ptr<ListenerState> state, std::size_t workers);
 
     // Binds one acceptor per worker on the same address (SO_REUSEPORT: the kernel spreads
     // connections). Port 0 binds the first and reuses the port it got. Throws std::system_error.
@@ -47,8 +62,16 @@ public:
     // Closes the acceptors: new connections are refused from now on. Thread-safe (posts).
     void close();
 
-    ListenerState& state() { return *state_; }
-    const ListenerState& state() const { return *state_; }
+    // The current generation. Control loop only (which is the only one to replace it).
+    ListenerState& state() { return *slot_->current.load(std::memory_order_acquire); }
+    const ListenerState& state() const { return *slot_->current.load(std::memory_order_acquire); }
+    // A reload's new settings for the same socket: a new generation built from the current one with
+    // `config` and `tls` (index, bound address, access log and counters carry over).
+    void update(config::Listener config, std::shared_ptr<const TlsServer> tls);
+
+    struct Slot {
+        std::atomic<std::shared_ptr<ListenerState>> current;
+    };
 
 private:
     struct PerWorker {
@@ -56,7 +79,7 @@ private:
         std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor;
     };
 
-    std::shared_ptr<ListenerState> state_;
+    std::shared_ptr<Slot> slot_;   // shared with the accept loops
     std::vector<PerWorker> acceptors_;
 };
 

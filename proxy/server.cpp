@@ -53,7 +53,7 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
     const std::size_t worker_count =
         config_.workers != 0 ? config_.workers : std::max(1u, std::thread::hardware_concurrency());
     for (std::size_t i = 0; i < worker_count; ++i) {
-        workers_.push_back(std::make_unique<Worker>(i, config_.listeners.size()));
+        workers_.push_back(std::make_unique<Worker>(i));
     }
     for (const auto& cluster_config : config_.clusters) {
         auto tls = startup_tls(cluster_config);
@@ -74,11 +74,8 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
     }
     for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
         const auto& listener_config = config_.listeners[i];
-        publish_routes(i, listener_config);
-        listeners_.push_back(std::make_unique<Listener>(listener_config, i));
-        listeners_.back()->state().access_log = access_log_.get();
-        listeners_.back()->state().tls.store(startup_tls(listener_config, i));
-        for (const auto& t : templates_) { listeners_.back()->state().template_names.push_back(t.config.name); }
+        listeners_.push_back(make_listener(listener_config, startup_tls(listener_config, i)));
+        publish_routes(listeners_.back()->state().index, listener_config);
     }
     admin_ = std::make_unique<Admin>(control_, config_.admin.address);
     register_status_routes(*admin_, *this);
@@ -95,6 +92,17 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
         return AdminResponse::text(200, fmt::format("draining: listeners closed, live connections have {} ms\n",
                                                     config_.shutdown.drain_timeout.count()));
     });
+}
+
+std::unique_ptr<Listener> Server::make_listener(const config::Listener& listener_config,
+                                                std::shared_ptr<const TlsServer> tls) {
+    auto state = std::make_shared<ListenerState>();
+    state->config = listener_config;
+    state->index = next_listener_index_++;
+    state->access_log = access_log_.get();
+    state->tls = std::move(tls);
+    for (const auto& t : templates_) { state->template_names.push_back(t.config.name); }
+    return std::make_unique<Listener>(std::move(state), workers_.size());
 }
 
 // Builds listener `index`'s routes (or its tcp cluster) from the current cluster slots and hands them to
@@ -260,19 +268,20 @@ Server::~Server() {
 }
 
 void Server::start() {
+    // asio throws boost::system::system_error, which is no std::system_error: catch what both are.
     try {
         admin_->start();
-    } catch (const std::system_error& e) {
-        throw std::system_error(e.code(), "admin: cannot listen on " + config_.admin.address.str());
+    } catch (const std::exception& e) {
+        throw std::runtime_error(fmt::format("admin: cannot listen on {}: {}", config_.admin.address.str(), e.what()));
     }
     std::vector<Worker*> workers;
     for (auto& w : workers_) { workers.push_back(w.get()); }
     for (auto& listener : listeners_) {
         try {
             listener->bind(workers);
-        } catch (const std::system_error& e) {
-            throw std::system_error(e.code(), "listener " + listener->state().config.name +
-                                                  ": cannot listen on " + listener->state().config.address.str());
+        } catch (const std::exception& e) {
+            throw std::runtime_error(fmt::format("listener {}: cannot listen on {}: {}", listener->state().config.name,
+                                                 listener->state().config.address.str(), e.what()));
         }
     }
     // Discovery first, so each worker applies the first snapshots before its first accept.
@@ -339,10 +348,10 @@ bool same_settings(const config::Cluster& a, const config::Cluster& b) {
            a.max_clusters == b.max_clusters && a.idle_timeout == b.idle_timeout;
 }
 
-// A listener as it may not change without a restart: everything but its routes, tcp cluster and TLS.
+// Everything of a listener but its routes (republished on every reload anyway).
 bool same_listener(const config::Listener& a, const config::Listener& b) {
-    return a.name == b.name && a.address == b.address && a.protocol == b.protocol && a.limits == b.limits &&
-           a.timeouts == b.timeouts;
+    return a.name == b.name && a.address == b.address && a.protocol == b.protocol && a.tls == b.tls &&
+           a.cluster == b.cluster && a.limits == b.limits && a.timeouts == b.timeouts;
 }
 
 // TLS a reload would run with: the current one when neither its settings nor its files changed (so
@@ -363,15 +372,6 @@ std::vector<std::string> Server::needs_restart(const config::Config& next) const
     if (!(next.admin == config_.admin)) { restart("admin.address"); }
     if (next.workers != config_.workers) { restart("workers"); }
     if (next.access_log != config_.access_log) { restart("access_log"); }
-    if (next.listeners.size() != config_.listeners.size()) {
-        restart("the set of listeners");
-    } else {
-        for (std::size_t i = 0; i < next.listeners.size(); ++i) {
-            if (!same_listener(next.listeners[i], config_.listeners[i])) {
-                restart(fmt::format("listener {} (other than its routes or cluster)", config_.listeners[i].name));
-            }
-        }
-    }
     std::map<std::string, const config::Cluster*> old_templates;
     for (const auto& c : config_.clusters) {
         if (c.is_template()) { old_templates[c.name] = &c; }
@@ -436,23 +436,53 @@ ReloadResult Server::reload(std::string_view why) {
             return built.client;
         });
     }
+    // Listeners by address (and protocol): a match keeps its sockets, anything else is bound anew.
+    // Same name first; then the address alone (a renamed listener), except for port 0, which names no
+    // particular socket.
+    std::vector<std::unique_ptr<Listener>*> matched(next.listeners.size(), nullptr);
+    std::vector<bool> taken(listeners_.size(), false);
+    for (const bool by_name : {true, false}) {
+        for (std::size_t i = 0; i < next.listeners.size(); ++i) {
+            const auto& l = next.listeners[i];
+            for (std::size_t j = 0; j < listeners_.size() && matched[i] == nullptr; ++j) {
+                const auto& old = listeners_[j]->state().config;
+                if (taken[j] || old.address != l.address || old.protocol != l.protocol) { continue; }
+                if (by_name ? old.name != l.name : l.address.port == 0) { continue; }
+                taken[j] = true;
+                matched[i] = &listeners_[j];
+            }
+        }
+    }
     std::vector<std::shared_ptr<const TlsServer>> listener_tls;
     for (std::size_t i = 0; i < next.listeners.size(); ++i) {
         const auto& l = next.listeners[i];
-        listener_tls.push_back(reload_tls(listeners_[i]->state().tls.load(), l.tls, [&]() -> std::shared_ptr<const TlsServer> {
+        const auto current = matched[i] != nullptr ? (*matched[i])->state().tls : nullptr;
+        listener_tls.push_back(reload_tls(current, l.tls, [&]() -> std::shared_ptr<const TlsServer> {
             auto built = TlsServer::build(*l.tls, fmt::format("listeners[{}].tls", i), l.protocol == config::Protocol::http);
             for (const auto& e : built.errors) { tls_errors.push_back(e.str()); }
             return built.server;
         }));
     }
     if (!tls_errors.empty()) { return fail(std::move(tls_errors)); }
-    std::size_t tls_reloaded = 0;
-    for (std::size_t i = 0; i < listener_tls.size(); ++i) {
-        auto& state = listeners_[i]->state();
-        if (listener_tls[i] == state.tls.load()) { continue; }
-        state.tls.store(listener_tls[i], std::memory_order_release);   // new connections from now on
-        ++tls_reloaded;
+    // New listeners are bound before anything changes: a port in use refuses the reload as a whole.
+    std::vector<std::unique_ptr<Listener>> fresh(next.listeners.size());
+    {
+        std::vector<Worker*> workers;
+        for (auto& w : workers_) { workers.push_back(w.get()); }
+        std::vector<std::string> bind_errors;
+        for (std::size_t i = 0; i < next.listeners.size(); ++i) {
+            if (matched[i] != nullptr) { continue; }
+            fresh[i] = make_listener(next.listeners[i], listener_tls[i]);
+            try {
+                fresh[i]->bind(workers);
+            } catch (const std::exception& e) {   // boost::system::system_error, from asio
+                bind_errors.push_back(fmt::format("{}:{}: listeners[{}]: cannot listen on {}: {}", next.listeners[i].mark.file,
+                                                  next.listeners[i].mark.line, i, next.listeners[i].address.str(), e.what()));
+            }
+        }
+        if (!bind_errors.empty()) { return fail(std::move(bind_errors)); }
     }
+    std::size_t tls_reloaded = 0;
     for (auto& t : templates_) {
         const auto& tls = cluster_tls[t.config.name];
         if (tls == t.tls) { continue; }
@@ -495,7 +525,41 @@ ReloadResult Server::reload(std::string_view why) {
         ++added;
     }
     const auto previous_slots = std::exchange(cluster_slots_, std::move(next_slots));
-    for (std::size_t i = 0; i < next.listeners.size(); ++i) { publish_routes(i, next.listeners[i]); }
+    // Listeners: kept ones get a new generation if anything of theirs changed, new ones start, and the
+    // ones no longer configured stop accepting (their connections finish on the settings they had).
+    std::size_t listeners_updated = 0;
+    std::size_t listeners_added = 0;
+    std::vector<std::unique_ptr<Listener>> next_listeners;
+    for (std::size_t i = 0; i < next.listeners.size(); ++i) {
+        const auto& l = next.listeners[i];
+        if (matched[i] != nullptr) {
+            auto& listener = **matched[i];
+            if (!same_listener(listener.state().config, l) || listener.state().tls != listener_tls[i]) {
+                if (listener.state().tls != listener_tls[i]) { ++tls_reloaded; }
+                listener.update(l, listener_tls[i]);
+                ++listeners_updated;
+            }
+            next_listeners.push_back(std::move(*matched[i]));
+        } else {
+            next_listeners.push_back(std::move(fresh[i]));
+            ++listeners_added;
+        }
+        publish_routes(next_listeners.back()->state().index, l);
+        if (matched[i] == nullptr) {
+            next_listeners.back()->start();
+            log::info("listener {} listening on {}", l.name, discovery::to_string(next_listeners.back()->state().bound));
+        }
+    }
+    std::size_t listeners_removed = 0;
+    for (auto& old : listeners_) {
+        if (!old) { continue; }   // moved into next_listeners
+        log::info("listener {} on {} closed: no longer configured", old->state().config.name,
+                  discovery::to_string(old->state().bound));
+        old->close();
+        retired_listeners_.push_back(std::move(old));   // its accept loops end on their workers
+        ++listeners_removed;
+    }
+    listeners_ = std::move(next_listeners);
     // After the routes moved away from them: clusters no longer configured, or replaced.
     for (const auto& [name, index] : previous_slots) {
         const auto it = cluster_slots_.find(name);
@@ -509,11 +573,10 @@ ReloadResult Server::reload(std::string_view why) {
     ++reload_counters_.succeeded;
     reload_counters_.last_success = std::chrono::system_clock::now();
     result.ok = true;
-    result.summary = fmt::format("{} cluster{} updated, {} added, {} removed; routes of {} listener{} republished; "
-                                 "TLS of {} listener{} or cluster{} reloaded",
-                                 updated, updated == 1 ? "" : "s", added, removed, listeners_.size(),
-                                 listeners_.size() == 1 ? "" : "s", tls_reloaded, tls_reloaded == 1 ? "" : "s",
-                                 tls_reloaded == 1 ? "" : "s");
+    result.summary = fmt::format("clusters: {} updated, {} added, {} removed; listeners: {} updated, {} added, {} "
+                                 "removed, routes of {} republished; TLS reloaded for {}",
+                                 updated, added, removed, listeners_updated, listeners_added, listeners_removed,
+                                 listeners_.size(), tls_reloaded);
     log::info("{}: config reloaded from {}: {}", why, config_.source, result.summary);
     return result;
 }

@@ -78,6 +78,8 @@ private:
     boost::asio::awaitable<void> finish_drain();
     std::size_t live_sessions() const;
     std::size_t add_cluster(const config::Cluster& config, std::shared_ptr<const health::TlsClient> tls);
+    // A listener in a new slot (index), not bound yet.
+    std::unique_ptr<Listener> make_listener(const config::Listener& config, std::shared_ptr<const TlsServer> tls);
     void publish_routes(std::size_t index, const config::Listener& listener);
     void retire_cluster(std::size_t index);
     std::vector<std::string> needs_restart(const config::Config& next) const;
@@ -107,7 +109,10 @@ private:
     ReloadCounters reload_counters_;
     std::vector<std::size_t> free_slots_;
     std::vector<Template> templates_;
-    std::vector<std::unique_ptr<Listener>> listeners_;
+    std::vector<std::unique_ptr<Listener>> listeners_;   // in config order
+    // Removed by a reload: closed, kept until exit (their accept loops may still be unwinding).
+    std::vector<std::unique_ptr<Listener>> retired_listeners_;
+    std::size_t next_listener_index_ = 0;   // listener slots are never reused
     std::unique_ptr<Admin> admin_;
     bool started_ = false;
     bool draining_ = false;

@@ -31,11 +31,9 @@ std::string_view policy_name(config::LbPolicy p) {
 
 // Sums one per-worker listener counter.
 template <class Field>
-std::uint64_t sum(const Server& server, std::size_t listener, Field field) {
+std::uint64_t sum(const ListenerState& listener, Field field) {
     std::uint64_t total = 0;
-    for (const auto& worker : server.workers()) {
-        total += (worker->listener_counters(listener).*field).load(std::memory_order_relaxed);
-    }
+    for (const auto& counters : listener.shared->per_worker) { total += ((*counters).*field).load(std::memory_order_relaxed); }
     return total;
 }
 
@@ -53,8 +51,8 @@ void render_http_metrics(PrometheusWriter& w, const Server& server) {
     for (const auto* l : http_listeners) {
         for (std::size_t c = 0; c < kClasses.size(); ++c) {
             std::uint64_t total = 0;
-            for (const auto& worker : server.workers()) {
-                total += worker->listener_counters(l->index).requests_by_class[c].load(std::memory_order_relaxed);
+            for (const auto& counters : l->shared->per_worker) {
+                total += counters->requests_by_class[c].load(std::memory_order_relaxed);
             }
             w.sample("drover_http_requests_total", {{"listener", l->config.name}, {"code_class", kClasses[c]}}, total);
         }
@@ -64,8 +62,8 @@ void render_http_metrics(PrometheusWriter& w, const Server& server) {
     for (const auto* l : http_listeners) {
         for (std::size_t r = 0; r < static_cast<std::size_t>(LocalReason::count); ++r) {
             std::uint64_t total = 0;
-            for (const auto& worker : server.workers()) {
-                total += worker->listener_counters(l->index).local_responses[r].load(std::memory_order_relaxed);
+            for (const auto& counters : l->shared->per_worker) {
+                total += counters->local_responses[r].load(std::memory_order_relaxed);
             }
             w.sample("drover_http_local_responses_total",
                      {{"listener", l->config.name}, {"reason", local_reason_name(static_cast<LocalReason>(r))}}, total);
@@ -76,15 +74,15 @@ void render_http_metrics(PrometheusWriter& w, const Server& server) {
     for (const auto* l : http_listeners) {
         std::uint64_t cumulative = 0;
         for (std::size_t b = 0; b <= kDurationBuckets.size(); ++b) {
-            for (const auto& worker : server.workers()) {
-                cumulative += worker->listener_counters(l->index).duration_buckets[b].load(std::memory_order_relaxed);
+            for (const auto& counters : l->shared->per_worker) {
+                cumulative += counters->duration_buckets[b].load(std::memory_order_relaxed);
             }
             const std::string le = b < kDurationBuckets.size() ? fmt::format("{}", kDurationBuckets[b]) : "+Inf";
             w.sample("drover_http_request_duration_seconds_bucket", {{"listener", l->config.name}, {"le", le}}, cumulative);
         }
         std::uint64_t micros = 0;
-        for (const auto& worker : server.workers()) {
-            micros += worker->listener_counters(l->index).duration_sum_micros.load(std::memory_order_relaxed);
+        for (const auto& counters : l->shared->per_worker) {
+            micros += counters->duration_sum_micros.load(std::memory_order_relaxed);
         }
         w.sample("drover_http_request_duration_seconds_sum", {{"listener", l->config.name}}, static_cast<double>(micros) / 1e6);
         w.sample("drover_http_request_duration_seconds_count", {{"listener", l->config.name}}, cumulative);
@@ -449,7 +447,8 @@ void render_cluster_config(JsonWriter& j, const config::Cluster& c) {
     }
     if (c.tls) {
         j.key("tls").begin_object().key("sni").value(c.tls->sni).key("ca").value(c.tls->ca).key("cert").value(c.tls->cert);
-        j.key("key").value(c.tls->key.empty() ? std::string_view{} : kRedacted).end_object();
+        j.key("key").value(c.tls->key.empty() ? std::string_view{} : kRedacted);
+        j.key("verify").value(c.tls->verify).end_object();
     }
     if (c.is_template()) {
         j.key("dynamic").begin_object().key("max_clusters").value(std::uint64_t{c.max_clusters});
@@ -634,55 +633,55 @@ std::string render_metrics(const Server& server) {
              "Client connections accepted, including those then refused by a limit.");
     for (const auto& l : listeners) {
         w.sample("drover_listener_connections_accepted_total", {{"listener", l->state().config.name}},
-                 sum(server, l->state().index, &ListenerCounters::accepted));
+                 sum(l->state(), &ListenerCounters::accepted));
     }
     w.family("drover_listener_connections_active", "gauge", "Client connections open now.");
     for (const auto& l : listeners) {
         w.sample("drover_listener_connections_active", {{"listener", l->state().config.name}},
-                 l->state().connections_active.load(std::memory_order_relaxed));
+                 l->state().connections_active().load(std::memory_order_relaxed));
     }
     w.family("drover_listener_connections_rejected_total", "counter",
              "Client connections closed at once because a limit was reached.");
     for (const auto& l : listeners) {
         w.sample("drover_listener_connections_rejected_total",
                  {{"listener", l->state().config.name}, {"reason", "max_connections"}},
-                 sum(server, l->state().index, &ListenerCounters::rejected_max_connections));
+                 sum(l->state(), &ListenerCounters::rejected_max_connections));
         w.sample("drover_listener_connections_rejected_total",
                  {{"listener", l->state().config.name}, {"reason", "fd_limit"}},
-                 sum(server, l->state().index, &ListenerCounters::rejected_fd_limit));
+                 sum(l->state(), &ListenerCounters::rejected_fd_limit));
         w.sample("drover_listener_connections_rejected_total",
                  {{"listener", l->state().config.name}, {"reason", "memory_limit"}},
-                 sum(server, l->state().index, &ListenerCounters::rejected_memory));
+                 sum(l->state(), &ListenerCounters::rejected_memory));
     }
     w.family("drover_listener_bytes_received_total", "counter", "Bytes received from clients.");
     for (const auto& l : listeners) {
         w.sample("drover_listener_bytes_received_total", {{"listener", l->state().config.name}},
-                 sum(server, l->state().index, &ListenerCounters::bytes_received));
+                 sum(l->state(), &ListenerCounters::bytes_received));
     }
     w.family("drover_listener_bytes_sent_total", "counter", "Bytes sent to clients.");
     for (const auto& l : listeners) {
         w.sample("drover_listener_bytes_sent_total", {{"listener", l->state().config.name}},
-                 sum(server, l->state().index, &ListenerCounters::bytes_sent));
+                 sum(l->state(), &ListenerCounters::bytes_sent));
     }
 
     bool any_tls = false;
-    for (const auto& l : listeners) { any_tls = any_tls || l->state().tls.load() != nullptr; }
+    for (const auto& l : listeners) { any_tls = any_tls || l->state().tls != nullptr; }
     if (any_tls) {
         w.family("drover_listener_tls_handshakes_total", "counter", "TLS handshakes with clients, by result.");
         for (const auto& l : listeners) {
-            if (!l->state().tls.load()) { continue; }
+            if (!l->state().tls) { continue; }
             const auto& name = l->state().config.name;
             w.sample("drover_listener_tls_handshakes_total", {{"listener", name}, {"result", "ok"}},
-                     sum(server, l->state().index, &ListenerCounters::tls_handshakes));
+                     sum(l->state(), &ListenerCounters::tls_handshakes));
             w.sample("drover_listener_tls_handshakes_total", {{"listener", name}, {"result", "failed"}},
-                     sum(server, l->state().index, &ListenerCounters::tls_handshake_failures));
+                     sum(l->state(), &ListenerCounters::tls_handshake_failures));
         }
         w.family("drover_listener_tls_resumed_total", "counter",
                  "Successful TLS handshakes with clients that resumed a session (no full handshake).");
         for (const auto& l : listeners) {
-            if (!l->state().tls.load()) { continue; }
+            if (!l->state().tls) { continue; }
             w.sample("drover_listener_tls_resumed_total", {{"listener", l->state().config.name}},
-                     sum(server, l->state().index, &ListenerCounters::tls_resumed));
+                     sum(l->state(), &ListenerCounters::tls_resumed));
         }
     }
 
@@ -773,7 +772,8 @@ std::string render_listeners(const Server& server) {
         j.key("address").value(discovery::to_string(state.bound));
         j.key("protocol").value(protocol_name(state.config.protocol));
         if (state.config.protocol == config::Protocol::tcp) { j.key("cluster").value(state.config.cluster); }
-        j.key("connections_active").value(state.connections_active.load(std::memory_order_relaxed));
+        j.key("tls").value(state.tls != nullptr);
+        j.key("connections_active").value(state.connections_active().load(std::memory_order_relaxed));
         j.end_object();
     }
     j.end_array().end_object();

@@ -34,7 +34,7 @@ public:
     TcpSession(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client)
         : worker_(worker),
           listener_(std::move(listener)),
-          counters_(worker.listener_counters(listener_->index)),
+          counters_(listener_->counters(worker.index())),
           client_(std::move(client)),
           upstream_(worker.context()) {
         worker_.add_session(this);
@@ -42,7 +42,7 @@ public:
 
     ~TcpSession() override {
         worker_.remove_session(this);
-        listener_->connections_active.fetch_sub(1, std::memory_order_relaxed);
+        listener_->connections_active().fetch_sub(1, std::memory_order_relaxed);
     }
 
     TcpSession(const TcpSession&) = delete;
@@ -54,7 +54,7 @@ public:
     }
 
     asio::awaitable<void> run() {
-        if (auto tls = listener_->tls.load(std::memory_order_acquire)) {
+        if (auto tls = listener_->tls) {
             if (!co_await client_handshake(std::move(tls))) { co_return; }
         }
         const std::size_t cluster_index = worker_.listener_cluster(listener_->index);

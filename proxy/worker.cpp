@@ -25,13 +25,7 @@ std::string_view local_reason_name(LocalReason reason) {
     return "unknown";
 }
 
-Worker::Worker(std::size_t index, std::size_t listener_count)
-    : index_(index), work_(boost::asio::make_work_guard(context_)) {
-    listener_counters_.reserve(listener_count);
-    for (std::size_t i = 0; i < listener_count; ++i) {
-        listener_counters_.push_back(std::make_unique<ListenerCounters>());
-    }
-}
+Worker::Worker(std::size_t index) : index_(index), work_(boost::asio::make_work_guard(context_)) {}
 
 Worker::~Worker() {
     stop();

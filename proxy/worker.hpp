@@ -107,7 +107,7 @@ struct WorkerCluster {
 
 class Worker {
 public:
-    Worker(std::size_t index, std::size_t listener_count);
+    explicit Worker(std::size_t index);
     ~Worker();
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
@@ -159,7 +159,6 @@ public:
     void abort_sessions();
 
     // --- any thread ---
-    ListenerCounters& listener_counters(std::size_t listener) { return *listener_counters_[listener]; }
     std::size_t session_count() const { return session_count_.load(std::memory_order_relaxed); }
 
 private:
@@ -173,7 +172,6 @@ private:
     std::unordered_map<std::size_t, std::string> dynamic_keys_;   // slot -> key, to wake waiters
     std::unordered_multimap<std::string, std::weak_ptr<boost::asio::steady_timer>> dynamic_waiters_;
     std::unordered_multimap<std::size_t, std::weak_ptr<boost::asio::steady_timer>> snapshot_waiters_;
-    std::vector<std::unique_ptr<ListenerCounters>> listener_counters_;
     std::vector<std::shared_ptr<const Router>> routers_;
     std::vector<std::size_t> listener_clusters_;
     BufferPool buffers_;

@@ -1,13 +1,22 @@
 """Hot reload (SIGHUP, POST /reload) through the real binary: routes and cluster settings change without
 a dropped request, clusters keep their hosts' health and counters, new clusters come and old ones go,
-and a bad file or a change that needs a restart is refused with file:line while the old config runs on."""
+and listeners are added, removed or changed on their sockets, and a bad file or a change that needs a restart is refused with file:line while the old config runs on."""
 
 import signal
+import socket
 import threading
 import time
 import unittest
 
 from harness import HttpTestCase, http_listener, make_config, route, static_cluster, to_yaml, wait_until
+
+
+def port_accepts(addr):
+    try:
+        with socket.create_connection(addr, timeout=1):
+            return True
+    except OSError:
+        return False
 from test_health import Switchable
 
 
@@ -74,7 +83,7 @@ class ReloadTest(HttpTestCase):
         self.rewrite(drover, self.config([route("app", path_prefix="/")], clusters))
         resp = drover.admin_post("/reload")
         self.assertEqual(resp.status, 200, resp.text)
-        self.assertIn("1 cluster updated", resp.text)
+        self.assertIn("clusters: 1 updated", resp.text)
         after = hosts()
         self.assertEqual(after[b.addr]["state"], "ejected", "the ejection survived the reload")
         self.assertGreaterEqual(after[a.addr]["connections_total"], served_by_a)
@@ -122,16 +131,74 @@ class ReloadTest(HttpTestCase):
         self.assertEqual(self.get(addr, "/").status, 200)
         wait_until(lambda: self.reloads(drover, "failure") == 2, 3, message="second failure counted")
 
-    def test_a_listener_change_needs_a_restart_and_is_refused(self):
+    def test_a_listener_changes_settings_on_the_same_socket(self):
         a = Switchable(self, "a")
         config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
         drover = self.start_drover(config)
-        config["listeners"][0]["timeouts"] = {"idle": "5s"}
+        addr = drover.listener_addr("web")
+        kept = self.client(addr)
+        self.assertEqual(kept.request("GET", "/", headers={"x-big": "y" * 3000}).status, 200)
+        config["listeners"][0]["limits"] = {"max_request_header_bytes": "2KiB"}
+        self.rewrite(drover, config)
+        resp = drover.admin_post("/reload")
+        self.assertEqual(resp.status, 200, resp.text)
+        self.assertIn("listeners: 1 updated", resp.text)
+        # The same socket, the new limit for new connections.
+        self.assertLocalResponse(self.get(addr, "/", headers={"x-big": "y" * 3000}), "headers_too_large", 431)
+        self.assertEqual(self.get(addr, "/").status, 200)
+        # A connection that was up keeps the settings it started with.
+        self.assertEqual(kept.request("GET", "/", headers={"x-big": "y" * 3000}).status, 200)
+
+    def test_listeners_come_and_go(self):
+        a = Switchable(self, "a")
+        config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
+        drover = self.start_drover(config)
+        web = drover.listener_addr("web")
+        kept = self.client(web)
+        self.assertEqual(kept.request("GET", "/").status, 200)
+        config["listeners"] = [http_listener("api", [route("a", path_prefix="/")])]
+        mark = drover.log_mark()
+        self.rewrite(drover, config)
+        resp = drover.admin_post("/reload")
+        self.assertEqual(resp.status, 200, resp.text)
+        self.assertIn("listeners: 0 updated, 1 added, 1 removed", resp.text)
+        m = drover.wait_for_log(r"listener api listening on (\S+)", 5, start=mark)
+        api = tuple(m.group(1).rsplit(":", 1))
+        self.assertEqual(self.get((api[0], int(api[1])), "/").status, 200)
+        # The removed listener accepts nothing new; a connection it had finishes its work.
+        wait_until(lambda: not port_accepts(web), 3, message="the removed listener stops accepting")
+        self.assertEqual(kept.request("GET", "/").status, 200)
+        self.assertEqual(len(drover.admin_json("/listeners")["listeners"]), 1)
+
+    def test_a_listener_on_a_port_in_use_refuses_the_reload(self):
+        a = Switchable(self, "a")
+        config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
+        drover = self.start_drover(config)
+        web = drover.listener_addr("web")
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        config["listeners"].append(http_listener("busy", [route("a", path_prefix="/")],
+                                                 address=f"127.0.0.1:{busy.getsockname()[1]}"))
+        config["clusters"].append(static_cluster("extra", [a]))
         self.rewrite(drover, config)
         resp = drover.admin_post("/reload")
         self.assertEqual(resp.status, 400, resp.text)
-        self.assertIn("listener web", resp.text)
-        self.assertIn("restart", resp.text)
+        self.assertIn("cannot listen on", resp.text)
+        # Nothing of the file was applied.
+        self.assertEqual([c["name"] for c in drover.admin_json("/clusters")["clusters"]], ["a"])
+        self.assertEqual(self.get(web, "/").status, 200)
+
+    def test_a_worker_count_change_needs_a_restart_and_is_refused(self):
+        a = Switchable(self, "a")
+        config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
+        drover = self.start_drover(config)
+        config["workers"] = 1
+        self.rewrite(drover, config)
+        resp = drover.admin_post("/reload")
+        self.assertEqual(resp.status, 400, resp.text)
+        self.assertIn("workers changed: that needs a restart", resp.text)
 
     def test_sighup_applies_a_good_file_and_a_removed_cluster_goes(self):
         a, b = Switchable(self, "a"), Switchable(self, "b")
