@@ -78,6 +78,16 @@ void HealthReporter::overloaded(const std::shared_ptr<const discovery::Host>& ho
     });
 }
 
+void LatencyHistogram::add(std::chrono::microseconds elapsed) {
+    const double seconds = static_cast<double>(elapsed.count()) / 1e6;
+    std::size_t bucket = 0;
+    while (bucket < kUpstreamDurationBuckets.size() && seconds > kUpstreamDurationBuckets[bucket]) { ++bucket; }
+    // One writer: a load and a store, not a locked read-modify-write.
+    counts[bucket].store(counts[bucket].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    sum_micros.store(sum_micros.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(elapsed.count()),
+                     std::memory_order_relaxed);
+}
+
 Cluster::Cluster(config::Cluster config, std::unique_ptr<discovery::Resolver> resolver, Publish publish,
                  asio::io_context& control, std::shared_ptr<const health::TlsClient> tls)
     : config_(std::make_shared<const config::Cluster>(std::move(config))),

@@ -3,6 +3,7 @@
 // loop owns it (Cluster: runs the resolver, keeps long-lived hosts, builds and publishes snapshots).
 // Workers never see Cluster; they read the snapshot last posted to them.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -34,7 +35,21 @@
 namespace drover::proxy {
 
 // Cluster-wide counters and limits, shared by every worker (touched once per connection, not per byte).
+// Upstream latency of one worker's requests to one cluster: its own cache lines, one writer (that
+// worker, with plain relaxed load+store, no locked add), summed by /metrics.
+struct LatencyHistogram {
+    // Bounds (seconds) are kUpstreamDurationBuckets; the last count is +Inf.
+    std::array<std::atomic<std::uint64_t>, 14> counts{};
+    std::atomic<std::uint64_t> sum_micros{0};
+
+    void add(std::chrono::microseconds elapsed);
+};
+inline constexpr std::array<double, 13> kUpstreamDurationBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                                    0.25,  0.5,    1.0,   2.5,  5.0,   10.0};
+
 struct ClusterStats {
+    // One per worker, made before any worker sees the cluster (Server::add_cluster); empty in tests.
+    std::vector<std::unique_ptr<LatencyHistogram>> latency;
     std::atomic<std::int64_t> upstream_connections_active{0};
     std::atomic<std::uint64_t> unavailable_no_host{0};
     std::atomic<std::uint64_t> unavailable_max_connections{0};
@@ -161,6 +176,10 @@ public:
     const std::string& name() const { return config_->name; }
     const config::Cluster& config() const { return *config_; }
     const ClusterStats& stats() const { return *stats_; }
+    // One latency histogram per worker; call before any worker sees the cluster.
+    void track_latency(std::size_t workers) {
+        for (std::size_t i = 0; i < workers; ++i) { stats_->latency.push_back(std::make_unique<LatencyHistogram>()); }
+    }
     std::shared_ptr<const ClusterSnapshot> snapshot() const { return snapshot_; }
     void mark_dynamic() { stats_->dynamic = true; }
     // Marks the cluster used now (dynamic clusters: the idle sweep reads it).

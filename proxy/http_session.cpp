@@ -619,8 +619,12 @@ private:
             host_slot.release();
             gate_ = nullptr;
             if (outcome == Outcome::ok) {
-                const double seconds = std::chrono::duration<double>(Clock::now() - attempt_start).count();
+                const auto elapsed = Clock::now() - attempt_start;
+                const double seconds = std::chrono::duration<double>(elapsed).count();
                 cluster.latency_ewma_seconds += kLatencyWeight * (seconds - cluster.latency_ewma_seconds);
+                if (worker_.index() < stats->latency.size()) {
+                    stats->latency[worker_.index()]->add(std::chrono::duration_cast<std::chrono::microseconds>(elapsed));
+                }
             }
             limiter_verdict_ = outcome == Outcome::ok && attempt_failure_ == health::Outcome::success ? LimiterVerdict::ok
                                : outcome == Outcome::client_gone                                       ? LimiterVerdict::ignore

@@ -142,6 +142,7 @@ std::size_t Server::add_cluster(const config::Cluster& cluster_config, std::shar
     };
     auto cluster = std::make_unique<Cluster>(cluster_config, make_resolver(cluster_config, control_), std::move(publish),
                                             control_, std::move(tls));
+    cluster->track_latency(workers_.size());
     if (index == clusters_.size()) {
         // Before start only: once workers run, a new slot reaches them by a posted install_dynamic.
         if (!started_) {

@@ -87,6 +87,21 @@ void render_http_metrics(PrometheusWriter& w, const Server& server) {
         w.sample("drover_http_request_duration_seconds_sum", {{"listener", l->config.name}}, static_cast<double>(micros) / 1e6);
         w.sample("drover_http_request_duration_seconds_count", {{"listener", l->config.name}}, cumulative);
     }
+    w.family("drover_upstream_request_duration_seconds", "histogram",
+             "HTTP: from sending a request to a host of the cluster to the end of its response (each try).");
+    for (const auto& c : server.clusters()) {
+        const auto& per_worker = c->stats().latency;
+        std::uint64_t cumulative = 0;
+        for (std::size_t b = 0; b <= kUpstreamDurationBuckets.size(); ++b) {
+            for (const auto& h : per_worker) { cumulative += h->counts[b].load(std::memory_order_relaxed); }
+            const std::string le = b < kUpstreamDurationBuckets.size() ? fmt::format("{}", kUpstreamDurationBuckets[b]) : "+Inf";
+            w.sample("drover_upstream_request_duration_seconds_bucket", {{"cluster", c->name()}, {"le", le}}, cumulative);
+        }
+        std::uint64_t micros = 0;
+        for (const auto& h : per_worker) { micros += h->sum_micros.load(std::memory_order_relaxed); }
+        w.sample("drover_upstream_request_duration_seconds_sum", {{"cluster", c->name()}}, static_cast<double>(micros) / 1e6);
+        w.sample("drover_upstream_request_duration_seconds_count", {{"cluster", c->name()}}, cumulative);
+    }
     w.family("drover_upstream_pool_reuses_total", "counter", "HTTP requests sent on a kept-alive upstream connection.");
     for (const auto& c : server.clusters()) {
         for (const auto& h : c->hosts()) {

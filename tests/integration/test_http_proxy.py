@@ -567,6 +567,11 @@ class HttpProxyTest(HttpTestCase):
         self.assertEqual(value("drover_upstream_requests_total", **up, code_class="2xx"), 2)
         self.assertEqual(value("drover_upstream_requests_total", **up, code_class="5xx"), 1)
         self.assertEqual(value("drover_upstream_pool_reuses_total", **up), 2)
+        # Upstream latency per cluster: the three answers of "back" (its own 503 included), none for "dead".
+        self.assertEqual(drover.metric_type("drover_upstream_request_duration_seconds_count"), "histogram")
+        self.assertEqual(value("drover_upstream_request_duration_seconds_count", cluster="back"), 3)
+        self.assertGreater(value("drover_upstream_request_duration_seconds_sum", cluster="back"), 0)
+        self.assertEqual(value("drover_upstream_request_duration_seconds_count", cluster="dead"), 0)
 
 
 if __name__ == "__main__":
