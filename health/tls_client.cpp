@@ -117,11 +117,11 @@ TlsClient::Built TlsClient::build(const config::UpstreamTls& settings) {
         if (ec) { return fail("cert", settings.cert, ssl_reason(ec)); }
         if (auto why = unreadable(settings.key); !why.empty()) { return fail("key", settings.key, why); }
         context.use_private_key_file(settings.key, ssl::context::pem, ec);
-        if (ec) { return fail("key", settings.key, ssl_reason(ec)); }
-        if (SSL_CTX_check_private_key(native) != 1) {
+        if (key_mismatch(ec) || (!ec && SSL_CTX_check_private_key(native) != 1)) {
             ERR_clear_error();
             return Built{nullptr, fmt::format("key {} does not match cert {}", settings.key, settings.cert)};
         }
+        if (ec) { return fail("key", settings.key, ssl_reason(ec)); }
     }
     for (const auto* path : {&settings.ca, &settings.cert, &settings.key}) {
         if (!path->empty()) { impl->stamps.add(*path); }
@@ -159,6 +159,11 @@ void TlsClient::prepare(ssl_st* ssl, const std::string& peer) const {
 }
 
 bool TlsClient::files_changed() const { return impl_->stamps.changed(); }
+
+bool key_mismatch(const error_code& ec) {
+    return ec.category() == asio::error::get_ssl_category() &&
+           ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH;
+}
 
 void keep_session(ssl_st* ssl) {
     if (ssl != nullptr && SSL_is_init_finished(ssl) == 1) { SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN); }

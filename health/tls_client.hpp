@@ -58,6 +58,9 @@ private:
 // and the next connection to that peer would need a full handshake.
 void keep_session(ssl_st* ssl);
 
+// Whether loading a private key failed because it does not belong to the certificate loaded before.
+bool key_mismatch(const boost::system::error_code& ec);
+
 // A failed handshake in words an operator can search for: OpenSSL's reason, and for a certificate
 // that did not verify, why ("certificate verify failed: self-signed certificate in certificate chain").
 std::string describe_handshake_error(const boost::system::error_code& ec, ssl_st* ssl);

@@ -145,13 +145,13 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
             continue;
         }
         context->use_private_key_file(entry.key, ssl::context::pem, ec);
-        if (ec) {
-            fail(fmt::format("cannot load key {}: {}", entry.key, ssl_reason(ec)));
-            continue;
-        }
-        if (SSL_CTX_check_private_key(native) != 1) {
+        if (health::key_mismatch(ec) || (!ec && SSL_CTX_check_private_key(native) != 1)) {
             ERR_clear_error();
             fail(fmt::format("key {} does not match cert {}", entry.key, entry.cert));
+            continue;
+        }
+        if (ec) {
+            fail(fmt::format("cannot load key {}: {}", entry.key, ssl_reason(ec)));
             continue;
         }
         SSL_CTX_set_session_id_context(native, kSessionIdContext, sizeof kSessionIdContext);
