@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cctype>
+#include <cstring>
 
 namespace drover::proxy::http_rules {
 
@@ -114,12 +116,37 @@ std::string check_framing(const http::header<isRequest>& header, bool& chunked,
     return {};
 }
 
+// Flags the bytes of an 8-byte word that scan_head must look at: controls (CR, LF, HTAB and the
+// forbidden ones) and DEL. Never misses one; may flag a byte above a flagged one (a borrow), which
+// the byte-wise check then passes, so the lowest flag is where to look next.
+constexpr std::uint64_t special_bytes(std::uint64_t word) {
+    constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+    constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
+    const std::uint64_t below_space = (word - kOnes * 0x20) & ~word & kHigh;
+    const std::uint64_t del = word ^ (kOnes * 0x7f);
+    return below_space | ((del - kOnes) & ~del & kHigh);
+}
+
 }  // namespace
 
 std::optional<Rejection> scan_head(std::string_view bytes, HeadScan& state) {
     if (state.complete) { return std::nullopt; }   // what follows the head is body, not ours to judge
     std::size_t i = state.scanned;
     for (; i < bytes.size(); ++i) {
+        // Runs of ordinary bytes are skipped a word at a time: the byte-wise loop was ~20 instructions
+        // a byte, a tenth of a small proxied request (benchmarks/profile).
+        if constexpr (std::endian::native == std::endian::little) {
+            while (i + 8 <= bytes.size()) {
+                std::uint64_t word;
+                std::memcpy(&word, bytes.data() + i, sizeof word);
+                if (const std::uint64_t flags = special_bytes(word); flags != 0) {
+                    i += static_cast<std::size_t>(std::countr_zero(flags)) / 8;
+                    break;
+                }
+                i += 8;
+            }
+            if (i >= bytes.size()) { break; }
+        }
         const unsigned char c = static_cast<unsigned char>(bytes[i]);
         if (c == '\n') {
             if (i == 0 || bytes[i - 1] != '\r') { return bad("bare LF line ending"); }
@@ -230,6 +257,11 @@ bool has_token(std::string_view list, std::string_view token) {
 }
 
 bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens) {
+    // Most forwarded names have none of the listed lengths: skip the compares (runs for every field).
+    switch (name.size()) {
+        case 2: case 7: case 10: case 14: case 16: case 17: break;
+        default: return !connection_tokens.empty() && has_token(connection_tokens, name);
+    }
     static constexpr std::array<std::string_view, 8> kHopByHop = {
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
         "content-length"};   // content-length too: Drover always re-frames what it forwards

@@ -26,25 +26,24 @@ bool still_quiet(tcp::socket& socket) {
 
 UpstreamPool::UpstreamPool(asio::io_context& context) : context_(context), sweeper_(context) {}
 
-std::optional<Stream> UpstreamPool::take(const discovery::Host& host, const health::TlsClient* tls) {
+std::unique_ptr<Stream> UpstreamPool::take(const discovery::Host& host, const health::TlsClient* tls) {
     auto it = hosts_.find(&host);
-    if (it == hosts_.end()) { return std::nullopt; }
+    if (it == hosts_.end()) { return nullptr; }
     auto& idle = it->second.idle;
     const auto now = Clock::now();
     while (!idle.empty()) {
         Idle entry = std::move(idle.back());
         idle.pop_back();
-        if (entry.expires > now && entry.stream.tls_client() == tls && still_quiet(entry.stream.socket())) {
-            if (idle.empty()) { hosts_.erase(it); }
+        if (entry.expires > now && entry.stream->tls_client() == tls && still_quiet(entry.stream->socket())) {
             return std::move(entry.stream);
         }
         host.stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
     }
-    hosts_.erase(it);
-    return std::nullopt;
+    return nullptr;
 }
 
-void UpstreamPool::put(std::shared_ptr<const discovery::Host> host, Stream stream, std::chrono::milliseconds idle) {
+void UpstreamPool::put(const std::shared_ptr<const discovery::Host>& host, std::unique_ptr<Stream> stream,
+                       std::chrono::milliseconds idle) {
     auto& per_host = hosts_[host.get()];
     if (!per_host.host) { per_host.host = host; }
     if (per_host.idle.size() >= kMaxIdlePerHost) {
@@ -92,7 +91,7 @@ void UpstreamPool::sweep() {
     for (auto it = hosts_.begin(); it != hosts_.end();) {
         auto& idle = it->second.idle;
         const auto before = idle.size();
-        std::erase_if(idle, [&](Idle& e) { return e.expires <= now || !still_quiet(e.stream.socket()); });
+        std::erase_if(idle, [&](Idle& e) { return e.expires <= now || !still_quiet(e.stream->socket()); });
         it->second.host->stats().connections_active.fetch_sub(static_cast<std::int64_t>(before - idle.size()),
                                                               std::memory_order_relaxed);
         it = idle.empty() ? hosts_.erase(it) : std::next(it);

@@ -4,6 +4,8 @@
 // no stray bytes after it. Before lending one out the pool checks it is still quiet (no EOF, no
 // unsolicited bytes); idle ones close after their cluster's idle timeout, and each host keeps at most
 // kMaxIdlePerHost of them.
+// Connections are held by unique_ptr from connect to close: moving a Stream itself allocates a new
+// beast::tcp_stream impl (and its timers), which was a large share of each pooled request's cost.
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -28,9 +30,10 @@ public:
 
     // An idle connection to `host` that is still usable and speaks `tls` (null: plain), or nullopt.
     // Connections made with other TLS settings (a reload changed them) are closed on the way.
-    std::optional<Stream> take(const discovery::Host& host, const health::TlsClient* tls);
+    std::unique_ptr<Stream> take(const discovery::Host& host, const health::TlsClient* tls);
     // Parks a reusable connection until `idle` passes.
-    void put(std::shared_ptr<const discovery::Host> host, Stream stream, std::chrono::milliseconds idle);
+    void put(const std::shared_ptr<const discovery::Host>& host, std::unique_ptr<Stream> stream,
+             std::chrono::milliseconds idle);
     // Closes the idle connections to a host discovery no longer lists (its in-flight requests finish
     // on the connections they hold).
     void drop(const discovery::Host& host);
@@ -40,12 +43,13 @@ public:
 
 private:
     struct Idle {
-        Stream stream;
+        std::unique_ptr<Stream> stream;
         std::chrono::steady_clock::time_point expires;
     };
     struct PerHost {
         std::shared_ptr<const discovery::Host> host;   // keeps counters alive while parked
         std::vector<Idle> idle;                         // most recent last: reuse the warmest
+        // An entry left empty by take() stays (no erase and re-insert per request); sweep() removes it.
     };
 
     void sweep();
