@@ -2,16 +2,14 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 
-#include <functional>
 #include <memory>
-#include <optional>
-#include <type_traits>
 
 #include "proxy/worker.hpp"
 
@@ -36,81 +34,6 @@ struct RelayState {
         a.close(ignored);
         b.close(ignored);
     }
-};
-
-// One direction between sockets, as plain completion handlers: no coroutine frame, and no buffer while
-// idle (it waits for readability, then borrows one). One buffer in flight is the back-pressure: nothing
-// more is read until it is written. An idle relay so costs two small handlers, where two spawned
-// coroutines cost ~2 KiB (massif, 500 idle TCP connections). `done` runs once, from the last handler.
-class Direction {
-public:
-    Direction(RelayState& state, tcp::socket& from, tcp::socket& to, std::atomic<std::uint64_t>& counter,
-              std::function<void()> done)
-        : state_(state), from_(from), to_(to), counter_(counter), done_(std::move(done)) {}
-
-    void start() {
-        boost::system::error_code ignored;
-        from_.non_blocking(true, ignored);
-        wait();
-    }
-
-private:
-    void wait() {
-        from_.async_wait(tcp::socket::wait_read, [this](const boost::system::error_code& ec) {
-            if (ec) {
-                finish();
-            } else {
-                read();
-            }
-        });
-    }
-
-    void read() {
-        if (!buffer_) { buffer_ = state_.buffers.acquire(); }
-        boost::system::error_code ec;
-        const std::size_t n = from_.read_some(asio::buffer(*buffer_), ec);
-        if (ec == asio::error::would_block || ec == asio::error::try_again) {
-            buffer_.reset();
-            wait();
-            return;
-        }
-        if (ec == asio::error::eof) {
-            to_.shutdown(tcp::socket::shutdown_send, ec);   // half-close: pass the FIN on
-            finish();
-            return;
-        }
-        if (ec) {
-            state_.close_both();   // reset or error: the other direction cannot finish cleanly either
-            finish();
-            return;
-        }
-        state_.last_activity = Clock::now();
-        bump(counter_, n);
-        asio::async_write(to_, asio::buffer(buffer_->data(), n),
-                          [this, n](const boost::system::error_code& write_ec, std::size_t) {
-                              if (write_ec) {
-                                  state_.close_both();
-                                  finish();
-                              } else if (n < buffer_->size()) {
-                                  buffer_.reset();   // the socket is most likely drained
-                                  wait();
-                              } else {
-                                  read();
-                              }
-                          });
-    }
-
-    void finish() {
-        buffer_.reset();
-        done_();
-    }
-
-    RelayState& state_;
-    tcp::socket& from_;
-    tcp::socket& to_;
-    std::atomic<std::uint64_t>& counter_;
-    std::function<void()> done_;
-    BufferPool::Lease buffer_{nullptr, BufferPool::Return{nullptr}};
 };
 
 // Closes both sockets once both directions were silent for `idle` (which ends both pumps). A plain
@@ -164,11 +87,10 @@ asio::awaitable<void> stream_pump(RelayState& state, Stream& from, Stream& to, s
     }
 }
 
-// The two directions run as two coroutines on this worker; this one waits for both on a timer that
+// TLS: the two directions run as two coroutines on this worker; this one waits for both on a timer that
 // the second to finish cancels. Cheaper per connection than racing them with the awaitable
 // operators (`&&`, `||`), which add a parallel group and two more coroutines per connection.
-template <class End>
-asio::awaitable<void> run_relay(End& client, End& upstream, RelayState& state,
+asio::awaitable<void> run_stream_relay(Stream& client, Stream& upstream, RelayState& state,
                                 std::chrono::milliseconds idle, RelayCounters counters) {
     const auto executor = co_await asio::this_coro::executor;
     asio::steady_timer both_done(executor, Clock::time_point::max());
@@ -176,18 +98,8 @@ asio::awaitable<void> run_relay(End& client, End& upstream, RelayState& state,
     const auto finished = [&running, &both_done](const std::exception_ptr&) {
         if (--running == 0) { both_done.cancel(); }
     };
-    std::optional<Direction> up;
-    std::optional<Direction> down;
-    if constexpr (std::is_same_v<End, Stream>) {
-        asio::co_spawn(executor, stream_pump(state, client, upstream, counters.client_to_upstream), finished);
-        asio::co_spawn(executor, stream_pump(state, upstream, client, counters.upstream_to_client), finished);
-    } else {
-        const auto done = [&finished] { finished(nullptr); };
-        up.emplace(state, client, upstream, counters.client_to_upstream, done);
-        down.emplace(state, upstream, client, counters.upstream_to_client, done);
-        up->start();
-        down->start();
-    }
+    asio::co_spawn(executor, stream_pump(state, client, upstream, counters.client_to_upstream), finished);
+    asio::co_spawn(executor, stream_pump(state, upstream, client, counters.upstream_to_client), finished);
     asio::steady_timer idle_timer(executor);
     IdleWatch watch{state, idle_timer, idle};
     watch.arm();
@@ -199,10 +111,112 @@ asio::awaitable<void> run_relay(End& client, End& upstream, RelayState& state,
 
 }  // namespace
 
+SocketRelay::SocketRelay(BufferPool& buffers, tcp::socket& a, tcp::socket& b, std::chrono::milliseconds idle,
+                         RelayCounters counters, std::function<void()> done)
+    : buffers_(buffers),
+      a_(a),
+      b_(b),
+      idle_(idle),
+      timer_(a.get_executor()),
+      done_(std::move(done)),
+      up_(*this, a, b, counters.client_to_upstream),
+      down_(*this, b, a, counters.upstream_to_client) {}
+
+void SocketRelay::start() {
+    up_.start();
+    down_.start();
+    watch_idle();
+}
+
+// One timer for the idle deadline: it wakes once per `idle` at most and re-arms if there was traffic.
+void SocketRelay::watch_idle() {
+    timer_.expires_at(closed_ ? Clock::time_point::max() : last_activity_ + idle_);
+    timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (running_ == 0) { return; }   // over: `done` is queued behind this handler
+        if (!ec && Clock::now() >= last_activity_ + idle_) { close_both(); }
+        watch_idle();
+    });
+}
+
+void SocketRelay::close_both() {
+    closed_ = true;
+    boost::system::error_code ignored;
+    a_.close(ignored);
+    b_.close(ignored);
+}
+
+void SocketRelay::direction_finished() {
+    if (--running_ > 0) { return; }
+    close_both();
+    timer_.cancel();
+    asio::post(timer_.get_executor(), [done = std::move(done_)] { done(); });
+}
+
+void SocketRelay::Direction::start() {
+    boost::system::error_code ignored;
+    from_.non_blocking(true, ignored);
+    wait();
+}
+
+void SocketRelay::Direction::wait() {
+    from_.async_wait(tcp::socket::wait_read, [this](const boost::system::error_code& ec) {
+        if (ec) {
+            finish();
+        } else {
+            read();
+        }
+    });
+}
+
+void SocketRelay::Direction::read() {
+    if (!buffer_) { buffer_ = relay_.buffers_.acquire(); }
+    boost::system::error_code ec;
+    const std::size_t n = from_.read_some(asio::buffer(*buffer_), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        buffer_.reset();   // idle: hold no buffer
+        wait();
+        return;
+    }
+    if (ec == asio::error::eof) {
+        to_.shutdown(tcp::socket::shutdown_send, ec);   // half-close: pass the FIN on
+        finish();
+        return;
+    }
+    if (ec) {
+        relay_.close_both();   // reset or error: the other direction cannot finish cleanly either
+        finish();
+        return;
+    }
+    relay_.last_activity_ = Clock::now();
+    bump(counter_, n);
+    asio::async_write(to_, asio::buffer(buffer_->data(), n), [this, n](const boost::system::error_code& write_ec, std::size_t) {
+        if (write_ec) {
+            relay_.close_both();
+            finish();
+        } else if (n < buffer_->size()) {
+            buffer_.reset();   // the socket is most likely drained
+            wait();
+        } else {
+            read();
+        }
+    });
+}
+
+void SocketRelay::Direction::finish() {
+    buffer_.reset();
+    relay_.direction_finished();
+}
+
 asio::awaitable<void> relay(BufferPool& buffers, tcp::socket& client, tcp::socket& upstream,
                             std::chrono::milliseconds idle, RelayCounters counters) {
-    RelayState state{buffers, client, upstream};
-    co_await run_relay(client, upstream, state, idle, counters);
+    asio::steady_timer finished(client.get_executor(), Clock::time_point::max());
+    bool over = false;
+    SocketRelay socket_relay(buffers, client, upstream, idle, counters, [&] {
+        over = true;
+        finished.cancel();
+    });
+    socket_relay.start();
+    while (!over) { co_await finished.async_wait(use_tuple); }
 }
 
 asio::awaitable<void> relay(BufferPool& buffers, Stream& client, Stream& upstream, std::chrono::milliseconds idle,
@@ -215,7 +229,7 @@ asio::awaitable<void> relay(BufferPool& buffers, Stream& client, Stream& upstrea
     client.lowest().expires_never();
     upstream.lowest().expires_never();
     RelayState state{buffers, client.socket(), upstream.socket()};
-    co_await run_relay(client, upstream, state, idle, counters);
+    co_await run_stream_relay(client, upstream, state, idle, counters);
 }
 
 }  // namespace drover::proxy

@@ -5,10 +5,12 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 
 #include "proxy/buffer_pool.hpp"
 #include "proxy/stream.hpp"
@@ -18,6 +20,61 @@ namespace drover::proxy {
 struct RelayCounters {
     std::atomic<std::uint64_t>& client_to_upstream;
     std::atomic<std::uint64_t>& upstream_to_client;
+};
+
+// A relay between two sockets made of plain completion handlers, no coroutine: an idle connection
+// costs two pending waits and this object, not coroutine frames (TcpSession hands its sockets to one
+// and ends its coroutine). start() returns at once. `done` runs once both directions ended and both
+// sockets are closed, posted (never from inside one of this object's handlers); the object must live
+// until then, and may be destroyed from `done`.
+class SocketRelay {
+public:
+    SocketRelay(BufferPool& buffers, boost::asio::ip::tcp::socket& a, boost::asio::ip::tcp::socket& b,
+                std::chrono::milliseconds idle, RelayCounters counters, std::function<void()> done);
+    SocketRelay(const SocketRelay&) = delete;
+    SocketRelay& operator=(const SocketRelay&) = delete;
+
+    void start();
+
+private:
+    using Clock = std::chrono::steady_clock;
+
+    // One direction: waits for readability, borrows a buffer, reads what is there and writes it on.
+    // One buffer in flight is the back-pressure: nothing more is read until it is written.
+    class Direction {
+    public:
+        Direction(SocketRelay& relay, boost::asio::ip::tcp::socket& from, boost::asio::ip::tcp::socket& to,
+                  std::atomic<std::uint64_t>& counter)
+            : relay_(relay), from_(from), to_(to), counter_(counter) {}
+        void start();
+
+    private:
+        void wait();
+        void read();
+        void finish();
+
+        SocketRelay& relay_;
+        boost::asio::ip::tcp::socket& from_;
+        boost::asio::ip::tcp::socket& to_;
+        std::atomic<std::uint64_t>& counter_;
+        BufferPool::Lease buffer_{nullptr, BufferPool::Return{nullptr}};
+    };
+
+    void watch_idle();
+    void close_both();
+    void direction_finished();
+
+    BufferPool& buffers_;
+    boost::asio::ip::tcp::socket& a_;
+    boost::asio::ip::tcp::socket& b_;
+    std::chrono::milliseconds idle_;
+    Clock::time_point last_activity_ = Clock::now();
+    boost::asio::steady_timer timer_;   // the idle deadline; cancelled when both directions are done
+    std::function<void()> done_;
+    int running_ = 2;
+    bool closed_ = false;
+    Direction up_;
+    Direction down_;
 };
 
 boost::asio::awaitable<void> relay(BufferPool& buffers, boost::asio::ip::tcp::socket& client,

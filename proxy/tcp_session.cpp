@@ -41,6 +41,11 @@ public:
     }
 
     ~TcpSession() override {
+        if (host_) {
+            host_->stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
+            host_->stats().requests_active.fetch_sub(1, std::memory_order_relaxed);
+        }
+        if (stats_) { stats_->upstream_connections_active.fetch_sub(1, std::memory_order_relaxed); }
         worker_.remove_session(this);
         listener_->connections_active().fetch_sub(1, std::memory_order_relaxed);
     }
@@ -53,7 +58,9 @@ public:
         close_both();
     }
 
-    asio::awaitable<void> run() {
+    // Connects (TLS included), then relays. `self` is this session: a plain relay keeps it alive from
+    // its handlers once this coroutine has ended.
+    asio::awaitable<void> run(std::shared_ptr<TcpSession> self) {
         if (auto tls = listener_->tls) {
             if (!co_await client_handshake(std::move(tls))) { co_return; }
         }
@@ -63,9 +70,8 @@ public:
         auto snapshot = cluster.snapshot;
         // Held for the whole connection: `snapshot` is re-read while holding, and a reload may give the
         // new one a new config.
-        const std::shared_ptr<ClusterStats> stats_holder = snapshot->stats;
         const std::shared_ptr<const config::Cluster> config_holder = snapshot->config;
-        auto* stats = stats_holder.get();
+        auto* stats = snapshot->stats.get();
         const auto& config = *config_holder;
 
         if (stats->upstream_connections_active.fetch_add(1, std::memory_order_relaxed) >=
@@ -76,10 +82,7 @@ public:
                        config.name);
             co_return;
         }
-        struct Release {
-            ClusterStats* stats;
-            ~Release() { stats->upstream_connections_active.fetch_sub(1, std::memory_order_relaxed); }
-        } release{stats};
+        stats_ = snapshot->stats;   // counted: the destructor gives the slot back
 
         // While no host takes the connection, wait (up to hold_timeout) for the cluster to change.
         const auto hold_deadline = std::chrono::steady_clock::now() + config.hold_timeout;
@@ -110,6 +113,8 @@ public:
         host_stats.connections_total.fetch_add(1, std::memory_order_relaxed);
         host_stats.connections_active.fetch_add(1, std::memory_order_relaxed);
         host_stats.requests_active.fetch_add(1, std::memory_order_relaxed);   // what least_request reads
+        host_ = std::move(host);       // counted: the destructor takes it back
+        snapshot_ = std::move(snapshot);
 
         boost::system::error_code ignored;
         client_socket().set_option(tcp::no_delay(true), ignored);
@@ -121,12 +126,15 @@ public:
             if (!upstream_stream_) { upstream_stream_.emplace(std::move(upstream_)); }
             co_await relay(worker_.buffers(), *client_stream_, *upstream_stream_, listener_->config.timeouts.idle,
                            relay_counters);
-        } else {
-            co_await relay(worker_.buffers(), client_, upstream_, listener_->config.timeouts.idle, relay_counters);
+            close_both();
+            co_return;
         }
-        close_both();
-        host_stats.connections_active.fetch_sub(1, std::memory_order_relaxed);
-        host_stats.requests_active.fetch_sub(1, std::memory_order_relaxed);
+        // Plain TCP: the sockets go to handlers and this coroutine ends, so a long-lived connection
+        // holds no coroutine frames (5.0 KB -> see docs/performance.md per idle connection). The relay's
+        // `done` holds the last reference to the session.
+        relay_.emplace(worker_.buffers(), client_, upstream_, listener_->config.timeouts.idle, relay_counters,
+                       [self = std::move(self)] {});
+        relay_->start();
     }
 
 private:
@@ -226,14 +234,20 @@ private:
     std::optional<Stream> client_stream_;
     std::optional<Stream> upstream_stream_;
     std::shared_ptr<const TlsServer> tls_server_;
+    // Held for the whole connection once counted (the destructor gives back what they count): the
+    // snapshot keeps the host valid even if discovery drops it.
+    std::shared_ptr<const ClusterSnapshot> snapshot_;
+    std::shared_ptr<ClusterStats> stats_;               // an upstream_connections_active slot
+    std::shared_ptr<const discovery::Host> host_;       // a connection and a request on the host
+    std::optional<SocketRelay> relay_;                  // plain TCP, once connected
     bool aborted_ = false;
 };
 
 }  // namespace
 
 asio::awaitable<void> serve_tcp(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client) {
-    TcpSession session(worker, std::move(listener), std::move(client));
-    co_await session.run();
+    auto session = std::make_shared<TcpSession>(worker, std::move(listener), std::move(client));
+    co_await session->run(session);
 }
 
 }  // namespace drover::proxy
