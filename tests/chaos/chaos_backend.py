@@ -90,7 +90,11 @@ def make_handler(backend_id: str, state: dict, log, capacity: int = 0, service_t
         protocol_version = "HTTP/1.1"
         server_version = "chaos-backend"
         sys_version = ""
-        disable_nagle_algorithm = True   # headers and body are separate writes: no 40 ms delayed-ACK stalls
+        disable_nagle_algorithm = True   # no 40 ms delayed-ACK stalls
+        # Head and body leave in one write at flush(), as a real server sends a small response: a SIGKILL
+        # then lands between responses, never between a head and its body (which no proxy could repair:
+        # the head is already on its way to the client).
+        wbufsize = 64 * 1024
 
         def log_message(self, fmt: str, *args) -> None:  # no per-request stderr noise
             pass
