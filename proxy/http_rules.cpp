@@ -1,11 +1,14 @@
 #include "proxy/http_rules.hpp"
 
+#include <boost/beast/http/rfc7230.hpp>
 
 #include <algorithm>
 #include <array>
 #include <bit>
 #include <cctype>
+#include <charconv>
 #include <cstring>
+#include <utility>
 
 namespace drover::proxy::http_rules {
 
@@ -14,6 +17,32 @@ namespace http = boost::beast::http;
 namespace {
 
 Rejection bad(std::string detail) { return {400, "bad_request", std::move(detail)}; }
+
+// fields_allocate's blocks: sizes in steps of kBlockStep up to kBlockClasses steps, each size's free
+// blocks a list of at most kKeepPerClass. Trivially destructible, so it stays usable while the
+// thread exits; FieldBlocksDrain gives the blocks back then (and later frees go to operator delete).
+constexpr std::size_t kBlockStep = 64;
+constexpr std::size_t kBlockClasses = 8;
+constexpr std::size_t kKeepPerClass = 64;
+struct FreeBlock {
+    FreeBlock* next;
+};
+struct FieldBlocks {
+    std::array<FreeBlock*, kBlockClasses> free{};
+    std::array<std::size_t, kBlockClasses> count{};
+    bool closed = false;
+};
+thread_local FieldBlocks t_field_blocks;
+struct FieldBlocksDrain {
+    ~FieldBlocksDrain() {
+        auto& blocks = t_field_blocks;
+        blocks.closed = true;
+        for (auto& head : blocks.free) {
+            while (head != nullptr) { ::operator delete(std::exchange(head, head->next)); }
+        }
+    }
+};
+thread_local FieldBlocksDrain t_field_blocks_drain;
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) { s.remove_prefix(1); }
@@ -77,8 +106,8 @@ bool is_smuggling_lookalike(std::string_view name) {
 }
 
 // Shared Content-Length / Transfer-Encoding rules. Returns the problem text, or empty.
-template <bool isRequest>
-std::string check_framing(const http::header<isRequest>& header, bool& chunked,
+template <bool isRequest, class Fields>
+std::string check_framing(const http::header<isRequest, Fields>& header, bool& chunked,
                           std::optional<std::uint64_t>& content_length) {
     std::size_t cl_count = 0;
     std::size_t te_count = 0;
@@ -91,7 +120,10 @@ std::string check_framing(const http::header<isRequest>& header, bool& chunked,
             ++cl_count;
             const auto value = trim(field.value());
             if (!all_digits(value)) { return "Content-Length must be plain digits"; }
-            content_length = std::stoull(std::string(value));
+            // At most 19 digits: fits, so from_chars reads it all (what stoull did, minus a string).
+            std::uint64_t length = 0;
+            std::from_chars(value.data(), value.data() + value.size(), length);
+            content_length = length;
         } else if (iequals(name, "transfer-encoding")) {
             ++te_count;
             for_each_token(field.value(), [&](std::string_view token) {
@@ -188,6 +220,10 @@ std::optional<Rejection> check_request(const RequestHeader& header, const Reques
             host = trim(field.value());
         } else if (iequals(name, "expect")) {
             info.expect_continue = iequals(trim(field.value()), "100-continue");
+        } else if (field.name() == http::field::connection) {
+            info.connection.take(field.value());
+        } else if (field.name() == http::field::unknown && iequals(name, kPriorityHeader)) {
+            info.priority.take(field.value());
         }
     }
     if (count > limits.max_headers) { return Rejection{431, "headers_too_large", "too many header fields"}; }
@@ -227,13 +263,54 @@ std::optional<Rejection> check_request(const RequestHeader& header, const Reques
     if (!problem.empty()) { return bad(problem); }
     if (info.chunked && version == 10) { return bad("Transfer-Encoding in an HTTP/1.0 request"); }
 
-    const auto connection = header[http::field::connection];
-    info.upgrade_websocket =
-        version == 11 && has_token(connection, "upgrade") && has_token(header[http::field::upgrade], "websocket");
+    info.upgrade_websocket = version == 11 && has_token(info.connection.value, "upgrade") &&
+                             has_token(header[http::field::upgrade], "websocket");
+    info.keep_alive = keep_alive(version, info.connection);
     return std::nullopt;
 }
 
+void* fields_allocate(std::size_t bytes) {
+    const std::size_t size_class = (bytes + kBlockStep - 1) / kBlockStep;
+    if (size_class == 0 || size_class > kBlockClasses) { return ::operator new(bytes); }
+    auto& blocks = t_field_blocks;
+    if (FreeBlock* block = blocks.free[size_class - 1]) {
+        blocks.free[size_class - 1] = block->next;
+        --blocks.count[size_class - 1];
+        return block;
+    }
+    return ::operator new(size_class * kBlockStep);
+}
+
+void fields_deallocate(void* block, std::size_t bytes) noexcept {
+    const std::size_t size_class = (bytes + kBlockStep - 1) / kBlockStep;
+    if (size_class == 0 || size_class > kBlockClasses) {
+        ::operator delete(block);
+        return;
+    }
+    auto& blocks = t_field_blocks;
+    if (blocks.closed || blocks.count[size_class - 1] >= kKeepPerClass) {
+        ::operator delete(block);
+        return;
+    }
+    (void)t_field_blocks_drain;   // constructed with the first kept block: drains at thread exit
+    auto* free_block = static_cast<FreeBlock*>(block);
+    free_block->next = blocks.free[size_class - 1];
+    blocks.free[size_class - 1] = free_block;
+    ++blocks.count[size_class - 1];
+}
+
+bool keep_alive(unsigned version, const FirstField& connection) {
+    // basic_fields::get_keep_alive_impl, with the field already found.
+    if (version < 11) { return connection.present && http::token_list{connection.value}.exists("keep-alive"); }
+    return !connection.present || !http::token_list{connection.value}.exists("close");
+}
+
 std::optional<Rejection> check_response(const ResponseHeader& header) {
+    ResponseInfo info;
+    return check_response(header, info);
+}
+
+std::optional<Rejection> check_response(const ResponseHeader& header, ResponseInfo& info) {
     if (header.version() != 10 && header.version() != 11) { return bad("backend spoke neither HTTP/1.0 nor 1.1"); }
     const unsigned status = header.result_int();
     if (status < 100 || status > 599) { return bad("status code out of range"); }
@@ -241,9 +318,27 @@ std::optional<Rejection> check_response(const ResponseHeader& header) {
     std::optional<std::uint64_t> content_length;
     const auto problem = check_framing(header, chunked, content_length);
     if (!problem.empty()) { return bad(problem); }
+    FirstField transfer_encoding;
     for (const auto& field : header) {
         if (is_smuggling_lookalike(field.name_string())) { return bad("response header imitates a framing header"); }
+        switch (field.name()) {
+            case http::field::connection: info.connection.take(field.value()); break;
+            case http::field::retry_after: info.retry_after.take(field.value()); break;
+            case http::field::transfer_encoding: transfer_encoding.take(field.value()); break;
+            default: break;
+        }
     }
+    // basic_fields::get_chunked_impl: the first Transfer-Encoding field's last coding is chunked.
+    const http::token_list te{transfer_encoding.value};
+    for (auto it = te.begin(); it != te.end();) {
+        const auto next = std::next(it);
+        if (next == te.end()) {
+            info.chunked = iequals(*it, "chunked");
+            break;
+        }
+        it = next;
+    }
+    info.keep_alive = keep_alive(header.version(), info.connection);
     return std::nullopt;
 }
 
@@ -256,19 +351,40 @@ bool has_token(std::string_view list, std::string_view token) {
     return found;
 }
 
-bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens) {
-    // Most forwarded names have none of the listed lengths: skip the compares (runs for every field).
+ConnectionTokens::ConnectionTokens(std::string_view list) : list_(list) {
+    for_each_token(list, [&](std::string_view token) {
+        if (count_ < tokens_.size()) { tokens_[count_] = token; }
+        return ++count_ <= tokens_.size();
+    });
+}
+
+bool ConnectionTokens::contains(std::string_view name) const {
+    if (count_ > tokens_.size()) { return has_token(list_, name); }
+    for (std::size_t i = 0; i < count_; ++i) {
+        if (iequals(tokens_[i], name)) { return true; }
+    }
+    return false;
+}
+
+bool is_hop_by_hop(std::string_view name, const ConnectionTokens& connection) {
+    // Each listed name is compared only with names of its length: most forwarded names have none of
+    // them (this runs for every field). content-length is listed too: Drover always re-frames what it
+    // forwards.
+    bool listed = false;
     switch (name.size()) {
-        case 2: case 7: case 10: case 14: case 16: case 17: break;
-        default: return !connection_tokens.empty() && has_token(connection_tokens, name);
+        case 2: listed = iequals(name, "te"); break;
+        case 7: listed = iequals(name, "trailer") || iequals(name, "upgrade"); break;
+        case 10: listed = iequals(name, "connection") || iequals(name, "keep-alive"); break;
+        case 14: listed = iequals(name, "content-length"); break;
+        case 16: listed = iequals(name, "proxy-connection"); break;
+        case 17: listed = iequals(name, "transfer-encoding"); break;
+        default: break;
     }
-    static constexpr std::array<std::string_view, 8> kHopByHop = {
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-        "content-length"};   // content-length too: Drover always re-frames what it forwards
-    if (std::any_of(kHopByHop.begin(), kHopByHop.end(), [&](std::string_view h) { return iequals(h, name); })) {
-        return true;
-    }
-    return !connection_tokens.empty() && has_token(connection_tokens, name);
+    return listed || connection.contains(name);
+}
+
+bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens) {
+    return is_hop_by_hop(name, ConnectionTokens(connection_tokens));
 }
 
 }  // namespace drover::proxy::http_rules

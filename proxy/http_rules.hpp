@@ -6,6 +6,7 @@
 
 #include <boost/beast/http/message.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -34,6 +35,26 @@ struct RequestLimits {
     std::size_t max_uri_bytes = 8 * 1024;
 };
 
+// The first field of a name as header[name] finds it (`present` tells an empty value from none).
+// check_request and check_response note them during the walk over the fields they already make:
+// each basic_fields::find is a tree search with case-insensitive compares (benchmarks/profile).
+struct FirstField {
+    std::string_view value;
+    bool present = false;
+    void take(std::string_view v) {
+        if (!present) {
+            value = v;
+            present = true;
+        }
+    }
+};
+
+// What header.keep_alive() says, from the message's first Connection field (Beast's own rule).
+bool keep_alive(unsigned version, const FirstField& connection);
+
+// Requests that say `x-drover-priority: low` are shed first: they never wait for a slot.
+inline constexpr std::string_view kPriorityHeader = "x-drover-priority";
+
 // What the proxy needs from a request once its header passed the checks.
 struct RequestInfo {
     std::string_view host;          // authority to route on (Host, or absolute-form authority)
@@ -42,20 +63,67 @@ struct RequestInfo {
     std::optional<std::uint64_t> content_length;
     bool expect_continue = false;
     bool upgrade_websocket = false;   // Connection: upgrade + Upgrade: websocket
+    FirstField connection;
+    FirstField priority;              // kPriorityHeader
+    bool keep_alive = false;          // header.keep_alive()
 };
 
+// Memory for a response's header fields: Beast allocates a node per field, and their malloc and free
+// were ~1,000 instructions of a small proxied request (benchmarks/profile). Small blocks are kept for
+// reuse by the thread that freed them (a bounded number per size); others go to operator new.
+void* fields_allocate(std::size_t bytes);
+void fields_deallocate(void* block, std::size_t bytes) noexcept;
+
+template <class T>
+struct FieldsAllocator {
+    using value_type = T;
+    FieldsAllocator() noexcept = default;
+    template <class U>
+    FieldsAllocator(const FieldsAllocator<U>&) noexcept {}
+    T* allocate(std::size_t n) { return static_cast<T*>(fields_allocate(n * sizeof(T))); }
+    void deallocate(T* p, std::size_t n) noexcept { fields_deallocate(p, n * sizeof(T)); }
+    template <class U>
+    bool operator==(const FieldsAllocator<U>&) const noexcept {
+        return true;
+    }
+};
+using ResponseFields = boost::beast::http::basic_fields<FieldsAllocator<char>>;
+
 using RequestHeader = boost::beast::http::request_header<>;
-using ResponseHeader = boost::beast::http::response_header<>;
+using ResponseHeader = boost::beast::http::response_header<ResponseFields>;
 
 std::optional<Rejection> check_request(const RequestHeader& header, const RequestLimits& limits,
                                        RequestInfo& info);
 
+// What the proxy needs from a response head that passed check_response.
+struct ResponseInfo {
+    FirstField connection;
+    FirstField retry_after;
+    bool chunked = false;      // header.chunked()
+    bool keep_alive = false;   // header.keep_alive()
+};
+
 // Framing rules for a response from a backend; a rejection means 502 to the client.
 std::optional<Rejection> check_response(const ResponseHeader& header);
+std::optional<Rejection> check_response(const ResponseHeader& header, ResponseInfo& info);
+
+// A Connection field's tokens, split once per message: is_hop_by_hop runs for every forwarded field,
+// and splitting the list again for each was most of its cost (benchmarks/profile).
+class ConnectionTokens {
+public:
+    explicit ConnectionTokens(std::string_view list);
+    bool contains(std::string_view name) const;   // has_token(list, name)
+
+private:
+    std::string_view list_;
+    std::array<std::string_view, 4> tokens_{};
+    std::size_t count_ = 0;   // > tokens_.size(): too many to keep, contains() scans list_
+};
 
 // True for headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus any
 // header named in a Connection field of the same message (`connection_tokens`).
 bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens);
+bool is_hop_by_hop(std::string_view name, const ConnectionTokens& connection);
 
 // Calls fn(name, value) for each field line of a raw head (start line skipped), in arrival order and
 // with the sender's spelling; values are trimmed of surrounding whitespace. Only for heads that

@@ -20,6 +20,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "config/log.hpp"
@@ -55,10 +56,13 @@ constexpr auto kDynamicResolveWait = std::chrono::seconds(3);
 constexpr auto kSlotPoll = std::chrono::milliseconds(5);
 // Weight of each new sample in the smoothed upstream latency.
 constexpr double kLatencyWeight = 0.1;
-// Requests that say `x-drover-priority: low` are shed first: they never wait for a slot.
-constexpr std::string_view kPriorityHeader = "x-drover-priority";
 // How long a closing TLS connection waits for the client's close_notify after sending its own.
 constexpr auto kTlsShutdownWait = std::chrono::seconds(1);
+
+// A number as decimal digits in `out`, without a std::string.
+std::string_view decimal(std::uint64_t value, std::array<char, 20>& out) {
+    return {out.data(), static_cast<std::size_t>(std::to_chars(out.data(), out.data() + out.size(), value).ptr - out.data())};
+}
 
 std::size_t status_class(unsigned status) { return std::min<std::size_t>(status / 100, 5) - 1; }
 
@@ -78,17 +82,36 @@ struct LocalError {
 };
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
-    // Sized appends (no strlen), one growth check: this runs for every forwarded field.
-    out.reserve(out.size() + name.size() + value.size() + 4);
-    out.append(name.data(), name.size()).append(": ", 2).append(value.data(), value.size()).append("\r\n", 2);
+    // One growth step and two copies: this runs for every forwarded field, and four appends (each with
+    // its own checks and copy call) were ~110 instructions a field (benchmarks/profile).
+    const std::size_t at = out.size();
+    out.resize(at + name.size() + value.size() + 4);
+    char* p = out.data() + at;
+    std::memcpy(p, name.data(), name.size());
+    p += name.size();
+    *p++ = ':';
+    *p++ = ' ';
+    std::memcpy(p, value.data(), value.size());
+    p += value.size();
+    *p++ = '\r';
+    *p = '\n';
 }
 
-// 128 random bits as 32 lowercase hex digits (what fmt's {:016x}{:016x} gave, without formatting).
+// 128 random bits as 32 lowercase hex digits (what fmt's {:016x}{:016x} gave, without formatting),
+// a byte (two digits) at a time.
 std::string_view request_id(std::uint64_t high, std::uint64_t low, std::array<char, 32>& out) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; --i, high >>= 4, low >>= 4) {
-        out[static_cast<std::size_t>(i)] = kHex[high & 0xf];
-        out[static_cast<std::size_t>(i) + 16] = kHex[low & 0xf];
+    static constexpr auto kHexPairs = [] {
+        constexpr char kHex[] = "0123456789abcdef";
+        std::array<char, 512> pairs{};
+        for (std::size_t b = 0; b < 256; ++b) {
+            pairs[2 * b] = kHex[b >> 4];
+            pairs[2 * b + 1] = kHex[b & 0xf];
+        }
+        return pairs;
+    }();
+    for (std::size_t i = 8; i-- > 0; high >>= 8, low >>= 8) {
+        std::memcpy(out.data() + 2 * i, kHexPairs.data() + 2 * (high & 0xff), 2);
+        std::memcpy(out.data() + 16 + 2 * i, kHexPairs.data() + 2 * (low & 0xff), 2);
     }
     return {out.data(), out.size()};
 }
@@ -144,7 +167,16 @@ public:
                 std::string().swap(raw_response_head_);
                 const auto wait = first ? listener_->config.timeouts.request_headers : listener_->config.timeouts.idle;
                 idle_ = true;
-                const bool more = co_await wait_readable(wait);
+                bool more = false;
+                if (client_.tls()) {
+                    more = co_await wait_readable_tls(wait);
+                } else {
+                    // Plain: the wait is made here, not in a coroutine of its own (a frame per request).
+                    arm_deadline(Clock::now() + wait);
+                    auto [ec] = co_await client_.socket().async_wait(tcp::socket::wait_read, with_deadline());
+                    disarm_deadline();
+                    more = !ec;
+                }
                 idle_ = false;
                 if (!more) { break; }
             }
@@ -185,79 +217,117 @@ private:
         co_return true;
     }
 
-    // Client-side deadlines: the timer cancels only the operation bound to deadline_cancel_ and leaves
-    // the socket open, so a 408 can still be written. Cheaper than racing with the || operator, which
-    // co_spawns two child coroutines per wait (benchmarks/e2e --callgrind, instructions per request).
-    // A timer handler already queued when the operation finished is disarmed by the generation check.
+    // Deadlines of the plain client's waits and of a plain upstream's response head (one at a time): the
+    // timer cancels only the operation bound to deadline_cancel_ and leaves the socket open, so a 408 can
+    // still be written. Cheaper than racing with the || operator, which co_spawns two child coroutines
+    // per wait (benchmarks/e2e --callgrind, instructions per request).
+    // The timer is re-armed lazily: it stays armed across requests, and a deadline no earlier than its
+    // expiry leaves it alone (when it ends it compares with the current deadline: waits again, acts, or
+    // goes idle). Setting and cancelling it for every wait was ~860 instructions of a keep-alive request
+    // (benchmarks/profile). Disarming only forgets the deadline.
     void arm_deadline(Clock::time_point at) {
         deadline_fired_ = false;
+        deadline_ = at;
+        if (timer_at_ > at) { start_deadline_timer(at); }
+    }
+
+    void disarm_deadline() { deadline_ = Clock::time_point::max(); }
+
+    void start_deadline_timer(Clock::time_point at) {
+        timer_at_ = at;
         const auto generation = ++deadline_generation_;
-        deadline_timer_.expires_at(at);
+        deadline_timer_.expires_at(at);   // a wait for a later expiry ends with operation_aborted
         deadline_timer_.async_wait([this, alive = std::weak_ptr<int>(alive_), generation](const boost::system::error_code& ec) {
-            if (ec || alive.expired() || generation != deadline_generation_) { return; }
+            // A handler already queued when the timer was re-armed is stale: the generation tells.
+            if (alive.expired() || generation != deadline_generation_) { return; }
+            timer_at_ = Clock::time_point::max();
+            if (ec || deadline_ == Clock::time_point::max()) { return; }   // nothing waits: idle until the next arm
+            if (Clock::now() < deadline_) {
+                start_deadline_timer(deadline_);   // the deadline moved later meanwhile
+                return;
+            }
+            deadline_ = Clock::time_point::max();
             deadline_fired_ = true;
             deadline_cancel_.emit(asio::cancellation_type::terminal);
         });
     }
 
-    void disarm_deadline() {
-        ++deadline_generation_;
-        deadline_timer_.cancel();
+    asio::cancellation_slot_binder<std::decay_t<decltype(use_tuple)>, asio::cancellation_slot> with_deadline() {
+        return asio::bind_cancellation_slot(deadline_cancel_.slot(), use_tuple);
     }
 
-    auto with_deadline() { return asio::bind_cancellation_slot(deadline_cancel_.slot(), use_tuple); }
-
-    asio::awaitable<bool> wait_readable(std::chrono::milliseconds timeout) {
-        if (client_.tls()) {
-            // Readable bytes on the socket may be TLS records with nothing for HTTP, and decrypted
-            // bytes may wait inside the TLS layer with the socket quiet: only a read can tell.
-            client_.lowest().expires_after(timeout);
-            auto [ec, n] = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
-            client_buf_.commit(n);
-            co_return !ec || n > 0;
-        }
-        arm_deadline(Clock::now() + timeout);
-        auto [ec] = co_await client_.socket().async_wait(tcp::socket::wait_read, with_deadline());
-        disarm_deadline();
-        co_return !ec;
+    // Waits for the next request over TLS. Readable bytes on the socket may be TLS records with nothing
+    // for HTTP, and decrypted bytes may wait inside the TLS layer with the socket quiet: only a read can
+    // tell. (Plain connections wait for readability, in run().)
+    asio::awaitable<bool> wait_readable_tls(std::chrono::milliseconds timeout) {
+        client_.lowest().expires_after(timeout);
+        auto [ec, n] = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
+        client_buf_.commit(n);
+        co_return !ec || n > 0;
     }
 
-    // Reads one request head into `parser`. Returns an error to answer with, or nullopt. `gone` is set
-    // when the client closed or reset before a complete head (nothing to answer).
-    // Reads one request head into `parser` and keeps its raw bytes in raw_head_ (forwarded fields keep
-    // the client's order and spelling). Returns an error to answer with, or nullopt. `gone` is set when
-    // the client closed or reset before a complete head (nothing to answer).
+    // Where reading a request head stands: complete, failed (`error` to answer with), the client gone
+    // (closed or reset before a complete head: nothing to answer), or waiting for more bytes.
+    enum class HeadStep { done, error, gone, wait };
+
+    // Takes a request head into `parser` from what is buffered or already readable, without waiting,
+    // and keeps its raw bytes in raw_head_ (forwarded fields keep the client's order and spelling).
+    // Usually the whole head is in (run() waited for it): then no coroutine is needed for it at all
+    // (a frame per request, benchmarks/profile); read_request_head waits for the rest.
     template <class Parser>
-    asio::awaitable<std::optional<LocalError>> read_request_head(Parser& parser, bool& gone) {
+    HeadStep take_request_head(Parser& parser, http_rules::HeadScan& scan, std::optional<LocalError>& error) {
         const auto limit = listener_->config.limits.max_request_header_bytes;
-        const auto deadline = Clock::now() + listener_->config.timeouts.request_headers;
-        http_rules::HeadScan scan;
         for (;;) {
             if (client_buf_.size() > 0) {
                 const auto data = client_buf_.data();
                 const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
                 if (auto rejection = http_rules::scan_head(bytes, scan)) {
-                    co_return LocalError{400, LocalReason::bad_request, rejection->detail};
+                    error = LocalError{400, LocalReason::bad_request, rejection->detail};
+                    return HeadStep::error;
                 }
                 if ((scan.complete ? scan.scanned : bytes.size()) > limit) {
-                    co_return LocalError{431, LocalReason::headers_too_large, "request header too large"};
+                    error = LocalError{431, LocalReason::headers_too_large, "request header too large"};
+                    return HeadStep::error;
                 }
                 if (scan.complete) {
                     raw_head_.assign(bytes.substr(0, scan.scanned));
                     beast::error_code ec;
                     client_buf_.consume(parser.put(client_buf_.data(), ec));
                     if (ec == http::error::header_limit) {
-                        co_return LocalError{431, LocalReason::headers_too_large, "request header too large"};
+                        error = LocalError{431, LocalReason::headers_too_large, "request header too large"};
+                        return HeadStep::error;
                     }
                     if (ec && ec != http::error::need_more) {
-                        co_return LocalError{400, LocalReason::bad_request, ec.message()};
+                        error = LocalError{400, LocalReason::bad_request, ec.message()};
+                        return HeadStep::error;
                     }
-                    if (parser.is_header_done()) { co_return std::nullopt; }
-                    co_return LocalError{400, LocalReason::bad_request, "malformed request head"};
+                    if (parser.is_header_done()) { return HeadStep::done; }
+                    error = LocalError{400, LocalReason::bad_request, "malformed request head"};
+                    return HeadStep::error;
                 }
             }
-            // The client socket stays open when the deadline passes, so the 408 can still be sent.
-            // Over TLS the TCP layer's timer bounds the read instead, and closes the connection.
+            if (client_.tls()) { return HeadStep::wait; }
+            // Bytes already in are taken without arming the deadline or a trip through the scheduler.
+            const auto space = client_buf_.prepare(kReadChunk);
+            const ssize_t got = ::recv(client_.socket().native_handle(), space.data(), space.size(), MSG_DONTWAIT);
+            if (got > 0) {
+                client_buf_.commit(static_cast<std::size_t>(got));
+                continue;
+            }
+            if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                return HeadStep::gone;   // closed or reset, as a read would say
+            }
+            return HeadStep::wait;
+        }
+    }
+
+    // The rest of a request head that take_request_head could not take without waiting, by `deadline`.
+    // The client socket stays open when the deadline passes, so the 408 can still be sent. Over TLS the
+    // TCP layer's timer bounds the read instead, and closes the connection.
+    template <class Parser>
+    asio::awaitable<HeadStep> read_request_head(Parser& parser, http_rules::HeadScan& scan, Clock::time_point deadline,
+                                                std::optional<LocalError>& error) {
+        for (;;) {
             boost::system::error_code ec;
             std::size_t n = 0;
             if (client_.tls()) {
@@ -265,30 +335,18 @@ private:
                 std::tie(ec, n) = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
                 if (ec == beast::error::timeout) { bump(counters_.local_responses[static_cast<std::size_t>(LocalReason::request_header_timeout)]); }
             } else {
-                // Usually the bytes are already in (wait_readable saw them): take them without arming the
-                // deadline or a trip through the scheduler. Nothing there yet: wait as below.
-                const auto space = client_buf_.prepare(kReadChunk);
-                const ssize_t got = ::recv(client_.socket().native_handle(), space.data(), space.size(), MSG_DONTWAIT);
-                if (got > 0) {
-                    client_buf_.commit(static_cast<std::size_t>(got));
-                    continue;
-                }
-                if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-                    gone = true;   // closed or reset, as the read below would say
-                    co_return std::nullopt;
-                }
                 arm_deadline(deadline);
                 std::tie(ec, n) = co_await client_.socket().async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
                 disarm_deadline();
                 if (deadline_fired_) {
-                    co_return LocalError{408, LocalReason::request_header_timeout, "request header not received in time"};
+                    error = LocalError{408, LocalReason::request_header_timeout, "request header not received in time"};
+                    co_return HeadStep::error;
                 }
             }
-            if (ec) {
-                gone = true;
-                co_return std::nullopt;
-            }
+            if (ec) { co_return HeadStep::gone; }
             client_buf_.commit(n);
+            const auto step = take_request_head(parser, scan, error);
+            if (step != HeadStep::wait) { co_return step; }
         }
     }
 
@@ -300,15 +358,18 @@ private:
         parser.header_limit(static_cast<std::uint32_t>(
             std::min<std::uint64_t>(listener_->config.limits.max_request_header_bytes, UINT32_MAX)));
         parser.body_limit(boost::none);   // enforced here, with 413 and the count
-        bool gone = false;
-        if (auto error = co_await read_request_head(parser, gone)) {
-            co_await send_local(*error, nullptr);
+        const auto head_deadline = Clock::now() + listener_->config.timeouts.request_headers;
+        http_rules::HeadScan scan;
+        std::optional<LocalError> head_error;
+        auto step = take_request_head(parser, scan, head_error);
+        if (step == HeadStep::wait) { step = co_await read_request_head(parser, scan, head_deadline, head_error); }
+        if (step == HeadStep::error) {
+            co_await send_local(*head_error, nullptr);
             co_return false;
         }
-        if (gone) { co_return false; }
+        if (step == HeadStep::gone) { co_return false; }
 
         auto& request = parser.get();
-        request_keep_alive_ = request.keep_alive();
         http_rules::RequestInfo info;
         http_rules::RequestLimits limits{listener_->config.limits.max_request_headers,
                                          listener_->config.limits.max_uri_bytes};
@@ -320,6 +381,7 @@ private:
  co_await send_local(local_error, &request.base());
             co_return false;
         }
+        request_keep_alive_ = info.keep_alive;
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
         const auto max_body = listener_->config.limits.max_request_body_bytes;
         if (max_body > 0 && info.content_length && *info.content_length > max_body) {
@@ -387,8 +449,8 @@ private:
         head.append(request.method_string());
         head.push_back(' ');
         head.append(info.path);   // absolute-form goes on in origin-form; Host carries the authority
-        head.append(" HTTP/1.1\r\n");
-        const std::string_view connection = request[http::field::connection];
+        head.append(" HTTP/1.1\r\n", 11);
+        const http_rules::ConnectionTokens connection(info.connection.value);
         std::string forwarded_for;
         bool has_request_id = false;
         bool has_host = false;
@@ -424,9 +486,10 @@ private:
         if (info.chunked) {
             append_field(head, "Transfer-Encoding", "chunked");
         } else if (info.content_length) {
-            append_field(head, "Content-Length", std::to_string(*info.content_length));
+            std::array<char, 20> digits;
+            append_field(head, "Content-Length", decimal(*info.content_length, digits));
         }
-        head.append("\r\n");
+        head.append("\r\n", 2);
         return head;
     }
 
@@ -500,7 +563,7 @@ private:
 
         // Admission: the cluster's request breaker first, then each host's cap at every choice. Past
         // them a request waits up to queue_timeout for a slot, then is shed: 503, drover-error: shed.
-        const bool low_priority = http_rules::iequals(request[kPriorityHeader], "low");
+        const bool low_priority = http_rules::iequals(info.priority.value, "low");
         const auto queue_deadline = start_ + config.limits.queue_timeout;
         if (g_pressure.memory.load(std::memory_order_relaxed)) {
             stats->shed_memory.fetch_add(1, std::memory_order_relaxed);
@@ -509,10 +572,12 @@ private:
             co_return !has_body && request.keep_alive();
         }
         const auto cluster_slot_free = [stats, &config] { return take_cluster_slot(*stats, config.limits.max_requests); };
-        if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, cluster_slot_free,
-                                       stats->shed_max_requests, "cluster at limits.max_requests")) {
-            co_await send_local(*shed, &request.base());
-            co_return !has_body && request.keep_alive();
+        if (!cluster_slot_free()) {
+            if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, cluster_slot_free,
+                                           stats->shed_max_requests, "cluster at limits.max_requests")) {
+                co_await send_local(*shed, &request.base());
+                co_return !has_body && request.keep_alive();
+            }
         }
         struct ClusterSlot {
             ClusterStats* stats;
@@ -524,10 +589,12 @@ private:
         } cluster_slot{stats, &cluster};
         if (cluster.limiter) {
             const auto limiter_slot_free = [&cluster] { return cluster.limiter->try_acquire(); };
-            if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, limiter_slot_free,
-                                           stats->shed_adaptive, "at the adaptive concurrency limit")) {
-                co_await send_local(*shed, &request.base());
-                co_return !has_body && request.keep_alive();
+            if (!limiter_slot_free()) {
+                if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body,
+                                               limiter_slot_free, stats->shed_adaptive, "at the adaptive concurrency limit")) {
+                    co_await send_local(*shed, &request.base());
+                    co_return !has_body && request.keep_alive();
+                }
             }
         }
         // Teaches the limiter how this request went (only if it got a slot; see limiter_verdict_).
@@ -814,27 +881,24 @@ private:
         }
     };
 
-    // Takes an admission slot with `try_take`, waiting up to `deadline` for one (at most max_pending
-    // requests wait); past it, a shed answer counted in `shed_counter`.
+    // After `try_take` found no admission slot: waits up to `deadline` for one, taking it with `try_take`
+    // (at most max_pending requests wait); past it, a shed answer counted in `shed_counter`. The caller
+    // tries first, so an admitted request makes no coroutine frame here (benchmarks/profile).
     template <class TryTake>
     asio::awaitable<std::optional<LocalError>> admit(WorkerCluster& cluster, ClusterStats& stats, const config::Cluster& config,
                                                      bool low_priority, Clock::time_point deadline, bool has_body,
                                                      TryTake try_take, std::atomic<std::uint64_t>& shed_counter,
                                                      std::string_view why) {
-        bool waiting = false;
-        while (!try_take()) {
-            if (!waiting) {
-                if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster)) { co_return shed; }
-                waiting = true;
-            }
+        if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster)) { co_return shed; }
+        do {
             if (Clock::now() >= deadline) {
                 stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
                 shed_counter.fetch_add(1, std::memory_order_relaxed);
                 co_return shed_error(cluster, stats, config, why, has_body);
             }
             co_await wait_slot(cluster, deadline);
-        }
-        if (waiting) { stats.pending_active.fetch_sub(1, std::memory_order_relaxed); }
+        } while (!try_take());
+        stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
         co_return std::nullopt;
     }
 
@@ -889,9 +953,7 @@ private:
 
     // What a response status says about its host. "Overloaded is not dead": a 429, or a 503 with
     // Retry-After, lowers the host's share for that long instead of counting toward its ejection.
-    template <class Response>
-    void note_status(unsigned status, const Response& response) {
-        const auto retry_after = response[http::field::retry_after];
+    void note_status(unsigned status, std::string_view retry_after) {
         if (status == 429 || (status == 503 && !retry_after.empty())) {
             std::uint32_t seconds = 0;
             const auto* end = retry_after.data() + retry_after.size();
@@ -976,7 +1038,8 @@ private:
                                       const config::Cluster& config) {
         const auto& request = parser.get();
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
-        upstream_->lowest().expires_at(per_try_deadline_);
+        // Plain writes do not use the tcp_stream's timer (stream.hpp): setting it is for TLS only.
+        if (upstream_->tls()) { upstream_->lowest().expires_at(per_try_deadline_); }
         auto [write_ec, written] = co_await asio::async_write(*upstream_, asio::buffer(head), use_tuple);
         if (write_ec) {
             close_upstream(host);
@@ -1053,7 +1116,7 @@ private:
         beast::flat_buffer upstream_buf;
         const auto deadline = per_try_deadline_;
         for (;;) {
-            http::response_parser<http::buffer_body> parser;
+            http::response_parser<http::buffer_body, http_rules::FieldsAllocator<char>> parser;
             parser.header_limit(kMaxResponseHeaderBytes);
             parser.body_limit(boost::none);
             if (request.method() == http::verb::head) { parser.skip(true); }
@@ -1079,8 +1142,21 @@ private:
                         co_return Outcome::bad_response;
                     }
                 }
-                upstream_->lowest().expires_at(deadline);
-                auto [ec, n] = co_await upstream_->async_read_some(upstream_buf.prepare(kReadChunk), use_tuple);
+                boost::system::error_code ec;
+                std::size_t n = 0;
+                if (upstream_->tls()) {
+                    upstream_->lowest().expires_at(deadline);
+                    std::tie(ec, n) = co_await upstream_->async_read_some(upstream_buf.prepare(kReadChunk), use_tuple);
+                } else {
+                    // Plain: the session's lazily re-armed deadline (see arm_deadline), not the tcp_stream's
+                    // timer, which set and cancelled a timer for every read (~600 instructions a request,
+                    // benchmarks/profile). Past the deadline the read is cancelled and it is a timeout, as
+                    // tcp_stream would say (the socket is closed below, as tcp_stream would close it).
+                    arm_deadline(deadline);
+                    std::tie(ec, n) = co_await upstream_->socket().async_read_some(upstream_buf.prepare(kReadChunk), with_deadline());
+                    disarm_deadline();
+                    if (deadline_fired_) { ec = beast::error::timeout; }
+                }
                 if (ec) {
                     const bool timed_out = ec == beast::error::timeout;
                     close_upstream(host);
@@ -1107,13 +1183,14 @@ private:
                 co_return Outcome::ok;
             }
             if (status >= 100 && status < 200) { continue; }   // interim (100 was answered by Drover)
-            if (auto rejection = http_rules::check_response(response.base())) {
+            http_rules::ResponseInfo response_info;
+            if (auto rejection = http_rules::check_response(response.base(), response_info)) {
                 close_upstream(host);
                 unsent_ = LocalError{502, LocalReason::bad_upstream_response, "backend response: " + rejection->detail};
                 attempt_failure_ = health::Outcome::bad_response;
                 co_return Outcome::bad_response;
             }
-            note_status(status, response);
+            note_status(status, response_info.retry_after.value);
             if (status >= 502 && status <= 504 && gate_ != nullptr &&
                 gate_->take(retry_on_status(status), !body_consumed_ || !request_has_body(info))) {
                 // Tried again elsewhere: this answer is dropped with its connection.
@@ -1121,12 +1198,13 @@ private:
                 host->stats().responses_by_class[status_class(status)].fetch_add(1, std::memory_order_relaxed);
                 co_return Outcome::retryable_status;
             }
-            co_return co_await stream_response(request, parser, upstream_buf, host, config);
+            co_return co_await stream_response(request, parser, response_info, upstream_buf, host, config);
         }
     }
 
     template <class Parser>
     asio::awaitable<Outcome> stream_response(const http::request_header<>& request, Parser& parser,
+                                             const http_rules::ResponseInfo& response_info,
                                              beast::flat_buffer& upstream_buf,
                                              const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
         auto& response = parser.get();
@@ -1135,19 +1213,20 @@ private:
         const bool bodiless = head_request || status == 204 || status == 304;
         const auto length = parser.content_length();   // set when Content-Length framed
         const bool chunked_out_ok = request.version() == 11;
-        const bool close_delimited = !bodiless && !length && !response.chunked();
+        const bool close_delimited = !bodiless && !length && !response_info.chunked;
         // To an HTTP/1.0 client an unknown length can only be told by closing the connection.
         const bool needs_close_to_client = !bodiless && !length && !chunked_out_ok;
         keep_client_ = request_keep_alive_ && !needs_close_to_client && !worker_.draining();
 
         std::string head;
         head.reserve(512);
-        head.append("HTTP/1.1 ");
-        head.append(std::to_string(status));
+        head.append("HTTP/1.1 ", 9);
+        std::array<char, 20> digits;
+        head.append(decimal(status, digits));
         head.push_back(' ');
         head.append(response.reason());
-        head.append("\r\n");
-        const std::string_view connection = response[http::field::connection];
+        head.append("\r\n", 2);
+        const http_rules::ConnectionTokens connection(response_info.connection.value);
         http_rules::for_each_raw_field(raw_response_head_, [&](std::string_view name, std::string_view value) {
             if (http_rules::is_hop_by_hop(name, connection)) {
                 // A HEAD answer's Content-Length describes the GET body: pass it through unchanged.
@@ -1156,14 +1235,14 @@ private:
             append_field(head, name, value);
         });
         const bool chunk_out = !bodiless && !length && chunked_out_ok;
-        if (!bodiless && length) { append_field(head, "Content-Length", std::to_string(*length)); }
+        if (!bodiless && length) { append_field(head, "Content-Length", decimal(*length, digits)); }
         if (chunk_out) { append_field(head, "Transfer-Encoding", "chunked"); }
         if (!keep_client_) {
             append_field(head, "Connection", "close");
         } else if (request.version() == 10) {
             append_field(head, "Connection", "keep-alive");
         }
-        head.append("\r\n");
+        head.append("\r\n", 2);
 
         status_ = status;
         host->stats().responses_by_class[status_class(status)].fetch_add(1, std::memory_order_relaxed);
@@ -1179,7 +1258,7 @@ private:
             if (early_ec == http::error::need_more || early_ec == http::error::need_buffer) { early_ec = {}; }
             early = buffer->size() - response.body().size;
         }
-        client_.lowest().expires_after(listener_->config.timeouts.idle);
+        if (client_.tls()) { client_.lowest().expires_after(listener_->config.timeouts.idle); }   // plain writes: no timer
         const std::array<asio::const_buffer, 2> head_parts = {
             asio::buffer(head), asio::const_buffer(early > 0 ? buffer->data() : nullptr, early)};
         auto [hec, hn] = co_await asio::async_write(client_, head_parts, use_tuple);
@@ -1241,7 +1320,9 @@ private:
         }
 
         // Back to the pool only when the exchange ended cleanly and nothing stray follows it.
-        const bool reusable = parser.is_done() && response.keep_alive() && !close_delimited && upstream_buf.size() == 0 &&
+        // The parser adds a chunked body's trailer fields to the response: only then ask the fields again.
+        const bool keep_alive = parser.chunked() ? response.keep_alive() : response_info.keep_alive;
+        const bool reusable = parser.is_done() && keep_alive && !close_delimited && upstream_buf.size() == 0 &&
                               !worker_.draining() && !host->stats().removed.load(std::memory_order_relaxed) &&
                               !host->stats().draining.load(std::memory_order_relaxed);
         if (reusable) {
@@ -1270,7 +1351,7 @@ private:
         std::string head = "HTTP/1.1 101 Switching Protocols\r\n";
         http_rules::for_each_raw_field(raw_response_head_,
                                        [&](std::string_view name, std::string_view value) { append_field(head, name, value); });
-        head.append("\r\n");
+        head.append("\r\n", 2);
         status_ = 101;
         keep_client_ = false;
         auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head), use_tuple);
@@ -1372,7 +1453,9 @@ private:
     bool idle_ = false;   // waiting for the next request on a keep-alive connection
     asio::steady_timer deadline_timer_{worker_.context()};
     asio::cancellation_signal deadline_cancel_;
-    std::uint64_t deadline_generation_ = 0;
+    std::uint64_t deadline_generation_ = 0;   // of the timer's current wait
+    Clock::time_point deadline_ = Clock::time_point::max();   // the waiting operation's; max: none
+    Clock::time_point timer_at_ = Clock::time_point::max();   // the timer's pending wait ends; max: none
     bool deadline_fired_ = false;
     std::shared_ptr<int> alive_ = std::make_shared<int>(0);   // the timer handler's liveness check
 };

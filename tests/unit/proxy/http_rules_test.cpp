@@ -125,5 +125,67 @@ TEST(HopByHop, StandardAndConnectionNamed) {
     EXPECT_FALSE(is_hop_by_hop("X-Other", "close, x-secret"));
 }
 
+TEST(HopByHop, ConnectionTokensSplitOnceAgreeWithTheList) {
+    // More tokens than ConnectionTokens keeps falls back to scanning the list.
+    for (std::string_view list : {"", "close", " a ,b,, X-Secret ", "a, b, c, d, e, x-secret", "a,b,c,d,e,f"}) {
+        const ConnectionTokens tokens(list);
+        for (std::string_view name : {"x-secret", "X-SECRET", "e", "f", "b", "c", "X-Other", "Server"}) {
+            EXPECT_EQ(tokens.contains(name), has_token(list, name)) << list << " / " << name;
+            EXPECT_EQ(is_hop_by_hop(name, tokens), is_hop_by_hop(name, list)) << list << " / " << name;
+        }
+    }
+    for (std::string_view name : {"te", "TE", "trailer", "Upgrade", "connection", "keep-alive", "Content-Length",
+                                  "proxy-connection", "transfer-encoding"}) {
+        EXPECT_TRUE(is_hop_by_hop(name, ConnectionTokens(""))) << name;
+    }
+    for (std::string_view name : {"tx", "trailor", "connector", "content-lengths", "Date"}) {
+        EXPECT_FALSE(is_hop_by_hop(name, ConnectionTokens(""))) << name;
+    }
+}
+
+// The fields check_request and check_response note on their walk must be what Beast's own lookups say.
+TEST(CheckRequest, NotedFieldsAgreeWithBeast) {
+    for (std::string_view text :
+         {"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+          "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", "GET / HTTP/1.0\r\n\r\n",
+          "GET / HTTP/1.1\r\nconnection: x\r\nHost: a\r\nConnection: close\r\nX-Drover-Priority: low\r\n"
+          "x-drover-priority: high\r\n\r\n",
+          "GET / HTTP/1.1\r\nHost: a\r\nConnection:\r\n\r\n"}) {
+        http::request_parser<http::empty_body> parser;
+        boost::beast::error_code ec;
+        parser.put(boost::asio::buffer(text.data(), text.size()), ec);
+        ASSERT_TRUE(parser.is_header_done()) << text;
+        const auto& header = parser.get().base();
+        RequestInfo info;
+        ASSERT_FALSE(check_request(header, {}, info)) << text;
+        EXPECT_EQ(info.keep_alive, parser.get().keep_alive()) << text;
+        EXPECT_EQ(info.connection.value, header[http::field::connection]) << text;
+        EXPECT_EQ(info.connection.present, header.find(http::field::connection) != header.end()) << text;
+        EXPECT_EQ(info.priority.value, header[kPriorityHeader]) << text;
+    }
+}
+
+TEST(CheckResponse, NotedFieldsAgreeWithBeast) {
+    for (std::string_view text :
+         {"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+          "HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+          "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+          "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+          "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+          "HTTP/1.1 200 OK\r\nconnection: a\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"}) {
+        http::response_parser<http::empty_body, FieldsAllocator<char>> parser;
+        boost::beast::error_code ec;
+        parser.put(boost::asio::buffer(text.data(), text.size()), ec);
+        ASSERT_TRUE(parser.is_header_done()) << text;
+        const auto& header = parser.get().base();
+        ResponseInfo info;
+        ASSERT_FALSE(check_response(header, info)) << text;
+        EXPECT_EQ(info.keep_alive, parser.get().keep_alive()) << text;
+        EXPECT_EQ(info.chunked, parser.get().chunked()) << text;
+        EXPECT_EQ(info.connection.value, header[http::field::connection]) << text;
+        EXPECT_EQ(info.retry_after.value, header[http::field::retry_after]) << text;
+    }
+}
+
 }  // namespace
 }  // namespace drover::proxy::http_rules
