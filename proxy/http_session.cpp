@@ -91,7 +91,7 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
     p += name.size();
     *p++ = ':';
     *p++ = ' ';
-    std::memcpy(p, value.data(), value.size());
+    if (!value.empty()) { std::memcpy(p, value.data(), value.size()); }   // an empty view may hold null
     p += value.size();
     *p++ = '\r';
     *p = '\n';
