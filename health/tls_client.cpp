@@ -34,8 +34,16 @@ int owner_index() {
     return index;
 }
 
+bool is_ip_literal(const std::string& name) {
+    error_code ec;
+    (void)asio::ip::make_address(name, ec);
+    return !ec;
+}
+
+}  // namespace
+
 // The reason OpenSSL put on its error queue, or the system's.
-std::string ssl_reason(const error_code& ec) {
+std::string tls_error_reason(const error_code& ec) {
     if (ec.category() == asio::error::get_ssl_category()) {
         if (const char* reason = ERR_reason_error_string(static_cast<unsigned long>(ec.value()))) { return reason; }
     }
@@ -44,18 +52,10 @@ std::string ssl_reason(const error_code& ec) {
 
 // A file OpenSSL is about to read: a missing or unreadable one gets the system's reason, which says
 // more than OpenSSL's "system lib".
-std::string unreadable(const std::string& path) {
+std::string unreadable_file(const std::string& path) {
     if (::access(path.c_str(), R_OK) == 0) { return {}; }
     return std::strerror(errno);
 }
-
-bool is_ip_literal(const std::string& name) {
-    error_code ec;
-    (void)asio::ip::make_address(name, ec);
-    return !ec;
-}
-
-}  // namespace
 
 struct TlsClient::Impl {
     explicit Impl(const config::UpstreamTls& s) : context(ssl::context::tls_client), settings(s) {}
@@ -102,26 +102,26 @@ TlsClient::Built TlsClient::build(const config::UpstreamTls& settings) {
         context.set_verify_mode(ssl::verify_peer, ec);
         if (settings.ca.empty()) {
             context.set_default_verify_paths(ec);
-            if (ec) { return Built{nullptr, fmt::format("cannot use the system's CA certificates: {}", ssl_reason(ec))}; }
+            if (ec) { return Built{nullptr, fmt::format("cannot use the system's CA certificates: {}", tls_error_reason(ec))}; }
         } else {
-            if (auto why = unreadable(settings.ca); !why.empty()) { return fail("ca", settings.ca, why); }
+            if (auto why = unreadable_file(settings.ca); !why.empty()) { return fail("ca", settings.ca, why); }
             context.load_verify_file(settings.ca, ec);
-            if (ec) { return fail("ca", settings.ca, ssl_reason(ec)); }
+            if (ec) { return fail("ca", settings.ca, tls_error_reason(ec)); }
         }
     } else {
         context.set_verify_mode(ssl::verify_none, ec);
     }
     if (!settings.cert.empty()) {
-        if (auto why = unreadable(settings.cert); !why.empty()) { return fail("cert", settings.cert, why); }
+        if (auto why = unreadable_file(settings.cert); !why.empty()) { return fail("cert", settings.cert, why); }
         context.use_certificate_chain_file(settings.cert, ec);
-        if (ec) { return fail("cert", settings.cert, ssl_reason(ec)); }
-        if (auto why = unreadable(settings.key); !why.empty()) { return fail("key", settings.key, why); }
+        if (ec) { return fail("cert", settings.cert, tls_error_reason(ec)); }
+        if (auto why = unreadable_file(settings.key); !why.empty()) { return fail("key", settings.key, why); }
         context.use_private_key_file(settings.key, ssl::context::pem, ec);
         if (key_mismatch(ec) || (!ec && SSL_CTX_check_private_key(native) != 1)) {
             ERR_clear_error();
             return Built{nullptr, fmt::format("key {} does not match cert {}", settings.key, settings.cert)};
         }
-        if (ec) { return fail("key", settings.key, ssl_reason(ec)); }
+        if (ec) { return fail("key", settings.key, tls_error_reason(ec)); }
     }
     for (const auto* path : {&settings.ca, &settings.cert, &settings.key}) {
         if (!path->empty()) { impl->stamps.add(*path); }
@@ -178,7 +178,7 @@ std::string describe_handshake_error(const error_code& ec, ssl_st* ssl) {
     }
     if (ec == asio::error::eof || ec == ssl::error::stream_truncated) { return "connection closed during the handshake"; }
     if (ec == asio::error::connection_reset) { return "connection reset during the handshake"; }
-    return ssl_reason(ec);
+    return tls_error_reason(ec);
 }
 
 void FileStamps::add(const std::string& path) { stamps_.push_back(stamp(path)); }

@@ -58,6 +58,12 @@ private:
 // and the next connection to that peer would need a full handshake.
 void keep_session(ssl_st* ssl);
 
+// OpenSSL's reason for a failed TLS call ("no start line"), else the system's message.
+std::string tls_error_reason(const boost::system::error_code& ec);
+
+// Why `path` can't be read (the system's reason: "No such file or directory"), or empty if it can.
+std::string unreadable_file(const std::string& path);
+
 // Whether loading a private key failed because it does not belong to the certificate loaded before.
 bool key_mismatch(const boost::system::error_code& ec);
 

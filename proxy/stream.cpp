@@ -61,14 +61,6 @@ const health::TlsClient* Stream::tls_client() const { return tls_ ? tls_->client
 
 ssl_st* Stream::native_ssl() const { return tls_ ? tls_->stream.native_handle() : nullptr; }
 
-std::string Stream::alpn() const {
-    if (!tls_) { return {}; }
-    const unsigned char* data = nullptr;
-    unsigned int length = 0;
-    SSL_get0_alpn_selected(tls_->stream.native_handle(), &data, &length);
-    return data == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(data), length);
-}
-
 beast::tcp_stream& Stream::tls_lowest() { return tls_->stream.next_layer(); }
 
 namespace {

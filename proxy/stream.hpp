@@ -53,8 +53,6 @@ public:
     // are only lent to requests of the same cluster TLS settings.
     const health::TlsClient* tls_client() const;
     ssl_st* native_ssl() const;   // null for plain
-    // ALPN protocol agreed in the handshake, empty if none.
-    std::string alpn() const;
 
     boost::beast::tcp_stream& lowest() { return tls_ ? tls_lowest() : *plain_; }
     boost::asio::ip::tcp::socket& socket() { return lowest().socket(); }

@@ -7,12 +7,9 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <cstring>
 #include <unordered_map>
 
 #include "health/tls_client.hpp"
@@ -33,13 +30,6 @@ std::string lower(std::string_view text) {
     std::string out(text);
     std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     return out;
-}
-
-std::string ssl_reason(const error_code& ec) {
-    if (ec.category() == asio::error::get_ssl_category()) {
-        if (const char* reason = ERR_reason_error_string(static_cast<unsigned long>(ec.value()))) { return reason; }
-    }
-    return ec.message();
 }
 
 // The DNS names a certificate answers for: its subjectAltName DNS entries, else its subject CN.
@@ -132,8 +122,8 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
         SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
         bool ok = true;
         for (const auto& [what, file] : {std::pair{"cert", &entry.cert}, std::pair{"key", &entry.key}}) {
-            if (::access(file->c_str(), R_OK) != 0) {
-                fail(fmt::format("cannot load {} {}: {}", what, *file, std::strerror(errno)));
+            if (auto why = health::unreadable_file(*file); !why.empty()) {
+                fail(fmt::format("cannot load {} {}: {}", what, *file, why));
                 ok = false;
             }
         }
@@ -141,7 +131,7 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
         error_code ec;
         context->use_certificate_chain_file(entry.cert, ec);
         if (ec) {
-            fail(fmt::format("cannot load cert {}: {}", entry.cert, ssl_reason(ec)));
+            fail(fmt::format("cannot load cert {}: {}", entry.cert, health::tls_error_reason(ec)));
             continue;
         }
         context->use_private_key_file(entry.key, ssl::context::pem, ec);
@@ -151,7 +141,7 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
             continue;
         }
         if (ec) {
-            fail(fmt::format("cannot load key {}: {}", entry.key, ssl_reason(ec)));
+            fail(fmt::format("cannot load key {}: {}", entry.key, health::tls_error_reason(ec)));
             continue;
         }
         SSL_CTX_set_session_id_context(native, kSessionIdContext, sizeof kSessionIdContext);
