@@ -1,0 +1,124 @@
+#include "proxy/deadline_queue.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace drover::proxy {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// Records the order entries expire in; runs an action on expiry if given.
+struct Probe final : DeadlineQueue::Entry {
+    Probe(std::vector<std::string>& into, std::string label) : log(into), name(std::move(label)) {}
+    void expired() override {
+        log.push_back(name);
+        if (then) { then(); }
+    }
+    std::vector<std::string>& log;
+    std::string name;
+    std::function<void()> then;
+};
+
+// Runs the loop until `done` or a bound (the test fails rather than hangs).
+void run_until(boost::asio::io_context& io, const std::function<bool()>& done, std::chrono::milliseconds bound = 5s) {
+    const auto end = Clock::now() + bound;
+    while (!done() && Clock::now() < end) { io.run_one_for(10ms); }
+}
+
+TEST(DeadlineQueue, ExpiresInDeadlineOrderAcrossLanes) {
+    boost::asio::io_context io;
+    DeadlineQueue queue(io);
+    std::vector<std::string> log;
+    Probe slow(log, "slow"), fast(log, "fast"), middle(log, "middle"), fast2(log, "fast2");
+    queue.schedule(slow, 120ms);
+    queue.schedule(fast, 20ms);
+    queue.schedule(middle, 60ms);
+    queue.schedule(fast2, 20ms);   // same lane as fast, a little later
+    EXPECT_TRUE(slow.scheduled());
+    const auto start = Clock::now();
+    run_until(io, [&] { return log.size() == 4; });
+    EXPECT_EQ(log, (std::vector<std::string>{"fast", "fast2", "middle", "slow"}));
+    EXPECT_GE(Clock::now() - start, 120ms);
+    EXPECT_FALSE(slow.scheduled());
+}
+
+TEST(DeadlineQueue, CancelledAndDestroyedEntriesNeverExpire) {
+    boost::asio::io_context io;
+    DeadlineQueue queue(io);
+    std::vector<std::string> log;
+    Probe kept(log, "kept"), cancelled(log, "cancelled");
+    queue.schedule(cancelled, 10ms);
+    queue.schedule(kept, 40ms);
+    {
+        Probe gone(log, "gone");
+        queue.schedule(gone, 10ms);
+    }   // destroyed while scheduled: unlinked
+    cancelled.cancel();
+    EXPECT_FALSE(cancelled.scheduled());
+    run_until(io, [&] { return !log.empty(); });
+    EXPECT_EQ(log, std::vector<std::string>{"kept"});
+}
+
+TEST(DeadlineQueue, RescheduleMovesTheDeadline) {
+    boost::asio::io_context io;
+    DeadlineQueue queue(io);
+    std::vector<std::string> log;
+    Probe a(log, "a"), b(log, "b");
+    queue.schedule(a, 10ms);
+    queue.schedule(b, 50ms);
+    queue.schedule(a, 100ms);   // later than b now
+    run_until(io, [&] { return log.size() == 2; });
+    EXPECT_EQ(log, (std::vector<std::string>{"b", "a"}));
+}
+
+TEST(DeadlineQueue, AnEarlierDeadlineRearmsTheTimer) {
+    boost::asio::io_context io;
+    DeadlineQueue queue(io);
+    std::vector<std::string> log;
+    Probe late(log, "late"), early(log, "early");
+    queue.schedule(late, 10s);
+    queue.schedule(early, 20ms);   // a new, shorter lane
+    const auto start = Clock::now();
+    run_until(io, [&] { return !log.empty(); });
+    EXPECT_EQ(log, std::vector<std::string>{"early"});
+    EXPECT_LT(Clock::now() - start, 5s);
+    EXPECT_TRUE(late.scheduled());
+}
+
+TEST(DeadlineQueue, ExpiryMayScheduleAgainIncludingInANewLane) {
+    boost::asio::io_context io;
+    DeadlineQueue queue(io);
+    std::vector<std::string> log;
+    Probe ticker(log, "tick"), other(log, "other");
+    int ticks = 0;
+    ticker.then = [&] {
+        if (++ticks < 3) { queue.schedule(ticker, 10ms); }
+        if (ticks == 1) { queue.schedule(other, 15ms); }   // a lane that did not exist yet
+    };
+    queue.schedule(ticker, 10ms);
+    run_until(io, [&] { return log.size() == 4; });
+    EXPECT_EQ(ticks, 3);
+    EXPECT_EQ(std::count(log.begin(), log.end(), "other"), 1);
+    EXPECT_EQ(std::count(log.begin(), log.end(), "tick"), 3);
+}
+
+TEST(DeadlineQueue, EntriesMayOutliveTheQueue) {
+    boost::asio::io_context io;
+    std::vector<std::string> log;
+    Probe survivor(log, "survivor");
+    {
+        DeadlineQueue queue(io);
+        queue.schedule(survivor, 1s);
+    }
+    EXPECT_FALSE(survivor.scheduled());   // the queue let go of it; destroying it later is safe
+}
+
+}  // namespace
+}  // namespace drover::proxy
