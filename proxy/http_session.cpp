@@ -1,5 +1,6 @@
 #include "proxy/http_session.hpp"
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -27,12 +28,14 @@
 #include "health/tls_client.hpp"
 #include "proxy/access_log.hpp"
 #include "proxy/admission.hpp"
+#include "proxy/http_heads.hpp"
 #include "proxy/http_rules.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/load_balancer/hash.hpp"
 #include "proxy/pressure.hpp"
 #include "proxy/relay.hpp"
 #include "proxy/socket_options.hpp"
+#include "proxy/spawn.hpp"
 #include "proxy/stream.hpp"
 #include "proxy/tls_server.hpp"
 #include "proxy/worker.hpp"
@@ -59,11 +62,6 @@ constexpr double kLatencyWeight = 0.1;
 // How long a closing TLS connection waits for the client's close_notify after sending its own.
 constexpr auto kTlsShutdownWait = std::chrono::seconds(1);
 
-// A number as decimal digits in `out`, without a std::string.
-std::string_view decimal(std::uint64_t value, std::array<char, 20>& out) {
-    return {out.data(), static_cast<std::size_t>(std::to_chars(out.data(), out.data() + out.size(), value).ptr - out.data())};
-}
-
 std::size_t status_class(unsigned status) { return std::min<std::size_t>(status / 100, 5) - 1; }
 
 // The outcome of talking to one upstream host for one request.
@@ -81,60 +79,84 @@ struct LocalError {
     std::uint32_t retry_after = 0;   // seconds; 0 = no Retry-After
 };
 
-void append_field(std::string& out, std::string_view name, std::string_view value) {
-    // One growth step and two copies: this runs for every forwarded field, and four appends (each with
-    // its own checks and copy call) were ~110 instructions a field (benchmarks/profile).
-    const std::size_t at = out.size();
-    out.resize(at + name.size() + value.size() + 4);
-    char* p = out.data() + at;
-    std::memcpy(p, name.data(), name.size());
-    p += name.size();
-    *p++ = ':';
-    *p++ = ' ';
-    if (!value.empty()) { std::memcpy(p, value.data(), value.size()); }   // an empty view may hold null
-    p += value.size();
-    *p++ = '\r';
-    *p = '\n';
-}
+using http_heads::append_field;
+using http_heads::decimal;
 
-// 128 random bits as 32 lowercase hex digits (what fmt's {:016x}{:016x} gave, without formatting),
-// a byte (two digits) at a time.
-std::string_view request_id(std::uint64_t high, std::uint64_t low, std::array<char, 32>& out) {
-    static constexpr auto kHexPairs = [] {
-        constexpr char kHex[] = "0123456789abcdef";
-        std::array<char, 512> pairs{};
-        for (std::size_t b = 0; b < 256; ++b) {
-            pairs[2 * b] = kHex[b >> 4];
-            pairs[2 * b + 1] = kHex[b & 0xf];
-        }
-        return pairs;
-    }();
-    for (std::size_t i = 8; i-- > 0; high >>= 8, low >>= 8) {
-        std::memcpy(out.data() + 2 * i, kHexPairs.data() + 2 * (high & 0xff), 2);
-        std::memcpy(out.data() + 16 + 2 * i, kHexPairs.data() + 2 * (low & 0xff), 2);
-    }
-    return {out.data(), out.size()};
-}
+// A client connection as it passes between a session and its parked state.
+struct ClientConnection {
+    tcp::socket socket;
+    std::shared_ptr<ListenerState> listener;
+    tcp::endpoint remote;
+    std::string client_ip;   // remote's address as text, made once per connection
+};
+
+// Parks a plain client connection until its next bytes (then a session serves them) or `timeout`.
+void park_client(Worker& worker, ClientConnection connection, std::chrono::milliseconds timeout);
 
 class HttpSession final : public Session {
 public:
-    HttpSession(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client)
-        : worker_(worker),
-          listener_(std::move(listener)),
-          counters_(listener_->counters(worker.index())),
-          client_(std::move(client)) {
-        boost::system::error_code ec;
-        const auto remote = client_.socket().remote_endpoint(ec);
-        client_ip_ = ec ? std::string("unknown") : remote.address().to_string();
-        client_address_ = remote.address();
-        client_addr_ = ec ? std::string("unknown") : discovery::to_string(remote);
-        client_.socket().set_option(tcp::no_delay(true), ec);
+    // Sessions are reused: a plain connection parks between requests, and the next request of any
+    // connection on the worker takes a spare session (Worker::spare_sessions) instead of building one
+    // (its stream, timers and buffers). begin() and end() bracket one connection's turn.
+    explicit HttpSession(Worker& worker) : worker_(worker), client_(tcp::socket(worker.context())) {}
+
+    ~HttpSession() override {
+        if (active_) { end(); }
+    }
+
+    void begin(ClientConnection connection) {
+        listener_ = std::move(connection.listener);
+        counters_ = &listener_->counters(worker_.index());
+        client_.lowest().socket() = std::move(connection.socket);
+        client_ip_ = std::move(connection.client_ip);
+        client_remote_ = connection.remote;
+        client_addr_.clear();
+        client_buf_.clear();
+        // What a previous connection's last request may have left (it can end anywhere).
+        last_connect_error_.clear();
+        status_ = 0;
+        error_reason_ = {};
+        keep_client_ = request_keep_alive_ = body_consumed_ = false;
+        unsent_.reset();
+        retry_after_.reset();
+        gate_ = nullptr;
+        limiter_verdict_ = LimiterVerdict::ignore;
+        disarm_deadline();
+        deadline_fired_ = false;
+        aborted_ = idle_ = parked_ = false;
+        active_ = true;
         worker_.add_session(this);
     }
 
-    ~HttpSession() override {
+    void end() {
+        active_ = false;
         worker_.remove_session(this);
-        listener_->connections_active().fetch_sub(1, std::memory_order_relaxed);
+        if (!parked_) { listener_->connections_active().fetch_sub(1, std::memory_order_relaxed); }
+        listener_.reset();
+        tls_server_.reset();
+    }
+
+    // Whether this session can serve another connection: plain, and its connection parked or closed.
+    bool reusable() const { return !client_.tls() && upstream_ == nullptr; }
+
+    // A spare session's coroutine waits here; resume() hands it its next connection and goes on with it
+    // (inline, on the worker's thread).
+    asio::awaitable<void> wait_as_spare() {
+        co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+            [this](auto handler) { wake_.emplace(std::move(handler)); }, asio::use_awaitable);
+    }
+
+    void resume(ClientConnection connection) {
+        begin(std::move(connection));
+        WakeHandler wake(std::move(*wake_));
+        wake_.reset();
+        std::move(wake)();
+    }
+
+    // The worker is going away: ends the waiting coroutine, and with its frame this session.
+    void discard() override {
+        WakeHandler wake(std::move(*wake_));
+        wake_.reset();
     }
 
     HttpSession(const HttpSession&) = delete;
@@ -158,25 +180,25 @@ public:
             close_client();
             co_return;
         }
+        // A plain connection comes here with a request's first bytes readable (it was parked until
+        // then); a TLS one waits for them here.
         bool first = true;
         while (!aborted_) {
-            if (client_buf_.size() == 0) {
-                // Idle between requests: hold no buffer, just wait for the next byte or the timeout.
-                client_buf_.shrink_to_fit();
-                std::string().swap(raw_head_);
-                std::string().swap(raw_response_head_);
-                const auto wait = first ? listener_->config.timeouts.request_headers : listener_->config.timeouts.idle;
-                idle_ = true;
-                bool more = false;
-                if (client_.tls()) {
-                    more = co_await wait_readable_tls(wait);
-                } else {
-                    // Plain: the wait is made here, not in a coroutine of its own (a frame per request).
-                    arm_deadline(Clock::now() + wait);
-                    auto [ec] = co_await client_.socket().async_wait(tcp::socket::wait_read, with_deadline());
-                    disarm_deadline();
-                    more = !ec;
+            if (client_buf_.size() == 0 && !client_.tls()) {
+                if (!first) {
+                    // Parked: the session ends and only the socket stays (park_client). The buffers stay
+                    // with the session, which waits as a spare for the next request on the worker.
+                    park(listener_->config.timeouts.idle);
+                    co_return;
                 }
+            } else if (client_buf_.size() == 0) {
+                // Idle between requests over TLS: hold no buffer.
+                release_buffers();
+                idle_ = true;
+                bump(counters_->connections_idle);
+                const bool more = co_await wait_readable_tls(first ? listener_->config.timeouts.request_headers
+                                                                   : listener_->config.timeouts.idle);
+                drop(counters_->connections_idle);
                 idle_ = false;
                 if (!more) { break; }
             }
@@ -193,6 +215,27 @@ public:
     }
 
 private:
+    void park(std::chrono::milliseconds timeout) {
+        parked_ = true;
+        park_client(worker_, ClientConnection{std::move(client_.socket()), std::move(listener_), client_remote_,
+                                              std::move(client_ip_)},
+                    timeout);
+    }
+
+    void release_buffers() {
+        client_buf_.shrink_to_fit();
+        upstream_buf_.clear();
+        upstream_buf_.shrink_to_fit();
+        std::string().swap(raw_head_);
+        std::string().swap(raw_response_head_);
+    }
+
+    // "ip:port" of the client, for logs; made when first needed.
+    const std::string& client_addr() {
+        if (client_addr_.empty()) { client_addr_ = discovery::to_string(client_remote_); }
+        return client_addr_;
+    }
+
     void close_client() {
         boost::system::error_code ignored;
         client_.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -207,13 +250,13 @@ private:
         client_.lowest().expires_after(listener_->config.timeouts.request_headers);
         auto [ec] = co_await client_.async_handshake(use_tuple);
         if (ec) {
-            bump(counters_.tls_handshake_failures);
-            log::debug("listener {}: TLS handshake with {} failed: {}", listener_->config.name, client_addr_,
+            bump(counters_->tls_handshake_failures);
+            log::debug("listener {}: TLS handshake with {} failed: {}", listener_->config.name, client_addr(),
                        health::describe_handshake_error(ec, nullptr));
             co_return false;
         }
-        bump(counters_.tls_handshakes);
-        if (SSL_session_reused(client_.native_ssl()) == 1) { bump(counters_.tls_resumed); }
+        bump(counters_->tls_handshakes);
+        if (SSL_session_reused(client_.native_ssl()) == 1) { bump(counters_->tls_resumed); }
         co_return true;
     }
 
@@ -333,7 +376,7 @@ private:
             if (client_.tls()) {
                 client_.lowest().expires_at(deadline);
                 std::tie(ec, n) = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
-                if (ec == beast::error::timeout) { bump(counters_.local_responses[static_cast<std::size_t>(LocalReason::request_header_timeout)]); }
+                if (ec == beast::error::timeout) { bump(counters_->local_responses[static_cast<std::size_t>(LocalReason::request_header_timeout)]); }
             } else {
                 arm_deadline(deadline);
                 std::tie(ec, n) = co_await client_.socket().async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
@@ -444,53 +487,8 @@ private:
     }
 
     std::string upstream_head(const http::request_header<>& request, const http_rules::RequestInfo& info) {
-        std::string head;
-        head.reserve(512);
-        head.append(request.method_string());
-        head.push_back(' ');
-        head.append(info.path);   // absolute-form goes on in origin-form; Host carries the authority
-        head.append(" HTTP/1.1\r\n", 11);
-        const http_rules::ConnectionTokens connection(info.connection.value);
-        std::string forwarded_for;
-        bool has_request_id = false;
-        bool has_host = false;
-        http_rules::for_each_raw_field(raw_head_, [&](std::string_view name, std::string_view value) {
-            if (http_rules::is_hop_by_hop(name, connection)) { return; }
-            if (http_rules::iequals(name, "x-forwarded-for")) {
-                forwarded_for += forwarded_for.empty() ? "" : ", ";
-                forwarded_for += value;
-                return;
-            }
-            // Set by Drover from what it saw; a client's own values are not trusted.
-            if (http_rules::iequals(name, "x-forwarded-proto") || http_rules::iequals(name, "x-forwarded-host")) { return; }
-            if (http_rules::iequals(name, "expect")) { return; }   // Drover answers 100-continue itself
-            if (http_rules::iequals(name, "x-request-id")) { has_request_id = true; }
-            if (http_rules::iequals(name, "host")) { has_host = true; }
-            append_field(head, name, value);
-        });
-        if (!has_host) { append_field(head, "Host", info.host); }   // HTTP/1.0 without Host, or absolute-form
-        append_field(head, "X-Forwarded-For",
-                     forwarded_for.empty() ? client_ip_ : fmt::format("{}, {}", forwarded_for, client_ip_));
-        append_field(head, "X-Forwarded-Proto", "http");
-        if (!info.host.empty()) { append_field(head, "X-Forwarded-Host", info.host); }
-        if (!has_request_id) {
-            auto& random = worker_.random();
-            const auto high = random();
-            std::array<char, 32> id;
-            append_field(head, "X-Request-Id", request_id(high, random(), id));
-        }
-        if (info.upgrade_websocket) {
-            append_field(head, "Connection", "Upgrade");
-            append_field(head, "Upgrade", request[http::field::upgrade]);
-        }
-        if (info.chunked) {
-            append_field(head, "Transfer-Encoding", "chunked");
-        } else if (info.content_length) {
-            std::array<char, 20> digits;
-            append_field(head, "Content-Length", decimal(*info.content_length, digits));
-        }
-        head.append("\r\n", 2);
-        return head;
+        return http_heads::upstream_request(request, info, raw_head_,
+                                            {client_ip_, client_.tls() ? "https" : "http", &worker_.random()});
     }
 
     // Whether a failed try may be tried again on another host: the request must be replayable (no
@@ -975,7 +973,7 @@ private:
         if (config.load_balancing != config::LbPolicy::maglev) { return std::nullopt; }
         using Kind = config::HashPolicy::Kind;
         const Kind kind = config.hash ? config.hash->kind : Kind::source_ip;
-        if (kind == Kind::source_ip) { return hash_address(client_address_); }
+        if (kind == Kind::source_ip) { return hash_address(client_remote_.address()); }
         if (kind == Kind::header) {
             const auto value = request[config.hash->name];
             if (value.empty()) { return std::nullopt; }
@@ -1088,7 +1086,7 @@ private:
             const std::size_t got = buffer->size() - parser.get().body().size;
             body_consumed_ = body_consumed_ || got > 0;
             total += got;
-            bump(counters_.bytes_received, got);
+            bump(counters_->bytes_received, got);
             if (max_body > 0 && total > max_body) { co_return Outcome::body_too_large; }
             if (got == 0) { continue; }
             upstream_->lowest().expires_after(listener_->config.timeouts.idle);
@@ -1113,7 +1111,8 @@ private:
     // Reads the response head (skipping interim 1xx), checks it, and streams it to the client.
     asio::awaitable<Outcome> relay_response(const http::request_header<>& request, const http_rules::RequestInfo& info,
                                             const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
-        beast::flat_buffer upstream_buf;
+        auto& upstream_buf = upstream_buf_;
+        upstream_buf.clear();
         const auto deadline = per_try_deadline_;
         for (;;) {
             http::response_parser<http::buffer_body, http_rules::FieldsAllocator<char>> parser;
@@ -1218,31 +1217,11 @@ private:
         const bool needs_close_to_client = !bodiless && !length && !chunked_out_ok;
         keep_client_ = request_keep_alive_ && !needs_close_to_client && !worker_.draining();
 
-        std::string head;
-        head.reserve(512);
-        head.append("HTTP/1.1 ", 9);
-        std::array<char, 20> digits;
-        head.append(decimal(status, digits));
-        head.push_back(' ');
-        head.append(response.reason());
-        head.append("\r\n", 2);
-        const http_rules::ConnectionTokens connection(response_info.connection.value);
-        http_rules::for_each_raw_field(raw_response_head_, [&](std::string_view name, std::string_view value) {
-            if (http_rules::is_hop_by_hop(name, connection)) {
-                // A HEAD answer's Content-Length describes the GET body: pass it through unchanged.
-                if (!(head_request && http_rules::iequals(name, "content-length"))) { return; }
-            }
-            append_field(head, name, value);
-        });
         const bool chunk_out = !bodiless && !length && chunked_out_ok;
-        if (!bodiless && length) { append_field(head, "Content-Length", decimal(*length, digits)); }
-        if (chunk_out) { append_field(head, "Transfer-Encoding", "chunked"); }
-        if (!keep_client_) {
-            append_field(head, "Connection", "close");
-        } else if (request.version() == 10) {
-            append_field(head, "Connection", "keep-alive");
-        }
-        head.append("\r\n", 2);
+        const std::string head = http_heads::client_response(
+            {status, response.reason(), raw_response_head_, response_info.connection.value, head_request,
+             !bodiless && length ? std::optional<std::uint64_t>(*length) : std::nullopt, chunk_out, !keep_client_,
+             keep_client_ && request.version() == 10});
 
         status_ = status;
         host->stats().responses_by_class[status_class(status)].fetch_add(1, std::memory_order_relaxed);
@@ -1267,7 +1246,7 @@ private:
             finish_request(request);
             co_return Outcome::client_gone;
         }
-        bump(counters_.bytes_sent, hn);
+        bump(counters_->bytes_sent, hn);
 
         std::uint64_t body_bytes = early;
         if (early_ec) { co_return cut_response(early_ec, host, request, body_bytes); }
@@ -1309,7 +1288,7 @@ private:
                         finish_request(request, body_bytes);
                         co_return Outcome::client_gone;
                     }
-                    bump(counters_.bytes_sent, got);
+                    bump(counters_->bytes_sent, got);
                 }
                 if (ec) { co_return cut_response(ec, host, request, body_bytes); }
             }
@@ -1365,7 +1344,7 @@ private:
         }
         if (!ec) {
             co_await relay(worker_.buffers(), client_, *upstream_, listener_->config.timeouts.idle,
-                           RelayCounters{counters_.bytes_received, counters_.bytes_sent});
+                           RelayCounters{counters_->bytes_received, counters_->bytes_sent});
         }
         close_upstream(host);
     }
@@ -1384,13 +1363,13 @@ private:
         if (error.retry_after > 0) { head += fmt::format("Retry-After: {}\r\n", error.retry_after); }
         head += "\r\n";
         head += body;
-        bump(counters_.local_responses[static_cast<std::size_t>(error.reason)]);
+        bump(counters_->local_responses[static_cast<std::size_t>(error.reason)]);
         status_ = static_cast<unsigned>(error.status);
         error_reason_ = reason;
         keep_client_ = !error.close;
         client_.lowest().expires_after(std::chrono::seconds(5));
         auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head), use_tuple);
-        if (!ec) { bump(counters_.bytes_sent, n); }
+        if (!ec) { bump(counters_->bytes_sent, n); }
         if (request != nullptr) {
             finish_request(*request, body.size());
         } else {
@@ -1403,15 +1382,15 @@ private:
     void record(const http::request_header<>* request, std::uint64_t body_bytes) {
         const auto elapsed = Clock::now() - start_;
         const double seconds = std::chrono::duration<double>(elapsed).count();
-        bump(counters_.requests_by_class[status_class(status_ == 0 ? 500 : status_)]);
+        bump(counters_->requests_by_class[status_class(status_ == 0 ? 500 : status_)]);
         std::size_t bucket = 0;
         while (bucket < kDurationBuckets.size() && seconds > kDurationBuckets[bucket]) { ++bucket; }
-        bump(counters_.duration_buckets[bucket]);
-        bump(counters_.duration_sum_micros,
+        bump(counters_->duration_buckets[bucket]);
+        bump(counters_->duration_sum_micros,
              static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()));
         if (listener_->access_log != nullptr) {
             listener_->access_log->write(AccessLog::Entry{
-                client_addr_, request ? std::string_view(request->method_string()) : std::string_view("-"),
+                client_addr(), request ? std::string_view(request->method_string()) : std::string_view("-"),
                 request ? std::string_view(request->target()) : std::string_view("-"), status_, body_bytes,
                 std::chrono::duration_cast<std::chrono::milliseconds>(elapsed), upstream_name_,
                 error_reason_.empty() ? std::string_view("-") : std::string_view(error_reason_)});
@@ -1422,17 +1401,24 @@ private:
 
     Worker& worker_;
     std::shared_ptr<ListenerState> listener_;
-    ListenerCounters& counters_;
+    ListenerCounters* counters_ = nullptr;
     Stream client_;
     beast::flat_buffer client_buf_;
+    beast::flat_buffer upstream_buf_;   // the current try's response bytes (relay_response)
     std::string raw_head_;            // the current request's head as received
     std::string raw_response_head_;   // the current response's head as received
     std::unique_ptr<Stream> upstream_;   // by pointer: lent to and from the pool without moving the Stream
     std::shared_ptr<const TlsServer> tls_server_;   // kept alive for the handshake's context
     std::string last_connect_error_;   // the last host's connect or TLS failure, for the 502
     std::string client_ip_;
-    std::string client_addr_;
-    boost::asio::ip::address client_address_;
+    tcp::endpoint client_remote_;
+    std::string client_addr_;   // made by client_addr()
+    bool parked_ = false;   // the connection lives on without this session
+    bool active_ = false;   // between begin() and end()
+    using WakeHandler = asio::any_completion_handler<void()>;
+    // Set while a spare. Held in an optional: any_completion_handler's move assignment in Asio 1.81
+    // wraps the handler in itself instead of moving it (unbounded recursion); construction is fine.
+    std::optional<WakeHandler> wake_;
     Clock::time_point start_{};
     std::string upstream_name_ = "-";
     std::string_view error_reason_;
@@ -1460,11 +1446,110 @@ private:
     std::shared_ptr<int> alive_ = std::make_shared<int>(0);   // the timer handler's liveness check
 };
 
+// One session's coroutine. Between connections it waits as a spare (Worker::spare_sessions) for
+// take_spare() to hand it the next one, so a request that ends a park costs a resumption rather than
+// a new coroutine, session, stream and timers (benchmarks/profile/http_keepalive_callgrind.py).
+asio::awaitable<void> serve_http(Worker& worker, ClientConnection connection) {
+    HttpSession session(worker);
+    session.begin(std::move(connection));
+    for (;;) {
+        co_await session.run();
+        session.end();
+        auto& spares = worker.spare_sessions();
+        if (!session.reusable() || worker.draining() || spares.size() >= Worker::kSpareSessions) { co_return; }
+        spares.push_back(&session);
+        co_await session.wait_as_spare();
+    }
+}
+
+// Serves `connection` on a spare session if the worker has one, else on a new one.
+void serve(Worker& worker, ClientConnection connection) {
+    auto& spares = worker.spare_sessions();
+    if (spares.empty()) {
+        spawn(worker.context().get_executor(), serve_http(worker, std::move(connection)), "http session");
+        return;
+    }
+    auto* session = static_cast<HttpSession*>(spares.back());
+    spares.pop_back();
+    session->resume(std::move(connection));
+}
+
+// A plain client connection between requests (or before its first): no session, no buffer, no timer
+// of its own; a few hundred bytes where a session with its coroutine frames, timers and buffers took
+// several KiB (benchmarks/profile/idle_memory.py). Its first readable byte starts a session; its
+// deadline (the worker's DeadlineQueue), a drain or a shutdown closes it.
+class ParkedClient final : public Session, public DeadlineQueue::Entry {
+public:
+    ParkedClient(Worker& worker, ClientConnection connection) : worker_(worker), connection_(std::move(connection)) {
+        worker_.add_session(this);
+        bump(idle_gauge());
+    }
+    ~ParkedClient() override { worker_.remove_session(this); }
+
+    void abort() override { close(); }
+    void on_drain() override { close(); }
+    void expired() override { close(); }
+
+    // Waits for the client's next bytes. The wait's handler owns the parked connection.
+    static void wait(std::unique_ptr<ParkedClient> parked) {
+        auto& socket = parked->connection_.socket;
+        socket.async_wait(tcp::socket::wait_read, [parked = std::move(parked)](const boost::system::error_code& ec) mutable {
+            if (parked->closed_) { return; }
+            if (ec) {
+                parked->close();
+                return;
+            }
+            parked->unpark();
+            Worker& worker = parked->worker_;
+            ClientConnection connection = std::move(parked->connection_);
+            parked.reset();
+            serve(worker, std::move(connection));
+        });
+    }
+
+private:
+    std::atomic<std::uint64_t>& idle_gauge() { return connection_.listener->counters(worker_.index()).connections_idle; }
+
+    // Leaves the parked state once (resumed or closed): off the deadline queue and the idle gauge.
+    void unpark() {
+        closed_ = true;
+        cancel();
+        drop(idle_gauge());
+    }
+
+    void close() {
+        if (closed_) { return; }
+        unpark();
+        boost::system::error_code ignored;
+        connection_.socket.close(ignored);   // the wait ends with operation_aborted and frees this
+        connection_.listener->connections_active().fetch_sub(1, std::memory_order_relaxed);
+    }
+
+    Worker& worker_;
+    ClientConnection connection_;
+    bool closed_ = false;   // unparked: resumed (the connection moved on) or closed
+};
+
+void park_client(Worker& worker, ClientConnection connection, std::chrono::milliseconds timeout) {
+    auto parked = std::make_unique<ParkedClient>(worker, std::move(connection));
+    worker.deadlines().schedule(*parked, timeout);
+    ParkedClient::wait(std::move(parked));
+}
+
 }  // namespace
 
-asio::awaitable<void> serve_http(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client) {
-    HttpSession session(worker, std::move(listener), std::move(client));
-    co_await session.run();
+void accept_http(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client) {
+    boost::system::error_code ec;
+    const auto remote = client.remote_endpoint(ec);
+    client.set_option(tcp::no_delay(true), ec);
+    ClientConnection connection{std::move(client), std::move(listener), remote,
+                                ec ? std::string("unknown") : remote.address().to_string()};
+    if (connection.listener->tls) {
+        serve(worker, std::move(connection));
+        return;
+    }
+    const auto timeout = connection.listener->config.timeouts.request_headers;
+    park_client(worker, std::move(connection), timeout);
 }
 
 }  // namespace drover::proxy

@@ -80,7 +80,7 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<Listener::Slot
             continue;
         }
         if (listener->config.protocol == config::Protocol::http) {
-            spawn(worker.context().get_executor(), serve_http(worker, listener, std::move(socket)), "http session");
+            accept_http(worker, std::move(listener), std::move(socket));
         } else {
             spawn(worker.context().get_executor(), serve_tcp(worker, listener, std::move(socket)), "tcp session");
         }

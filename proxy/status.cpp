@@ -655,6 +655,13 @@ std::string render_metrics(const Server& server) {
         w.sample("drover_listener_connections_active", {{"listener", l->state().config.name}},
                  l->state().connections_active().load(std::memory_order_relaxed));
     }
+    w.family("drover_listener_connections_idle", "gauge",
+             "HTTP client connections open and idle between requests now (parked: no session, no buffer).");
+    for (const auto& l : listeners) {
+        if (l->state().config.protocol != config::Protocol::http) { continue; }
+        w.sample("drover_listener_connections_idle", {{"listener", l->state().config.name}},
+                 sum(l->state(), &ListenerCounters::connections_idle));
+    }
     w.family("drover_listener_connections_rejected_total", "counter",
              "Client connections closed at once because a limit was reached.");
     for (const auto& l : listeners) {

@@ -30,6 +30,9 @@ Worker::Worker(std::size_t index) : index_(index), work_(boost::asio::make_work_
 Worker::~Worker() {
     stop();
     join();
+    // While the context still exists: a spare session's coroutine holds timers and sockets on it.
+    auto spares = std::move(spare_sessions_);
+    for (Session* s : spares) { s->discard(); }
 }
 
 void Worker::start() {
@@ -181,18 +184,18 @@ boost::asio::awaitable<void> Worker::wait_snapshot(std::size_t index, std::chron
 }
 
 void Worker::add_session(Session* session) {
-    sessions_.insert(session);
+    sessions_.push_back(*session);
     session_count_.store(sessions_.size(), std::memory_order_relaxed);
 }
 
 void Worker::remove_session(Session* session) {
-    sessions_.erase(session);
+    sessions_.erase(sessions_.iterator_to(*session));
     session_count_.store(sessions_.size(), std::memory_order_relaxed);
 }
 
 void Worker::abort_sessions() {
     // abort() only closes sockets; sessions unregister later, from their own coroutines.
-    for (Session* s : sessions_) { s->abort(); }
+    for (auto it = sessions_.begin(); it != sessions_.end();) { (it++)->abort(); }
 }
 
 }  // namespace drover::proxy

@@ -8,6 +8,7 @@
 #include <array>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/intrusive/list.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -28,6 +29,7 @@
 #include "health/retry_budget.hpp"
 #include "proxy/buffer_pool.hpp"
 #include "proxy/cluster.hpp"
+#include "proxy/deadline_queue.hpp"
 #include "proxy/load_balancer/load_balancer.hpp"
 #include "proxy/router.hpp"
 #include "proxy/upstream_pool.hpp"
@@ -50,8 +52,14 @@ std::string_view local_reason_name(LocalReason reason);
 inline constexpr std::array<double, 13> kDurationBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                             0.25,  0.5,    1.0,   2.5,  5.0,   10.0};
 
+// Takes from a gauge only this thread writes (see bump).
+inline void drop(std::atomic<std::uint64_t>& gauge, std::uint64_t n = 1) {
+    gauge.store(gauge.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+}
+
 struct ListenerCounters {
     std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> connections_idle{0};   // a gauge: HTTP connections parked between requests
     std::atomic<std::uint64_t> rejected_max_connections{0};
     std::atomic<std::uint64_t> rejected_fd_limit{0};   // the process neared its descriptor limit
     std::atomic<std::uint64_t> rejected_memory{0};     // the process was past process.max_memory
@@ -69,12 +77,15 @@ struct ListenerCounters {
 };
 
 // A live client connection, registered so a drain can close what is left at its deadline.
-class Session {
+class Session : public boost::intrusive::list_base_hook<> {
 public:
     virtual ~Session() = default;
     virtual void abort() = 0;
     // The drain began: a connection idle between requests closes now; busy ones finish their work.
     virtual void on_drain() {}
+    // A spare session (Worker::spare_sessions, waiting for its next connection) is not needed any
+    // more: it ends its suspended coroutine, which owns it.
+    virtual void discard() {}
 };
 
 // What a worker holds per cluster: the snapshot last published to it and its own balancer state.
@@ -148,11 +159,17 @@ public:
     std::function<bool(std::size_t template_index)> dynamic_full;   // at the template's max_clusters
     BufferPool& buffers() { return buffers_; }
     UpstreamPool& pool() { return pool_; }
+    DeadlineQueue& deadlines() { return deadlines_; }
+    // HTTP sessions between connections' turns, suspended and kept for reuse (proxy/http_session.cpp);
+    // at most kSpareSessions, a few KiB each. Not registered as live sessions.
+    static constexpr std::size_t kSpareSessions = 64;
+    std::vector<Session*>& spare_sessions() { return spare_sessions_; }
     std::mt19937_64& random() { return random_; }
     bool draining() const { return draining_; }
     void set_draining() {
         draining_ = true;
-        for (Session* s : sessions_) { s->on_drain(); }
+        // on_drain() may end a session (a parked connection): step past it first.
+        for (auto it = sessions_.begin(); it != sessions_.end();) { (it++)->on_drain(); }
     }
     void add_session(Session* session);
     void remove_session(Session* session);
@@ -163,6 +180,9 @@ public:
 
 private:
     std::size_t index_;
+    // Before the context: sessions still in its handlers when it is destroyed unregister from these.
+    boost::intrusive::list<Session> sessions_;
+    std::atomic<std::size_t> session_count_{0};
     boost::asio::io_context context_{1};
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
     std::thread thread_;
@@ -177,9 +197,9 @@ private:
     BufferPool buffers_;
     UpstreamPool pool_{context_};
     std::mt19937_64 random_{std::random_device{}()};
+    DeadlineQueue deadlines_{context_};
+    std::vector<Session*> spare_sessions_;   // each owned by its own suspended coroutine
     bool draining_ = false;
-    std::unordered_set<Session*> sessions_;
-    std::atomic<std::size_t> session_count_{0};
 };
 
 }  // namespace drover::proxy

@@ -170,6 +170,16 @@ class HttpLimitsTest(HttpTestCase):
         conn.wait_closed(3)  # silently: no bytes, just the close
         self.assertGreaterEqual(time.monotonic() - quiet_since, 0.4)
 
+    def test_a_connection_that_never_speaks_is_parked_then_closed_after_the_request_header_timeout(self):
+        drover, addr, _ = self.proxy(timeouts={"request_headers": "500ms", "idle": "30s"})
+        conn = self.client(addr)
+        started = time.monotonic()
+        drover.wait_metric("drover_listener_connections_idle", {"listener": "web"}, lambda v: v == 1)
+        conn.wait_closed(3)  # silently: no request, so no 408
+        self.assertGreaterEqual(time.monotonic() - started, 0.4)
+        drover.wait_metric("drover_listener_connections_idle", {"listener": "web"}, lambda v: v == 0)
+        drover.wait_metric("drover_listener_connections_active", {"listener": "web"}, lambda v: v == 0)
+
     def test_idle_timeout_does_not_cut_a_request_waiting_for_a_slow_origin(self):
         _, addr, _ = self.proxy(timeouts={"idle": "300ms"})
         resp = self.get(addr, "/slow?delay=1", timeout=5)

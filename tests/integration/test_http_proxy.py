@@ -118,6 +118,28 @@ class HttpProxyTest(HttpTestCase):
         drover.wait_metric("drover_upstream_pool_reuses_total", {"cluster": "back", "host": origin.addr},
                            lambda v: v == 9, default=0)
 
+    def test_idle_connections_are_parked_and_each_next_request_finds_its_own_listener(self):
+        # Between requests a plain connection is parked without a session, and a spare session serves
+        # whichever connection speaks next, on either listener: every answer must come from the right
+        # route, on the right connection, in order.
+        a, b = self.origin("a"), self.origin("b")
+        config = make_config([http_listener("one", [route("ca")]), http_listener("two", [route("cb")])],
+                             [static_cluster("ca", [a]), static_cluster("cb", [b])])
+        drover = self.start_drover(config)
+        one, two = drover.listener_addr("one"), drover.listener_addr("two")
+        conns = [(name, self.client(addr)) for name, addr in [("a", one), ("b", two)] * 10]
+        for rnd in range(3):
+            order = conns if rnd % 2 == 0 else conns[::-1]
+            for i, (name, conn) in enumerate(order):
+                resp = conn.request("GET", f"/r{rnd}/c{i}")
+                self.assertEqual((resp.status, resp.json()["origin"], resp.json()["target"]), (200, name, f"/r{rnd}/c{i}"))
+            for listener in ("one", "two"):
+                drover.wait_metric("drover_listener_connections_idle", {"listener": listener}, lambda v: v == 10)
+        for _, conn in conns[:6]:
+            conn.close()
+        drover.wait_metric("drover_listener_connections_idle", {"listener": "one"}, lambda v: v == 7)
+        drover.wait_metric("drover_listener_connections_active", {"listener": "two"}, lambda v: v == 7)
+
     def test_pipelined_requests_are_answered_in_order(self):
         origin = self.origin()
         _, addr = self.http_proxy([origin])

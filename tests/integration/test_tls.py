@@ -429,6 +429,18 @@ class ListenerTlsTest(TlsTestCase):
                     resp = parse_http_response(head + recv_exactly(sock, length))
                     self.assertEqual((resp.status, resp.body), (200, f"plain GET /ka/{i}\n".encode()))
 
+    def test_requests_over_tls_are_forwarded_with_x_forwarded_proto_https(self):
+        origin = self.origin()
+        _, addr = self.tls_listener_proxy(origin, [self.certs.pair("a")])
+        with tls_connect(addr, client_context(self.certs.path("ca.pem")), "a.test") as sock:
+            sock.sendall(b"GET /p HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-Proto: http\r\nConnection: close\r\n\r\n")
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+        self.assertEqual(parse_http_response(raw).status, 200, raw)
+        (request,) = origin.requests
+        self.assertEqual(request.header_values("X-Forwarded-Proto"), ["https"])   # the client's own is dropped
+
     def test_sessions_resume_and_are_counted(self):
         plain = self.plain_backend("plain")
         drover, addr = self.tls_listener_proxy(plain, [self.certs.pair("a"), self.certs.pair("b")])

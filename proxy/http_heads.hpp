@@ -1,0 +1,57 @@
+#pragma once
+// The heads Drover writes: the request head it forwards upstream and the response head it sends the
+// client, both built from the raw bytes received (fields keep their order and spelling) minus
+// hop-by-hop fields, plus Drover's own framing and X-Forwarded-*. Pure; the HTTP session calls these
+// once per request, and benchmarks/micro/http_bench.cpp measures them.
+
+#include <boost/beast/http/message.hpp>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+
+#include "proxy/http_rules.hpp"
+
+namespace drover::proxy::http_heads {
+
+// Appends "name: value\r\n".
+void append_field(std::string& out, std::string_view name, std::string_view value);
+// A number as decimal digits in `out`, without a std::string.
+std::string_view decimal(std::uint64_t value, std::array<char, 20>& out);
+// 128 random bits as 32 lowercase hex digits.
+std::string_view request_id(std::uint64_t high, std::uint64_t low, std::array<char, 32>& out);
+
+// What the request head forwarded upstream says about where it came from.
+struct Forwarding {
+    std::string_view client_ip;   // appended to X-Forwarded-For
+    std::string_view proto;       // X-Forwarded-Proto: "http", or "https" on a TLS listener
+    std::mt19937_64* random;      // draws an X-Request-Id when the client sent none
+};
+
+// The request line in origin-form, the client's fields (`raw_head`, as received) minus hop-by-hop
+// ones, Expect and the X-Forwarded-Proto/Host it may not set; Host if it had none; X-Forwarded-For
+// (the client's list plus its address), -Proto, -Host; X-Request-Id unless present; the WebSocket
+// upgrade; the body's framing as Drover will send it.
+std::string upstream_request(const boost::beast::http::request_header<>& request, const http_rules::RequestInfo& info,
+                             std::string_view raw_head, const Forwarding& forwarding);
+
+// What the response head sent to the client needs besides the backend's raw head.
+struct ClientResponse {
+    unsigned status = 200;
+    std::string_view reason;
+    std::string_view raw_head;             // the backend's head as received
+    std::string_view connection_tokens;    // its Connection field (tokens named there are hop-by-hop)
+    bool head_request = false;             // a HEAD answer's Content-Length is passed through as is
+    std::optional<std::uint64_t> length;   // Content-Length to send (none: chunked or close-delimited)
+    bool chunked = false;                  // Drover sends the body chunked
+    bool close = false;                    // Connection: close
+    bool http10_keep_alive = false;        // Connection: keep-alive for an HTTP/1.0 client kept open
+};
+
+// The status line, the backend's fields minus hop-by-hop ones, then Drover's framing and Connection.
+std::string client_response(const ClientResponse& response);
+
+}  // namespace drover::proxy::http_heads
