@@ -1,0 +1,177 @@
+// The HTTP data path's per-request head work, done the way proxy/http_session.cpp does it: taking a
+// request head (scan_head, then Beast's parser, then check_request: take_request_head and
+// handle_request), building the head forwarded upstream (http_heads::upstream_request), and the same
+// two steps for the backend's response (relay_response, http_heads::client_response). All of it runs
+// once per proxied request: a large share of a small request's ~32k instructions (docs/performance.md).
+// Bytes processed = the head's size (a browser-like GET of 8 fields and a curl-like one of 3).
+#include <benchmark/benchmark.h>
+
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http.hpp>
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <string_view>
+
+#include "proxy/http_heads.hpp"
+#include "proxy/http_rules.hpp"
+
+namespace drover::proxy {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+// 8 fields, 429 bytes: what a browser sends for a page or an XHR.
+constexpr std::string_view kBrowserGet =
+    "GET /api/v1/products/12345?ref=home&lang=en HTTP/1.1\r\n"
+    "Host: shop.example.com\r\n"
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\r\n"
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+    "Accept-Language: en-US,en;q=0.9\r\n"
+    "Accept-Encoding: gzip, deflate, br\r\n"
+    "Connection: keep-alive\r\n"
+    "Cookie: session=3f2a9c1e8b7d4a6f0c5e; theme=dark\r\n"
+    "Referer: https://shop.example.com/catalog\r\n"
+    "\r\n";
+
+// 3 fields: curl, a health checker, a service client.
+constexpr std::string_view kCurlGet =
+    "GET /healthz HTTP/1.1\r\n"
+    "Host: api.example.com\r\n"
+    "User-Agent: curl/8.5.0\r\n"
+    "Accept: */*\r\n"
+    "\r\n";
+
+// A small JSON answer from a backend, head and body in one read, as it usually arrives.
+constexpr std::string_view kResponse =
+    "HTTP/1.1 200 OK\r\n"
+    "Date: Mon, 15 Jan 2024 10:00:00 GMT\r\n"
+    "Content-Type: application/json; charset=utf-8\r\n"
+    "Content-Length: 27\r\n"
+    "Connection: keep-alive\r\n"
+    "Cache-Control: no-cache\r\n"
+    "Server: nginx/1.24.0\r\n"
+    "\r\n"
+    "{\"id\":12345,\"name\":\"thing\"}";
+
+constexpr std::string_view kClientIp = "203.0.113.7";
+
+using RequestParser = http::request_parser<http::buffer_body>;
+using ResponseParser = http::response_parser<http::buffer_body, http_rules::FieldsAllocator<char>>;
+
+// take_request_head + the checks of handle_request, for a head already buffered: scan, keep the raw
+// bytes, parse, check. False (and the benchmark stops) on anything the session would refuse.
+bool take_request(std::string_view bytes, RequestParser& parser, std::string& raw_head,
+                  http_rules::RequestInfo& info) {
+    parser.header_limit(64 * 1024);
+    parser.body_limit(boost::none);
+    http_rules::HeadScan scan;
+    if (http_rules::scan_head(bytes, scan) || !scan.complete) { return false; }
+    raw_head.assign(bytes.substr(0, scan.scanned));
+    beast::error_code ec;
+    parser.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
+    if ((ec && ec != http::error::need_more) || !parser.is_header_done()) { return false; }
+    return !http_rules::check_request(parser.get().base(), http_rules::RequestLimits{}, info);
+}
+
+void BM_ParseRequestHead(benchmark::State& state, std::string_view head) {
+    std::string raw_head;   // HttpSession::raw_head_: its capacity stays with the session
+    for (auto _ : state) {
+        RequestParser parser;   // one per request, as handle_request makes it
+        http_rules::RequestInfo info;
+        if (!take_request(head, parser, raw_head, info)) {
+            state.SkipWithError("request refused: not the measured path");
+            break;
+        }
+        benchmark::DoNotOptimize(info.keep_alive);
+        benchmark::DoNotOptimize(raw_head.data());
+    }
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(head.size()));
+}
+BENCHMARK_CAPTURE(BM_ParseRequestHead, browser, kBrowserGet);
+BENCHMARK_CAPTURE(BM_ParseRequestHead, curl, kCurlGet);
+
+// The request is parsed once; each iteration builds (and frees) the forwarded head.
+void BM_BuildUpstreamHead(benchmark::State& state, std::string_view client_head) {
+    RequestParser parser;
+    std::string raw_head;
+    http_rules::RequestInfo info;
+    if (!take_request(client_head, parser, raw_head, info)) {
+        state.SkipWithError("request refused: not the measured path");
+        return;
+    }
+    std::mt19937_64 random(42);   // Worker::random()
+    std::size_t bytes = 0;
+    for (auto _ : state) {
+        const std::string head = http_heads::upstream_request(parser.get().base(), info, raw_head,
+                                                              {kClientIp, "http", &random});
+        bytes = head.size();
+        benchmark::DoNotOptimize(head.data());
+    }
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
+}
+BENCHMARK_CAPTURE(BM_BuildUpstreamHead, browser, kBrowserGet);
+BENCHMARK_CAPTURE(BM_BuildUpstreamHead, curl, kCurlGet);
+
+// relay_response for a head already buffered (with its body behind it): a parser per response, scan,
+// keep the raw head, parse up to the end of the head, check_response.
+bool take_response(std::string_view bytes, ResponseParser& parser, std::string& raw_head,
+                   http_rules::ResponseInfo& info) {
+    parser.header_limit(64 * 1024);
+    parser.body_limit(boost::none);
+    http_rules::HeadScan scan;
+    if (http_rules::scan_head(bytes, scan) || !scan.complete) { return false; }
+    raw_head.assign(bytes.substr(0, scan.scanned));
+    beast::error_code ec;
+    parser.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
+    if ((ec && ec != http::error::need_more) || !parser.is_header_done()) { return false; }
+    return !http_rules::check_response(parser.get().base(), info);
+}
+
+void BM_ParseResponseHead(benchmark::State& state) {
+    std::string raw_head;   // HttpSession::raw_response_head_
+    for (auto _ : state) {
+        ResponseParser parser;
+        http_rules::ResponseInfo info;
+        if (!take_response(kResponse, parser, raw_head, info)) {
+            state.SkipWithError("response refused: not the measured path");
+            break;
+        }
+        benchmark::DoNotOptimize(info.keep_alive);
+        benchmark::DoNotOptimize(raw_head.data());
+    }
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(raw_head.size()));
+}
+BENCHMARK(BM_ParseResponseHead);
+
+// The response head for a GET from an HTTP/1.1 client that keeps its connection (stream_response):
+// status line, the backend's raw fields minus hop-by-hop, Content-Length.
+void BM_BuildClientResponseHead(benchmark::State& state) {
+    ResponseParser parser;
+    std::string raw_head;
+    http_rules::ResponseInfo info;
+    if (!take_response(kResponse, parser, raw_head, info)) {
+        state.SkipWithError("response refused: not the measured path");
+        return;
+    }
+    const auto& response = parser.get();
+    http_heads::ClientResponse head_of;
+    head_of.status = response.result_int();
+    head_of.reason = response.reason();
+    head_of.raw_head = raw_head;
+    head_of.connection_tokens = info.connection.value;
+    head_of.length = *parser.content_length();
+    std::size_t bytes = 0;
+    for (auto _ : state) {
+        const std::string head = http_heads::client_response(head_of);
+        bytes = head.size();
+        benchmark::DoNotOptimize(head.data());
+    }
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
+}
+BENCHMARK(BM_BuildClientResponseHead);
+
+}  // namespace
+}  // namespace drover::proxy
