@@ -316,6 +316,7 @@ class Bench:
     runs: list[dict] = field(default_factory=list)
     memory: list[dict] = field(default_factory=list)
     callgrind: dict[str, dict[str, float]] = field(default_factory=dict)
+    scaling: list[dict] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     stream_module: str = ""
 
@@ -360,11 +361,11 @@ class Bench:
                                   "-e", str(self.workdir / "origin.error.log"), "-c", str(conf)],
                        self.workdir / "origin.log", [self.ports["origin"]])
 
-    def proxy_argv(self, proxy: str, single_process: bool = False) -> list[str]:
+    def proxy_argv(self, proxy: str, single_process: bool = False, workers: int = 1) -> list[str]:
         if proxy == "drover":
-            conf = self.render("drover.yaml.tmpl", "drover.yaml", ORIGIN_PORT=self.ports["origin"],
+            conf = self.render("drover.yaml.tmpl", f"drover-{workers}w.yaml", ORIGIN_PORT=self.ports["origin"],
                                HTTP_PORT=self.ports["drover_http"], TCP_PORT=self.ports["drover_tcp"],
-                               ADMIN_PORT=self.ports["drover_admin"])
+                               ADMIN_PORT=self.ports["drover_admin"], WORKERS=workers)
             return [str(self.drover_bin), "-c", str(conf)]
         if proxy == "haproxy":
             conf = self.render("haproxy.cfg.tmpl", "haproxy.cfg", ORIGIN_PORT=self.ports["origin"],
@@ -421,8 +422,9 @@ class Bench:
 
     # -- throughput -----------------------------------------------------------------------------------
 
-    def wrk(self, case: Case, port: int, duration: int, raw_name: str | None) -> dict:
-        argv = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{case.connections}", f"-d{duration}s",
+    def wrk(self, case: Case, port: int, duration: int, raw_name: str | None, threads: int = 1,
+            cores: str = CLIENT_CORE) -> dict:
+        argv = ["taskset", "-c", cores, "wrk", f"-t{threads}", f"-c{case.connections}", f"-d{duration}s",
                 "--timeout", "5s", "--latency", "-s", str(HERE / "report.lua")]
         if case.close:
             argv += ["-H", "Connection: close"]
@@ -472,6 +474,48 @@ class Bench:
                       f"{svc.log_tail()}")
             svc.stop()
             services[target] = self.start_proxy(target, f"r{rnd}-restart-{case.name}")
+
+    # -- scaling --------------------------------------------------------------------------------------
+
+    def scaling_test(self, rnd: int) -> None:
+        """http-small through Drover with workers: 1 and 2, nothing pinned (wrk -t2 and the origin share
+        both cores with the proxy), and direct for the ceiling the machine allows."""
+        case = next(c for c in CASES if c.name == "http-small")
+        all_cores = f"{PROXY_CORE},{CLIENT_CORE}"
+        order = ["direct", 1, 2] if rnd % 2 else [2, 1, "direct"]
+        for what in order:
+            where = f"round {rnd} scaling {'direct' if what == 'direct' else f'{what} worker(s)'}"
+            svc = None
+            try:
+                if what == "direct":
+                    port = self.ports["origin"]
+                else:
+                    argv = ["taskset", "-c", all_cores] + self.proxy_argv("drover", workers=what)
+                    svc = Service("drover", argv, self.rawdir / f"drover-r{rnd}-scaling-{what}w.log",
+                                  [self.ports["drover_http"], self.ports["drover_tcp"]])
+                    port = self.ports["drover_http"]
+                if self.args.warmup > 0:
+                    self.wrk(case, port, self.args.warmup, None, threads=2, cores=all_cores)
+                pids = svc.pids() if svc else []
+                cpu0 = cpu_seconds(pids)
+                res = self.wrk(case, port, self.args.duration, f"r{rnd}-scaling-{what}", threads=2, cores=all_cores)
+                cpu1 = cpu_seconds(pids)
+                secs = res["duration_us"] / 1e6
+                row = {"round": rnd, "workers": what, "rps": res["requests"] / secs, "p99_us": res["p99_us"],
+                       "cpu_per_100k": (cpu1 - cpu0) / res["requests"] * 1e5 if svc and res["requests"] else None,
+                       "errors": sum(res[k] for k in ("status_errors", "connect_errors", "read_errors",
+                                                      "write_errors", "timeout_errors"))}
+                self.scaling.append(row)
+                if row["errors"]:
+                    self.fail(where, f"wrk counted {row['errors']} errors in {res['requests']} requests")
+                log(f"{where}: {row['rps']:10.0f} req/s  p99 {row['p99_us'] / 1000:7.2f} ms")
+            except Exception as e:
+                self.fail(where, f"{type(e).__name__}: {e}")
+            finally:
+                if svc:
+                    if not svc.alive():
+                        self.fail(where, f"Drover exited with status {svc.proc.returncode}\n{svc.log_tail()}")
+                    svc.stop()
 
     # -- memory ---------------------------------------------------------------------------------------
 
@@ -566,6 +610,8 @@ class Bench:
                             self.fail(f"round {rnd} {LABEL[p]}", f"exited with status {svc.proc.returncode}"
                                                                  f"\n{svc.log_tail()}")
                         svc.stop()
+                if self.args.scaling:
+                    self.scaling_test(rnd)
                 if self.args.idle_connections > 0:
                     shift = (rnd - 1) % len(PROXIES)
                     for proxy in PROXIES[shift:] + PROXIES[:shift]:
@@ -792,6 +838,25 @@ def report(b: Bench, env: dict[str, str]) -> str:
                 for ph, _, _, _ in CALLGRIND_PHASES) + " |")
         L.append("")
 
+    if b.scaling:
+        L.append("### Scaling with `workers: 2`")
+        L.append("")
+        L.append(f"HTTP keep-alive, 100-byte responses, `wrk -t2 -c50` for {a.duration} s per run; nothing is pinned: "
+                 "Drover, wrk and the NGINX origin share both cores, so this shows what the machine has left "
+                 "for a second worker, not the proxy's own ceiling. Direct is the client and origin alone.")
+        L.append("")
+        L.append("| target | requests/s | p99 ms | proxy CPU-s per 100k req |")
+        L.append("|---|---:|---:|---:|")
+
+        def sc(what, key):
+            return med([r[key] for r in b.scaling if r["workers"] == what])
+        for what, label in (("direct", "direct (no proxy)"), (1, "Drover, `workers: 1`"), (2, "Drover, `workers: 2`")):
+            L.append(f"| {label} | {fmt(sc(what, 'rps'), 'rps')} | {fmt(sc(what, 'p99_us'), 'ms')} | "
+                     f"{fmt(sc(what, 'cpu_per_100k'), 'cpu') if what != 'direct' else '–'} |")
+        L.append(f"| **`workers: 2` ÷ `workers: 1`** | {ratio(sc(2, 'rps'), sc(1, 'rps'))} | "
+                 f"{ratio(sc(2, 'p99_us'), sc(1, 'p99_us'))} | {ratio(sc(2, 'cpu_per_100k'), sc(1, 'cpu_per_100k'))} |")
+        L.append("")
+
     # Targets from issue 8, checked against this run.
     checks = []
 
@@ -851,7 +916,7 @@ def rerender(results_json: Path, out: Path) -> int:
     data = json.loads(results_json.read_text())
     a = argparse.Namespace(**data["args"])
     b = Bench(a, results_json.parent, results_json.parent, Path(a.drover), runs=data["runs"],
-              memory=data["memory"], callgrind=data["callgrind"],
+              memory=data["memory"], callgrind=data["callgrind"], scaling=data.get("scaling", []),
               failures=[Failure(**f) for f in data["failures"]])
     text = f"## End-to-end results\n\n{report(b, data['env'])}"
     out.write_text(text)
@@ -869,6 +934,8 @@ def main() -> int:
     p.add_argument("--idle-connections", type=int, default=2000)
     p.add_argument("--callgrind", action="store_true", help="also measure instructions per request")
     p.add_argument("--callgrind-requests", type=int, default=2000)
+    p.add_argument("--no-scaling", dest="scaling", action="store_false",
+                   help="skip the workers: 1 vs 2 runs (http-small, nothing pinned)")
     p.add_argument("--cases", default=",".join(c.name for c in CASES),
                    help="comma-separated subset of: " + ", ".join(c.name for c in CASES))
     p.add_argument("--quick", action="store_true",
@@ -932,7 +999,7 @@ def main() -> int:
             f.unlink()
     (rawdir / "results.json").write_text(json.dumps(
         {"env": env, "args": {k: v for k, v in vars(a).items()}, "runs": b.runs, "memory": b.memory,
-         "callgrind": b.callgrind, "failures": [f.__dict__ for f in b.failures]}, indent=1))
+         "callgrind": b.callgrind, "scaling": b.scaling, "failures": [f.__dict__ for f in b.failures]}, indent=1))
     text = f"## End-to-end results\n\n{report(b, env)}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

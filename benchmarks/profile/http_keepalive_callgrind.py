@@ -85,7 +85,7 @@ def main() -> int:
                                       start_new_session=True))
         wait_port(ports["origin"], 10)
         dconf = render("drover.yaml.tmpl", work / "drover.yaml", ORIGIN_PORT=ports["origin"], HTTP_PORT=ports["http"],
-                       TCP_PORT=ports["tcp"], ADMIN_PORT=ports["admin"])
+                       TCP_PORT=ports["tcp"], ADMIN_PORT=ports["admin"], WORKERS=1)
         for old in Path(a.out).parent.glob(Path(a.out).name + "*"):
             old.unlink()
         log = open(work / "drover.log", "w")

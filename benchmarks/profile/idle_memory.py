@@ -71,7 +71,7 @@ def main() -> int:
                                       start_new_session=True))
         wait_port(ports["origin"], 10)
         dconf = render("drover.yaml.tmpl", work / "drover.yaml", ORIGIN_PORT=ports["origin"], HTTP_PORT=ports["http"],
-                       TCP_PORT=ports["tcp"], ADMIN_PORT=ports["admin"])
+                       TCP_PORT=ports["tcp"], ADMIN_PORT=ports["admin"], WORKERS=1)
         argv = [a.drover, "-c", str(dconf)]
         if a.heaptrack:
             argv = ["heaptrack", "-o", a.heaptrack] + argv
