@@ -9,6 +9,10 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <memory>
 
 #include "proxy/worker.hpp"
@@ -22,6 +26,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+// Splice mode moves up to this per step; the pipe is grown to it (F_SETPIPE_SZ, 64 KiB if refused).
+// Against 64 KiB steps it took a third off the CPU of HTTP 1 MiB bodies (benchmarks/e2e http-1m).
+constexpr std::size_t kSpliceChunk = 256 * 1024;
 
 struct RelayState {
     BufferPool& buffers;
@@ -196,10 +203,88 @@ void SocketRelay::Direction::read() {
         } else if (n < buffer_->size()) {
             buffer_.reset();   // the socket is most likely drained
             wait();
+        } else if (start_splicing()) {
+            buffer_.reset();   // a bulk transfer: the kernel moves it from here on
+            splice_in();
         } else {
             read();
         }
     });
+}
+
+SocketRelay::Direction::~Direction() {
+    for (int fd : pipe_) {
+        if (fd >= 0) { ::close(fd); }
+    }
+}
+
+bool SocketRelay::Direction::start_splicing() {
+    if (::pipe2(pipe_, O_NONBLOCK | O_CLOEXEC) != 0) { return false; }
+    ::fcntl(pipe_[1], F_SETPIPE_SZ, static_cast<int>(kSpliceChunk));
+    return true;
+}
+
+void SocketRelay::Direction::splice_in() {
+    for (;;) {
+        const ssize_t n = ::splice(from_.native_handle(), nullptr, pipe_[1], nullptr, kSpliceChunk,
+                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            in_pipe_ = static_cast<std::size_t>(n);
+            relay_.last_activity_ = Clock::now();
+            bump(counter_, in_pipe_);
+            splice_out();
+            return;
+        }
+        if (n == 0) {   // EOF (the pipe is empty here): pass the FIN on
+            boost::system::error_code ignored;
+            to_.shutdown(tcp::socket::shutdown_send, ignored);
+            finish();
+            return;
+        }
+        if (errno == EINTR) { continue; }
+        if (errno == EAGAIN) {   // the source has nothing now (the pipe is empty, so it is not full)
+            from_.async_wait(tcp::socket::wait_read, [this](const boost::system::error_code& ec) {
+                if (ec) {
+                    finish();
+                } else {
+                    splice_in();
+                }
+            });
+            return;
+        }
+        relay_.close_both();   // reset or error (a closed socket included)
+        finish();
+        return;
+    }
+}
+
+void SocketRelay::Direction::splice_out() {
+    while (in_pipe_ > 0) {
+        const ssize_t n = ::splice(pipe_[0], nullptr, to_.native_handle(), nullptr, in_pipe_,
+                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            in_pipe_ -= static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) { continue; }
+        if (n < 0 && errno == EAGAIN) {   // the receiver is slow: the pipe holds the rest meanwhile
+            to_.async_wait(tcp::socket::wait_write, [this](const boost::system::error_code& ec) {
+                if (ec) {
+                    relay_.close_both();
+                    finish();
+                } else {
+                    splice_out();
+                }
+            });
+            return;
+        }
+        relay_.close_both();
+        finish();
+        return;
+    }
+    // Drained: the next chunk through the scheduler, so one bulk transfer cannot starve the worker's
+    // other connections.
+    asio::post(from_.get_executor(), [this] { splice_in(); });
 }
 
 void SocketRelay::Direction::finish() {

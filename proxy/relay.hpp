@@ -41,16 +41,25 @@ private:
 
     // One direction: waits for readability, borrows a buffer, reads what is there and writes it on.
     // One buffer in flight is the back-pressure: nothing more is read until it is written.
+    // A read that fills the whole buffer means a bulk transfer: the direction then moves its bytes
+    // with splice(2) through a pipe of its own, socket to socket inside the kernel, no copy through
+    // user space (what HAProxy's splice-auto does). Small exchanges never pay for the pipe.
     class Direction {
     public:
         Direction(SocketRelay& relay, boost::asio::ip::tcp::socket& from, boost::asio::ip::tcp::socket& to,
                   std::atomic<std::uint64_t>& counter)
             : relay_(relay), from_(from), to_(to), counter_(counter) {}
+        ~Direction();
+        Direction(const Direction&) = delete;
+        Direction& operator=(const Direction&) = delete;
         void start();
 
     private:
         void wait();
         void read();
+        bool start_splicing();   // false: no pipe to be had (descriptor limits): keep copying
+        void splice_in();        // socket -> pipe
+        void splice_out();       // pipe -> socket, then splice_in again
         void finish();
 
         SocketRelay& relay_;
@@ -58,6 +67,8 @@ private:
         boost::asio::ip::tcp::socket& to_;
         std::atomic<std::uint64_t>& counter_;
         BufferPool::Lease buffer_{nullptr, BufferPool::Return{nullptr}};
+        int pipe_[2] = {-1, -1};    // splice mode: [0] read end, [1] write end
+        std::size_t in_pipe_ = 0;   // bytes spliced in and not yet out
     };
 
     void watch_idle();

@@ -70,6 +70,7 @@ CASES = [
     Case("http-16k", "HTTP keep-alive, 16 KiB responses", "http", "/16k", 50),
     Case("http-1m", "HTTP keep-alive, 1 MiB responses", "http", "/1m", 10),
     Case("tcp-small", "TCP relay, keep-alive, 100-byte responses", "tcp", "/small", 50),
+    Case("tcp-1m", "TCP relay, keep-alive, 1 MiB responses", "tcp", "/1m", 10),
     Case("tcp-conn", "TCP relay, a new connection per request, 100-byte responses", "tcp", "/small", 50,
          close=True),
 ]
