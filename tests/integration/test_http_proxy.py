@@ -10,7 +10,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import (HttpConn, HttpTestCase, RawHttpBackend, http_listener, iter_pattern, make_config, pattern_bytes,
+from harness import (HttpConn, HttpTestCase, PeerClosed, RawHttpBackend, http_listener, iter_pattern, make_config, pattern_bytes,
                      pattern_sha256, route, static_cluster, vm_rss_kib, wait_until)
 
 
@@ -336,6 +336,38 @@ class HttpProxyTest(HttpTestCase):
         self.assertEqual((down.status, down.body_len, down.body_sha256), (200, size, pattern_sha256(size)))
         grown = vm_rss_kib(drover.pid) - before
         self.assertLess(grown, 8 * 1024, f"drover's RSS grew by {grown} KiB moving 2 x 64 MiB")
+
+    def test_large_length_framed_bodies_are_spliced_intact_and_keep_both_connections(self):
+        # Bodies of 64 KiB or more between plain sockets move with splice(2), bypassing the parser: the
+        # bytes, their count and the reuse of both connections must come out as with copying.
+        origin = self.origin()
+        drover, addr = self.http_proxy([origin])
+        conn = self.client(addr, timeout=30)
+        cases = [("/big", 3 << 20), ("/edge", 64 * 1024 + 1), ("/slow", 300000), ("/small", 1000), ("/big2", 1 << 20)]
+        for path, size in cases:
+            with self.subTest(path=path):
+                extra = {"chunk": 50000, "drip": 0.05} if path == "/slow" else {}
+                resp = conn.request("GET", target(path, size=size, **extra), timeout=20)
+                self.assertEqual((resp.status, resp.body_len, resp.body_sha256), (200, size, pattern_sha256(size)))
+                self.assertEqual(resp.header("Content-Length"), str(size))
+        head = conn.request("HEAD", target("/head", size=1 << 20))
+        self.assertEqual((head.status, head.body_len, head.header("Content-Length")), (200, 0, str(1 << 20)))
+        self.assertEqual(conn.request("GET", "/after").json()["target"], "/after")
+        self.assertEqual(origin.connections, 1)
+        total = sum(size for _, size in cases)
+        drover.wait_metric("drover_listener_bytes_sent_total", {"listener": "web"}, lambda v: v is not None and v >= total)
+
+    def test_a_backend_closing_inside_a_spliced_body_cuts_the_client_connection(self):
+        size, sent = 1 << 20, 200000
+        raw = (b"HTTP/1.1 200 OK\r\nContent-Length: " + str(size).encode() + b"\r\n\r\n" + b"x" * sent)
+        backend = self.raw_backend([[RawHttpBackend.READ, raw, RawHttpBackend.CLOSE]])
+        drover, addr = self.http_proxy([backend])
+        conn = self.client(addr, timeout=10)
+        conn.send(HttpConn.build_request("GET", "/cut"))
+        with self.assertRaises(PeerClosed) as cut:
+            conn.read_response("GET", timeout=10)   # the head came, then the connection closed short
+        self.assertIn(f"{size - sent} of {size} body bytes missing", str(cut.exception))
+        self.assertEqual(backend.late_bytes.get(0, 0), 0)   # nothing more was sent on the cut connection
 
     # -- the upstream pool ---------------------------------------------------------------------------
 
