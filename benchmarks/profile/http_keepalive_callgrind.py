@@ -2,6 +2,7 @@
 """Instructions per proxied HTTP keep-alive request, with a per-function profile to read.
 
     benchmarks/profile/http_keepalive_callgrind.py --drover build/perf/drover --out /tmp/cg.out [-n 2000]
+        [--case http-keepalive|http-conn|tcp-keepalive|tcp-conn]   (listener; -conn: a new connection each)
 
 Starts one NGINX origin (100-byte file) and Drover under valgrind --tool=callgrind (the e2e benchmark's
 config), sends warm-up requests on one keep-alive connection, zeroes the counters, sends N more
@@ -41,11 +42,16 @@ def render(name: str, out: Path, **values) -> Path:
     return out
 
 
-def requests(port: int, n: int) -> None:
+def requests(port: int, n: int, new_connection: bool = False) -> None:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     f = sock.makefile("rb")
     req = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    for _ in range(n):
+    for i in range(n):
+        if new_connection and i > 0:
+            f.close()
+            sock.close()
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            f = sock.makefile("rb")
         sock.sendall(req)
         status = f.readline()
         if b" 200 " not in status:
@@ -68,7 +74,11 @@ def main() -> int:
     p.add_argument("--drover", default=str(here.parent.parent / "build/release/drover"))
     p.add_argument("--out", default="/tmp/drover-callgrind.out")
     p.add_argument("-n", type=int, default=2000)
+    p.add_argument("--case", choices=("http-keepalive", "http-conn", "tcp-keepalive", "tcp-conn"),
+                   default="http-keepalive", help="listener, and one connection or a new one per request")
     a = p.parse_args()
+    mode, _, reuse = a.case.partition("-")
+    new_connection = reuse == "conn"
     work = Path(tempfile.mkdtemp(prefix="drover-prof."))
     procs = []
     try:
@@ -92,10 +102,10 @@ def main() -> int:
         drover = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={a.out}", a.drover, "-c", str(dconf)],
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(drover)
-        wait_port(ports["http"], 120)
-        requests(ports["http"], max(20, a.n // 10))
+        wait_port(ports[mode], 120)
+        requests(ports[mode], max(20, a.n // 10), new_connection)
         subprocess.run(["callgrind_control", "-z", str(drover.pid)], check=True, capture_output=True)
-        requests(ports["http"], a.n)
+        requests(ports[mode], a.n, new_connection)
         subprocess.run(["callgrind_control", "-d", str(drover.pid)], check=True, capture_output=True)
         dump = Path(f"{a.out}.1")
         end = time.monotonic() + 30

@@ -37,12 +37,12 @@ TEST(DeadlineQueue, ExpiresInDeadlineOrderAcrossLanes) {
     DeadlineQueue queue(io);
     std::vector<std::string> log;
     Probe slow(log, "slow"), fast(log, "fast"), middle(log, "middle"), fast2(log, "fast2");
+    const auto start = Clock::now();   // before scheduling: no deadline may pass early
     queue.schedule(slow, 120ms);
     queue.schedule(fast, 20ms);
     queue.schedule(middle, 60ms);
     queue.schedule(fast2, 20ms);   // same lane as fast, a little later
     EXPECT_TRUE(slow.scheduled());
-    const auto start = Clock::now();
     run_until(io, [&] { return log.size() == 4; });
     EXPECT_EQ(log, (std::vector<std::string>{"fast", "fast2", "middle", "slow"}));
     EXPECT_GE(Clock::now() - start, 120ms);
