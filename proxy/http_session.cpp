@@ -1359,6 +1359,12 @@ private:
                 ::close(fds[1]);
             }
         } closer{pipe_fds};
+        // splice(2) blocks on a blocking socket whatever its flags say: make sure neither is (Asio made
+        // both non-blocking with their first asynchronous operation; this does not rely on it).
+        boost::system::error_code mode_ec;
+        upstream_->socket().non_blocking(true, mode_ec);
+        if (!mode_ec) { client_.socket().non_blocking(true, mode_ec); }
+        if (mode_ec) { co_return SpliceEnd::no_pipe; }
         const int from = upstream_->socket().native_handle();
         const int to = client_.socket().native_handle();
         std::size_t in_pipe = 0;
