@@ -1359,6 +1359,7 @@ private:
                 ::close(fds[1]);
             }
         } closer{pipe_fds};
+        if (pipe_fds[1] >= descriptor_ceiling()) { co_return SpliceEnd::no_pipe; }   // keep the reserve
         // splice(2) blocks on a blocking socket whatever its flags say: make sure neither is (Asio made
         // both non-blocking with their first asynchronous operation; this does not rely on it).
         boost::system::error_code mode_ec;

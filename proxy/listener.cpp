@@ -6,7 +6,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -27,21 +26,6 @@ using asio::ip::tcp;
 namespace {
 
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);   // after EMFILE/ENFILE/ENOBUFS
-// Descriptors kept free for what already-admitted work needs: upstream connections, health probes,
-// DNS, the admin endpoint, files. A client connection that would eat into them is closed at once.
-constexpr rlim_t kReservedFds = 256;
-
-// The highest descriptor number a new client connection may have. The kernel hands out the lowest free
-// number, so a connection numbered past this means the process is within the reserve of its limit.
-int client_fd_ceiling() {
-    static const int ceiling = [] {
-        rlimit limit{};
-        if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) { return INT_MAX; }
-        const rlim_t reserve = std::min<rlim_t>(kReservedFds, limit.rlim_cur / 4);
-        return static_cast<int>(std::min<rlim_t>(limit.rlim_cur - reserve, INT_MAX));
-    }();
-    return ceiling;
-}
 
 asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<Listener::Slot> slot, tcp::acceptor& acceptor) {
     auto& counters = slot->current.load()->counters(worker.index());
@@ -64,7 +48,7 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<Listener::Slot
             socket.close(ignored);
             continue;
         }
-        if (socket.native_handle() >= client_fd_ceiling()) {
+        if (socket.native_handle() >= descriptor_ceiling()) {
             // Refuse new work near the descriptor limit instead of failing the work already admitted.
             bump(counters.rejected_fd_limit);
             boost::system::error_code ignored;

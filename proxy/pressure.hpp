@@ -15,6 +15,12 @@ struct Pressure {
 
 inline Pressure g_pressure;
 
+// The highest descriptor number new optional work may take: a client connection, or a splice pipe.
+// The kernel hands out the lowest free number, so one numbered past this means the process is within
+// the reserve (a quarter of RLIMIT_NOFILE, at most 256) kept for what admitted work needs: upstream
+// connections, health probes, DNS, the admin endpoint, files.
+int descriptor_ceiling();
+
 // Resident set size of this process, from /proc/self/statm; 0 if it cannot be read.
 std::uint64_t resident_memory_bytes();
 

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <memory>
 
+#include "proxy/pressure.hpp"
 #include "proxy/worker.hpp"
 
 namespace drover::proxy {
@@ -220,6 +221,12 @@ SocketRelay::Direction::~Direction() {
 
 bool SocketRelay::Direction::start_splicing() {
     if (::pipe2(pipe_, O_NONBLOCK | O_CLOEXEC) != 0) { return false; }
+    if (pipe_[1] >= descriptor_ceiling()) {   // pipes never eat into the descriptors admitted work needs
+        ::close(pipe_[0]);
+        ::close(pipe_[1]);
+        pipe_[0] = pipe_[1] = -1;
+        return false;
+    }
     ::fcntl(pipe_[1], F_SETPIPE_SZ, static_cast<int>(kSpliceChunk));
     return true;
 }
