@@ -61,10 +61,11 @@ constexpr std::string_view kClientIp = "203.0.113.7";
 using RequestParser = http::request_parser<http::buffer_body>;
 using ResponseParser = http::response_parser<http::buffer_body, http_rules::FieldsAllocator<char>>;
 
-// take_request_head + the checks of handle_request, for a head already buffered: scan, keep the raw
-// bytes, parse, check. False (and the benchmark stops) on anything the session would refuse.
-bool take_request(std::string_view bytes, RequestParser& parser, std::string& raw_head,
-                  http_rules::RequestInfo& info) {
+// A head already buffered, as the session takes it (take_request_head, relay_response): scan, keep
+// the raw bytes, parse up to the end of the head. False (and the benchmark stops) on anything the
+// session would refuse.
+template <class Parser>
+bool take_head(std::string_view bytes, Parser& parser, std::string& raw_head) {
     parser.header_limit(64 * 1024);
     parser.body_limit(boost::none);
     http_rules::HeadScan scan;
@@ -72,8 +73,20 @@ bool take_request(std::string_view bytes, RequestParser& parser, std::string& ra
     raw_head.assign(bytes.substr(0, scan.scanned));
     beast::error_code ec;
     parser.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
-    if ((ec && ec != http::error::need_more) || !parser.is_header_done()) { return false; }
-    return !http_rules::check_request(parser.get().base(), http_rules::RequestLimits{}, info);
+    return (!ec || ec == http::error::need_more) && parser.is_header_done();
+}
+
+// take_head plus handle_request's checks.
+bool take_request(std::string_view bytes, RequestParser& parser, std::string& raw_head,
+                  http_rules::RequestInfo& info) {
+    return take_head(bytes, parser, raw_head) &&
+           !http_rules::check_request(parser.get().base(), http_rules::RequestLimits{}, info);
+}
+
+// take_head plus relay_response's check (the body follows the head in the same bytes).
+bool take_response(std::string_view bytes, ResponseParser& parser, std::string& raw_head,
+                   http_rules::ResponseInfo& info) {
+    return take_head(bytes, parser, raw_head) && !http_rules::check_response(parser.get().base(), info);
 }
 
 void BM_ParseRequestHead(benchmark::State& state, std::string_view head) {
@@ -114,21 +127,6 @@ void BM_BuildUpstreamHead(benchmark::State& state, std::string_view client_head)
 }
 BENCHMARK_CAPTURE(BM_BuildUpstreamHead, browser, kBrowserGet);
 BENCHMARK_CAPTURE(BM_BuildUpstreamHead, curl, kCurlGet);
-
-// relay_response for a head already buffered (with its body behind it): a parser per response, scan,
-// keep the raw head, parse up to the end of the head, check_response.
-bool take_response(std::string_view bytes, ResponseParser& parser, std::string& raw_head,
-                   http_rules::ResponseInfo& info) {
-    parser.header_limit(64 * 1024);
-    parser.body_limit(boost::none);
-    http_rules::HeadScan scan;
-    if (http_rules::scan_head(bytes, scan) || !scan.complete) { return false; }
-    raw_head.assign(bytes.substr(0, scan.scanned));
-    beast::error_code ec;
-    parser.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
-    if ((ec && ec != http::error::need_more) || !parser.is_header_done()) { return false; }
-    return !http_rules::check_response(parser.get().base(), info);
-}
 
 void BM_ParseResponseHead(benchmark::State& state) {
     std::string raw_head;   // HttpSession::raw_response_head_

@@ -21,27 +21,14 @@
 
 #include "config/log.hpp"
 #include "proxy/cluster.hpp"
+#include "tests/support/scripted_resolver.hpp"
 
 namespace drover::proxy {
 namespace {
 
 namespace asio = boost::asio;
 
-// Delivers whatever the benchmark pushes, like a resolver on the control loop (tests/unit does the same).
-class ScriptedResolver final : public discovery::Resolver {
-public:
-    void start(UpdateCallback on_update) override { on_update_ = std::move(on_update); }
-    void stop() override {}
-    discovery::ResolverStatus status() const override {
-        discovery::ResolverStatus s;
-        s.kind = "scripted";
-        return s;
-    }
-    void push(discovery::EndpointSet set) { on_update_(std::move(set)); }
-
-private:
-    UpdateCallback on_update_;
-};
+using drover::testing::ScriptedResolver;
 
 discovery::Endpoint endpoint(std::size_t i, std::uint32_t weight) {
     return discovery::Endpoint{{asio::ip::make_address_v4(static_cast<std::uint32_t>(0x0a000000 + i)), 80}, weight, 0};
@@ -88,6 +75,18 @@ bool check(benchmark::State& state, const Bench& bench, std::size_t n) {
     return false;
 }
 
+// Pushes `a` and `b` in turn, each push a discovery update and the rebuild it triggers.
+void push_in_turn(benchmark::State& state, Bench& bench, const discovery::EndpointSet& a,
+                  const discovery::EndpointSet& b) {
+    std::size_t i = 0;
+    for (auto _ : state) {
+        bench.resolver->push(i++ % 2 == 0 ? a : b);
+        benchmark::DoNotOptimize(bench.published.get());
+    }
+    check(state, bench, static_cast<std::size_t>(state.range(0)));
+    state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
 // A discovery update where one host's weight changed (a DNS SRV or file edit). The two sets are made
 // before timing; the copy pushed each time (the resolver hands over a fresh set) is timed, as a
 // resolver's set is built anyway.
@@ -96,14 +95,7 @@ void BM_SnapshotDiscoveryReweight(benchmark::State& state) {
     Bench bench(n, config::LbPolicy::least_request);
     auto changed = endpoints(n);
     changed[n / 2].weight += 10;
-    const discovery::EndpointSet sets[2] = {changed, endpoints(n)};
-    std::size_t i = 0;
-    for (auto _ : state) {
-        bench.resolver->push(sets[i++ % 2]);
-        benchmark::DoNotOptimize(bench.published.get());
-    }
-    check(state, bench, n);
-    state.SetItemsProcessed(state.iterations() * state.range(0));
+    push_in_turn(state, bench, changed, endpoints(n));
 }
 BENCHMARK(BM_SnapshotDiscoveryReweight)->Arg(10)->Arg(100)->Arg(1000)->Arg(10000);
 
@@ -114,14 +106,7 @@ void BM_SnapshotDiscoveryReplace(benchmark::State& state) {
     Bench bench(n, config::LbPolicy::least_request);
     auto replaced = endpoints(n);
     replaced[n / 2] = endpoint(n, replaced[n / 2].weight);
-    const discovery::EndpointSet sets[2] = {replaced, endpoints(n)};
-    std::size_t i = 0;
-    for (auto _ : state) {
-        bench.resolver->push(sets[i++ % 2]);
-        benchmark::DoNotOptimize(bench.published.get());
-    }
-    check(state, bench, n);
-    state.SetItemsProcessed(state.iterations() * state.range(0));
+    push_in_turn(state, bench, replaced, endpoints(n));
 }
 BENCHMARK(BM_SnapshotDiscoveryReplace)->Arg(10)->Arg(100)->Arg(1000)->Arg(10000);
 

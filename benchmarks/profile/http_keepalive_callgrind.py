@@ -42,6 +42,38 @@ def render(name: str, out: Path, **values) -> Path:
     return out
 
 
+def start_origin(work: Path, procs: list) -> tuple[dict[str, int], Path]:
+    """An NGINX origin serving /small (100 bytes) from `work`, and the e2e Drover config in front of
+    it (one worker). Returns the ports (origin, http, tcp, admin) and the config's path."""
+    work.chmod(0o755)   # the NGINX worker (nobody) reads the docroot
+    docroot = work / "docroot"
+    docroot.mkdir()
+    (docroot / "small").write_bytes(b"x" * 100)
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (work / "origin-tmp" / d).mkdir(parents=True)
+    ports = {k: free_port() for k in ("origin", "http", "tcp", "admin")}
+    oconf = render("nginx-origin.conf.tmpl", work / "origin.conf", WORKDIR=work, DOCROOT=docroot,
+                   ORIGIN_PORT=ports["origin"])
+    procs.append(subprocess.Popen(["nginx", "-p", str(work), "-e", str(work / "origin.err"), "-c", str(oconf)],
+                                  start_new_session=True))
+    wait_port(ports["origin"], 10)
+    dconf = render("drover.yaml.tmpl", work / "drover.yaml", ORIGIN_PORT=ports["origin"], HTTP_PORT=ports["http"],
+                   TCP_PORT=ports["tcp"], ADMIN_PORT=ports["admin"], WORKERS=1)
+    return ports, dconf
+
+
+def stop_all(procs: list) -> None:
+    for proc in reversed(procs):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except Exception:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except Exception:
+                pass
+
+
 def requests(port: int, n: int, new_connection: bool = False) -> None:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     f = sock.makefile("rb")
@@ -82,20 +114,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="drover-prof."))
     procs = []
     try:
-        work.chmod(0o755)   # the NGINX worker (nobody) reads the docroot
-        docroot = work / "docroot"
-        docroot.mkdir()
-        (docroot / "small").write_bytes(b"x" * 100)
-        for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (work / "origin-tmp" / d).mkdir(parents=True)
-        ports = {k: free_port() for k in ("origin", "http", "tcp", "admin")}
-        oconf = render("nginx-origin.conf.tmpl", work / "origin.conf", WORKDIR=work, DOCROOT=docroot,
-                       ORIGIN_PORT=ports["origin"])
-        procs.append(subprocess.Popen(["nginx", "-p", str(work), "-e", str(work / "origin.err"), "-c", str(oconf)],
-                                      start_new_session=True))
-        wait_port(ports["origin"], 10)
-        dconf = render("drover.yaml.tmpl", work / "drover.yaml", ORIGIN_PORT=ports["origin"], HTTP_PORT=ports["http"],
-                       TCP_PORT=ports["tcp"], ADMIN_PORT=ports["admin"], WORKERS=1)
+        ports, dconf = start_origin(work, procs)
         for old in Path(a.out).parent.glob(Path(a.out).name + "*"):
             old.unlink()
         log = open(work / "drover.log", "w")
@@ -120,15 +139,7 @@ def main() -> int:
         print(f"{total} Ir / {a.n} requests = {total / a.n:.0f} Ir per request  (profile: {dump})")
         return 0
     finally:
-        for proc in reversed(procs):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
-            except Exception:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except Exception:
-                    pass
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -13,7 +13,7 @@ import argparse, os, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from http_keepalive_callgrind import free_port, render, requests, wait_port  # noqa: E402
+from http_keepalive_callgrind import requests, start_origin, stop_all, wait_port  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:
@@ -57,21 +57,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="drover-mem."))
     procs = []
     conns = []
+    drover = pid = None
     try:
-        work.chmod(0o755)   # the NGINX worker (nobody) reads the docroot
-        docroot = work / "docroot"
-        docroot.mkdir()
-        (docroot / "small").write_bytes(b"x" * 100)
-        for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (work / "origin-tmp" / d).mkdir(parents=True)
-        ports = {k: free_port() for k in ("origin", "http", "tcp", "admin")}
-        oconf = render("nginx-origin.conf.tmpl", work / "origin.conf", WORKDIR=work, DOCROOT=docroot,
-                       ORIGIN_PORT=ports["origin"])
-        procs.append(subprocess.Popen(["nginx", "-p", str(work), "-e", str(work / "origin.err"), "-c", str(oconf)],
-                                      start_new_session=True))
-        wait_port(ports["origin"], 10)
-        dconf = render("drover.yaml.tmpl", work / "drover.yaml", ORIGIN_PORT=ports["origin"], HTTP_PORT=ports["http"],
-                       TCP_PORT=ports["tcp"], ADMIN_PORT=ports["admin"], WORKERS=1)
+        ports, dconf = start_origin(work, procs)
         argv = [a.drover, "-c", str(dconf)]
         if a.heaptrack:
             argv = ["heaptrack", "-o", a.heaptrack] + argv
@@ -97,18 +85,10 @@ def main() -> int:
     finally:
         for s in conns:
             s.close()
-        if a.heaptrack and pid != drover.pid:
+        if a.heaptrack and drover is not None and pid not in (None, drover.pid):
             os.kill(pid, signal.SIGTERM)   # heaptrack writes its file once the proxy exits
             drover.wait(timeout=60)
-        for proc in reversed(procs):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
-            except Exception:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except Exception:
-                    pass
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -4,27 +4,14 @@
 #include <gtest/gtest.h>
 
 #include "proxy/cluster.hpp"
+#include "tests/support/scripted_resolver.hpp"
 
 namespace drover::proxy {
 namespace {
 
 namespace asio = boost::asio;
 
-// Delivers whatever the test pushes, like a real resolver would from the control loop.
-class ScriptedResolver final : public discovery::Resolver {
-public:
-    void start(UpdateCallback on_update) override { on_update_ = std::move(on_update); }
-    void stop() override {}
-    discovery::ResolverStatus status() const override {
-        discovery::ResolverStatus s;
-        s.kind = "scripted";
-        return s;
-    }
-    void push(discovery::EndpointSet set) { on_update_(std::move(set)); }
-
-private:
-    UpdateCallback on_update_;
-};
+using drover::testing::ScriptedResolver;
 
 discovery::Endpoint endpoint(const char* ip, std::uint16_t port, std::uint32_t weight = 1,
                              std::uint32_t priority = 0) {
