@@ -7,8 +7,6 @@
 
 namespace drover::proxy::http_heads {
 
-namespace http = boost::beast::http;
-
 void append_field(std::string& out, std::string_view name, std::string_view value) {
     // One growth step and two copies: this runs for every forwarded field, and four appends (each with
     // its own checks and copy call) were ~110 instructions a field (benchmarks/profile).
@@ -24,6 +22,47 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
     *p++ = '\r';
     *p = '\n';
 }
+
+namespace {
+
+// Forwarded field lines, appended as received: lines that lie next to each other in the received head
+// go out in one copy (a typical head is one or two runs; a copy per field was ~40 instructions each,
+// benchmarks/profile). Fields without their line (line_size 0) are written from name and value.
+class LineRuns {
+public:
+    explicit LineRuns(std::string& out) : out_(out) {}
+    ~LineRuns() { flush(); }
+    LineRuns(const LineRuns&) = delete;
+    LineRuns& operator=(const LineRuns&) = delete;
+
+    void add(const http_rules::Field& field) {
+        const char* line = field.name.data();
+        if (field.line_size == 0) {
+            flush();
+            append_field(out_, field.name, field.value);
+        } else if (begin_ != nullptr && line == end_) {
+            end_ += field.line_size;
+        } else {
+            flush();
+            begin_ = line;
+            end_ = line + field.line_size;
+        }
+    }
+
+    // Before anything else is appended.
+    void flush() {
+        if (begin_ == nullptr) { return; }
+        out_.append(begin_, static_cast<std::size_t>(end_ - begin_));
+        begin_ = end_ = nullptr;
+    }
+
+private:
+    std::string& out_;
+    const char* begin_ = nullptr;
+    const char* end_ = nullptr;
+};
+
+}  // namespace
 
 std::string_view decimal(std::uint64_t value, std::array<char, 20>& out) {
     return {out.data(), static_cast<std::size_t>(std::to_chars(out.data(), out.data() + out.size(), value).ptr - out.data())};
@@ -47,11 +86,12 @@ std::string_view request_id(std::uint64_t high, std::uint64_t low, std::array<ch
     return {out.data(), out.size()};
 }
 
-std::string upstream_request(const http::request_header<>& request, const http_rules::RequestInfo& info,
-                             std::string_view raw_head, const Forwarding& forwarding) {
+std::string upstream_request(const http_rules::Head& request, const http_rules::RequestInfo& info,
+                             const Forwarding& forwarding) {
+    using http_rules::FieldId;
     std::string head;
     head.reserve(512);
-    head.append(request.method_string());
+    head.append(request.method);
     head.push_back(' ');
     head.append(info.path);   // absolute-form goes on in origin-form; Host carries the authority
     head.append(" HTTP/1.1\r\n", 11);
@@ -59,20 +99,25 @@ std::string upstream_request(const http::request_header<>& request, const http_r
     std::string forwarded_for;
     bool has_request_id = false;
     bool has_host = false;
-    http_rules::for_each_raw_field(raw_head, [&](std::string_view name, std::string_view value) {
-        if (http_rules::is_hop_by_hop(name, connection)) { return; }
-        if (http_rules::iequals(name, "x-forwarded-for")) {
-            forwarded_for += forwarded_for.empty() ? "" : ", ";
-            forwarded_for += value;
-            return;
+    LineRuns lines(head);
+    for (const auto& field : request.fields) {
+        if (http_rules::is_hop_by_hop(field, connection)) { continue; }
+        switch (field.id) {
+            case FieldId::x_forwarded_for:
+                forwarded_for += forwarded_for.empty() ? "" : ", ";
+                forwarded_for += field.value;
+                continue;
+            // Set by Drover from what it saw; a client's own values are not trusted.
+            case FieldId::x_forwarded_proto:
+            case FieldId::x_forwarded_host:
+            case FieldId::expect: continue;   // Drover answers 100-continue itself
+            case FieldId::x_request_id: has_request_id = true; break;
+            case FieldId::host: has_host = true; break;
+            default: break;
         }
-        // Set by Drover from what it saw; a client's own values are not trusted.
-        if (http_rules::iequals(name, "x-forwarded-proto") || http_rules::iequals(name, "x-forwarded-host")) { return; }
-        if (http_rules::iequals(name, "expect")) { return; }   // Drover answers 100-continue itself
-        if (http_rules::iequals(name, "x-request-id")) { has_request_id = true; }
-        if (http_rules::iequals(name, "host")) { has_host = true; }
-        append_field(head, name, value);
-    });
+        lines.add(field);
+    }
+    lines.flush();
     if (!has_host) { append_field(head, "Host", info.host); }   // HTTP/1.0 without Host, or absolute-form
     if (forwarded_for.empty()) {
         append_field(head, "X-Forwarded-For", forwarding.client_ip);
@@ -89,7 +134,7 @@ std::string upstream_request(const http::request_header<>& request, const http_r
     }
     if (info.upgrade_websocket) {
         append_field(head, "Connection", "Upgrade");
-        append_field(head, "Upgrade", request[http::field::upgrade]);
+        append_field(head, "Upgrade", request[FieldId::upgrade]);
     }
     if (info.chunked) {
         append_field(head, "Transfer-Encoding", "chunked");
@@ -111,13 +156,17 @@ std::string client_response(const ClientResponse& response) {
     head.append(response.reason);
     head.append("\r\n", 2);
     const http_rules::ConnectionTokens connection(response.connection_tokens);
-    http_rules::for_each_raw_field(response.raw_head, [&](std::string_view name, std::string_view value) {
-        if (http_rules::is_hop_by_hop(name, connection)) {
+    if (response.fields != nullptr) {
+        LineRuns lines(head);
+        for (const auto& field : *response.fields) {
             // A HEAD answer's Content-Length describes the GET body: pass it through unchanged.
-            if (!(response.head_request && http_rules::iequals(name, "content-length"))) { return; }
+            if (http_rules::is_hop_by_hop(field, connection) &&
+                !(response.head_request && field.id == http_rules::FieldId::content_length)) {
+                continue;
+            }
+            lines.add(field);
         }
-        append_field(head, name, value);
-    });
+    }
     if (response.length) { append_field(head, "Content-Length", decimal(*response.length, digits)); }
     if (response.chunked) { append_field(head, "Transfer-Encoding", "chunked"); }
     if (response.close) {

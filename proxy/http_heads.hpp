@@ -4,14 +4,13 @@
 // hop-by-hop fields, plus Drover's own framing and X-Forwarded-*. Pure; the HTTP session calls these
 // once per request, and benchmarks/micro/http_bench.cpp measures them.
 
-#include <boost/beast/http/message.hpp>
-
 #include <array>
 #include <cstdint>
 #include <optional>
 #include <random>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "proxy/http_rules.hpp"
 
@@ -31,18 +30,18 @@ struct Forwarding {
     std::mt19937_64* random;      // draws an X-Request-Id when the client sent none
 };
 
-// The request line in origin-form, the client's fields (`raw_head`, as received) minus hop-by-hop
+// The request line in origin-form, the client's fields (as received: order and spelling) minus hop-by-hop
 // ones, Expect and the X-Forwarded-Proto/Host it may not set; Host if it had none; X-Forwarded-For
 // (the client's list plus its address), -Proto, -Host; X-Request-Id unless present; the WebSocket
 // upgrade; the body's framing as Drover will send it.
-std::string upstream_request(const boost::beast::http::request_header<>& request, const http_rules::RequestInfo& info,
-                             std::string_view raw_head, const Forwarding& forwarding);
+std::string upstream_request(const http_rules::Head& request, const http_rules::RequestInfo& info,
+                             const Forwarding& forwarding);
 
-// What the response head sent to the client needs besides the backend's raw head.
+// What the response head sent to the client needs besides the backend's fields.
 struct ClientResponse {
     unsigned status = 200;
     std::string_view reason;
-    std::string_view raw_head;             // the backend's head as received
+    const std::vector<http_rules::Field>* fields = nullptr;   // the backend's, as received
     std::string_view connection_tokens;    // its Connection field (tokens named there are hop-by-hop)
     bool head_request = false;             // a HEAD answer's Content-Length is passed through as is
     std::optional<std::uint64_t> length;   // Content-Length to send (none: chunked or close-delimited)

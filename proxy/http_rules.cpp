@@ -1,7 +1,5 @@
 #include "proxy/http_rules.hpp"
 
-#include <boost/beast/http/rfc7230.hpp>
-
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -12,37 +10,9 @@
 
 namespace drover::proxy::http_rules {
 
-namespace http = boost::beast::http;
-
 namespace {
 
 Rejection bad(std::string detail) { return {400, "bad_request", std::move(detail)}; }
-
-// fields_allocate's blocks: sizes in steps of kBlockStep up to kBlockClasses steps, each size's free
-// blocks a list of at most kKeepPerClass. Trivially destructible, so it stays usable while the
-// thread exits; FieldBlocksDrain gives the blocks back then (and later frees go to operator delete).
-constexpr std::size_t kBlockStep = 64;
-constexpr std::size_t kBlockClasses = 8;
-constexpr std::size_t kKeepPerClass = 64;
-struct FreeBlock {
-    FreeBlock* next;
-};
-struct FieldBlocks {
-    std::array<FreeBlock*, kBlockClasses> free{};
-    std::array<std::size_t, kBlockClasses> count{};
-    bool closed = false;
-};
-thread_local FieldBlocks t_field_blocks;
-struct FieldBlocksDrain {
-    ~FieldBlocksDrain() {
-        auto& blocks = t_field_blocks;
-        blocks.closed = true;
-        for (auto& head : blocks.free) {
-            while (head != nullptr) { ::operator delete(std::exchange(head, head->next)); }
-        }
-    }
-};
-thread_local FieldBlocksDrain t_field_blocks_drain;
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) { s.remove_prefix(1); }
@@ -96,56 +66,178 @@ bool valid_host(std::string_view host) {
 
 // Names a backend may fold to a framing or forwarding header by mapping '_' to '-' (CGI does).
 bool is_smuggling_lookalike(std::string_view name) {
-    if (name.find('_') == std::string_view::npos) { return false; }
-    static constexpr std::array<std::string_view, 9> kSensitive = {
-        "content-length",   "transfer-encoding", "host",         "connection",        "upgrade",
-        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"};
-    std::string folded(name);
-    std::replace(folded.begin(), folded.end(), '_', '-');
-    return std::any_of(kSensitive.begin(), kSensitive.end(), [&](std::string_view s) { return iequals(s, folded); });
+    if (name.size() > 17) { return false; }   // longer than every sensitive name
+    std::array<char, 17> folded{};
+    std::replace_copy(name.begin(), name.end(), folded.begin(), '_', '-');
+    switch (classify_field({folded.data(), name.size()})) {
+        case FieldId::content_length:
+        case FieldId::transfer_encoding:
+        case FieldId::host:
+        case FieldId::connection:
+        case FieldId::upgrade:
+        case FieldId::x_forwarded_for:
+        case FieldId::x_forwarded_proto:
+        case FieldId::x_forwarded_host:
+        case FieldId::x_request_id: return true;
+        default: return false;
+    }
 }
 
-// Shared Content-Length / Transfer-Encoding rules. Returns the problem text, or empty.
-template <bool isRequest, class Fields>
-std::string check_framing(const http::header<isRequest, Fields>& header, bool& chunked,
-                          std::optional<std::uint64_t>& content_length) {
+// tchar (RFC 9110 §5.6.2): what a method or a field name is made of.
+constexpr std::array<bool, 256> kTokenChar = [] {
+    std::array<bool, 256> table{};
+    for (int c = '0'; c <= '9'; ++c) { table[static_cast<std::size_t>(c)] = true; }
+    for (int c = 'a'; c <= 'z'; ++c) { table[static_cast<std::size_t>(c)] = true; }
+    for (int c = 'A'; c <= 'Z'; ++c) { table[static_cast<std::size_t>(c)] = true; }
+    for (char c : std::string_view("!#$%&'*+-.^_`|~")) { table[static_cast<unsigned char>(c)] = true; }
+    return table;
+}();
+
+// The length of the token at the start of `s`.
+std::size_t token_length(std::string_view s) {
+    std::size_t i = 0;
+    while (i < s.size() && kTokenChar[static_cast<unsigned char>(s[i])]) { ++i; }
+    return i;
+}
+
+// A comma-separated list whose elements are tokens or empty (RFC 9110 §5.6.1), as Connection and
+// Transfer-Encoding must be: anything else (spaces inside an element, quotes, parameters, non-ASCII)
+// is refused, as other parsers refuse it; reading such a list differently is how smuggling starts.
+bool token_list(std::string_view list) {
+    bool ok = true;
+    for_each_token(list, [&](std::string_view token) {
+        ok = token_length(token) == token.size();
+        return ok;
+    });
+    return ok;
+}
+
+// Content-Length / Transfer-Encoding rules shared by requests and responses, fed the framing fields
+// during the caller's walk over the fields.
+struct Framing {
     std::size_t cl_count = 0;
     std::size_t te_count = 0;
-    std::string te_last;
-    bool te_bad = false;
     std::size_t chunked_seen = 0;
-    for (const auto& field : header) {
-        const auto name = field.name_string();
-        if (iequals(name, "content-length")) {
+    std::string_view te_last;
+    bool te_bad = false;
+    std::string_view problem;   // the first Content-Length problem
+    std::optional<std::uint64_t> content_length;
+
+    void add(const Field& field) {
+        if (field.id == FieldId::content_length) {
             ++cl_count;
-            const auto value = trim(field.value());
-            if (!all_digits(value)) { return "Content-Length must be plain digits"; }
-            // At most 19 digits: fits, so from_chars reads it all (what stoull did, minus a string).
+            if (!all_digits(field.value)) {
+                problem = "Content-Length must be plain digits";
+                return;
+            }
+            // At most 19 digits: fits, so from_chars reads it all.
             std::uint64_t length = 0;
-            std::from_chars(value.data(), value.data() + value.size(), length);
+            std::from_chars(field.value.data(), field.value.data() + field.value.size(), length);
             content_length = length;
-        } else if (iequals(name, "transfer-encoding")) {
+        } else {
             ++te_count;
-            for_each_token(field.value(), [&](std::string_view token) {
+            if (!token_list(field.value)) {
+                te_bad = true;
+                return;
+            }
+            for_each_token(field.value, [&](std::string_view token) {
                 if (token.empty()) {
                     te_bad = true;
                     return false;
                 }
                 if (iequals(token, "chunked")) { ++chunked_seen; }
-                te_last = std::string(token);
+                te_last = token;
                 return true;
             });
         }
     }
-    if (cl_count > 1) { return "more than one Content-Length"; }
-    if (te_count > 0 && cl_count > 0) { return "both Content-Length and Transfer-Encoding"; }
-    if (te_count > 0) {
-        if (te_bad || !iequals(te_last, "chunked") || chunked_seen != 1) {
-            return "Transfer-Encoding must end in chunked, once";
+
+    // The problem, or empty; `chunked` and `length` say how the body is framed.
+    std::string_view finish(bool& chunked, std::optional<std::uint64_t>& length) const {
+        if (!problem.empty()) { return problem; }
+        if (cl_count > 1) { return "more than one Content-Length"; }
+        if (te_count > 0 && cl_count > 0) { return "both Content-Length and Transfer-Encoding"; }
+        if (te_count > 0) {
+            if (te_bad || !iequals(te_last, "chunked") || chunked_seen != 1) {
+                return "Transfer-Encoding must end in chunked, once";
+            }
+            chunked = true;
         }
-        chunked = true;
+        length = content_length;
+        return {};
     }
-    return {};
+};
+
+// "HTTP/1.0" -> 10, "HTTP/1.1" -> 11; another "HTTP/d.d" -> 0; anything else -> nullopt.
+std::optional<unsigned> http_version(std::string_view s) {
+    if (s.size() != 8 || s.substr(0, 5) != "HTTP/" || s[6] != '.' || !std::isdigit(static_cast<unsigned char>(s[5])) ||
+        !std::isdigit(static_cast<unsigned char>(s[7]))) {
+        return std::nullopt;
+    }
+    if (s[5] == '1' && (s[7] == '0' || s[7] == '1')) { return s[7] == '0' ? 10u : 11u; }
+    return 0u;
+}
+
+Method method_of(std::string_view m) {
+    switch (m.size()) {
+        case 3: return m == "GET" ? Method::get : m == "PUT" ? Method::put : Method::other;
+        case 4: return m == "HEAD" ? Method::head : m == "POST" ? Method::post : Method::other;
+        case 5: return m == "TRACE" ? Method::trace : m == "PATCH" ? Method::patch : Method::other;
+        case 6: return m == "DELETE" ? Method::delete_ : Method::other;
+        case 7: return m == "OPTIONS" ? Method::options : m == "CONNECT" ? Method::connect : Method::other;
+        default: return Method::other;
+    }
+}
+
+// The line at the start of `rest` (without its CRLF), moving `rest` past it. False if `rest` has no
+// CRLF (scan_head guarantees one for every CR; this keeps the parser safe on any input).
+bool take_line(std::string_view& rest, std::string_view& line) {
+    const void* cr = std::memchr(rest.data(), '\r', rest.size());
+    if (cr == nullptr) { return false; }
+    const auto at = static_cast<std::size_t>(static_cast<const char*>(cr) - rest.data());
+    if (at + 1 >= rest.size() || rest[at + 1] != '\n') { return false; }
+    line = rest.substr(0, at);
+    rest.remove_prefix(at + 2);
+    return true;
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t'; }
+
+// The field lines after the start line, up to the blank line: one pass over each line (the name's
+// token bytes, then the value up to its CR), no line splitting first.
+std::optional<Rejection> parse_fields(std::string_view rest, Head& head) {
+    head.fields.clear();
+    const char* p = rest.data();
+    const char* const end = p + rest.size();
+    while (end - p >= 2) {
+        if (p[0] == '\r') {
+            if (p[1] == '\n') { return std::nullopt; }   // the blank line ending the head
+            break;
+        }
+        const char* const line = p;
+        while (p < end && kTokenChar[static_cast<unsigned char>(*p)]) { ++p; }
+        if (p == end || *p != ':') {
+            if (p < end && is_space(*p)) { return bad("whitespace between a header field name and its colon"); }
+            return bad("malformed header field line");
+        }
+        if (p == line) { return bad("empty header field name"); }
+        const std::string_view name(line, static_cast<std::size_t>(p - line));
+        ++p;
+        while (p < end && is_space(*p)) { ++p; }
+        const char* const value = p;
+        const auto* cr = static_cast<const char*>(std::memchr(p, '\r', static_cast<std::size_t>(end - p)));
+        if (cr == nullptr || end - cr < 2 || cr[1] != '\n') { break; }
+        const char* value_end = cr;
+        while (value_end > value && is_space(value_end[-1])) { --value_end; }
+        FieldId id = classify_field(name);
+        if (id == FieldId::other && std::memchr(name.data(), '_', name.size()) != nullptr && is_smuggling_lookalike(name)) {
+            id = FieldId::lookalike;
+        }
+        p = cr + 2;
+        head.fields.push_back(Field{name, std::string_view(value, static_cast<std::size_t>(value_end - value)), id,
+                                    static_cast<std::uint32_t>(p - line)});
+    }
+    return bad("header not ended by an empty line");
 }
 
 // Flags the bytes of an 8-byte word that scan_head must look at: controls (CR, LF, HTAB and the
@@ -202,34 +294,141 @@ std::optional<Rejection> scan_head(std::string_view bytes, HeadScan& state) {
     return std::nullopt;
 }
 
-std::optional<Rejection> check_request(const RequestHeader& header, const RequestLimits& limits, RequestInfo& info) {
-    const unsigned version = header.version();
-    if (version != 10 && version != 11) { return bad("only HTTP/1.0 and HTTP/1.1 are served here"); }
+FieldId classify_field(std::string_view name) {
+    // By length, then one compare: most names a request carries are none of these (benchmarks/profile).
+    // A token's bytes OR 0x20 equal a lowercase name's exactly when they match it case-insensitively
+    // (only letters change; no other token byte becomes a letter, digit or '-').
+    const auto is = [name](std::string_view lower) {
+        for (std::size_t i = 0; i < lower.size(); ++i) {
+            if (static_cast<char>(name[i] | 0x20) != lower[i]) { return false; }
+        }
+        return true;
+    };
+    switch (name.size()) {
+        case 2: return is("te") ? FieldId::te : FieldId::other;
+        case 4: return is("host") ? FieldId::host : FieldId::other;
+        case 6:
+            return is("cookie")   ? FieldId::cookie
+                   : is("expect") ? FieldId::expect
+                                             : FieldId::other;
+        case 7:
+            return is("upgrade")   ? FieldId::upgrade
+                   : is("trailer") ? FieldId::trailer
+                                              : FieldId::other;
+        case 10:
+            return is("connection")   ? FieldId::connection
+                   : is("keep-alive") ? FieldId::keep_alive
+                                                 : FieldId::other;
+        case 11: return is("retry-after") ? FieldId::retry_after : FieldId::other;
+        case 12: return is("x-request-id") ? FieldId::x_request_id : FieldId::other;
+        case 14: return is("content-length") ? FieldId::content_length : FieldId::other;
+        case 15: return is("x-forwarded-for") ? FieldId::x_forwarded_for : FieldId::other;
+        case 16:
+            return is("x-forwarded-host")   ? FieldId::x_forwarded_host
+                   : is("proxy-connection") ? FieldId::proxy_connection
+                                                       : FieldId::other;
+        case 17:
+            return is("transfer-encoding")   ? FieldId::transfer_encoding
+                   : is("x-forwarded-proto") ? FieldId::x_forwarded_proto
+                   : is(kPriorityHeader)     ? FieldId::x_drover_priority
+                                                        : FieldId::other;
+        default: return FieldId::other;
+    }
+}
 
-    std::size_t count = 0;
+std::string_view Head::operator[](FieldId id) const {
+    for (const auto& field : fields) {
+        if (field.id == id) { return field.value; }
+    }
+    return {};
+}
+
+std::string_view Head::find(std::string_view name) const {
+    for (const auto& field : fields) {
+        if (iequals(field.name, name)) { return field.value; }
+    }
+    return {};
+}
+
+std::optional<Rejection> parse_request_head(std::string_view bytes, Head& head) {
+    std::string_view rest = bytes;
+    std::string_view line;
+    if (!take_line(rest, line)) { return bad("request line not ended by CRLF"); }
+    const std::size_t method_end = token_length(line);
+    if (method_end == 0 || method_end == line.size() || line[method_end] != ' ') { return bad("malformed request line"); }
+    head.method = line.substr(0, method_end);
+    head.verb = method_of(head.method);
+    auto after = line.substr(method_end + 1);
+    const auto space = after.find(' ');
+    if (space == 0 || space == std::string_view::npos) { return bad("malformed request line"); }
+    head.target = after.substr(0, space);
+    const auto version = http_version(after.substr(space + 1));
+    if (!version) { return bad("malformed request line"); }
+    if (*version == 0) { return bad("only HTTP/1.0 and HTTP/1.1 are served here"); }
+    head.version = *version;
+    head.status = 0;
+    head.reason = {};
+    return parse_fields(rest, head);
+}
+
+std::optional<Rejection> parse_response_head(std::string_view bytes, Head& head) {
+    std::string_view rest = bytes;
+    std::string_view line;
+    if (!take_line(rest, line)) { return bad("status line not ended by CRLF"); }
+    const auto version = http_version(line.substr(0, 8));
+    if (!version || line.size() < 12 || line[8] != ' ' || (line.size() > 12 && line[12] != ' ')) {
+        return bad("malformed status line");
+    }
+    if (*version == 0) { return bad("backend spoke neither HTTP/1.0 nor 1.1"); }
+    unsigned status = 0;
+    for (std::size_t i = 9; i < 12; ++i) {
+        if (!std::isdigit(static_cast<unsigned char>(line[i]))) { return bad("malformed status code"); }
+        status = status * 10 + static_cast<unsigned>(line[i] - '0');
+    }
+    head.version = *version;
+    head.status = status;
+    head.reason = line.size() > 12 ? line.substr(13) : std::string_view();
+    head.method = head.target = {};
+    head.verb = Method::other;
+    return parse_fields(rest, head);
+}
+
+std::optional<Rejection> check_request(const Head& head, const RequestLimits& limits, RequestInfo& info) {
+    const unsigned version = head.version;
+    if (version != 10 && version != 11) { return bad("only HTTP/1.0 and HTTP/1.1 are served here"); }
+    if (head.fields.size() > limits.max_headers) { return Rejection{431, "headers_too_large", "too many header fields"}; }
+
     std::size_t hosts = 0;
     std::string_view host;
-    for (const auto& field : header) {
-        ++count;
-        const auto name = field.name_string();
-        if (is_smuggling_lookalike(name)) {
-            return bad("header name '" + std::string(name) + "' imitates a framing or forwarding header");
-        }
-        if (iequals(name, "host")) {
-            ++hosts;
-            host = trim(field.value());
-        } else if (iequals(name, "expect")) {
-            info.expect_continue = iequals(trim(field.value()), "100-continue");
-        } else if (field.name() == http::field::connection) {
-            info.connection.take(field.value());
-        } else if (field.name() == http::field::unknown && iequals(name, kPriorityHeader)) {
-            info.priority.take(field.value());
+    FirstField upgrade;
+    Framing framing;
+    for (const auto& field : head.fields) {
+        switch (field.id) {
+            case FieldId::lookalike:
+                return bad("header name '" + std::string(field.name) + "' imitates a framing or forwarding header");
+            case FieldId::host:
+                ++hosts;
+                host = field.value;
+                break;
+            case FieldId::expect: info.expect_continue = iequals(field.value, "100-continue"); break;
+            case FieldId::connection:
+                if (!token_list(field.value)) { return bad("Connection is not a list of tokens"); }
+                info.connection.take(field.value);
+                break;
+            case FieldId::proxy_connection:
+                if (!token_list(field.value)) { return bad("Proxy-Connection is not a list of tokens"); }
+                break;
+            case FieldId::x_drover_priority: info.priority.take(field.value); break;
+            case FieldId::upgrade: upgrade.take(field.value); break;
+            case FieldId::content_length:
+            case FieldId::transfer_encoding: framing.add(field); break;
+            default: break;
         }
     }
-    if (count > limits.max_headers) { return Rejection{431, "headers_too_large", "too many header fields"}; }
 
-    const std::string_view target = header.target();
+    const std::string_view target = head.target;
     if (target.size() > limits.max_uri_bytes) { return Rejection{414, "uri_too_long", "request-target too long"}; }
+    if (target.empty()) { return bad("empty request-target"); }
     for (unsigned char c : target) {
         if (c <= 0x20 || c >= 0x7f) { return bad("invalid byte in the request-target"); }
     }
@@ -239,9 +438,9 @@ std::optional<Rejection> check_request(const RequestHeader& header, const Reques
     if (version == 11 && hosts == 0) { return bad("HTTP/1.1 request without Host"); }
     if (hosts == 1 && !valid_host(host)) { return bad("invalid Host"); }
 
-    if (header.method() == http::verb::connect) { return Rejection{400, "bad_request", "CONNECT is not supported"}; }
+    if (head.verb == Method::connect) { return Rejection{400, "bad_request", "CONNECT is not supported"}; }
     if (target == "*") {
-        if (header.method() != http::verb::options) { return bad("'*' target is only valid with OPTIONS"); }
+        if (head.verb != Method::options) { return bad("'*' target is only valid with OPTIONS"); }
         info.path = target;
     } else if (target.front() == '/') {
         info.path = target;
@@ -259,86 +458,48 @@ std::optional<Rejection> check_request(const RequestHeader& header, const Reques
     }
     info.host = host;
 
-    const auto problem = check_framing(header, info.chunked, info.content_length);
-    if (!problem.empty()) { return bad(problem); }
+    const auto problem = framing.finish(info.chunked, info.content_length);
+    if (!problem.empty()) { return bad(std::string(problem)); }
     if (info.chunked && version == 10) { return bad("Transfer-Encoding in an HTTP/1.0 request"); }
 
-    info.upgrade_websocket = version == 11 && has_token(info.connection.value, "upgrade") &&
-                             has_token(header[http::field::upgrade], "websocket");
+    info.upgrade_websocket = version == 11 && has_token(info.connection.value, "upgrade") && has_token(upgrade.value, "websocket");
     info.keep_alive = keep_alive(version, info.connection);
     return std::nullopt;
 }
 
-void* fields_allocate(std::size_t bytes) {
-    const std::size_t size_class = (bytes + kBlockStep - 1) / kBlockStep;
-    if (size_class == 0 || size_class > kBlockClasses) { return ::operator new(bytes); }
-    auto& blocks = t_field_blocks;
-    if (FreeBlock* block = blocks.free[size_class - 1]) {
-        blocks.free[size_class - 1] = block->next;
-        --blocks.count[size_class - 1];
-        return block;
-    }
-    return ::operator new(size_class * kBlockStep);
-}
-
-void fields_deallocate(void* block, std::size_t bytes) noexcept {
-    const std::size_t size_class = (bytes + kBlockStep - 1) / kBlockStep;
-    if (size_class == 0 || size_class > kBlockClasses) {
-        ::operator delete(block);
-        return;
-    }
-    auto& blocks = t_field_blocks;
-    if (blocks.closed || blocks.count[size_class - 1] >= kKeepPerClass) {
-        ::operator delete(block);
-        return;
-    }
-    (void)t_field_blocks_drain;   // constructed with the first kept block: drains at thread exit
-    auto* free_block = static_cast<FreeBlock*>(block);
-    free_block->next = blocks.free[size_class - 1];
-    blocks.free[size_class - 1] = free_block;
-    ++blocks.count[size_class - 1];
-}
-
 bool keep_alive(unsigned version, const FirstField& connection) {
-    // basic_fields::get_keep_alive_impl, with the field already found.
-    if (version < 11) { return connection.present && http::token_list{connection.value}.exists("keep-alive"); }
-    return !connection.present || !http::token_list{connection.value}.exists("close");
+    if (version < 11) { return connection.present && has_token(connection.value, "keep-alive"); }
+    return !connection.present || !has_token(connection.value, "close");
 }
 
-std::optional<Rejection> check_response(const ResponseHeader& header) {
+std::optional<Rejection> check_response(const Head& head) {
     ResponseInfo info;
-    return check_response(header, info);
+    return check_response(head, info);
 }
 
-std::optional<Rejection> check_response(const ResponseHeader& header, ResponseInfo& info) {
-    if (header.version() != 10 && header.version() != 11) { return bad("backend spoke neither HTTP/1.0 nor 1.1"); }
-    const unsigned status = header.result_int();
-    if (status < 100 || status > 599) { return bad("status code out of range"); }
-    bool chunked = false;
-    std::optional<std::uint64_t> content_length;
-    const auto problem = check_framing(header, chunked, content_length);
-    if (!problem.empty()) { return bad(problem); }
-    FirstField transfer_encoding;
-    for (const auto& field : header) {
-        if (is_smuggling_lookalike(field.name_string())) { return bad("response header imitates a framing header"); }
-        switch (field.name()) {
-            case http::field::connection: info.connection.take(field.value()); break;
-            case http::field::retry_after: info.retry_after.take(field.value()); break;
-            case http::field::transfer_encoding: transfer_encoding.take(field.value()); break;
+std::optional<Rejection> check_response(const Head& head, ResponseInfo& info) {
+    if (head.version != 10 && head.version != 11) { return bad("backend spoke neither HTTP/1.0 nor 1.1"); }
+    if (head.status < 100 || head.status > 599) { return bad("status code out of range"); }
+    Framing framing;
+    for (const auto& field : head.fields) {
+        switch (field.id) {
+            case FieldId::lookalike: return bad("response header imitates a framing header");
+            case FieldId::connection:
+                if (!token_list(field.value)) { return bad("Connection is not a list of tokens"); }
+                info.connection.take(field.value);
+                break;
+            case FieldId::proxy_connection:
+                if (!token_list(field.value)) { return bad("Proxy-Connection is not a list of tokens"); }
+                break;
+            case FieldId::retry_after: info.retry_after.take(field.value); break;
+            case FieldId::content_length:
+            case FieldId::transfer_encoding: framing.add(field); break;
             default: break;
         }
     }
-    // basic_fields::get_chunked_impl: the first Transfer-Encoding field's last coding is chunked.
-    const http::token_list te{transfer_encoding.value};
-    for (auto it = te.begin(); it != te.end();) {
-        const auto next = std::next(it);
-        if (next == te.end()) {
-            info.chunked = iequals(*it, "chunked");
-            break;
-        }
-        it = next;
-    }
-    info.keep_alive = keep_alive(header.version(), info.connection);
+    const auto problem = framing.finish(info.chunked, info.content_length);
+    if (!problem.empty()) { return bad(std::string(problem)); }
+    info.keep_alive = keep_alive(head.version, info.connection);
     return std::nullopt;
 }
 
@@ -381,6 +542,20 @@ bool is_hop_by_hop(std::string_view name, const ConnectionTokens& connection) {
         default: break;
     }
     return listed || connection.contains(name);
+}
+
+bool is_hop_by_hop(const Field& field, const ConnectionTokens& connection) {
+    switch (field.id) {
+        case FieldId::te:
+        case FieldId::trailer:
+        case FieldId::upgrade:
+        case FieldId::connection:
+        case FieldId::keep_alive:
+        case FieldId::content_length:
+        case FieldId::proxy_connection:
+        case FieldId::transfer_encoding: return true;
+        default: return connection.contains(field.name);
+    }
 }
 
 bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens) {

@@ -1,10 +1,11 @@
 #pragma once
-// The HTTP/1.1 framing and field rules Drover enforces on top of Beast's parser (RFC 9110/9112), as
-// pure functions so they are unit-tested and fuzzed without sockets. Beast accepts some input a proxy
-// must not (obs-fold, equal duplicate Content-Length, "5, 5" lists, ...): request smuggling lives in
-// exactly those gaps between what two parsers accept.
-
-#include <boost/beast/http/message.hpp>
+// Drover's HTTP/1.1 head parser and the framing and field rules it enforces (RFC 9110/9112), as pure
+// functions so they are unit-tested and fuzzed without sockets. The parser is Drover's own: heads are
+// split in place into views of the bytes received (no per-field allocation, no tree of fields) and each
+// field name is classified once, so the rules, the forwarded heads and the session look at a small
+// enum instead of comparing names again. Request smuggling lives in the gaps between what two parsers
+// accept: what is refused here (obs-fold, bare LF, whitespace before a colon, duplicate or listed
+// Content-Length, Transfer-Encoding not ending in chunked, ...) is refused for both directions.
 
 #include <array>
 #include <cstddef>
@@ -12,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace drover::proxy::http_rules {
 
@@ -30,14 +32,76 @@ struct HeadScan {
 };
 std::optional<Rejection> scan_head(std::string_view bytes, HeadScan& state);
 
+// A field name Drover acts on, classified once when the head is parsed (case-insensitively).
+// `lookalike` is a name with '_' that folds to a framing or forwarding header by mapping '_' to '-'
+// (as CGI does): refused, since a backend might read it as the real one. The parsers set it;
+// classify_field alone says `other` for such a name.
+enum class FieldId : std::uint8_t {
+    other,
+    host,
+    content_length,
+    transfer_encoding,
+    connection,
+    keep_alive,
+    proxy_connection,
+    te,
+    trailer,
+    upgrade,
+    expect,
+    cookie,
+    retry_after,
+    x_forwarded_for,
+    x_forwarded_proto,
+    x_forwarded_host,
+    x_request_id,
+    x_drover_priority,
+    lookalike,
+};
+FieldId classify_field(std::string_view name);   // `name`: a token (RFC 9110 §5.6.2)
+
+// One field line: its name as sent, its value without surrounding whitespace, what the name is, and
+// the length of the whole line from the name through its CRLF (name.data() + line_size is where the
+// next line starts: runs of forwarded lines are copied as they came, benchmarks/profile).
+struct Field {
+    std::string_view name;
+    std::string_view value;
+    FieldId id = FieldId::other;
+    std::uint32_t line_size = 0;
+};
+
+// The methods Drover treats specially (retries, HEAD answers, CONNECT refusal); the rest are `other`.
+enum class Method : std::uint8_t { other, get, head, post, put, delete_, options, trace, connect, patch };
+
+// A parsed request or response head: views into the bytes it was parsed from, which must outlive it.
+// The session keeps one of each and reuses the field vector's capacity from request to request.
+struct Head {
+    unsigned version = 11;        // 10 or 11
+    std::string_view method;      // request: as sent
+    Method verb = Method::other;  // request
+    std::string_view target;      // request
+    unsigned status = 0;          // response
+    std::string_view reason;      // response
+    std::vector<Field> fields;    // in arrival order
+
+    // The first field with this id or name, as Beast's header[name] finds it; empty if none.
+    std::string_view operator[](FieldId id) const;
+    std::string_view find(std::string_view name) const;
+};
+
+// Parse a complete head (start line to the blank line, inclusive) that scan_head accepted: every CR
+// is followed by LF and there are no control bytes but HTAB. The request line must be
+// `method SP request-target SP HTTP/1.x`; a status line `HTTP/1.x SP 3DIGIT [SP reason]`; a field
+// line `token ":" OWS value OWS` (no whitespace before the colon). On success `head` views `bytes`.
+std::optional<Rejection> parse_request_head(std::string_view bytes, Head& head);
+std::optional<Rejection> parse_response_head(std::string_view bytes, Head& head);
+
 struct RequestLimits {
     std::size_t max_headers = 100;
     std::size_t max_uri_bytes = 8 * 1024;
 };
 
 // The first field of a name as header[name] finds it (`present` tells an empty value from none).
-// check_request and check_response note them during the walk over the fields they already make:
-// each basic_fields::find is a tree search with case-insensitive compares (benchmarks/profile).
+// check_request and check_response note them during their walk over the fields.
 struct FirstField {
     std::string_view value;
     bool present = false;
@@ -49,7 +113,8 @@ struct FirstField {
     }
 };
 
-// What header.keep_alive() says, from the message's first Connection field (Beast's own rule).
+// Whether the connection stays open after this message, from its first Connection field: HTTP/1.1
+// unless it lists close, HTTP/1.0 only if it lists keep-alive.
 bool keep_alive(unsigned version, const FirstField& connection);
 
 // Requests that say `x-drover-priority: low` are shed first: they never wait for a slot.
@@ -65,47 +130,23 @@ struct RequestInfo {
     bool upgrade_websocket = false;   // Connection: upgrade + Upgrade: websocket
     FirstField connection;
     FirstField priority;              // kPriorityHeader
-    bool keep_alive = false;          // header.keep_alive()
+    bool keep_alive = false;          // see keep_alive()
 };
 
-// Memory for a response's header fields: Beast allocates a node per field, and their malloc and free
-// were ~1,000 instructions of a small proxied request (benchmarks/profile). Small blocks are kept for
-// reuse by the thread that freed them (a bounded number per size); others go to operator new.
-void* fields_allocate(std::size_t bytes);
-void fields_deallocate(void* block, std::size_t bytes) noexcept;
-
-template <class T>
-struct FieldsAllocator {
-    using value_type = T;
-    FieldsAllocator() noexcept = default;
-    template <class U>
-    FieldsAllocator(const FieldsAllocator<U>&) noexcept {}
-    T* allocate(std::size_t n) { return static_cast<T*>(fields_allocate(n * sizeof(T))); }
-    void deallocate(T* p, std::size_t n) noexcept { fields_deallocate(p, n * sizeof(T)); }
-    template <class U>
-    bool operator==(const FieldsAllocator<U>&) const noexcept {
-        return true;
-    }
-};
-using ResponseFields = boost::beast::http::basic_fields<FieldsAllocator<char>>;
-
-using RequestHeader = boost::beast::http::request_header<>;
-using ResponseHeader = boost::beast::http::response_header<ResponseFields>;
-
-std::optional<Rejection> check_request(const RequestHeader& header, const RequestLimits& limits,
-                                       RequestInfo& info);
+std::optional<Rejection> check_request(const Head& head, const RequestLimits& limits, RequestInfo& info);
 
 // What the proxy needs from a response head that passed check_response.
 struct ResponseInfo {
     FirstField connection;
     FirstField retry_after;
-    bool chunked = false;      // header.chunked()
-    bool keep_alive = false;   // header.keep_alive()
+    bool chunked = false;                          // body framed by chunked
+    std::optional<std::uint64_t> content_length;   // body framed by Content-Length
+    bool keep_alive = false;                       // see keep_alive()
 };
 
 // Framing rules for a response from a backend; a rejection means 502 to the client.
-std::optional<Rejection> check_response(const ResponseHeader& header);
-std::optional<Rejection> check_response(const ResponseHeader& header, ResponseInfo& info);
+std::optional<Rejection> check_response(const Head& head);
+std::optional<Rejection> check_response(const Head& head, ResponseInfo& info);
 
 // A Connection field's tokens, split once per message: is_hop_by_hop runs for every forwarded field,
 // and splitting the list again for each was most of its cost (benchmarks/profile).
@@ -124,26 +165,8 @@ private:
 // header named in a Connection field of the same message (`connection_tokens`).
 bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens);
 bool is_hop_by_hop(std::string_view name, const ConnectionTokens& connection);
-
-// Calls fn(name, value) for each field line of a raw head (start line skipped), in arrival order and
-// with the sender's spelling; values are trimmed of surrounding whitespace. Only for heads that
-// scan_head and the parser have already accepted.
-template <class Fn>
-void for_each_raw_field(std::string_view head, Fn fn) {
-    auto eol = head.find("\r\n");
-    while (eol != std::string_view::npos) {
-        head.remove_prefix(eol + 2);
-        eol = head.find("\r\n");
-        const auto line = head.substr(0, eol);
-        if (line.empty()) { return; }
-        const auto colon = line.find(':');
-        if (colon == std::string_view::npos) { return; }
-        auto value = line.substr(colon + 1);
-        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) { value.remove_prefix(1); }
-        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) { value.remove_suffix(1); }
-        fn(line.substr(0, colon), value);
-    }
-}
+// The same for a parsed field: its id tells the standard ones without comparing names.
+bool is_hop_by_hop(const Field& field, const ConnectionTokens& connection);
 
 // ASCII case-insensitive equality. Used instead of boost::beast::iequals, whose slow path in Boost
 // 1.81 reads one byte past both ends after a case mismatch (found by tests/fuzz/http_request_fuzz).

@@ -31,6 +31,7 @@
 #include "health/tls_client.hpp"
 #include "proxy/access_log.hpp"
 #include "proxy/admission.hpp"
+#include "proxy/http_body.hpp"
 #include "proxy/http_heads.hpp"
 #include "proxy/http_rules.hpp"
 #include "proxy/listener.hpp"
@@ -237,6 +238,8 @@ private:
         upstream_buf_.shrink_to_fit();
         std::string().swap(raw_head_);
         std::string().swap(raw_response_head_);
+        std::vector<http_rules::Field>().swap(request_head_.fields);
+        std::vector<http_rules::Field>().swap(response_head_.fields);
     }
 
     // "ip:port" of the client, for logs; made when first needed.
@@ -322,12 +325,12 @@ private:
     // (closed or reset before a complete head: nothing to answer), or waiting for more bytes.
     enum class HeadStep { done, error, gone, wait };
 
-    // Takes a request head into `parser` from what is buffered or already readable, without waiting,
-    // and keeps its raw bytes in raw_head_ (forwarded fields keep the client's order and spelling).
+    // Takes a request head from what is buffered or already readable, without waiting: its bytes into
+    // raw_head_, parsed into request_head_ (views of raw_head_: forwarded fields keep the client's
+    // order and spelling).
     // Usually the whole head is in (run() waited for it): then no coroutine is needed for it at all
     // (a frame per request, benchmarks/profile); read_request_head waits for the rest.
-    template <class Parser>
-    HeadStep take_request_head(Parser& parser, http_rules::HeadScan& scan, std::optional<LocalError>& error) {
+    HeadStep take_request_head(http_rules::HeadScan& scan, std::optional<LocalError>& error) {
         const auto limit = listener_->config.limits.max_request_header_bytes;
         for (;;) {
             if (client_buf_.size() > 0) {
@@ -343,19 +346,12 @@ private:
                 }
                 if (scan.complete) {
                     raw_head_.assign(bytes.substr(0, scan.scanned));
-                    beast::error_code ec;
-                    client_buf_.consume(parser.put(client_buf_.data(), ec));
-                    if (ec == http::error::header_limit) {
-                        error = LocalError{431, LocalReason::headers_too_large, "request header too large"};
+                    client_buf_.consume(scan.scanned);
+                    if (auto rejection = http_rules::parse_request_head(raw_head_, request_head_)) {
+                        error = LocalError{400, LocalReason::bad_request, std::move(rejection->detail)};
                         return HeadStep::error;
                     }
-                    if (ec && ec != http::error::need_more) {
-                        error = LocalError{400, LocalReason::bad_request, ec.message()};
-                        return HeadStep::error;
-                    }
-                    if (parser.is_header_done()) { return HeadStep::done; }
-                    error = LocalError{400, LocalReason::bad_request, "malformed request head"};
-                    return HeadStep::error;
+                    return HeadStep::done;
                 }
             }
             if (client_.tls()) { return HeadStep::wait; }
@@ -376,8 +372,7 @@ private:
     // The rest of a request head that take_request_head could not take without waiting, by `deadline`.
     // The client socket stays open when the deadline passes, so the 408 can still be sent. Over TLS the
     // TCP layer's timer bounds the read instead, and closes the connection.
-    template <class Parser>
-    asio::awaitable<HeadStep> read_request_head(Parser& parser, http_rules::HeadScan& scan, Clock::time_point deadline,
+    asio::awaitable<HeadStep> read_request_head(http_rules::HeadScan& scan, Clock::time_point deadline,
                                                 std::optional<LocalError>& error) {
         for (;;) {
             boost::system::error_code ec;
@@ -397,7 +392,7 @@ private:
             }
             if (ec) { co_return HeadStep::gone; }
             client_buf_.commit(n);
-            const auto step = take_request_head(parser, scan, error);
+            const auto step = take_request_head(scan, error);
             if (step != HeadStep::wait) { co_return step; }
         }
     }
@@ -406,31 +401,27 @@ private:
     asio::awaitable<bool> handle_request() {
         start_ = Clock::now();
         upstream_name_ = "-";
-        http::request_parser<http::buffer_body> parser;
-        parser.header_limit(static_cast<std::uint32_t>(
-            std::min<std::uint64_t>(listener_->config.limits.max_request_header_bytes, UINT32_MAX)));
-        parser.body_limit(boost::none);   // enforced here, with 413 and the count
         const auto head_deadline = Clock::now() + listener_->config.timeouts.request_headers;
         http_rules::HeadScan scan;
         std::optional<LocalError> head_error;
-        auto step = take_request_head(parser, scan, head_error);
-        if (step == HeadStep::wait) { step = co_await read_request_head(parser, scan, head_deadline, head_error); }
+        auto step = take_request_head(scan, head_error);
+        if (step == HeadStep::wait) { step = co_await read_request_head(scan, head_deadline, head_error); }
         if (step == HeadStep::error) {
             co_await send_local(*head_error, nullptr);
             co_return false;
         }
         if (step == HeadStep::gone) { co_return false; }
 
-        auto& request = parser.get();
+        const auto& request = request_head_;
         http_rules::RequestInfo info;
         http_rules::RequestLimits limits{listener_->config.limits.max_request_headers,
                                          listener_->config.limits.max_uri_bytes};
-        if (auto rejection = http_rules::check_request(request.base(), limits, info)) {
+        if (auto rejection = http_rules::check_request(request, limits, info)) {
             const auto reason = rejection->status == 414   ? LocalReason::uri_too_long
                                 : rejection->status == 431 ? LocalReason::headers_too_large
                                                            : LocalReason::bad_request;
             const LocalError local_error{rejection->status, reason, rejection->detail};
- co_await send_local(local_error, &request.base());
+            co_await send_local(local_error, &request);
             co_return false;
         }
         request_keep_alive_ = info.keep_alive;
@@ -438,7 +429,7 @@ private:
         const auto max_body = listener_->config.limits.max_request_body_bytes;
         if (max_body > 0 && info.content_length && *info.content_length > max_body) {
             const LocalError local_error{413, LocalReason::body_too_large, "request body larger than the limit"};
- co_await send_local(local_error, &request.base());
+            co_await send_local(local_error, &request);
             co_return false;
         }
 
@@ -447,21 +438,21 @@ private:
             std::optional<LocalError> refused;
             cluster_index = co_await dynamic_cluster(*cluster_index & ~Router::kTemplate, info.host, has_body, refused);
             if (refused) {
-                co_await send_local(*refused, &request.base());
-                co_return !has_body && request.keep_alive();
+                co_await send_local(*refused, &request);
+                co_return !has_body && info.keep_alive;
             }
         }
         if (!cluster_index) {
             const LocalError local_error{404, LocalReason::no_route, "no route for this host and path", has_body};
- co_await send_local(local_error, &request.base());
-            co_return !has_body && request.keep_alive();
+            co_await send_local(local_error, &request);
+            co_return !has_body && info.keep_alive;
         }
         auto& cluster = worker_.cluster(*cluster_index);
         const auto snapshot = cluster.snapshot;
         if (snapshot->stats->dynamic) {
             snapshot->stats->last_used_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
         }
-        co_return co_await forward(parser, info, cluster, *cluster_index);
+        co_return co_await forward(info, cluster, *cluster_index);
     }
 
     // The cluster a template makes for this request's Host, made on first use by the control loop;
@@ -495,8 +486,8 @@ private:
         co_return index;
     }
 
-    std::string upstream_head(const http::request_header<>& request, const http_rules::RequestInfo& info) {
-        return http_heads::upstream_request(request, info, raw_head_,
+    std::string upstream_head(const http_rules::RequestInfo& info) {
+        return http_heads::upstream_request(request_head_, info,
                                             {client_ip_, client_.tls() ? "https" : "http", &worker_.random()});
     }
 
@@ -532,14 +523,15 @@ private:
         }
     };
 
-    static bool idempotent(http::verb method) {
+    static bool idempotent(http_rules::Method method) {
+        using http_rules::Method;
         switch (method) {
-            case http::verb::get:
-            case http::verb::head:
-            case http::verb::options:
-            case http::verb::trace:
-            case http::verb::put:
-            case http::verb::delete_: return true;
+            case Method::get:
+            case Method::head:
+            case Method::options:
+            case Method::trace:
+            case Method::put:
+            case Method::delete_: return true;
             default: return false;
         }
     }
@@ -548,9 +540,8 @@ private:
     // timeout or retryable 5xx of an idempotent request is tried again on another host within the retry
     // budget, after a short jittered backoff; a dead pooled connection is retried once on a fresh one.
     // While no host can take the request it is held (up to hold_timeout) until the cluster changes.
-    asio::awaitable<bool> forward(http::request_parser<http::buffer_body>& parser, const http_rules::RequestInfo& info,
-                                  WorkerCluster& cluster, std::size_t cluster_index) {
-        const auto& request = parser.get();
+    asio::awaitable<bool> forward(const http_rules::RequestInfo& info, WorkerCluster& cluster, std::size_t cluster_index) {
+        const auto& request = request_head_;
         auto snapshot = cluster.snapshot;
         // Held for the whole request: `snapshot` is re-read while holding or waiting, and a reload may
         // give the new one a new config. This request keeps the settings it started with.
@@ -558,7 +549,7 @@ private:
         const std::shared_ptr<ClusterStats> stats_holder = snapshot->stats;
         const auto& config = *config_holder;
         auto* stats = stats_holder.get();
-        const std::string head = upstream_head(request.base(), info);
+        const std::string head = upstream_head(info);
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
         const auto hold_deadline = start_ + config.hold_timeout;
         std::vector<const discovery::Host*> tried;
@@ -566,7 +557,7 @@ private:
         // Holding (no host available) is for requests no backend has acted on: nothing was sent yet, or
         // every try so far ended by connection failure or reset and the request is idempotent.
         bool holdable = true;
-        const auto key = hash_key(request.base(), config);
+        const auto key = hash_key(request, config);
 
         // Admission: the cluster's request breaker first, then each host's cap at every choice. Past
         // them a request waits up to queue_timeout for a slot, then is shed: 503, drover-error: shed.
@@ -575,15 +566,15 @@ private:
         if (g_pressure.memory.load(std::memory_order_relaxed)) {
             stats->shed_memory.fetch_add(1, std::memory_order_relaxed);
             const LocalError shed = shed_error(cluster, *stats, config, "the process is near its memory limit", has_body);
-            co_await send_local(shed, &request.base());
-            co_return !has_body && request.keep_alive();
+            co_await send_local(shed, &request);
+            co_return !has_body && info.keep_alive;
         }
         const auto cluster_slot_free = [stats, &config] { return take_cluster_slot(*stats, config.limits.max_requests); };
         if (!cluster_slot_free()) {
             if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, cluster_slot_free,
                                            stats->shed_max_requests, "cluster at limits.max_requests")) {
-                co_await send_local(*shed, &request.base());
-                co_return !has_body && request.keep_alive();
+                co_await send_local(*shed, &request);
+                co_return !has_body && info.keep_alive;
             }
         }
         struct ClusterSlot {
@@ -599,8 +590,8 @@ private:
             if (!limiter_slot_free()) {
                 if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body,
                                                limiter_slot_free, stats->shed_adaptive, "at the adaptive concurrency limit")) {
-                    co_await send_local(*shed, &request.base());
-                    co_return !has_body && request.keep_alive();
+                    co_await send_local(*shed, &request);
+                    co_return !has_body && info.keep_alive;
                 }
             }
         }
@@ -613,7 +604,7 @@ private:
 
         const auto budget = cluster.budget;   // a reload may replace the worker's; this request keeps its own
         budget->on_request(start_);
-        RetryGate gate{&config, budget.get(), stats, idempotent(request.method()), config.retries.attempts};
+        RetryGate gate{&config, budget.get(), stats, idempotent(request.verb), config.retries.attempts};
         std::uint32_t backoff_step = 0;
 
         while (!aborted_) {
@@ -631,8 +622,8 @@ private:
                 // Every host left is at its cap: wait for one to finish a request, up to queue_timeout.
                 if (!waiting_for_host) {
                     if (auto shed = start_waiting(*stats, config, low_priority, has_body, cluster)) {
-                        co_await send_local(*shed, &request.base());
-                        co_return !has_body && request.keep_alive();
+                        co_await send_local(*shed, &request);
+                        co_return !has_body && info.keep_alive;
                     }
                     waiting_for_host = true;
                 }
@@ -640,8 +631,8 @@ private:
                     stats->pending_active.fetch_sub(1, std::memory_order_relaxed);
                     stats->shed_host_capacity.fetch_add(1, std::memory_order_relaxed);
                     const LocalError shed = shed_error(cluster, *stats, config, "every host is at limits.max_requests_per_host", has_body);
-                    co_await send_local(shed, &request.base());
-                    co_return !has_body && request.keep_alive();
+                    co_await send_local(shed, &request);
+                    co_return !has_body && info.keep_alive;
                 }
                 co_await wait_slot(cluster, queue_deadline);
                 full.clear();
@@ -715,7 +706,7 @@ private:
             }
             gate_ = &gate;
             const auto attempt_start = Clock::now();
-            const Outcome outcome = co_await exchange(parser, info, head, host, config);
+            const Outcome outcome = co_await exchange(info, head, host, config);
             host_slot.release();
             gate_ = nullptr;
             if (outcome == Outcome::ok) {
@@ -774,7 +765,7 @@ private:
                     continue;
                 }
                 const LocalError local_error = *unsent_;
-                co_await send_local(local_error, &request.base());
+                co_await send_local(local_error, &request);
                 co_return false;
             }
             co_return outcome == Outcome::ok && keep_client_;
@@ -784,7 +775,7 @@ private:
         if (unsent_) {
             // A reset taken for retry found no host to go to, even after holding: the try's own answer.
             const LocalError local_error = *unsent_;
-            co_await send_local(local_error, &request.base());
+            co_await send_local(local_error, &request);
             co_return false;
         }
         LocalError local_error{503, LocalReason::no_healthy_host,
@@ -796,8 +787,8 @@ private:
                                      has_body};
         }
         local_error.retry_after = cluster.snapshot->retry_after_seconds;
-        co_await send_local(local_error, &request.base());
-        co_return !has_body && request.keep_alive();
+        co_await send_local(local_error, &request);
+        co_return !has_body && info.keep_alive;
     }
 
     // Waits, while no host can take the request, for the cluster to change (a host passing a check, an
@@ -978,19 +969,19 @@ private:
 
     // Maglev's key: the configured header or cookie, else the client's address. Absent -> no key, and
     // the policy picks at random (a request without the header has no affinity to keep).
-    std::optional<std::uint64_t> hash_key(const http::request_header<>& request, const config::Cluster& config) const {
+    std::optional<std::uint64_t> hash_key(const http_rules::Head& request, const config::Cluster& config) const {
         if (config.load_balancing != config::LbPolicy::maglev) { return std::nullopt; }
         using Kind = config::HashPolicy::Kind;
         const Kind kind = config.hash ? config.hash->kind : Kind::source_ip;
         if (kind == Kind::source_ip) { return hash_address(client_remote_.address()); }
         if (kind == Kind::header) {
-            const auto value = request[config.hash->name];
+            const auto value = request.find(config.hash->name);
             if (value.empty()) { return std::nullopt; }
             return hash_bytes(value);
         }
-        for (const auto& field : request) {
-            if (field.name() != http::field::cookie) { continue; }
-            std::string_view cookies = field.value();
+        for (const auto& field : request.fields) {
+            if (field.id != http_rules::FieldId::cookie) { continue; }
+            std::string_view cookies = field.value;
             while (!cookies.empty()) {
                 const auto semi = cookies.find(';');
                 auto pair = cookies.substr(0, semi);
@@ -1040,10 +1031,9 @@ private:
 
     // Writes the head and body to the upstream, then relays the response. Sends the client an answer
     // in every case except a stale pooled connection (which the caller retries).
-    asio::awaitable<Outcome> exchange(http::request_parser<http::buffer_body>& parser, const http_rules::RequestInfo& info,
-                                      const std::string& head, const std::shared_ptr<const discovery::Host>& host,
-                                      const config::Cluster& config) {
-        const auto& request = parser.get();
+    asio::awaitable<Outcome> exchange(const http_rules::RequestInfo& info, const std::string& head,
+                                      const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
+        const auto& request = request_head_;
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
         // Plain writes do not use the tcp_stream's timer (stream.hpp): setting it is for TLS only.
         if (upstream_->tls()) { upstream_->lowest().expires_at(per_try_deadline_); }
@@ -1053,62 +1043,56 @@ private:
             co_return Outcome::reset_before_response;
         }
         if (has_body) {
-            if (info.expect_continue && request.version() == 11) {
+            if (info.expect_continue && request.version == 11) {
                 static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
                 co_await asio::async_write(client_, asio::buffer(kContinue), use_tuple);
             }
-            const Outcome sent = co_await send_body(parser, info);
+            const Outcome sent = co_await send_body(info);
             if (sent != Outcome::ok) {
                 close_upstream(host);
                 if (sent == Outcome::reset_before_response) { attempt_failure_ = health::Outcome::reset; }
                 if (sent == Outcome::body_too_large) {
                     const LocalError local_error{413, LocalReason::body_too_large, "request body larger than the limit"};
- co_await send_local(local_error, &request.base());
+                    co_await send_local(local_error, &request);
                 } else if (sent == Outcome::reset_before_response) {
                     const LocalError local_error{502, LocalReason::bad_upstream_response, "backend closed while receiving the request body"};
- co_await send_local(local_error, &request.base());
+                    co_await send_local(local_error, &request);
                 } else if (sent == Outcome::bad_request_body) {
                     const LocalError local_error{400, LocalReason::bad_request, "malformed request body"};
- co_await send_local(local_error, &request.base());
+                    co_await send_local(local_error, &request);
                 }
                 co_return Outcome::client_gone;
             }
         }
-        co_return co_await relay_response(request.base(), info, host, config);
+        co_return co_await relay_response(request, info, host, config);
     }
 
     // Client body -> upstream, re-framed (Content-Length as is, chunked re-chunked; trailers dropped).
-    asio::awaitable<Outcome> send_body(http::request_parser<http::buffer_body>& parser, const http_rules::RequestInfo& info) {
-        auto buffer = worker_.buffers().acquire();
+    // Body bytes go out straight from client_buf_; what follows the body stays there (pipelining).
+    asio::awaitable<Outcome> send_body(const http_rules::RequestInfo& info) {
+        auto body = info.chunked ? http_body::BodyReader::chunked() : http_body::BodyReader::length(info.content_length.value_or(0));
         const auto max_body = listener_->config.limits.max_request_body_bytes;
         std::uint64_t total = 0;
-        while (!parser.is_done()) {
-            parser.get().body().data = buffer->data();
-            parser.get().body().size = buffer->size();
-            client_.lowest().expires_after(listener_->config.timeouts.idle);
-            auto [ec, n] = co_await http::async_read_some(client_, client_buf_, parser, use_tuple);
-            if (ec == http::error::need_buffer) { ec = {}; }
-            if (ec) {
-                // A parse error is the client breaking the framing (bad chunk); anything else is it leaving.
-                co_return ec.category() == http::make_error_code(http::error::bad_chunk).category() ? Outcome::bad_request_body : Outcome::client_gone;
+        while (!body.done()) {
+            if (client_buf_.size() == 0) {
+                client_.lowest().expires_after(listener_->config.timeouts.idle);
+                auto [ec, n] = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
+                client_buf_.commit(n);
+                if (ec && n == 0) { co_return Outcome::client_gone; }
+                continue;
             }
-            const std::size_t got = buffer->size() - parser.get().body().size;
+            http_body::Step step;
+            if (body.next(buffered(client_buf_), step)) { co_return Outcome::bad_request_body; }
+            const std::size_t got = step.data.size();
             body_consumed_ = body_consumed_ || got > 0;
             total += got;
             bump(counters_->bytes_received, got);
             if (max_body > 0 && total > max_body) { co_return Outcome::body_too_large; }
-            if (got == 0) { continue; }
-            upstream_->lowest().expires_after(listener_->config.timeouts.idle);
-            if (info.chunked) {
-                const std::string size_line = fmt::format("{:x}\r\n", got);
-                const std::array<asio::const_buffer, 3> parts = {asio::buffer(size_line), asio::buffer(buffer->data(), got),
-                                                                 asio::buffer("\r\n", 2)};
-                auto [wec, wn] = co_await asio::async_write(*upstream_, parts, use_tuple);
-                if (wec) { co_return Outcome::reset_before_response; }
-            } else {
-                auto [wec, wn] = co_await asio::async_write(*upstream_, asio::buffer(buffer->data(), got), use_tuple);
-                if (wec) { co_return Outcome::reset_before_response; }
+            if (got > 0) {
+                upstream_->lowest().expires_after(listener_->config.timeouts.idle);
+                if (co_await write_piece(*upstream_, step.data, info.chunked)) { co_return Outcome::reset_before_response; }
             }
+            client_buf_.consume(step.consumed);
         }
         if (info.chunked) {
             auto [wec, wn] = co_await asio::async_write(*upstream_, asio::buffer("0\r\n\r\n", 5), use_tuple);
@@ -1117,35 +1101,54 @@ private:
         co_return Outcome::ok;
     }
 
+    static std::string_view buffered(const beast::flat_buffer& buffer) {
+        const auto data = buffer.data();
+        return {static_cast<const char*>(data.data()), data.size()};
+    }
+
+    // Writes body bytes, as a chunk when `chunk` (the size line, the bytes, CRLF in one gathered write).
+    // Returns the write's error.
+    static asio::awaitable<boost::system::error_code> write_piece(Stream& to, std::string_view bytes, bool chunk) {
+        if (!chunk) {
+            auto [ec, n] = co_await asio::async_write(to, asio::buffer(bytes.data(), bytes.size()), use_tuple);
+            co_return ec;
+        }
+        std::array<char, 20> size_line;
+        const auto end = std::to_chars(size_line.data(), size_line.data() + size_line.size() - 2, bytes.size(), 16).ptr;
+        std::memcpy(end, "\r\n", 2);
+        const std::array<asio::const_buffer, 3> parts = {
+            asio::buffer(size_line.data(), static_cast<std::size_t>(end + 2 - size_line.data())),
+            asio::buffer(bytes.data(), bytes.size()), asio::buffer("\r\n", 2)};
+        auto [ec, n] = co_await asio::async_write(to, parts, use_tuple);
+        co_return ec;
+    }
+
     // Reads the response head (skipping interim 1xx), checks it, and streams it to the client.
-    asio::awaitable<Outcome> relay_response(const http::request_header<>& request, const http_rules::RequestInfo& info,
+    asio::awaitable<Outcome> relay_response(const http_rules::Head& request, const http_rules::RequestInfo& info,
                                             const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
         auto& upstream_buf = upstream_buf_;
         upstream_buf.clear();
         const auto deadline = per_try_deadline_;
         for (;;) {
-            http::response_parser<http::buffer_body, http_rules::FieldsAllocator<char>> parser;
-            parser.header_limit(kMaxResponseHeaderBytes);
-            parser.body_limit(boost::none);
-            if (request.method() == http::verb::head) { parser.skip(true); }
             http_rules::HeadScan scan;
             bool got_bytes = upstream_buf.size() > 0;
-            while (!parser.is_header_done()) {
+            for (;;) {
                 if (upstream_buf.size() > 0) {
-                    const auto data = upstream_buf.data();
-                    const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+                    const std::string_view bytes = buffered(upstream_buf);
                     auto rejection = http_rules::scan_head(bytes, scan);
-                    beast::error_code ec;
-                    if (!rejection) {
-                        if (scan.complete) { raw_response_head_.assign(bytes.substr(0, scan.scanned)); }
-                        upstream_buf.consume(parser.put(upstream_buf.data(), ec));
-                        if (parser.is_header_done()) { break; }
+                    if (!rejection && (scan.complete ? scan.scanned : bytes.size()) > kMaxResponseHeaderBytes) {
+                        rejection = http_rules::Rejection{502, "bad_response", "response header too large"};
                     }
-                    if (rejection || (ec && ec != http::error::need_more)) {
+                    if (!rejection && scan.complete) {
+                        raw_response_head_.assign(bytes.substr(0, scan.scanned));
+                        upstream_buf.consume(scan.scanned);
+                        rejection = http_rules::parse_response_head(raw_response_head_, response_head_);
+                        if (!rejection) { break; }
+                    }
+                    if (rejection) {
                         close_upstream(host);
                         unsent_ = LocalError{502, LocalReason::bad_upstream_response,
-                                             "backend sent an invalid response head: " +
-                                                 (rejection ? rejection->detail : ec.message())};
+                                             "backend sent an invalid response head: " + rejection->detail};
                         attempt_failure_ = health::Outcome::bad_response;
                         co_return Outcome::bad_response;
                     }
@@ -1178,8 +1181,8 @@ private:
                 got_bytes = true;
                 upstream_buf.commit(n);
             }
-            auto& response = parser.get();
-            const unsigned status = response.result_int();
+            const auto& response = response_head_;
+            const unsigned status = response.status;
             if (status == 101) {
                 if (!info.upgrade_websocket) {
                     close_upstream(host);
@@ -1192,7 +1195,7 @@ private:
             }
             if (status >= 100 && status < 200) { continue; }   // interim (100 was answered by Drover)
             http_rules::ResponseInfo response_info;
-            if (auto rejection = http_rules::check_response(response.base(), response_info)) {
+            if (auto rejection = http_rules::check_response(response, response_info)) {
                 close_upstream(host);
                 unsent_ = LocalError{502, LocalReason::bad_upstream_response, "backend response: " + rejection->detail};
                 attempt_failure_ = health::Outcome::bad_response;
@@ -1206,21 +1209,22 @@ private:
                 host->stats().responses_by_class[status_class(status)].fetch_add(1, std::memory_order_relaxed);
                 co_return Outcome::retryable_status;
             }
-            co_return co_await stream_response(request, parser, response_info, upstream_buf, host, config);
+            co_return co_await stream_response(request, response_info, upstream_buf, host, config);
         }
     }
 
-    template <class Parser>
-    asio::awaitable<Outcome> stream_response(const http::request_header<>& request, Parser& parser,
-                                             const http_rules::ResponseInfo& response_info,
+    // Sends the response head and streams the body to the client: by Content-Length as it came, else
+    // chunked to an HTTP/1.1 client, or delimited by closing to an HTTP/1.0 one. Body bytes go out
+    // straight from the read buffer.
+    asio::awaitable<Outcome> stream_response(const http_rules::Head& request, const http_rules::ResponseInfo& response_info,
                                              beast::flat_buffer& upstream_buf,
                                              const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
-        auto& response = parser.get();
-        const unsigned status = response.result_int();
-        const bool head_request = request.method() == http::verb::head;
+        const auto& response = response_head_;
+        const unsigned status = response.status;
+        const bool head_request = request.verb == http_rules::Method::head;
         const bool bodiless = head_request || status == 204 || status == 304;
-        const auto length = parser.content_length();   // set when Content-Length framed
-        const bool chunked_out_ok = request.version() == 11;
+        const auto length = response_info.content_length;
+        const bool chunked_out_ok = request.version == 11;
         const bool close_delimited = !bodiless && !length && !response_info.chunked;
         // To an HTTP/1.0 client an unknown length can only be told by closing the connection.
         const bool needs_close_to_client = !bodiless && !length && !chunked_out_ok;
@@ -1228,28 +1232,28 @@ private:
 
         const bool chunk_out = !bodiless && !length && chunked_out_ok;
         const std::string head = http_heads::client_response(
-            {status, response.reason(), raw_response_head_, response_info.connection.value, head_request,
+            {status, response.reason, &response.fields, response_info.connection.value, head_request,
              !bodiless && length ? std::optional<std::uint64_t>(*length) : std::nullopt, chunk_out, !keep_client_,
-             keep_client_ && request.version() == 10});
+             keep_client_ && request.version == 10});
 
         status_ = status;
         host->stats().responses_by_class[status_class(status)].fetch_add(1, std::memory_order_relaxed);
+        auto body = bodiless                ? http_body::BodyReader::length(0)
+                    : length                ? http_body::BodyReader::length(*length)
+                    : response_info.chunked ? http_body::BodyReader::chunked()
+                                            : http_body::BodyReader::until_close();
         // Body bytes already buffered behind the head (a small response: all of it) go out in the head's
         // write: one write and one scheduler trip less. Chunked output keeps to the loop below.
-        auto buffer = bodiless ? BufferPool::Lease(nullptr, BufferPool::Return{nullptr}) : worker_.buffers().acquire();
-        std::size_t early = 0;
-        beast::error_code early_ec;
-        if (!bodiless && !chunk_out && upstream_buf.size() > 0) {
-            response.body().data = buffer->data();
-            response.body().size = buffer->size();
-            upstream_buf.consume(parser.put(upstream_buf.data(), early_ec));
-            if (early_ec == http::error::need_more || early_ec == http::error::need_buffer) { early_ec = {}; }
-            early = buffer->size() - response.body().size;
+        http_body::Step early;
+        bool early_bad = false;   // the buffered body bytes break the framing: cut after the head
+        if (!chunk_out && upstream_buf.size() > 0 && !body.done()) {
+            early_bad = body.next(buffered(upstream_buf), early).has_value();
         }
         if (client_.tls()) { client_.lowest().expires_after(listener_->config.timeouts.idle); }   // plain writes: no timer
-        const std::array<asio::const_buffer, 2> head_parts = {
-            asio::buffer(head), asio::const_buffer(early > 0 ? buffer->data() : nullptr, early)};
+        const std::array<asio::const_buffer, 2> head_parts = {asio::buffer(head),
+                                                              asio::buffer(early.data.data(), early.data.size())};
         auto [hec, hn] = co_await asio::async_write(client_, head_parts, use_tuple);
+        upstream_buf.consume(early.consumed);
         if (hec) {
             close_upstream(host);
             finish_request(request);
@@ -1257,18 +1261,16 @@ private:
         }
         bump(counters_->bytes_sent, hn);
 
-        std::uint64_t body_bytes = early;
-        if (early_ec) { co_return cut_response(early_ec, host, request, body_bytes); }
+        std::uint64_t body_bytes = early.data.size();
+        if (early_bad) { co_return cut_response(http::error::bad_chunk, host, request, body_bytes); }
         // A large Content-Length body between plain sockets moves inside the kernel (splice), with
         // nothing buffered here to pass on first.
-        bool spliced = false;
-        if (!bodiless && !chunk_out && length && !parser.is_done() && upstream_buf.size() == 0 && !client_.tls() &&
-            !upstream_->tls() && *length - body_bytes >= kSpliceBodyMin) {
-            buffer.reset();
+        if (!body.done() && body.remaining() >= kSpliceBodyMin && upstream_buf.size() == 0 && !client_.tls() &&
+            !upstream_->tls()) {
             beast::error_code upstream_ec;
-            switch (co_await splice_body(*length - body_bytes, body_bytes, config.timeouts.idle, upstream_ec)) {
-                case SpliceEnd::done: spliced = true; break;
-                case SpliceEnd::no_pipe: buffer = worker_.buffers().acquire(); break;   // copy it instead
+            switch (co_await splice_body(body.remaining(), body_bytes, config.timeouts.idle, upstream_ec)) {
+                case SpliceEnd::done: body = http_body::BodyReader::length(0); break;
+                case SpliceEnd::no_pipe: break;   // copy it instead
                 case SpliceEnd::upstream_failed: co_return cut_response(upstream_ec, host, request, body_bytes);
                 case SpliceEnd::client_gone:
                     close_upstream(host);
@@ -1277,58 +1279,39 @@ private:
                     co_return Outcome::client_gone;
             }
         }
-        if (!bodiless && !spliced) {
-            while (!parser.is_done()) {
-                response.body().data = buffer->data();
-                response.body().size = buffer->size();
-                beast::error_code ec;
-                std::size_t parsed = 0;
-                if (upstream_buf.size() > 0) {
-                    // Body bytes that came with the head (a small response: all of it) are parsed here,
-                    // as async_read_some would, minus its composed operation and scheduler trip.
-                    parsed = parser.put(upstream_buf.data(), ec);
-                    upstream_buf.consume(parsed);
-                    if (ec == http::error::need_more || ec == http::error::need_buffer) { ec = {}; }
-                }
-                if (parsed == 0 && !ec) {
-                    upstream_->lowest().expires_after(config.timeouts.idle);
-                    std::tie(ec, std::ignore) = co_await http::async_read_some(*upstream_, upstream_buf, parser, use_tuple);
-                    if (ec == http::error::need_buffer) { ec = {}; }
-                }
-                const std::size_t got = buffer->size() - response.body().size;
-                if (got > 0) {
-                    body_bytes += got;
-                    client_.lowest().expires_after(listener_->config.timeouts.idle);
-                    boost::system::error_code wec;
-                    if (chunk_out) {
-                        const std::string size_line = fmt::format("{:x}\r\n", got);
-                        const std::array<asio::const_buffer, 3> parts = {
-                            asio::buffer(size_line), asio::buffer(buffer->data(), got), asio::buffer("\r\n", 2)};
-                        std::tie(wec, std::ignore) = co_await asio::async_write(client_, parts, use_tuple);
-                    } else {
-                        std::tie(wec, std::ignore) =
-                            co_await asio::async_write(client_, asio::buffer(buffer->data(), got), use_tuple);
-                    }
-                    if (wec) {
-                        close_upstream(host);
-                        keep_client_ = false;
-                        finish_request(request, body_bytes);
-                        co_return Outcome::client_gone;
-                    }
-                    bump(counters_->bytes_sent, got);
-                }
-                if (ec) { co_return cut_response(ec, host, request, body_bytes); }
+        while (!body.done()) {
+            if (upstream_buf.size() == 0) {
+                upstream_->lowest().expires_after(config.timeouts.idle);
+                auto [ec, n] = co_await upstream_->async_read_some(upstream_buf.prepare(kReadChunk), use_tuple);
+                upstream_buf.commit(n);
+                if (n > 0) { continue; }
+                if (ec == asio::error::eof && body.on_close()) { break; }   // the end of a close-delimited body
+                co_return cut_response(ec ? ec : beast::error_code(http::error::partial_message), host, request, body_bytes);
             }
-            if (chunk_out) {
-                auto [wec, wn] = co_await asio::async_write(client_, asio::buffer("0\r\n\r\n", 5), use_tuple);
-                if (wec) { keep_client_ = false; }
+            http_body::Step step;
+            if (body.next(buffered(upstream_buf), step)) {
+                co_return cut_response(http::error::bad_chunk, host, request, body_bytes);
             }
+            if (!step.data.empty()) {
+                body_bytes += step.data.size();
+                client_.lowest().expires_after(listener_->config.timeouts.idle);
+                if (co_await write_piece(client_, step.data, chunk_out)) {
+                    close_upstream(host);
+                    keep_client_ = false;
+                    finish_request(request, body_bytes);
+                    co_return Outcome::client_gone;
+                }
+                bump(counters_->bytes_sent, step.data.size());
+            }
+            upstream_buf.consume(step.consumed);
+        }
+        if (chunk_out) {
+            auto [wec, wn] = co_await asio::async_write(client_, asio::buffer("0\r\n\r\n", 5), use_tuple);
+            if (wec) { keep_client_ = false; }
         }
 
         // Back to the pool only when the exchange ended cleanly and nothing stray follows it.
-        // The parser adds a chunked body's trailer fields to the response: only then ask the fields again.
-        const bool keep_alive = parser.chunked() ? response.keep_alive() : response_info.keep_alive;
-        const bool reusable = (parser.is_done() || spliced) && keep_alive && !close_delimited && upstream_buf.size() == 0 &&
+        const bool reusable = response_info.keep_alive && !close_delimited && upstream_buf.size() == 0 &&
                               !worker_.draining() && !host->stats().removed.load(std::memory_order_relaxed) &&
                               !host->stats().draining.load(std::memory_order_relaxed);
         if (reusable) {
@@ -1413,7 +1396,7 @@ private:
     }
 
     Outcome cut_response(const beast::error_code& ec, const std::shared_ptr<const discovery::Host>& host,
-                         const http::request_header<>& request, std::uint64_t body_bytes) {
+                         const http_rules::Head& request, std::uint64_t body_bytes) {
         attempt_failure_ = ec == beast::error::timeout ? health::Outcome::timeout : health::Outcome::reset;
         close_upstream(host);
         keep_client_ = false;
@@ -1426,8 +1409,7 @@ private:
     asio::awaitable<void> tunnel(beast::flat_buffer& upstream_buf,
                                  const std::shared_ptr<const discovery::Host>& host) {
         std::string head = "HTTP/1.1 101 Switching Protocols\r\n";
-        http_rules::for_each_raw_field(raw_response_head_,
-                                       [&](std::string_view name, std::string_view value) { append_field(head, name, value); });
+        for (const auto& field : response_head_.fields) { append_field(head, field.name, field.value); }
         head.append("\r\n", 2);
         status_ = 101;
         keep_client_ = false;
@@ -1448,7 +1430,7 @@ private:
     }
 
     // Answers the client from Drover itself, with a drover-error header saying why.
-    asio::awaitable<void> send_local(const LocalError& error, const http::request_header<>* request) {
+    asio::awaitable<void> send_local(const LocalError& error, const http_rules::Head* request) {
         static const auto reason_phrase = [](int status) -> std::string_view {
             return http::obsolete_reason(static_cast<http::status>(status));
         };
@@ -1475,9 +1457,9 @@ private:
         }
     }
 
-    void finish_request(const http::request_header<>& request, std::uint64_t body_bytes = 0) { record(&request, body_bytes); }
+    void finish_request(const http_rules::Head& request, std::uint64_t body_bytes = 0) { record(&request, body_bytes); }
 
-    void record(const http::request_header<>* request, std::uint64_t body_bytes) {
+    void record(const http_rules::Head* request, std::uint64_t body_bytes) {
         const auto elapsed = Clock::now() - start_;
         const double seconds = std::chrono::duration<double>(elapsed).count();
         bump(counters_->requests_by_class[status_class(status_ == 0 ? 500 : status_)]);
@@ -1488,8 +1470,8 @@ private:
              static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()));
         if (listener_->access_log != nullptr) {
             listener_->access_log->write(AccessLog::Entry{
-                client_addr(), request ? std::string_view(request->method_string()) : std::string_view("-"),
-                request ? std::string_view(request->target()) : std::string_view("-"), status_, body_bytes,
+                client_addr(), request ? request->method : std::string_view("-"),
+                request ? request->target : std::string_view("-"), status_, body_bytes,
                 std::chrono::duration_cast<std::chrono::milliseconds>(elapsed), upstream_name_,
                 error_reason_.empty() ? std::string_view("-") : std::string_view(error_reason_)});
         }
@@ -1505,6 +1487,8 @@ private:
     beast::flat_buffer upstream_buf_;   // the current try's response bytes (relay_response)
     std::string raw_head_;            // the current request's head as received
     std::string raw_response_head_;   // the current response's head as received
+    http_rules::Head request_head_;    // parsed raw_head_ (its field vector is reused)
+    http_rules::Head response_head_;   // parsed raw_response_head_
     std::unique_ptr<Stream> upstream_;   // by pointer: lent to and from the pool without moving the Stream
     std::shared_ptr<const TlsServer> tls_server_;   // kept alive for the handshake's context
     std::string last_connect_error_;   // the last host's connect or TLS failure, for the 502

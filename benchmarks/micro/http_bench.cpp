@@ -1,15 +1,16 @@
 // The HTTP data path's per-request head work, done the way proxy/http_session.cpp does it: taking a
-// request head (scan_head, then Beast's parser, then check_request: take_request_head and
-// handle_request), building the head forwarded upstream (http_heads::upstream_request), and the same
-// two steps for the backend's response (relay_response, http_heads::client_response). All of it runs
-// once per proxied request: a large share of a small request's ~32k instructions (docs/performance.md).
+// request head (scan_head, copying the head into the session's raw-head string, Drover's own
+// parse_request_head into the session's reused http_rules::Head, then check_request:
+// take_request_head and handle_request), building the head forwarded upstream
+// (http_heads::upstream_request from the parsed Head), and the same two steps for the backend's
+// response (relay_response with parse_response_head and check_response, http_heads::client_response
+// from the parsed fields). All of it runs once per proxied request: a large share of a small
+// request's instructions (docs/performance.md).
 // Bytes processed = the head's size (a browser-like GET of 8 fields and a curl-like one of 3).
 #include <benchmark/benchmark.h>
 
-#include <boost/beast/core/error.hpp>
-#include <boost/beast/http.hpp>
-
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -19,9 +20,6 @@
 
 namespace drover::proxy {
 namespace {
-
-namespace beast = boost::beast;
-namespace http = beast::http;
 
 // 8 fields, 429 bytes: what a browser sends for a page or an XHR.
 constexpr std::string_view kBrowserGet =
@@ -58,68 +56,63 @@ constexpr std::string_view kResponse =
 
 constexpr std::string_view kClientIp = "203.0.113.7";
 
-using RequestParser = http::request_parser<http::buffer_body>;
-using ResponseParser = http::response_parser<http::buffer_body, http_rules::FieldsAllocator<char>>;
+// A head already buffered, as the session takes it (take_request_head, relay_response): scan, copy
+// the head's bytes into `raw_head` (the session's string, its capacity kept), parse them into `head`
+// (the session's Head, its field vector's capacity kept). False (and the benchmark stops) on
+// anything the session would refuse.
+using ParseHead = std::optional<http_rules::Rejection> (*)(std::string_view, http_rules::Head&);
 
-// A head already buffered, as the session takes it (take_request_head, relay_response): scan, keep
-// the raw bytes, parse up to the end of the head. False (and the benchmark stops) on anything the
-// session would refuse.
-template <class Parser>
-bool take_head(std::string_view bytes, Parser& parser, std::string& raw_head) {
-    parser.header_limit(64 * 1024);
-    parser.body_limit(boost::none);
+bool take_head(std::string_view bytes, ParseHead parse, std::string& raw_head, http_rules::Head& head) {
     http_rules::HeadScan scan;
     if (http_rules::scan_head(bytes, scan) || !scan.complete) { return false; }
     raw_head.assign(bytes.substr(0, scan.scanned));
-    beast::error_code ec;
-    parser.put(boost::asio::buffer(bytes.data(), bytes.size()), ec);
-    return (!ec || ec == http::error::need_more) && parser.is_header_done();
+    return !parse(raw_head, head);
 }
 
 // take_head plus handle_request's checks.
-bool take_request(std::string_view bytes, RequestParser& parser, std::string& raw_head,
+bool take_request(std::string_view bytes, std::string& raw_head, http_rules::Head& head,
                   http_rules::RequestInfo& info) {
-    return take_head(bytes, parser, raw_head) &&
-           !http_rules::check_request(parser.get().base(), http_rules::RequestLimits{}, info);
+    return take_head(bytes, &http_rules::parse_request_head, raw_head, head) &&
+           !http_rules::check_request(head, http_rules::RequestLimits{}, info);
 }
 
 // take_head plus relay_response's check (the body follows the head in the same bytes).
-bool take_response(std::string_view bytes, ResponseParser& parser, std::string& raw_head,
+bool take_response(std::string_view bytes, std::string& raw_head, http_rules::Head& head,
                    http_rules::ResponseInfo& info) {
-    return take_head(bytes, parser, raw_head) && !http_rules::check_response(parser.get().base(), info);
+    return take_head(bytes, &http_rules::parse_response_head, raw_head, head) &&
+           !http_rules::check_response(head, info);
 }
 
-void BM_ParseRequestHead(benchmark::State& state, std::string_view head) {
-    std::string raw_head;   // HttpSession::raw_head_: its capacity stays with the session
+void BM_ParseRequestHead(benchmark::State& state, std::string_view bytes) {
+    std::string raw_head;     // HttpSession::raw_head_
+    http_rules::Head head;    // HttpSession::request_head_: reused from request to request
     for (auto _ : state) {
-        RequestParser parser;   // one per request, as handle_request makes it
         http_rules::RequestInfo info;
-        if (!take_request(head, parser, raw_head, info)) {
+        if (!take_request(bytes, raw_head, head, info)) {
             state.SkipWithError("request refused: not the measured path");
             break;
         }
         benchmark::DoNotOptimize(info.keep_alive);
-        benchmark::DoNotOptimize(raw_head.data());
+        benchmark::DoNotOptimize(head.fields.data());
     }
-    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(head.size()));
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes.size()));
 }
 BENCHMARK_CAPTURE(BM_ParseRequestHead, browser, kBrowserGet);
 BENCHMARK_CAPTURE(BM_ParseRequestHead, curl, kCurlGet);
 
 // The request is parsed once; each iteration builds (and frees) the forwarded head.
 void BM_BuildUpstreamHead(benchmark::State& state, std::string_view client_head) {
-    RequestParser parser;
     std::string raw_head;
+    http_rules::Head request;
     http_rules::RequestInfo info;
-    if (!take_request(client_head, parser, raw_head, info)) {
+    if (!take_request(client_head, raw_head, request, info)) {
         state.SkipWithError("request refused: not the measured path");
         return;
     }
     std::mt19937_64 random(42);   // Worker::random()
     std::size_t bytes = 0;
     for (auto _ : state) {
-        const std::string head = http_heads::upstream_request(parser.get().base(), info, raw_head,
-                                                              {kClientIp, "http", &random});
+        const std::string head = http_heads::upstream_request(request, info, {kClientIp, "http", &random});
         bytes = head.size();
         benchmark::DoNotOptimize(head.data());
     }
@@ -129,38 +122,37 @@ BENCHMARK_CAPTURE(BM_BuildUpstreamHead, browser, kBrowserGet);
 BENCHMARK_CAPTURE(BM_BuildUpstreamHead, curl, kCurlGet);
 
 void BM_ParseResponseHead(benchmark::State& state) {
-    std::string raw_head;   // HttpSession::raw_response_head_
+    std::string raw_head;     // HttpSession::raw_response_head_
+    http_rules::Head head;    // HttpSession::response_head_
     for (auto _ : state) {
-        ResponseParser parser;
         http_rules::ResponseInfo info;
-        if (!take_response(kResponse, parser, raw_head, info)) {
+        if (!take_response(kResponse, raw_head, head, info)) {
             state.SkipWithError("response refused: not the measured path");
             break;
         }
         benchmark::DoNotOptimize(info.keep_alive);
-        benchmark::DoNotOptimize(raw_head.data());
+        benchmark::DoNotOptimize(head.fields.data());
     }
     state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(raw_head.size()));
 }
 BENCHMARK(BM_ParseResponseHead);
 
 // The response head for a GET from an HTTP/1.1 client that keeps its connection (stream_response):
-// status line, the backend's raw fields minus hop-by-hop, Content-Length.
+// status line, the backend's parsed fields minus hop-by-hop, Content-Length.
 void BM_BuildClientResponseHead(benchmark::State& state) {
-    ResponseParser parser;
     std::string raw_head;
+    http_rules::Head response;
     http_rules::ResponseInfo info;
-    if (!take_response(kResponse, parser, raw_head, info)) {
+    if (!take_response(kResponse, raw_head, response, info) || !info.content_length) {
         state.SkipWithError("response refused: not the measured path");
         return;
     }
-    const auto& response = parser.get();
     http_heads::ClientResponse head_of;
-    head_of.status = response.result_int();
-    head_of.reason = response.reason();
-    head_of.raw_head = raw_head;
+    head_of.status = response.status;
+    head_of.reason = response.reason;
+    head_of.fields = &response.fields;
     head_of.connection_tokens = info.connection.value;
-    head_of.length = *parser.content_length();
+    head_of.length = *info.content_length;
     std::size_t bytes = 0;
     for (auto _ : state) {
         const std::string head = http_heads::client_response(head_of);
