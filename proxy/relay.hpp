@@ -57,6 +57,7 @@ private:
     private:
         void wait();
         void read();
+        void written(std::size_t n);   // the `n` bytes just read are out: read on, or wait
         bool start_splicing();   // false: no pipe to be had (descriptor limits): keep copying
         void splice_in();        // socket -> pipe
         void splice_out();       // pipe -> socket, then splice_in again
