@@ -3,7 +3,6 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
@@ -86,7 +85,7 @@ public:
 
         // While no host takes the connection, wait (up to hold_timeout) for the cluster to change.
         const auto hold_deadline = std::chrono::steady_clock::now() + config.hold_timeout;
-        std::shared_ptr<const discovery::Host> host = co_await connect(self, cluster, *snapshot);
+        std::shared_ptr<const discovery::Host> host = co_await connect(cluster, *snapshot);
         const bool may_recover =
             snapshot->hosts.empty() || config.health_check.enabled || config.outlier_detection.enabled;
         const bool held = host == nullptr && may_recover;
@@ -98,7 +97,7 @@ public:
                                                                    hold_deadline - std::chrono::steady_clock::now()));
             if (cluster.snapshot->version == version) { break; }   // the deadline, not a change
             snapshot = cluster.snapshot;
-            host = co_await connect(self, cluster, *snapshot);
+            host = co_await connect(cluster, *snapshot);
         }
         if (held) { (host != nullptr ? stats->held_served : stats->held_timed_out).fetch_add(1, std::memory_order_relaxed); }
         if (host == nullptr) {
@@ -140,7 +139,7 @@ public:
 private:
     // Tries hosts in balancer order, each with the connect timeout, until one answers or the
     // attempts run out (1 + retries.attempts, never the same host twice).
-    asio::awaitable<std::shared_ptr<const discovery::Host>> connect(const std::shared_ptr<TcpSession>& self, WorkerCluster& cluster,
+    asio::awaitable<std::shared_ptr<const discovery::Host>> connect(WorkerCluster& cluster,
                                                                     const ClusterSnapshot& snapshot) {
         const auto& config = *snapshot.config;
         const std::size_t max_attempts = 1 + config.retries.attempts;
@@ -160,19 +159,16 @@ private:
             const auto host = entry->host;
             tried.push_back(host.get());
 
-            // The connect timeout cancels the connect through its cancellation slot: cheaper than racing
-            // a timer with the || operator (a parallel group and two coroutines per connection,
-            // benchmarks/profile/http_keepalive_callgrind.py --case tcp-conn). The timer's handler holds
-            // the session: it may run after this coroutine has ended.
-            connect_timer_.expires_after(config.timeouts.connect);
-            connect_timer_.async_wait([self](const boost::system::error_code& timer_ec) {
-                if (!timer_ec) { self->connect_cancel_.emit(asio::cancellation_type::terminal); }
-            });
+            // The connect timeout cancels the connect through its cancellation slot, from the worker's
+            // deadline queue: cheaper than racing a timer with the || operator (a parallel group and two
+            // coroutines per connection), and than a timer of its own to set and cancel
+            // (benchmarks/profile/http_keepalive_callgrind.py --case tcp-conn).
+            worker_.deadlines().schedule(connect_deadline_, config.timeouts.connect);
             auto [ec] = co_await upstream_.async_connect(host->address(),
                                                          asio::bind_cancellation_slot(connect_cancel_.slot(), use_tuple));
-            connect_timer_.cancel();
+            connect_deadline_.cancel();
             if (ec == asio::error::operation_aborted && !aborted_) { ec = asio::error::timed_out; }
-            std::string why = ec.message();
+            std::string why;
             if (!ec && snapshot.tls) {
                 // TLS to the host: the handshake is part of connecting (a failed one tries the next host).
                 upstream_stream_.emplace(std::move(upstream_));
@@ -196,6 +192,7 @@ private:
             }
             if (!ec) { co_return host; }
             if (aborted_) { break; }
+            if (why.empty()) { why = ec.message(); }
             host->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
             log::debug("cluster {}: connect to {} failed: {}", config.name, host->name(), why);
             boost::system::error_code ignored;
@@ -237,8 +234,14 @@ private:
     ListenerCounters& counters_;
     tcp::socket client_;
     tcp::socket upstream_;
-    asio::steady_timer connect_timer_{worker_.context()};
-    asio::cancellation_signal connect_cancel_;   // the connect timeout's
+    // The connect timeout: on the worker's deadline queue, it cancels the pending connect.
+    struct ConnectDeadline final : DeadlineQueue::Entry {
+        explicit ConnectDeadline(asio::cancellation_signal& s) : signal(s) {}
+        void expired() override { signal.emit(asio::cancellation_type::terminal); }
+        asio::cancellation_signal& signal;
+    };
+    asio::cancellation_signal connect_cancel_;
+    ConnectDeadline connect_deadline_{connect_cancel_};
     // Set when that side speaks TLS: the stream owns the socket then (the one above is left empty).
     std::optional<Stream> client_stream_;
     std::optional<Stream> upstream_stream_;
