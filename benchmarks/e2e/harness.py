@@ -204,7 +204,9 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int], user_only: bool = False) -> float:
+    """CPU time of the processes: utime+stime, or utime alone (user space: the proxy's own code, not
+    the kernel's TCP work it causes)."""
     total = 0
     for pid in pids:
         try:
@@ -212,7 +214,7 @@ def cpu_seconds(pids: list[int]) -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        total += int(fields[11]) + (0 if user_only else int(fields[12]))  # utime, stime (fields 14, 15)
     return total / CLK_TCK
 
 
@@ -446,12 +448,12 @@ class Bench:
             if self.args.warmup > 0:
                 self.wrk(case, port, self.args.warmup, None)
             pids = svc.pids() if svc else []
-            cpu0 = cpu_seconds(pids)
+            cpu0, user0 = cpu_seconds(pids), cpu_seconds(pids, user_only=True)
             res = self.wrk(case, port, self.args.duration, raw)
-            cpu1 = cpu_seconds(pids)
+            cpu1, user1 = cpu_seconds(pids), cpu_seconds(pids, user_only=True)
         except Exception as e:
             self.fail(f"round {rnd} {case.name} {LABEL[target]}", str(e))
-            res, cpu0, cpu1 = None, 0.0, 0.0
+            res, cpu0, cpu1, user0, user1 = None, 0.0, 0.0, 0.0, 0.0
         if res is not None:
             secs = res["duration_us"] / 1e6
             res.update(round=rnd, case=case.name, target=target, rps=res["requests"] / secs,
@@ -459,6 +461,8 @@ class Bench:
                        proxy_cpu_s=(cpu1 - cpu0) if svc else None)
             res["cpu_per_100k"] = (res["proxy_cpu_s"] / res["requests"] * 1e5
                                    if svc and res["requests"] else None)
+            res["user_cpu_per_100k"] = ((user1 - user0) / res["requests"] * 1e5
+                                        if svc and res["requests"] else None)
             self.runs.append(res)
             errs = {k: res[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors",
                                         "timeout_errors") if res[k]}
@@ -745,7 +749,10 @@ def report(b: Bench, env: dict[str, str]) -> str:
     L.append(f"Medians of {a.rounds} round(s); each run is `wrk -t1` for {a.duration} s after a {a.warmup} s "
              f"warm-up. Each proxy runs one worker pinned to core {PROXY_CORE}; wrk and the NGINX origin "
              f"share core {CLIENT_CORE}. Latency in ms; proxy CPU = utime+stime of the proxy process(es) "
-             "during the run, per 100k requests (lower is better). Ratios are Drover ÷ the other, from "
+             "during the run, per 100k requests (lower is better); user = utime alone, the proxy's own "
+             "code without the kernel's TCP work it causes (on loopback the kernel's share is most of "
+             "it, and about the same for every proxy: each moves the same bytes through the same "
+             "syscalls). Ratios are Drover ÷ the other, from "
              "the medians: below 1 means Drover is lower (better for latency, CPU, memory; worse for "
              "requests/s and throughput). With several rounds, (min–max) follows the median. "
              "Requests/s and latency are mostly set by the shared client core and by whatever else runs "
@@ -757,10 +764,10 @@ def report(b: Bench, env: dict[str, str]) -> str:
         by.setdefault((r["case"], r["target"]), []).append(r)
 
     def m(case: str, target: str, key: str) -> float | None:
-        return med([r[key] for r in by.get((case, target), [])])
+        return med([r.get(key) for r in by.get((case, target), [])])
 
     def with_range(case: str, target: str, key: str, kind: str) -> str:
-        vals = [r[key] for r in by.get((case, target), []) if r[key] is not None]
+        vals = [r.get(key) for r in by.get((case, target), []) if r.get(key) is not None]
         text = fmt(m(case, target, key), kind)
         if len(vals) > 1:
             text += f" ({fmt(min(vals), kind)}–{fmt(max(vals), kind)})"
@@ -773,8 +780,8 @@ def report(b: Bench, env: dict[str, str]) -> str:
         L.append(f"`wrk -t1 -c{case.connections}{close}`, `GET {case.path}` "
                  f"({'TCP listener' if case.mode == 'tcp' else 'HTTP listener'}).")
         L.append("")
-        L.append("| target | requests/s | MiB/s | p50 ms | p99 ms | proxy CPU-s per 100k req | wrk errors |")
-        L.append("|---|---:|---:|---:|---:|---:|---|")
+        L.append("| target | requests/s | MiB/s | p50 ms | p99 ms | proxy CPU-s per 100k req | of which user | wrk errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---|")
         for t in TARGETS:
             runs = by.get((case.name, t), [])
             errs = {k: sum(r[k] for r in runs) for k in ("status_errors", "connect_errors", "read_errors",
@@ -784,15 +791,15 @@ def report(b: Bench, env: dict[str, str]) -> str:
             L.append(f"| {LABEL[t]} | {with_range(case.name, t, 'rps', 'rps')} | "
                      f"{fmt(m(case.name, t, 'bytes_per_s'), 'mibs')} | {fmt(m(case.name, t, 'p50_us'), 'ms')} | "
                      f"{fmt(m(case.name, t, 'p99_us'), 'ms')} | {with_range(case.name, t, 'cpu_per_100k', 'cpu')} | "
-                     f"{err_txt} |")
+                     f"{fmt(m(case.name, t, 'user_cpu_per_100k'), 'cpu') if t != 'direct' else '–'} | {err_txt} |")
         for other in ("haproxy", "nginx"):
             cells = [ratio(m(case.name, "drover", k), m(case.name, other, k))
-                     for k in ("rps", "bytes_per_s", "p50_us", "p99_us", "cpu_per_100k")]
+                     for k in ("rps", "bytes_per_s", "p50_us", "p99_us", "cpu_per_100k", "user_cpu_per_100k")]
             L.append(f"| **Drover ÷ {LABEL[other]}** | " + " | ".join(cells) + " | |")
         if case.name == "http-1m":
             L.append(f"| **Drover ÷ direct** | {ratio(m(case.name, 'drover', 'rps'), m(case.name, 'direct', 'rps'))}"
                      f" | {ratio(m(case.name, 'drover', 'bytes_per_s'), m(case.name, 'direct', 'bytes_per_s'))}"
-                     " | | | | |")
+                     " | | | | | |")
         L.append("")
 
     mem = {p: [r for r in b.memory if r["proxy"] == p] for p in PROXIES}
@@ -875,6 +882,10 @@ def report(b: Bench, env: dict[str, str]) -> str:
 
     check("HTTP small: CPU per request, Drover ÷ HAProxy",
           rel(m("http-small", "drover", "cpu_per_100k"), m("http-small", "haproxy", "cpu_per_100k")), 0.8, "≤ 0.80")
+    checks.append("| (for context) HTTP small: user-space CPU per request, Drover ÷ HAProxy | "
+                  + (lambda v: "not measured" if v is None else f"{v:.2f}")(
+                      rel(m("http-small", "drover", "user_cpu_per_100k"), m("http-small", "haproxy", "user_cpu_per_100k")))
+                  + " | – | |")
     cg = b.callgrind
     check("HTTP keep-alive: instructions per request, Drover ÷ NGINX",
           rel(cg.get("drover", {}).get("http-keepalive"), cg.get("nginx", {}).get("http-keepalive")), 0.9999, "< 1")
