@@ -162,73 +162,85 @@ void SocketRelay::direction_finished() {
 
 void SocketRelay::Direction::start() {
     boost::system::error_code ignored;
-    from_.non_blocking(true, ignored);
-    to_.non_blocking(true, ignored);   // written to without waiting (read())
-    wait();
+    from_.non_blocking(true, ignored);   // read and written to without waiting: the other direction's `to_`
+    receive();
 }
 
-void SocketRelay::Direction::wait() {
-    from_.async_wait(tcp::socket::wait_read, [this](const boost::system::error_code& ec) {
-        if (ec) {
-            finish();
+// Waits for bytes with a read into the direction's small buffer rather than a wait for readability:
+// once a read has drained the socket the reactor knows it, so this read costs no syscall until bytes
+// come, where each wait for readability re-armed the descriptor (epoll_ctl), then read
+// (benchmarks/profile/http_keepalive_callgrind.py --case tcp-keepalive). Small exchanges fit in it.
+void SocketRelay::Direction::receive() {
+    from_.async_read_some(asio::buffer(small_), [this](const boost::system::error_code& ec, std::size_t n) {
+        if (n > 0) {
+            forward(small_.data(), n, n == small_.size());
         } else {
-            read();
+            ended(ec);
         }
     });
 }
 
+// After a read that filled the small buffer: the rest through a pooled buffer, read at once.
 void SocketRelay::Direction::read() {
     if (!buffer_) { buffer_ = relay_.buffers_.acquire(); }
     boost::system::error_code ec;
     const std::size_t n = from_.read_some(asio::buffer(*buffer_), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
         buffer_.reset();   // idle: hold no buffer
-        wait();
-        return;
-    }
-    if (ec == asio::error::eof) {
-        to_.shutdown(tcp::socket::shutdown_send, ec);   // half-close: pass the FIN on
-        finish();
+        receive();
         return;
     }
     if (ec) {
-        relay_.close_both();   // reset or error: the other direction cannot finish cleanly either
-        finish();
+        ended(ec);
         return;
     }
+    forward(buffer_->data(), n, n == buffer_->size());
+}
+
+void SocketRelay::Direction::ended(const boost::system::error_code& ec) {
+    if (ec == asio::error::eof) {
+        boost::system::error_code ignored;
+        to_.shutdown(tcp::socket::shutdown_send, ignored);   // half-close: pass the FIN on
+    } else if (ec != asio::error::operation_aborted) {
+        relay_.close_both();   // reset or error: the other direction cannot finish cleanly either
+    }
+    finish();
+}
+
+void SocketRelay::Direction::forward(const char* data, std::size_t n, bool full) {
     relay_.last_activity_ = Clock::now();
     bump(counter_, n);
     // Written at once when the receiver has room (it almost always has): an asynchronous write that
     // completes at once still goes through the scheduler, about a third of a small relayed request's
     // instructions (benchmarks/profile/http_keepalive_callgrind.py --case tcp-keepalive).
-    const std::size_t sent = to_.write_some(asio::buffer(buffer_->data(), n), ec);
+    boost::system::error_code ec;
+    const std::size_t sent = to_.write_some(asio::buffer(data, n), ec);
     if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
         relay_.close_both();
         finish();
         return;
     }
     if (!ec && sent == n) {
-        written(n);
+        written(full);
         return;
     }
     const std::size_t done = ec ? 0 : sent;
-    asio::async_write(to_, asio::buffer(buffer_->data() + done, n - done),
-                      [this, n](const boost::system::error_code& write_ec, std::size_t) {
-                          if (write_ec) {
-                              relay_.close_both();
-                              finish();
-                          } else {
-                              written(n);
-                          }
-                      });
+    asio::async_write(to_, asio::buffer(data + done, n - done), [this, full](const boost::system::error_code& write_ec, std::size_t) {
+        if (write_ec) {
+            relay_.close_both();
+            finish();
+        } else {
+            written(full);
+        }
+    });
 }
 
-void SocketRelay::Direction::written(std::size_t n) {
-    if (n < buffer_->size()) {
+void SocketRelay::Direction::written(bool full) {
+    if (!full) {
         buffer_.reset();   // the socket is most likely drained
-        wait();
-    } else if (start_splicing()) {
-        buffer_.reset();   // a bulk transfer: the kernel moves it from here on
+        receive();
+    } else if (buffer_ && start_splicing()) {
+        buffer_.reset();   // a full 16 KiB read: a bulk transfer, the kernel moves it from here on
         splice_in();
     } else {
         // Read on, through the scheduler: a fast sender must not keep the worker to itself.

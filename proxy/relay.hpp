@@ -7,6 +7,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -39,13 +40,17 @@ public:
 private:
     using Clock = std::chrono::steady_clock;
 
-    // One direction: waits for readability, borrows a buffer, reads what is there and writes it on.
-    // One buffer in flight is the back-pressure: nothing more is read until it is written.
-    // A read that fills the whole buffer means a bulk transfer: the direction then moves its bytes
-    // with splice(2) through a pipe of its own, socket to socket inside the kernel, no copy through
-    // user space (what HAProxy's splice-auto does). Small exchanges never pay for the pipe.
+    // One direction: reads into a small buffer of its own (an idle direction holds no other), borrows
+    // a pooled buffer when that one fills, and writes what it read on. One buffer in flight is the
+    // back-pressure: nothing more is read until it is written.
+    // A read that fills the whole pooled buffer means a bulk transfer: the direction then moves its
+    // bytes with splice(2) through a pipe of its own, socket to socket inside the kernel, no copy
+    // through user space (what HAProxy's splice-auto does). Small exchanges never pay for the pipe.
     class Direction {
     public:
+        // Bytes a direction reads without borrowing a buffer: a small request or response, in one read.
+        static constexpr std::size_t kSmallBuffer = 512;
+
         Direction(SocketRelay& relay, boost::asio::ip::tcp::socket& from, boost::asio::ip::tcp::socket& to,
                   std::atomic<std::uint64_t>& counter)
             : relay_(relay), from_(from), to_(to), counter_(counter) {}
@@ -55,9 +60,11 @@ private:
         void start();
 
     private:
-        void wait();
-        void read();
-        void written(std::size_t n);   // the `n` bytes just read are out: read on, or wait
+        void receive();                                           // into small_, asynchronously
+        void read();                                              // into a pooled buffer, at once
+        void forward(const char* data, std::size_t n, bool full); // writes what was read on
+        void written(bool full);   // the last read is out: `full` (it filled its buffer) reads on at once
+        void ended(const boost::system::error_code& ec);          // EOF, error or cancelled
         bool start_splicing();   // false: no pipe to be had (descriptor limits): keep copying
         void splice_in();        // socket -> pipe
         void splice_out();       // pipe -> socket, then splice_in again
@@ -69,6 +76,7 @@ private:
         std::atomic<std::uint64_t>& counter_;
         BufferPool::Lease buffer_{nullptr, BufferPool::Return{nullptr}};
         int pipe_[2] = {-1, -1};    // splice mode: [0] read end, [1] write end
+        std::array<char, kSmallBuffer> small_;
         std::size_t in_pipe_ = 0;   // bytes spliced in and not yet out
     };
 
