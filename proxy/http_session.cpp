@@ -1010,7 +1010,10 @@ private:
             co_return ec;
         }
         configure_upstream(upstream_->socket());
-        if (!tls) { co_return ec; }
+        if (!tls) {
+            upstream_->socket().non_blocking(true, ec);   // written to without waiting (write_now)
+            co_return boost::system::error_code();
+        }
         upstream_->start_tls_client(tls, host.name());
         upstream_->lowest().expires_after(timeout);
         std::tie(ec) = co_await upstream_->async_handshake(use_tuple);
@@ -1037,7 +1040,11 @@ private:
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
         // Plain writes do not use the tcp_stream's timer (stream.hpp): setting it is for TLS only.
         if (upstream_->tls()) { upstream_->lowest().expires_at(per_try_deadline_); }
-        auto [write_ec, written] = co_await asio::async_write(*upstream_, asio::buffer(head), use_tuple);
+        boost::system::error_code write_ec;
+        if (const std::size_t now = write_now(*upstream_, asio::buffer(head), write_ec); !write_ec && now < head.size()) {
+            std::tie(write_ec, std::ignore) =
+                co_await asio::async_write(*upstream_, asio::buffer(head.data() + now, head.size() - now), use_tuple);
+        }
         if (write_ec) {
             close_upstream(host);
             co_return Outcome::reset_before_response;
@@ -1099,6 +1106,21 @@ private:
             if (wec) { co_return Outcome::reset_before_response; }
         }
         co_return Outcome::ok;
+    }
+
+    // Writes what a plain socket takes now, without waiting: an asynchronous write that completes at once
+    // still posts its completion through the scheduler (benchmarks/profile). Returns the bytes written
+    // (0 over TLS, or when the socket is full: the caller writes the rest asynchronously); `ec` is set
+    // only for a broken connection. The socket must be in non-blocking mode, else nothing is written.
+    template <class Buffers>
+    static std::size_t write_now(Stream& stream, const Buffers& buffers, boost::system::error_code& ec) {
+        if (stream.tls() || !stream.socket().non_blocking()) { return 0; }
+        const std::size_t n = stream.socket().write_some(buffers, ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) {
+            ec = {};
+            return 0;
+        }
+        return ec ? 0 : n;
     }
 
     static std::string_view buffered(const beast::flat_buffer& buffer) {
@@ -1252,7 +1274,15 @@ private:
         if (client_.tls()) { client_.lowest().expires_after(listener_->config.timeouts.idle); }   // plain writes: no timer
         const std::array<asio::const_buffer, 2> head_parts = {asio::buffer(head),
                                                               asio::buffer(early.data.data(), early.data.size())};
-        auto [hec, hn] = co_await asio::async_write(client_, head_parts, use_tuple);
+        boost::system::error_code hec;
+        std::size_t hn = write_now(client_, head_parts, hec);
+        if (!hec && hn < head.size() + early.data.size()) {
+            beast::buffers_suffix<std::array<asio::const_buffer, 2>> rest(head_parts);
+            rest.consume(hn);
+            std::size_t more = 0;
+            std::tie(hec, more) = co_await asio::async_write(client_, rest, use_tuple);
+            hn += more;
+        }
         upstream_buf.consume(early.consumed);
         if (hec) {
             close_upstream(host);
@@ -1623,9 +1653,10 @@ void park_client(Worker& worker, ClientConnection connection, std::chrono::milli
 void accept_http(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client) {
     boost::system::error_code ec;
     const auto remote = client.remote_endpoint(ec);
+    std::string client_ip = ec ? std::string("unknown") : remote.address().to_string();
     client.set_option(tcp::no_delay(true), ec);
-    ClientConnection connection{std::move(client), std::move(listener), remote,
-                                ec ? std::string("unknown") : remote.address().to_string()};
+    if (!listener->tls) { client.non_blocking(true, ec); }   // written to without waiting (HttpSession::write_now)
+    ClientConnection connection{std::move(client), std::move(listener), remote, std::move(client_ip)};
     if (connection.listener->tls) {
         serve(worker, std::move(connection));
         return;
