@@ -56,6 +56,10 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kReadChunk = 16 * 1024;
+// Responses are read in larger steps: a 16 KiB body with its head then comes in one read and goes out
+// in one write, where 16 KiB steps took two of each (benchmarks/e2e http-16k, strace). The session's
+// upstream buffer keeps this capacity while the session lives (spare sessions included).
+constexpr std::size_t kUpstreamReadChunk = 64 * 1024;
 constexpr std::size_t kMaxResponseHeaderBytes = 64 * 1024;
 // How long the first request for a service made from a template waits for its first DNS answer.
 constexpr auto kDynamicResolveWait = std::chrono::seconds(3);
@@ -1179,14 +1183,14 @@ private:
                 std::size_t n = 0;
                 if (upstream_->tls()) {
                     upstream_->lowest().expires_at(deadline);
-                    std::tie(ec, n) = co_await upstream_->async_read_some(upstream_buf.prepare(kReadChunk), use_tuple);
+                    std::tie(ec, n) = co_await upstream_->async_read_some(upstream_buf.prepare(kUpstreamReadChunk), use_tuple);
                 } else {
                     // Plain: the session's lazily re-armed deadline (see arm_deadline), not the tcp_stream's
                     // timer, which set and cancelled a timer for every read (~600 instructions a request,
                     // benchmarks/profile). Past the deadline the read is cancelled and it is a timeout, as
                     // tcp_stream would say (the socket is closed below, as tcp_stream would close it).
                     arm_deadline(deadline);
-                    std::tie(ec, n) = co_await upstream_->socket().async_read_some(upstream_buf.prepare(kReadChunk), with_deadline());
+                    std::tie(ec, n) = co_await upstream_->socket().async_read_some(upstream_buf.prepare(kUpstreamReadChunk), with_deadline());
                     disarm_deadline();
                     if (deadline_fired_) { ec = beast::error::timeout; }
                 }
@@ -1312,7 +1316,7 @@ private:
         while (!body.done()) {
             if (upstream_buf.size() == 0) {
                 upstream_->lowest().expires_after(config.timeouts.idle);
-                auto [ec, n] = co_await upstream_->async_read_some(upstream_buf.prepare(kReadChunk), use_tuple);
+                auto [ec, n] = co_await upstream_->async_read_some(upstream_buf.prepare(kUpstreamReadChunk), use_tuple);
                 upstream_buf.commit(n);
                 if (n > 0) { continue; }
                 if (ec == asio::error::eof && body.on_close()) { break; }   // the end of a close-delimited body
@@ -1325,7 +1329,10 @@ private:
             if (!step.data.empty()) {
                 body_bytes += step.data.size();
                 client_.lowest().expires_after(listener_->config.timeouts.idle);
-                if (co_await write_piece(client_, step.data, chunk_out)) {
+                boost::system::error_code wec;
+                const std::size_t now = chunk_out ? 0 : write_now(client_, asio::buffer(step.data.data(), step.data.size()), wec);
+                if (!wec && now < step.data.size()) { wec = co_await write_piece(client_, step.data.substr(now), chunk_out); }
+                if (wec) {
                     close_upstream(host);
                     keep_client_ = false;
                     finish_request(request, body_bytes);
