@@ -162,7 +162,8 @@ void SocketRelay::direction_finished() {
 
 void SocketRelay::Direction::start() {
     boost::system::error_code ignored;
-    from_.non_blocking(true, ignored);   // read and written to without waiting: the other direction's `to_`
+    // Read and written to without waiting (it is the other direction's `to_`); set once per socket.
+    if (!from_.non_blocking()) { from_.non_blocking(true, ignored); }
     receive();
 }
 

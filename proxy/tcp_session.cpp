@@ -164,6 +164,11 @@ private:
             // coroutines per connection), and than a timer of its own to set and cancel
             // (benchmarks/profile/http_keepalive_callgrind.py --case tcp-conn).
             worker_.deadlines().schedule(connect_deadline_, config.timeouts.connect);
+            // Non-blocking from the start (the relay reads and writes it without waiting): one ioctl,
+            // where connecting and then the relay each made one.
+            boost::system::error_code open_ec;
+            upstream_.open(host->address().protocol(), open_ec);
+            if (!open_ec) { upstream_.non_blocking(true, open_ec); }
             auto [ec] = co_await upstream_.async_connect(host->address(),
                                                          asio::bind_cancellation_slot(connect_cancel_.slot(), use_tuple));
             connect_deadline_.cancel();
