@@ -1,6 +1,7 @@
 #pragma once
-// Relay buffers lent per read and returned at once, so an idle connection holds no buffer: its
-// coroutine waits for readability first and borrows one only when bytes are there.
+// Relay buffers lent per read and returned at once, so an idle connection holds no pooled buffer: a
+// TCP relay direction reads into a small buffer of its own first (relay.hpp) and borrows one only when
+// that one fills.
 // One pool per worker; not thread-safe by design.
 
 #include <array>
