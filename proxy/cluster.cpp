@@ -278,14 +278,16 @@ void Cluster::rebuild() {
         health::select_hosts(group_inputs, selection_settings_, now, group_selection);
     };
     std::uint32_t serving = priorities.empty() ? 0 : priorities.front();
+    std::optional<std::uint32_t> selected;   // the group group_selection holds
     for (const auto priority : priorities) {
         select_group(priority);
+        selected = priority;
         if (group_selection.available > 0) {
             serving = priority;
             break;
         }
     }
-    select_group(serving);
+    if (selected != serving) { select_group(serving); }
 
     selection_.hosts.assign(order_.size(), health::HostSelection{0.0, 1.0, false});
     for (std::size_t g = 0; g < group.size(); ++g) { selection_.hosts[group[g]] = group_selection.hosts[g]; }
@@ -305,6 +307,7 @@ void Cluster::rebuild() {
     snapshot->listed = order_.size();
     snapshot->panic = selection_.panic;
     const bool maglev = config_->load_balancing == config::LbPolicy::maglev;
+    snapshot->hosts.reserve(order_.size());
     ramping_ = false;
     for (std::size_t i = 0; i < order_.size(); ++i) {
         const auto& chosen = selection_.hosts[i];
@@ -317,8 +320,17 @@ void Cluster::rebuild() {
     }
     snapshot->retry_after_seconds = snapshot->hosts.empty() ? retry_after_seconds(now) : 1;
     if (maglev) {
-        // Built here, on the control loop, so no worker ever pays for it on a request.
-        snapshot->maglev = std::make_shared<const MaglevTable>(snapshot->hosts);
+        // Built here, on the control loop, so no worker ever pays for it on a request. The current table
+        // is kept when the hosts and their weights are the same: a DNS refresh with the same answer, a
+        // slow-start tick (the table ignores ramping) rebuilt it for nothing, milliseconds each
+        // (BM_SnapshotDiscoveryUnchangedMaglev).
+        const auto same = [](const HostEntry& a, const HostEntry& b) { return a.host == b.host && a.weight == b.weight; };
+        if (snapshot_ && snapshot_->maglev &&
+            std::equal(snapshot->hosts.begin(), snapshot->hosts.end(), snapshot_->hosts.begin(), snapshot_->hosts.end(), same)) {
+            snapshot->maglev = snapshot_->maglev;
+        } else {
+            snapshot->maglev = std::make_shared<const MaglevTable>(snapshot->hosts);
+        }
     }
     if (snapshot->panic && !snapshot_->panic) {
         ++health_counters_.panics;

@@ -5,7 +5,8 @@
 // MaglevTable (BM_MaglevTableBuild times that alone). Rebuild is reached here through the public paths
 // that trigger it:
 //   - a discovery update (the resolver's callback, Cluster::on_endpoints): the new set is diffed into
-//     the long-lived hosts, then rebuilt. One host reweighted, or one host replaced by another;
+//     the long-lived hosts, then rebuilt. One host reweighted, or one host replaced by another, or (for
+//     maglev) the same set again;
 //   - Cluster::set_draining, toggled on the first host: a state change and a rebuild, nearly nothing
 //     else (the host is found by a scan that stops at the first).
 // Health checks are off (no probe sockets; every host counts healthy, as after its first checks
@@ -109,6 +110,16 @@ void BM_SnapshotDiscoveryReplace(benchmark::State& state) {
     push_in_turn(state, bench, replaced, endpoints(n));
 }
 BENCHMARK(BM_SnapshotDiscoveryReplace)->Arg(10)->Arg(100)->Arg(1000)->Arg(10000);
+
+// A discovery update with the same answer (a DNS refresh, the endpoints file rewritten unchanged) for a
+// maglev cluster: the snapshot is rebuilt, the table kept (it was rebuilt each time before).
+void BM_SnapshotDiscoveryUnchangedMaglev(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    Bench bench(n, config::LbPolicy::maglev);
+    const auto same = endpoints(n);
+    push_in_turn(state, bench, same, same);
+}
+BENCHMARK(BM_SnapshotDiscoveryUnchangedMaglev)->Arg(10)->Arg(100)->Arg(1000)->Arg(10000);
 
 // A host's state changes (here: drained, then back), with no discovery work: the rebuild alone.
 void drain_toggle(benchmark::State& state, config::LbPolicy policy) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "proxy/cluster.hpp"
+#include "proxy/load_balancer/maglev.hpp"
 #include "tests/support/scripted_resolver.hpp"
 
 namespace drover::proxy {
@@ -125,6 +126,41 @@ TEST_F(ClusterDiscoveryTest, AnEmptySetEmptiesTheCluster) {
     resolver->push({});
     EXPECT_TRUE(cluster->snapshot()->hosts.empty());
     EXPECT_EQ(cluster->host_changes().removed, 1u);
+}
+
+// A maglev table takes milliseconds to build: a rebuild that leaves the hosts and their weights as
+// they were (a DNS refresh with the same answer) keeps the table; any change to them makes a new one.
+TEST(ClusterMaglev, TableIsKeptWhenHostsAndWeightsAreUnchanged) {
+    asio::io_context control;
+    config::Cluster config;
+    config.name = "web";
+    config.load_balancing = config::LbPolicy::maglev;
+    config.health_check.enabled = false;
+    config.slow_start = std::chrono::milliseconds::zero();
+    auto scripted = std::make_unique<ScriptedResolver>();
+    auto* resolver = scripted.get();
+    std::vector<std::shared_ptr<const ClusterSnapshot>> published;
+    Cluster cluster(config, std::move(scripted), [&](std::shared_ptr<const ClusterSnapshot> s) { published.push_back(s); },
+                    control);
+    cluster.start();
+
+    resolver->push({endpoint("127.0.0.2", 80), endpoint("127.0.0.3", 80)});
+    resolver->push({endpoint("127.0.0.2", 80), endpoint("127.0.0.3", 80)});
+    ASSERT_EQ(published.size(), 2u);
+    ASSERT_NE(published[0]->maglev, nullptr);
+    EXPECT_GT(published[1]->version, published[0]->version);   // still a new snapshot...
+    EXPECT_EQ(published[1]->maglev, published[0]->maglev);     // ...with the same table
+
+    resolver->push({endpoint("127.0.0.2", 80, 2), endpoint("127.0.0.3", 80)});   // reweighted
+    resolver->push({endpoint("127.0.0.2", 80, 2), endpoint("127.0.0.4", 80)});   // replaced
+    resolver->push({endpoint("127.0.0.2", 80, 2)});                              // removed
+    ASSERT_EQ(published.size(), 5u);
+    for (std::size_t i = 2; i < published.size(); ++i) {
+        ASSERT_NE(published[i]->maglev, nullptr);
+        EXPECT_NE(published[i]->maglev, published[i - 1]->maglev) << "snapshot " << i;
+        EXPECT_EQ(published[i]->maglev->host_count(), published[i]->hosts.size()) << "snapshot " << i;
+    }
+    cluster.stop();
 }
 
 }  // namespace
