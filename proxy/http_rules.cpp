@@ -112,6 +112,16 @@ bool token_list(std::string_view list) {
     return ok;
 }
 
+// A Connection or Proxy-Connection field (both must be token lists); the first Connection is noted.
+std::optional<Rejection> take_connection(const Field& field, FirstField& connection) {
+    const bool is_connection = field.id == FieldId::connection;
+    if (!token_list(field.value)) {
+        return bad(is_connection ? "Connection is not a list of tokens" : "Proxy-Connection is not a list of tokens");
+    }
+    if (is_connection) { connection.take(field.value); }
+    return std::nullopt;
+}
+
 // Content-Length / Transfer-Encoding rules shared by requests and responses, fed the framing fields
 // during the caller's walk over the fields.
 struct Framing {
@@ -310,15 +320,15 @@ FieldId classify_field(std::string_view name) {
         case 6:
             return is("cookie")   ? FieldId::cookie
                    : is("expect") ? FieldId::expect
-                                             : FieldId::other;
+                                  : FieldId::other;
         case 7:
             return is("upgrade")   ? FieldId::upgrade
                    : is("trailer") ? FieldId::trailer
-                                              : FieldId::other;
+                                   : FieldId::other;
         case 10:
             return is("connection")   ? FieldId::connection
                    : is("keep-alive") ? FieldId::keep_alive
-                                                 : FieldId::other;
+                                      : FieldId::other;
         case 11: return is("retry-after") ? FieldId::retry_after : FieldId::other;
         case 12: return is("x-request-id") ? FieldId::x_request_id : FieldId::other;
         case 14: return is("content-length") ? FieldId::content_length : FieldId::other;
@@ -326,12 +336,12 @@ FieldId classify_field(std::string_view name) {
         case 16:
             return is("x-forwarded-host")   ? FieldId::x_forwarded_host
                    : is("proxy-connection") ? FieldId::proxy_connection
-                                                       : FieldId::other;
+                                            : FieldId::other;
         case 17:
             return is("transfer-encoding")   ? FieldId::transfer_encoding
                    : is("x-forwarded-proto") ? FieldId::x_forwarded_proto
                    : is(kPriorityHeader)     ? FieldId::x_drover_priority
-                                                        : FieldId::other;
+                                             : FieldId::other;
         default: return FieldId::other;
     }
 }
@@ -412,11 +422,8 @@ std::optional<Rejection> check_request(const Head& head, const RequestLimits& li
                 break;
             case FieldId::expect: info.expect_continue = iequals(field.value, "100-continue"); break;
             case FieldId::connection:
-                if (!token_list(field.value)) { return bad("Connection is not a list of tokens"); }
-                info.connection.take(field.value);
-                break;
             case FieldId::proxy_connection:
-                if (!token_list(field.value)) { return bad("Proxy-Connection is not a list of tokens"); }
+                if (auto rejection = take_connection(field, info.connection)) { return rejection; }
                 break;
             case FieldId::x_drover_priority: info.priority.take(field.value); break;
             case FieldId::upgrade: upgrade.take(field.value); break;
@@ -485,11 +492,8 @@ std::optional<Rejection> check_response(const Head& head, ResponseInfo& info) {
         switch (field.id) {
             case FieldId::lookalike: return bad("response header imitates a framing header");
             case FieldId::connection:
-                if (!token_list(field.value)) { return bad("Connection is not a list of tokens"); }
-                info.connection.take(field.value);
-                break;
             case FieldId::proxy_connection:
-                if (!token_list(field.value)) { return bad("Proxy-Connection is not a list of tokens"); }
+                if (auto rejection = take_connection(field, info.connection)) { return rejection; }
                 break;
             case FieldId::retry_after: info.retry_after.take(field.value); break;
             case FieldId::content_length:
