@@ -2,7 +2,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/v6_only.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -120,13 +119,15 @@ void Listener::bind(std::vector<Worker*> workers) {
 
 void Listener::start() {
     for (auto& a : acceptors_) {
-        spawn(a.worker->context().get_executor(), accept_loop(*a.worker, slot_, *a.acceptor), "accept loop");
+        a.worker->post([worker = a.worker, slot = slot_, acceptor = a.acceptor.get()] {
+            spawn(worker->context().get_executor(), accept_loop(*worker, slot, *acceptor), "accept loop");
+        });
     }
 }
 
 void Listener::close() {
     for (auto& a : acceptors_) {
-        asio::post(a.worker->context(), [acceptor = a.acceptor.get()] {
+        a.worker->post([acceptor = a.acceptor.get()] {
             boost::system::error_code ignored;
             acceptor->close(ignored);
         });

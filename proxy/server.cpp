@@ -124,7 +124,7 @@ void Server::publish_routes(std::size_t index, const config::Listener& listener)
         if (!started_) {
             worker->set_routes(index, shared, cluster);
         } else {
-            asio::post(worker->context(), [w = worker.get(), index, shared, cluster] { w->set_routes(index, shared, cluster); });
+            worker->post([w = worker.get(), index, shared, cluster] { w->set_routes(index, shared, cluster); });
         }
     }
 }
@@ -137,7 +137,7 @@ std::size_t Server::add_cluster(const config::Cluster& cluster_config, std::shar
     }
     auto publish = [this, index](std::shared_ptr<const ClusterSnapshot> snapshot) {
         for (auto& worker : workers_) {
-            asio::post(worker->context(), [w = worker.get(), index, snapshot] { w->set_snapshot(index, snapshot); });
+            worker->post([w = worker.get(), index, snapshot] { w->set_snapshot(index, snapshot); });
         }
     };
     auto cluster = std::make_unique<Cluster>(cluster_config, make_resolver(cluster_config, control_), std::move(publish),
@@ -189,7 +189,7 @@ void Server::ensure_dynamic(std::size_t template_index, const std::string& host)
     cluster.touch();
     const std::string key = tmpl.config.name + "/" + host;
     for (auto& worker : workers_) {
-        asio::post(worker->context(), [w = worker.get(), index, key, snapshot = cluster.snapshot()] {
+        worker->post([w = worker.get(), index, key, snapshot = cluster.snapshot()] {
             w->install_dynamic(index, key, snapshot);
         });
     }
@@ -224,7 +224,7 @@ asio::awaitable<void> Server::sweep_dynamic() {
                 const std::size_t index = it->second;
                 const std::string key = slot->name();
                 for (auto& worker : workers_) {
-                    asio::post(worker->context(), [w = worker.get(), index, key] { w->remove_dynamic(index, key); });
+                    worker->post([w = worker.get(), index, key] { w->remove_dynamic(index, key); });
                 }
                 slot->stop();
                 // Destroyed after the handlers already queued (the resolver's cancellations) have run.
@@ -392,7 +392,7 @@ std::vector<std::string> Server::needs_restart(const config::Config& next) const
 // flight keep their snapshot), and it is destroyed once the handlers already queued for it have run.
 void Server::retire_cluster(std::size_t index) {
     for (auto& worker : workers_) {
-        asio::post(worker->context(), [w = worker.get(), index] { w->remove_cluster(index); });
+        worker->post([w = worker.get(), index] { w->remove_cluster(index); });
     }
     clusters_[index]->stop();
     asio::post(control_, [retired = std::shared_ptr<Cluster>(std::move(clusters_[index]))] {});
@@ -517,7 +517,7 @@ ReloadResult Server::reload(std::string_view why) {
         }
         const std::size_t index = add_cluster(c, cluster_tls[c.name]);
         for (auto& worker : workers_) {
-            asio::post(worker->context(), [w = worker.get(), index, snapshot = clusters_[index]->snapshot()] {
+            worker->post([w = worker.get(), index, snapshot = clusters_[index]->snapshot()] {
                 w->install_cluster(index, snapshot);
             });
         }
@@ -600,7 +600,7 @@ void Server::drain(std::string reason) {
             log::warn("{} during drain: closing {} connections now", reason, live_sessions());
             aborting_ = true;
             for (auto& worker : workers_) {
-                asio::post(worker->context(), [w = worker.get()] { w->abort_sessions(); });
+                worker->post([w = worker.get()] { w->abort_sessions(); });
             }
         }
         return;
@@ -612,7 +612,7 @@ void Server::drain(std::string reason) {
     for (auto& listener : listeners_) { listener->close(); }
     // Keep-alive connections answer their current request with Connection: close, then end.
     for (auto& worker : workers_) {
-        asio::post(worker->context(), [w = worker.get()] {
+        worker->post([w = worker.get()] {
             w->set_draining();
             w->pool().clear();
         });
@@ -632,7 +632,7 @@ asio::awaitable<void> Server::finish_drain() {
             log::warn("drain timeout: closing {} remaining connections", live_sessions());
             aborting_ = true;
             for (auto& worker : workers_) {
-                asio::post(worker->context(), [w = worker.get()] { w->abort_sessions(); });
+                worker->post([w = worker.get()] { w->abort_sessions(); });
             }
         }
         const auto grace = std::chrono::steady_clock::now() + kAbortGrace;

@@ -3,6 +3,12 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
 #include "config/log.hpp"
 
 namespace drover::proxy {
@@ -25,7 +31,15 @@ std::string_view local_reason_name(LocalReason reason) {
     return "unknown";
 }
 
-Worker::Worker(std::size_t index) : index_(index), work_(boost::asio::make_work_guard(context_)) {}
+namespace {
+int make_eventfd() {
+    const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) { throw std::system_error(errno, std::generic_category(), "eventfd"); }
+    return fd;
+}
+}  // namespace
+
+Worker::Worker(std::size_t index) : index_(index), inbox_event_(context_, make_eventfd()) { wait_inbox(); }
 
 Worker::~Worker() {
     stop();
@@ -33,6 +47,47 @@ Worker::~Worker() {
     // While the context still exists: a spare session's coroutine holds timers and sockets on it.
     auto spares = std::move(spare_sessions_);
     for (Session* s : spares) { s->discard(); }
+}
+
+void Worker::post(std::function<void()> task) {
+    bool wake = false;
+    {
+        std::lock_guard lock(inbox_mutex_);
+        wake = inbox_.empty();   // otherwise a wake-up is already on its way
+        inbox_.push_back(std::move(task));
+    }
+    if (wake) {
+        const std::uint64_t one = 1;
+        // Cannot fail short of a counter overflow, which would take 2^64 - 1 unread wake-ups.
+        [[maybe_unused]] const auto written = ::write(inbox_event_.native_handle(), &one, sizeof one);
+    }
+}
+
+void Worker::wait_inbox() {
+    inbox_event_.async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
+        if (ec) { return; }   // the descriptor closed: the worker is going away
+        run_inbox();
+        wait_inbox();
+    });
+}
+
+void Worker::run_inbox() {
+    // Read the counter before taking the tasks: a task posted after the read either is taken below
+    // or finds the inbox empty and wakes us again.
+    std::uint64_t count = 0;
+    [[maybe_unused]] const auto read = ::read(inbox_event_.native_handle(), &count, sizeof count);
+    {
+        std::lock_guard lock(inbox_mutex_);
+        inbox_running_.swap(inbox_);
+    }
+    for (auto& task : inbox_running_) {
+        try {
+            task();
+        } catch (const std::exception& e) {
+            log::error("worker {}: unexpected exception in a posted task: {}", index_, e.what());
+        }
+    }
+    inbox_running_.clear();
 }
 
 void Worker::start() {
@@ -50,8 +105,7 @@ void Worker::start() {
 }
 
 void Worker::stop() {
-    work_.reset();
-    context_.stop();
+    post([this] { context_.stop(); });
 }
 
 void Worker::join() {
