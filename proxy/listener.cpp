@@ -1,9 +1,7 @@
 #include "proxy/listener.hpp"
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include <sys/socket.h>
 
@@ -26,49 +24,74 @@ namespace {
 
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);   // after EMFILE/ENFILE/ENOBUFS
 
-asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<Listener::Slot> slot, tcp::acceptor& acceptor) {
-    auto& counters = slot->current.load()->counters(worker.index());
-    for (;;) {
-        auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+// Accepts on one worker's acceptor and hands each connection to its session, until the acceptor
+// closes. Handler-based: each accept's handler owns the loop (no coroutine to resume per connection,
+// benchmarks/profile/http_keepalive_callgrind.py --case tcp-conn).
+class AcceptLoop {
+public:
+    AcceptLoop(Worker& worker, std::shared_ptr<Listener::Slot> slot, tcp::acceptor& acceptor)
+        : worker_(worker),
+          slot_(std::move(slot)),
+          acceptor_(acceptor),
+          counters_(slot_->current.load()->counters(worker.index())),
+          pause_(worker.context()) {}
+
+    static void accept(std::unique_ptr<AcceptLoop> loop) {
+        auto& acceptor = loop->acceptor_;
+        acceptor.async_accept([loop = std::move(loop)](boost::system::error_code ec, tcp::socket socket) mutable {
+            auto& self = *loop;
+            if (ec) {
+                if (ec == asio::error::operation_aborted || !self.acceptor_.is_open()) { return; }
+                // Out of descriptors or buffers: back off instead of spinning on a full accept queue.
+                log::warn("listener {}: accept failed: {}", self.slot_->current.load()->config.name, ec.message());
+                self.pause_.expires_after(kAcceptBackoff);
+                self.pause_.async_wait([loop = std::move(loop)](boost::system::error_code) mutable { accept(std::move(loop)); });
+                return;
+            }
+            try {
+                self.take(std::move(socket));
+            } catch (const std::exception& e) {
+                // The connection is lost (its socket closed with it); the listener keeps accepting.
+                g_escaped_exceptions.fetch_add(1, std::memory_order_relaxed);
+                log::error("listener {}: unexpected exception: {}", self.slot_->current.load()->config.name, e.what());
+            }
+            accept(std::move(loop));
+        });
+    }
+
+private:
+    void take(tcp::socket socket) {
         // The generation current now: a reload may have published new settings since the last one.
-        auto listener = slot->current.load(std::memory_order_acquire);
-        if (ec) {
-            if (ec == asio::error::operation_aborted || !acceptor.is_open()) { co_return; }
-            // Out of descriptors or buffers: back off instead of spinning on a full accept queue.
-            log::warn("listener {}: accept failed: {}", listener->config.name, ec.message());
-            asio::steady_timer pause(worker.context(), kAcceptBackoff);
-            co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
-            continue;
-        }
-        bump(counters.accepted);
+        auto listener = slot_->current.load(std::memory_order_acquire);
+        bump(counters_.accepted);
         if (g_pressure.memory.load(std::memory_order_relaxed)) {
-            bump(counters.rejected_memory);
-            boost::system::error_code ignored;
-            socket.close(ignored);
-            continue;
+            bump(counters_.rejected_memory);
+            return;   // the socket closes
         }
         if (socket.native_handle() >= descriptor_ceiling()) {
             // Refuse new work near the descriptor limit instead of failing the work already admitted.
-            bump(counters.rejected_fd_limit);
-            boost::system::error_code ignored;
-            socket.close(ignored);
-            continue;
+            bump(counters_.rejected_fd_limit);
+            return;
         }
         const auto max_connections = static_cast<std::int64_t>(listener->config.limits.max_connections);
         if (listener->connections_active().fetch_add(1, std::memory_order_relaxed) >= max_connections) {
             listener->connections_active().fetch_sub(1, std::memory_order_relaxed);
-            bump(counters.rejected_max_connections);
-            boost::system::error_code ignored;
-            socket.close(ignored);
-            continue;
+            bump(counters_.rejected_max_connections);
+            return;
         }
         if (listener->config.protocol == config::Protocol::http) {
-            accept_http(worker, std::move(listener), std::move(socket));
+            accept_http(worker_, std::move(listener), std::move(socket));
         } else {
-            spawn(worker.context().get_executor(), serve_tcp(worker, listener, std::move(socket)), "tcp session");
+            accept_tcp(worker_, std::move(listener), std::move(socket));
         }
     }
-}
+
+    Worker& worker_;
+    std::shared_ptr<Listener::Slot> slot_;
+    tcp::acceptor& acceptor_;
+    ListenerCounters& counters_;
+    asio::steady_timer pause_;
+};
 
 }  // namespace
 
@@ -120,7 +143,7 @@ void Listener::bind(std::vector<Worker*> workers) {
 void Listener::start() {
     for (auto& a : acceptors_) {
         a.worker->post([worker = a.worker, slot = slot_, acceptor = a.acceptor.get()] {
-            spawn(worker->context().get_executor(), accept_loop(*worker, slot, *acceptor), "accept loop");
+            AcceptLoop::accept(std::make_unique<AcceptLoop>(*worker, slot, *acceptor));
         });
     }
 }

@@ -3,7 +3,6 @@
 // its generations share (connection count, counters) and, per worker, an SO_REUSEPORT acceptor whose
 // accept loop runs on that worker.
 
-#include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
 #include <atomic>

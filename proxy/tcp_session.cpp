@@ -1,8 +1,6 @@
 #include "proxy/tcp_session.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
@@ -14,6 +12,7 @@
 #include "proxy/listener.hpp"
 #include "proxy/relay.hpp"
 #include "proxy/socket_options.hpp"
+#include "proxy/spawn.hpp"
 #include "proxy/stream.hpp"
 #include "proxy/tls_server.hpp"
 #include "proxy/load_balancer/hash.hpp"
@@ -26,9 +25,11 @@ using asio::ip::tcp;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
-class TcpSession final : public Session {
+// Handler-based rather than a coroutine: a connection's set-up is a short chain of completions, and
+// coroutines cost it four frames, a co_spawn and its final post (benchmarks/profile/
+// http_keepalive_callgrind.py --case tcp-conn). Each pending operation's handler holds the session;
+// once relaying, the relay's `done` does.
+class TcpSession final : public Session, public std::enable_shared_from_this<TcpSession> {
 public:
     TcpSession(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client)
         : worker_(worker),
@@ -57,174 +58,217 @@ public:
         close_both();
     }
 
-    // Connects (TLS included), then relays. `self` is this session: a plain relay keeps it alive from
-    // its handlers once this coroutine has ended.
-    asio::awaitable<void> run(std::shared_ptr<TcpSession> self) {
-        if (auto tls = listener_->tls) {
-            if (!co_await client_handshake(std::move(tls))) { co_return; }
+    // The TLS handshake with the client (TLS listeners), then the cluster.
+    void start() {
+        if (listener_->tls) {
+            handshake_client();
+        } else {
+            begin();
         }
-        const std::size_t cluster_index = worker_.listener_cluster(listener_->index);
-        auto& cluster = worker_.cluster(cluster_index);
-        // Hold the snapshot for the whole connection: the host stays valid even if discovery drops it.
-        auto snapshot = cluster.snapshot;
-        // Held for the whole connection: `snapshot` is re-read while holding, and a reload may give the
-        // new one a new config.
-        const std::shared_ptr<const config::Cluster> config_holder = snapshot->config;
-        auto* stats = snapshot->stats.get();
-        const auto& config = *config_holder;
-
-        if (stats->upstream_connections_active.fetch_add(1, std::memory_order_relaxed) >=
-            static_cast<std::int64_t>(config.limits.max_connections)) {
-            stats->upstream_connections_active.fetch_sub(1, std::memory_order_relaxed);
-            stats->unavailable_max_connections.fetch_add(1, std::memory_order_relaxed);
-            log::debug("listener {}: cluster {} at max_connections, closing client", listener_->config.name,
-                       config.name);
-            co_return;
-        }
-        stats_ = snapshot->stats;   // counted: the destructor gives the slot back
-
-        // While no host takes the connection, wait (up to hold_timeout) for the cluster to change.
-        const auto hold_deadline = std::chrono::steady_clock::now() + config.hold_timeout;
-        std::shared_ptr<const discovery::Host> host = co_await connect(cluster, *snapshot);
-        const bool may_recover =
-            snapshot->hosts.empty() || config.health_check.enabled || config.outlier_detection.enabled;
-        const bool held = host == nullptr && may_recover;
-        if (held) { stats->held_total.fetch_add(1, std::memory_order_relaxed); }
-        while (host == nullptr && may_recover && !aborted_ && !worker_.draining() &&
-               std::chrono::steady_clock::now() < hold_deadline) {
-            const auto version = cluster.snapshot->version;
-            co_await worker_.wait_snapshot(cluster_index, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                                   hold_deadline - std::chrono::steady_clock::now()));
-            if (cluster.snapshot->version == version) { break; }   // the deadline, not a change
-            snapshot = cluster.snapshot;
-            host = co_await connect(cluster, *snapshot);
-        }
-        if (held) { (host != nullptr ? stats->held_served : stats->held_timed_out).fetch_add(1, std::memory_order_relaxed); }
-        if (host == nullptr) {
-            if (!aborted_) {
-                stats->unavailable_no_host.fetch_add(1, std::memory_order_relaxed);
-                log::warn("listener {}: no host of cluster {} reachable, closing client",
-                          listener_->config.name, config.name);
-            }
-            co_return;
-        }
-        auto& host_stats = host->stats();
-        host_stats.connections_total.fetch_add(1, std::memory_order_relaxed);
-        host_stats.connections_active.fetch_add(1, std::memory_order_relaxed);
-        host_stats.requests_active.fetch_add(1, std::memory_order_relaxed);   // what least_request reads
-        host_ = std::move(host);       // counted: the destructor takes it back
-        snapshot_ = std::move(snapshot);
-
-        boost::system::error_code ignored;
-        client_socket().set_option(tcp::no_delay(true), ignored);
-        configure_upstream(upstream_socket());
-        const RelayCounters relay_counters{counters_.bytes_received, counters_.bytes_sent};
-        if (client_stream_ || upstream_stream_) {
-            // TLS on one side at least: relay between streams (a plain side is wrapped as one).
-            if (!client_stream_) { client_stream_.emplace(std::move(client_)); }
-            if (!upstream_stream_) { upstream_stream_.emplace(std::move(upstream_)); }
-            co_await relay(worker_.buffers(), *client_stream_, *upstream_stream_, listener_->config.timeouts.idle,
-                           relay_counters);
-            close_both();
-            co_return;
-        }
-        // Plain TCP: the sockets go to handlers and this coroutine ends, so a long-lived connection
-        // holds no coroutine frames (5.0 KB -> see docs/performance.md per idle connection). The relay's
-        // `done` holds the last reference to the session.
-        relay_.emplace(worker_.buffers(), client_, upstream_, listener_->config.timeouts.idle, relay_counters,
-                       [self = std::move(self)] {});
-        relay_->start();
     }
 
 private:
-    // Tries hosts in balancer order, each with the connect timeout, until one answers or the
-    // attempts run out (1 + retries.attempts, never the same host twice).
-    asio::awaitable<std::shared_ptr<const discovery::Host>> connect(WorkerCluster& cluster,
-                                                                    const ClusterSnapshot& snapshot) {
-        const auto& config = *snapshot.config;
-        const std::size_t max_attempts = 1 + config.retries.attempts;
-        std::vector<const discovery::Host*> tried;
+    // Within the listener's request_headers timeout.
+    void handshake_client() {
+        tls_server_ = listener_->tls;
+        client_stream_.emplace(std::move(client_));
+        client_stream_->start_tls_server(tls_server_->context());
+        client_stream_->lowest().expires_after(listener_->config.timeouts.request_headers);
+        client_stream_->async_handshake(
+            asio::bind_executor(worker_.context().get_executor(), [self = shared_from_this()](boost::system::error_code ec) {
+                if (ec) {
+                    bump(self->counters_.tls_handshake_failures);
+                    log::debug("listener {}: TLS handshake failed: {}", self->listener_->config.name,
+                               health::describe_handshake_error(ec, nullptr));
+                    return;
+                }
+                self->client_stream_->lowest().expires_never();
+                bump(self->counters_.tls_handshakes);
+                if (SSL_session_reused(self->client_stream_->native_ssl()) == 1) { bump(self->counters_.tls_resumed); }
+                self->begin();
+            }));
+    }
+
+    // Takes a slot of the cluster's max_connections, then connects.
+    void begin() {
+        cluster_index_ = worker_.listener_cluster(listener_->index);
+        // Held for the whole connection: the host stays valid even if discovery drops it, and the
+        // config even if a reload replaces it.
+        snapshot_ = worker_.cluster(cluster_index_).snapshot;
+        const auto& config = *snapshot_->config;
+        auto& stats = *snapshot_->stats;
+        if (stats.upstream_connections_active.fetch_add(1, std::memory_order_relaxed) >=
+            static_cast<std::int64_t>(config.limits.max_connections)) {
+            stats.upstream_connections_active.fetch_sub(1, std::memory_order_relaxed);
+            stats.unavailable_max_connections.fetch_add(1, std::memory_order_relaxed);
+            log::debug("listener {}: cluster {} at max_connections, closing client", listener_->config.name,
+                       config.name);
+            return;
+        }
+        stats_ = snapshot_->stats;   // counted: the destructor gives the slot back
+        // While no host takes the connection, wait (up to hold_timeout) for the cluster to change.
+        hold_deadline_ = std::chrono::steady_clock::now() + config.hold_timeout;
+        may_recover_ = snapshot_->hosts.empty() || config.health_check.enabled || config.outlier_detection.enabled;
+        start_pass();
+    }
+
+    // Tries the snapshot's hosts in balancer order, each with the connect timeout, until one answers
+    // or the attempts run out (1 + retries.attempts, never the same host twice).
+    void start_pass() {
+        tried_.clear();
+        key_.reset();
         // Maglev's key on a tcp listener is the client's address (hash: source_ip, the default; the
         // loader refuses header and cookie keys here).
-        std::optional<std::uint64_t> key;
+        const auto& config = *snapshot_->config;
         if (config.load_balancing == config::LbPolicy::maglev &&
             (!config.hash || config.hash->kind == config::HashPolicy::Kind::source_ip)) {
             boost::system::error_code peer_ec;
             const auto peer = client_socket().remote_endpoint(peer_ec);
-            if (!peer_ec) { key = hash_address(peer.address()); }
+            if (!peer_ec) { key_ = hash_address(peer.address()); }
         }
-        while (tried.size() < max_attempts && !aborted_) {
-            const HostEntry* entry = cluster.balancer->choose(snapshot, ChooseContext{tried, key});
-            if (entry == nullptr) { break; }
-            const auto host = entry->host;
-            tried.push_back(host.get());
+        next_attempt();
+    }
 
-            // The connect timeout cancels the connect through its cancellation slot, from the worker's
-            // deadline queue: cheaper than racing a timer with the || operator (a parallel group and two
-            // coroutines per connection), and than a timer of its own to set and cancel
-            // (benchmarks/profile/http_keepalive_callgrind.py --case tcp-conn).
-            worker_.deadlines().schedule(connect_deadline_, config.timeouts.connect);
-            // Non-blocking from the start (the relay reads and writes it without waiting): one ioctl,
-            // where connecting and then the relay each made one.
-            boost::system::error_code open_ec;
-            upstream_.open(host->address().protocol(), open_ec);
-            if (!open_ec) { upstream_.non_blocking(true, open_ec); }
-            auto [ec] = co_await upstream_.async_connect(host->address(),
-                                                         asio::bind_cancellation_slot(connect_cancel_.slot(), use_tuple));
-            connect_deadline_.cancel();
-            if (ec == asio::error::operation_aborted && !aborted_) { ec = asio::error::timed_out; }
-            std::string why;
-            if (!ec && snapshot.tls) {
-                // TLS to the host: the handshake is part of connecting (a failed one tries the next host).
-                upstream_stream_.emplace(std::move(upstream_));
-                upstream_stream_->start_tls_client(snapshot.tls, host->name());
-                upstream_stream_->lowest().expires_after(config.timeouts.connect);
-                std::tie(ec) = co_await upstream_stream_->async_handshake(use_tuple);
+    void next_attempt() {
+        const auto& config = *snapshot_->config;
+        const HostEntry* entry = nullptr;
+        if (!aborted_ && tried_.size() < 1 + config.retries.attempts) {
+            entry = worker_.cluster(cluster_index_).balancer->choose(*snapshot_, ChooseContext{tried_, key_});
+        }
+        if (entry == nullptr) {
+            pass_failed();
+            return;
+        }
+        attempt_ = entry->host;
+        tried_.push_back(attempt_.get());
+        // The connect timeout is on the worker's deadline queue, which cancels the connect: cheaper
+        // than a timer of the connection's own to set and cancel.
+        worker_.deadlines().schedule(connect_deadline_, config.timeouts.connect);
+        // Non-blocking from the start (the relay reads and writes it without waiting): one ioctl.
+        boost::system::error_code open_ec;
+        upstream_.open(attempt_->address().protocol(), open_ec);
+        if (!open_ec) { upstream_.non_blocking(true, open_ec); }
+        upstream_.async_connect(attempt_->address(),
+                                [self = shared_from_this()](boost::system::error_code ec) { self->on_connect(ec); });
+    }
+
+    void on_connect(boost::system::error_code ec) {
+        connect_deadline_.cancel();
+        if (ec == asio::error::operation_aborted && !aborted_) { ec = asio::error::timed_out; }
+        if (!ec && snapshot_->tls) {
+            handshake_upstream();
+            return;
+        }
+        attempt_done(ec, {});
+    }
+
+    // TLS to the host: the handshake is part of connecting (a failed one tries the next host).
+    void handshake_upstream() {
+        upstream_stream_.emplace(std::move(upstream_));
+        upstream_stream_->start_tls_client(snapshot_->tls, attempt_->name());
+        upstream_stream_->lowest().expires_after(snapshot_->config->timeouts.connect);
+        upstream_stream_->async_handshake(
+            asio::bind_executor(worker_.context().get_executor(), [self = shared_from_this()](boost::system::error_code ec) {
+                std::string why;
                 if (ec) {
-                    why = "TLS handshake failed: " + health::describe_handshake_error(
-                                                        ec, snapshot.tls->settings().verify ? upstream_stream_->native_ssl() : nullptr);
-                    upstream_stream_.reset();
-                    upstream_ = tcp::socket(worker_.context());
+                    why = "TLS handshake failed: " +
+                          health::describe_handshake_error(
+                              ec, self->snapshot_->tls->settings().verify ? self->upstream_stream_->native_ssl() : nullptr);
+                    self->upstream_stream_.reset();
+                    self->upstream_ = tcp::socket(self->worker_.context());
                 } else {
-                    upstream_stream_->lowest().expires_never();
+                    self->upstream_stream_->lowest().expires_never();
                 }
-            }
-            if (snapshot.reporter && !aborted_) {
-                snapshot.reporter->report(host, !ec                              ? health::Outcome::success
-                                                : ec == asio::error::timed_out || ec == boost::beast::error::timeout
-                                                    ? health::Outcome::timeout
-                                                                               : health::Outcome::connect_failed);
-            }
-            if (!ec) { co_return host; }
-            if (aborted_) { break; }
+                self->attempt_done(ec, std::move(why));
+            }));
+    }
+
+    void attempt_done(boost::system::error_code ec, std::string why) {
+        if (snapshot_->reporter && !aborted_) {
+            snapshot_->reporter->report(attempt_, !ec                              ? health::Outcome::success
+                                                  : ec == asio::error::timed_out || ec == boost::beast::error::timeout
+                                                      ? health::Outcome::timeout
+                                                                                 : health::Outcome::connect_failed);
+        }
+        if (!ec) {
+            connected();
+            return;
+        }
+        if (!aborted_) {
             if (why.empty()) { why = ec.message(); }
-            host->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
-            log::debug("cluster {}: connect to {} failed: {}", config.name, host->name(), why);
-            boost::system::error_code ignored;
-            upstream_.close(ignored);
+            attempt_->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
+            log::debug("cluster {}: connect to {} failed: {}", snapshot_->config->name, attempt_->name(), why);
         }
-        co_return nullptr;
+        boost::system::error_code ignored;
+        upstream_.close(ignored);
+        next_attempt();
     }
 
-    // TLS listeners: the handshake with the client, within the listener's request_headers timeout.
-    asio::awaitable<bool> client_handshake(std::shared_ptr<const TlsServer> tls) {
-        tls_server_ = std::move(tls);
-        client_stream_.emplace(std::move(client_));
-        client_stream_->start_tls_server(tls_server_->context());
-        client_stream_->lowest().expires_after(listener_->config.timeouts.request_headers);
-        auto [ec] = co_await client_stream_->async_handshake(use_tuple);
-        if (ec) {
-            bump(counters_.tls_handshake_failures);
-            log::debug("listener {}: TLS handshake failed: {}", listener_->config.name,
-                       health::describe_handshake_error(ec, nullptr));
-            co_return false;
+    // No host of this snapshot took the connection: hold it for a new one while the cluster may
+    // recover (health checks or outlier detection bring hosts back, or it has none yet).
+    void pass_failed() {
+        if (!held_ && may_recover_) {
+            held_ = true;
+            stats_->held_total.fetch_add(1, std::memory_order_relaxed);
         }
-        client_stream_->lowest().expires_never();
-        bump(counters_.tls_handshakes);
-        if (SSL_session_reused(client_stream_->native_ssl()) == 1) { bump(counters_.tls_resumed); }
-        co_return true;
+        const auto now = std::chrono::steady_clock::now();
+        if (!may_recover_ || aborted_ || worker_.draining() || now >= hold_deadline_) {
+            give_up();
+            return;
+        }
+        const auto version = worker_.cluster(cluster_index_).snapshot->version;
+        worker_.wait_snapshot(cluster_index_, std::chrono::duration_cast<std::chrono::milliseconds>(hold_deadline_ - now),
+                              [self = shared_from_this(), version] {
+                                  const auto& current = self->worker_.cluster(self->cluster_index_).snapshot;
+                                  if (current->version == version) {   // the deadline, not a change
+                                      self->give_up();
+                                      return;
+                                  }
+                                  self->snapshot_ = current;
+                                  self->start_pass();
+                              });
     }
 
+    void give_up() {
+        if (held_) { stats_->held_timed_out.fetch_add(1, std::memory_order_relaxed); }
+        if (aborted_) { return; }
+        stats_->unavailable_no_host.fetch_add(1, std::memory_order_relaxed);
+        log::warn("listener {}: no host of cluster {} reachable, closing client", listener_->config.name,
+                  snapshot_->config->name);
+    }
+
+    void connected() {
+        if (held_) { stats_->held_served.fetch_add(1, std::memory_order_relaxed); }
+        auto& host_stats = attempt_->stats();
+        host_stats.connections_total.fetch_add(1, std::memory_order_relaxed);
+        host_stats.connections_active.fetch_add(1, std::memory_order_relaxed);
+        host_stats.requests_active.fetch_add(1, std::memory_order_relaxed);   // what least_request reads
+        host_ = std::move(attempt_);   // counted: the destructor takes it back
+
+        boost::system::error_code ignored;
+        client_socket().set_option(tcp::no_delay(true), ignored);
+        configure_upstream(upstream_socket());
+        if (client_stream_ || upstream_stream_) {
+            // TLS on one side at least: relay between streams (a plain side is wrapped as one).
+            if (!client_stream_) { client_stream_.emplace(std::move(client_)); }
+            if (!upstream_stream_) { upstream_stream_.emplace(std::move(upstream_)); }
+            spawn(worker_.context().get_executor(), relay_streams(shared_from_this()), "tcp session");
+            return;
+        }
+        // Plain TCP: the relay's handlers own the session from here; an idle connection holds no
+        // coroutine frame.
+        relay_.emplace(worker_.buffers(), client_, upstream_, listener_->config.timeouts.idle, relay_counters(),
+                       [self = shared_from_this()] {});
+        relay_->start();
+    }
+
+    static asio::awaitable<void> relay_streams(std::shared_ptr<TcpSession> self) {
+        co_await relay(self->worker_.buffers(), *self->client_stream_, *self->upstream_stream_,
+                       self->listener_->config.timeouts.idle, self->relay_counters());
+        self->close_both();
+    }
+
+    RelayCounters relay_counters() const { return {counters_.bytes_received, counters_.bytes_sent}; }
     tcp::socket& client_socket() { return client_stream_ ? client_stream_->socket() : client_; }
     tcp::socket& upstream_socket() { return upstream_stream_ ? upstream_stream_->socket() : upstream_; }
 
@@ -241,19 +285,29 @@ private:
     tcp::socket upstream_;
     // The connect timeout: on the worker's deadline queue, it cancels the pending connect.
     struct ConnectDeadline final : DeadlineQueue::Entry {
-        explicit ConnectDeadline(asio::cancellation_signal& s) : signal(s) {}
-        void expired() override { signal.emit(asio::cancellation_type::terminal); }
-        asio::cancellation_signal& signal;
+        explicit ConnectDeadline(tcp::socket& s) : socket(s) {}
+        void expired() override {
+            boost::system::error_code ignored;
+            socket.cancel(ignored);
+        }
+        tcp::socket& socket;
     };
-    asio::cancellation_signal connect_cancel_;
-    ConnectDeadline connect_deadline_{connect_cancel_};
+    ConnectDeadline connect_deadline_{upstream_};
     // Set when that side speaks TLS: the stream owns the socket then (the one above is left empty).
     std::optional<Stream> client_stream_;
     std::optional<Stream> upstream_stream_;
     std::shared_ptr<const TlsServer> tls_server_;
-    // Held for the whole connection once counted (the destructor gives back what they count): the
-    // snapshot keeps the host valid even if discovery drops it.
+    // Connecting: the cluster, the snapshot being tried (held for the whole connection once
+    // connected), the hosts tried in this pass and the host being tried.
+    std::size_t cluster_index_ = 0;
     std::shared_ptr<const ClusterSnapshot> snapshot_;
+    std::vector<const discovery::Host*> tried_;
+    std::optional<std::uint64_t> key_;
+    std::shared_ptr<const discovery::Host> attempt_;
+    std::chrono::steady_clock::time_point hold_deadline_;
+    bool may_recover_ = false;
+    bool held_ = false;   // counted in held_total
+    // Counted once taken (the destructor gives back what they count).
     std::shared_ptr<ClusterStats> stats_;               // an upstream_connections_active slot
     std::shared_ptr<const discovery::Host> host_;       // a connection and a request on the host
     std::optional<SocketRelay> relay_;                  // plain TCP, once connected
@@ -262,9 +316,8 @@ private:
 
 }  // namespace
 
-asio::awaitable<void> serve_tcp(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client) {
-    auto session = std::make_shared<TcpSession>(worker, std::move(listener), std::move(client));
-    co_await session->run(session);
+void accept_tcp(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::socket client) {
+    std::make_shared<TcpSession>(worker, std::move(listener), std::move(client))->start();
 }
 
 }  // namespace drover::proxy

@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "config/log.hpp"
+#include "proxy/spawn.hpp"
 
 namespace drover::proxy {
 
@@ -84,6 +85,7 @@ void Worker::run_inbox() {
         try {
             task();
         } catch (const std::exception& e) {
+            g_escaped_exceptions.fetch_add(1, std::memory_order_relaxed);
             log::error("worker {}: unexpected exception in a posted task: {}", index_, e.what());
         }
     }
@@ -98,6 +100,7 @@ void Worker::start() {
                 return;
             } catch (const std::exception& e) {
                 // A handler let an exception escape: log it and keep serving the other connections.
+                g_escaped_exceptions.fetch_add(1, std::memory_order_relaxed);
                 log::error("worker {}: unexpected exception: {}", index_, e.what());
             }
         }
@@ -221,20 +224,36 @@ void Worker::remove_dynamic(std::size_t index, const std::string& key) {
     }
 }
 
+namespace {
+// Forgets a waiter that woke (and any whose waiter is gone).
+template <class Waiters, class Key>
+void forget(Waiters& waiters, const Key& key, const std::shared_ptr<boost::asio::steady_timer>& timer) {
+    auto [begin, end] = waiters.equal_range(key);
+    for (auto it = begin; it != end;) { it = it->second.expired() || it->second.lock() == timer ? waiters.erase(it) : std::next(it); }
+}
+}  // namespace
+
 boost::asio::awaitable<void> Worker::wait_dynamic(const std::string& key, std::chrono::milliseconds timeout) {
     auto timer = std::make_shared<boost::asio::steady_timer>(context_, timeout);
     dynamic_waiters_.emplace(key, timer);
     co_await timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
-    auto [begin, end] = dynamic_waiters_.equal_range(key);
-    for (auto it = begin; it != end;) { it = it->second.expired() || it->second.lock() == timer ? dynamic_waiters_.erase(it) : std::next(it); }
+    forget(dynamic_waiters_, key, timer);
 }
 
 boost::asio::awaitable<void> Worker::wait_snapshot(std::size_t index, std::chrono::milliseconds timeout) {
     auto timer = std::make_shared<boost::asio::steady_timer>(context_, timeout);
     snapshot_waiters_.emplace(index, timer);
     co_await timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
-    auto [begin, end] = snapshot_waiters_.equal_range(index);
-    for (auto it = begin; it != end;) { it = it->second.expired() || it->second.lock() == timer ? snapshot_waiters_.erase(it) : std::next(it); }
+    forget(snapshot_waiters_, index, timer);
+}
+
+void Worker::wait_snapshot(std::size_t index, std::chrono::milliseconds timeout, std::function<void()> done) {
+    auto timer = std::make_shared<boost::asio::steady_timer>(context_, timeout);
+    snapshot_waiters_.emplace(index, timer);
+    timer->async_wait([this, index, timer, done = std::move(done)](boost::system::error_code) {
+        forget(snapshot_waiters_, index, timer);
+        done();
+    });
 }
 
 void Worker::add_session(Session* session) {

@@ -159,6 +159,8 @@ public:
     boost::asio::awaitable<void> wait_dynamic(const std::string& key, std::chrono::milliseconds timeout);
     // Waits until cluster `index` gets a new snapshot, or `timeout` (requests held while no host is up).
     boost::asio::awaitable<void> wait_snapshot(std::size_t index, std::chrono::milliseconds timeout);
+    // The same for handler-based sessions: calls `done` then.
+    void wait_snapshot(std::size_t index, std::chrono::milliseconds timeout, std::function<void()> done);
     // Set by the server: asks the control loop to make cluster `key` from template `index`.
     std::function<void(std::size_t template_index, std::string host)> request_dynamic;
     std::function<bool(std::size_t template_index)> dynamic_full;   // at the template's max_clusters
