@@ -45,6 +45,7 @@ public:
             host_->stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
             host_->stats().requests_active.fetch_sub(1, std::memory_order_relaxed);
         }
+        end_hold();
         if (stats_) { stats_->upstream_connections_active.fetch_sub(1, std::memory_order_relaxed); }
         worker_.remove_session(this);
         listener_->connections_active().fetch_sub(1, std::memory_order_relaxed);
@@ -216,6 +217,10 @@ private:
             give_up();
             return;
         }
+        if (!holding_) {
+            holding_ = true;
+            stats_->held_active.fetch_add(1, std::memory_order_relaxed);
+        }
         const auto version = worker_.cluster(cluster_index_).snapshot->version;
         worker_.wait_snapshot(cluster_index_, std::chrono::duration_cast<std::chrono::milliseconds>(hold_deadline_ - now),
                               [self = shared_from_this(), version] {
@@ -229,7 +234,14 @@ private:
                               });
     }
 
+    void end_hold() {
+        if (!holding_) { return; }
+        holding_ = false;
+        stats_->held_active.fetch_sub(1, std::memory_order_relaxed);
+    }
+
     void give_up() {
+        end_hold();
         if (held_) { stats_->held_timed_out.fetch_add(1, std::memory_order_relaxed); }
         if (aborted_) { return; }
         stats_->unavailable_no_host.fetch_add(1, std::memory_order_relaxed);
@@ -238,6 +250,7 @@ private:
     }
 
     void connected() {
+        end_hold();
         if (held_) { stats_->held_served.fetch_add(1, std::memory_order_relaxed); }
         auto& host_stats = attempt_->stats();
         host_stats.connections_total.fetch_add(1, std::memory_order_relaxed);
@@ -306,7 +319,8 @@ private:
     std::shared_ptr<const discovery::Host> attempt_;
     std::chrono::steady_clock::time_point hold_deadline_;
     bool may_recover_ = false;
-    bool held_ = false;   // counted in held_total
+    bool held_ = false;      // counted in held_total
+    bool holding_ = false;   // counted in held_active: waiting for a new snapshot
     // Counted once taken (the destructor gives back what they count).
     std::shared_ptr<ClusterStats> stats_;               // an upstream_connections_active slot
     std::shared_ptr<const discovery::Host> host_;       // a connection and a request on the host

@@ -269,6 +269,10 @@ void Worker::remove_session(Session* session) {
 void Worker::abort_sessions() {
     // abort() only closes sockets; sessions unregister later, from their own coroutines.
     for (auto it = sessions_.begin(); it != sessions_.end();) { (it++)->abort(); }
+    // Connections held for a host: waking them now ends them (they see they were aborted).
+    for (auto& [index, waiter] : snapshot_waiters_) {
+        if (auto timer = waiter.lock()) { timer->cancel(); }
+    }
 }
 
 }  // namespace drover::proxy

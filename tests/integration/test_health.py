@@ -3,6 +3,7 @@ host with per-try timeouts, holding requests while every host is down, overload 
 admin views that say why a host is where it is. (tests/chaos drives the same features with processes
 killed, stopped and restarted under steady load.)"""
 
+import signal
 import threading
 import time
 import unittest
@@ -303,6 +304,22 @@ class TcpHealthTest(HttpTestCase):
         t.join(8)
         self.assertEqual(result.get("tag"), b"late")
         self.assertEqual(drover.metric_value("drover_cluster_held_requests_total", {"cluster": "pg", "result": "served"}), 1)
+
+    def test_a_drain_deadline_ends_a_held_connection_at_once(self):
+        holder = ClosedPort()
+        clusters = [static_cluster("pg", [holder], self_healing=True, load_balancing="round_robin", hold_timeout="30s",
+                                   health_check={"interval": "200ms", "unhealthy_interval": "100ms", "timeout": "150ms",
+                                                 "healthy_threshold": 1, "unhealthy_threshold": 1})]
+        drover = self.start_drover(make_config([tcp_listener("front", "pg")], clusters, drain_timeout="300ms"))
+        sock = self.connect(drover.listener_addr("front"))
+        wait_until(lambda: drover.metric_value("drover_cluster_held_requests_active", {"cluster": "pg"}, default=0) == 1,
+                   5, message="connection not held")
+        start = time.monotonic()
+        drover.send_signal(signal.SIGTERM)
+        self.assertClosedPromptly(sock, timeout=3)
+        # Ended by the drain deadline, not by the 30 s hold, nor left for the last-resort grace (2 s).
+        self.assertEqual(drover.wait_exit(3), 0)
+        self.assertLess(time.monotonic() - start, 1.5)
 
 
 if __name__ == "__main__":
