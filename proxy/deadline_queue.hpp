@@ -40,6 +40,7 @@ public:
     private:
         friend class DeadlineQueue;
         Clock::time_point deadline_{};
+        std::size_t lane_ = static_cast<std::size_t>(-1);   // where it was last scheduled: a hint
     };
 
     explicit DeadlineQueue(boost::asio::io_context& context);

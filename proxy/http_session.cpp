@@ -1460,7 +1460,7 @@ private:
             client_buf_.consume(client_buf_.size());
         }
         if (!ec) {
-            co_await relay(worker_.buffers(), client_, *upstream_, listener_->config.timeouts.idle,
+            co_await relay(worker_.buffers(), worker_.deadlines(), client_, *upstream_, listener_->config.timeouts.idle,
                            RelayCounters{counters_->bytes_received, counters_->bytes_sent});
         }
         close_upstream(host);

@@ -119,13 +119,13 @@ asio::awaitable<void> run_stream_relay(Stream& client, Stream& upstream, RelaySt
 
 }  // namespace
 
-SocketRelay::SocketRelay(BufferPool& buffers, tcp::socket& a, tcp::socket& b, std::chrono::milliseconds idle,
-                         RelayCounters counters, std::function<void()> done)
+SocketRelay::SocketRelay(BufferPool& buffers, DeadlineQueue& deadlines, tcp::socket& a, tcp::socket& b,
+                         std::chrono::milliseconds idle, RelayCounters counters, std::function<void()> done)
     : buffers_(buffers),
+      deadlines_(deadlines),
       a_(a),
       b_(b),
       idle_(idle),
-      timer_(a.get_executor()),
       done_(std::move(done)),
       up_(*this, a, b, counters.client_to_upstream),
       down_(*this, b, a, counters.upstream_to_client) {}
@@ -133,21 +133,11 @@ SocketRelay::SocketRelay(BufferPool& buffers, tcp::socket& a, tcp::socket& b, st
 void SocketRelay::start() {
     up_.start();
     down_.start();
-    watch_idle();
-}
-
-// One timer for the idle deadline: it wakes once per `idle` at most and re-arms if there was traffic.
-void SocketRelay::watch_idle() {
-    timer_.expires_at(closed_ ? Clock::time_point::max() : last_activity_ + idle_);
-    timer_.async_wait([this](const boost::system::error_code& ec) {
-        if (running_ == 0) { return; }   // over: `done` is queued behind this handler
-        if (!ec && Clock::now() >= last_activity_ + idle_) { close_both(); }
-        watch_idle();
-    });
+    touch();
 }
 
 void SocketRelay::close_both() {
-    closed_ = true;
+    idle_deadline_.cancel();
     boost::system::error_code ignored;
     a_.close(ignored);
     b_.close(ignored);
@@ -156,8 +146,10 @@ void SocketRelay::close_both() {
 void SocketRelay::direction_finished() {
     if (--running_ > 0) { return; }
     close_both();
-    timer_.cancel();
-    asio::post(timer_.get_executor(), [done = std::move(done_)] { done(); });
+    // The last thing: `done` may destroy this relay (and the Direction whose handler is running, which
+    // touches nothing after finish()).
+    auto done = std::move(done_);
+    done();
 }
 
 void SocketRelay::Direction::start() {
@@ -209,7 +201,7 @@ void SocketRelay::Direction::ended(const boost::system::error_code& ec) {
 }
 
 void SocketRelay::Direction::forward(const char* data, std::size_t n, bool full) {
-    relay_.last_activity_ = Clock::now();
+    relay_.touch();
     bump(counter_, n);
     // Written at once when the receiver has room (it almost always has): an asynchronous write that
     // completes at once still goes through the scheduler, about a third of a small relayed request's
@@ -273,7 +265,7 @@ void SocketRelay::Direction::splice_in() {
                                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             in_pipe_ = static_cast<std::size_t>(n);
-            relay_.last_activity_ = Clock::now();
+            relay_.touch();
             bump(counter_, in_pipe_);
             splice_out();
             return;
@@ -335,11 +327,11 @@ void SocketRelay::Direction::finish() {
     relay_.direction_finished();
 }
 
-asio::awaitable<void> relay(BufferPool& buffers, tcp::socket& client, tcp::socket& upstream,
+asio::awaitable<void> relay(BufferPool& buffers, DeadlineQueue& deadlines, tcp::socket& client, tcp::socket& upstream,
                             std::chrono::milliseconds idle, RelayCounters counters) {
     asio::steady_timer finished(client.get_executor(), Clock::time_point::max());
     bool over = false;
-    SocketRelay socket_relay(buffers, client, upstream, idle, counters, [&] {
+    SocketRelay socket_relay(buffers, deadlines, client, upstream, idle, counters, [&] {
         over = true;
         finished.cancel();
     });
@@ -347,10 +339,10 @@ asio::awaitable<void> relay(BufferPool& buffers, tcp::socket& client, tcp::socke
     while (!over) { co_await finished.async_wait(use_tuple); }
 }
 
-asio::awaitable<void> relay(BufferPool& buffers, Stream& client, Stream& upstream, std::chrono::milliseconds idle,
-                            RelayCounters counters) {
+asio::awaitable<void> relay(BufferPool& buffers, DeadlineQueue& deadlines, Stream& client, Stream& upstream,
+                            std::chrono::milliseconds idle, RelayCounters counters) {
     if (!client.tls() && !upstream.tls()) {
-        co_await relay(buffers, client.socket(), upstream.socket(), idle, counters);
+        co_await relay(buffers, deadlines, client.socket(), upstream.socket(), idle, counters);
         co_return;
     }
     // Only the idle watch bounds a relay: no per-operation expiry left over from before.

@@ -5,7 +5,6 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include <array>
 #include <atomic>
@@ -14,6 +13,7 @@
 #include <functional>
 
 #include "proxy/buffer_pool.hpp"
+#include "proxy/deadline_queue.hpp"
 #include "proxy/stream.hpp"
 
 namespace drover::proxy {
@@ -24,14 +24,16 @@ struct RelayCounters {
 };
 
 // A relay between two sockets made of plain completion handlers, no coroutine: an idle connection
-// costs two pending waits and this object, not coroutine frames (TcpSession hands its sockets to one
-// and ends its coroutine). start() returns at once. `done` runs once both directions ended and both
-// sockets are closed, posted (never from inside one of this object's handlers); the object must live
-// until then, and may be destroyed from `done`.
+// costs two pending reads, an entry on the worker's deadline queue and this object. start() returns
+// at once. `done` runs once both directions ended and both sockets are closed, from the last of this
+// object's handlers, as the last thing it does: `done` may destroy the object (and nothing of it may
+// be pending then). It does not post `done`: that was a trip through the scheduler per connection
+// (benchmarks/profile/http_keepalive_callgrind.py --case tcp-conn).
 class SocketRelay {
 public:
-    SocketRelay(BufferPool& buffers, boost::asio::ip::tcp::socket& a, boost::asio::ip::tcp::socket& b,
-                std::chrono::milliseconds idle, RelayCounters counters, std::function<void()> done);
+    SocketRelay(BufferPool& buffers, DeadlineQueue& deadlines, boost::asio::ip::tcp::socket& a,
+                boost::asio::ip::tcp::socket& b, std::chrono::milliseconds idle, RelayCounters counters,
+                std::function<void()> done);
     SocketRelay(const SocketRelay&) = delete;
     SocketRelay& operator=(const SocketRelay&) = delete;
 
@@ -80,29 +82,36 @@ private:
         std::size_t in_pipe_ = 0;   // bytes spliced in and not yet out
     };
 
-    void watch_idle();
+    // Bytes moved: the idle deadline starts again. A list move on the worker's deadline queue, where a
+    // timer of the relay's own cost a timer set, cancel and cancelled handler per connection.
+    void touch() { deadlines_.schedule(idle_deadline_, idle_); }
     void close_both();
     void direction_finished();
 
+    struct IdleDeadline final : DeadlineQueue::Entry {
+        explicit IdleDeadline(SocketRelay& r) : relay(r) {}
+        void expired() override { relay.close_both(); }   // both directions end, then `done`
+        SocketRelay& relay;
+    };
+
     BufferPool& buffers_;
+    DeadlineQueue& deadlines_;
     boost::asio::ip::tcp::socket& a_;
     boost::asio::ip::tcp::socket& b_;
     std::chrono::milliseconds idle_;
-    Clock::time_point last_activity_ = Clock::now();
-    boost::asio::steady_timer timer_;   // the idle deadline; cancelled when both directions are done
+    IdleDeadline idle_deadline_{*this};   // unscheduled when done or destroyed
     std::function<void()> done_;
     int running_ = 2;
-    bool closed_ = false;
     Direction up_;
     Direction down_;
 };
 
-boost::asio::awaitable<void> relay(BufferPool& buffers, boost::asio::ip::tcp::socket& client,
+boost::asio::awaitable<void> relay(BufferPool& buffers, DeadlineQueue& deadlines, boost::asio::ip::tcp::socket& client,
                                    boost::asio::ip::tcp::socket& upstream, std::chrono::milliseconds idle,
                                    RelayCounters counters);
 
 // The same between two streams, either of them TLS (two plain ones take the socket path above).
-boost::asio::awaitable<void> relay(BufferPool& buffers, Stream& client, Stream& upstream, std::chrono::milliseconds idle,
+boost::asio::awaitable<void> relay(BufferPool& buffers, DeadlineQueue& deadlines, Stream& client, Stream& upstream, std::chrono::milliseconds idle,
                                    RelayCounters counters);
 
 }  // namespace drover::proxy

@@ -2,6 +2,7 @@
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/container/small_vector.hpp>
 
 #include <chrono>
 
@@ -270,13 +271,13 @@ private:
         }
         // Plain TCP: the relay's handlers own the session from here; an idle connection holds no
         // coroutine frame.
-        relay_.emplace(worker_.buffers(), client_, upstream_, listener_->config.timeouts.idle, relay_counters(),
+        relay_.emplace(worker_.buffers(), worker_.deadlines(), client_, upstream_, listener_->config.timeouts.idle, relay_counters(),
                        [self = shared_from_this()] {});
         relay_->start();
     }
 
     static asio::awaitable<void> relay_streams(std::shared_ptr<TcpSession> self) {
-        co_await relay(self->worker_.buffers(), *self->client_stream_, *self->upstream_stream_,
+        co_await relay(self->worker_.buffers(), self->worker_.deadlines(), *self->client_stream_, *self->upstream_stream_,
                        self->listener_->config.timeouts.idle, self->relay_counters());
         self->close_both();
     }
@@ -314,7 +315,8 @@ private:
     // connected), the hosts tried in this pass and the host being tried.
     std::size_t cluster_index_ = 0;
     std::shared_ptr<const ClusterSnapshot> snapshot_;
-    std::vector<const discovery::Host*> tried_;
+    // Inline for the usual few attempts: no allocation per connection.
+    boost::container::small_vector<const discovery::Host*, 4> tried_;
     std::optional<std::uint64_t> key_;
     std::shared_ptr<const discovery::Host> attempt_;
     std::chrono::steady_clock::time_point hold_deadline_;

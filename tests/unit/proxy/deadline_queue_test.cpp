@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace drover::proxy {
@@ -76,6 +77,43 @@ TEST(DeadlineQueue, RescheduleMovesTheDeadline) {
     queue.schedule(a, 100ms);   // later than b now
     run_until(io, [&] { return log.size() == 2; });
     EXPECT_EQ(log, (std::vector<std::string>{"b", "a"}));
+}
+
+// Rescheduling a lane's last entry moves its deadline without moving it (the busy relay's path); any
+// other entry goes to the tail. Order and deadlines stay right either way.
+TEST(DeadlineQueue, RescheduleInTheSameLaneKeepsDeadlineOrder) {
+    boost::asio::io_context io;
+    DeadlineQueue queue(io);
+    std::vector<std::string> log;
+    Probe a(log, "a"), b(log, "b");
+    const auto start = Clock::now();
+    queue.schedule(a, 40ms);
+    queue.schedule(b, 40ms);
+    std::this_thread::sleep_for(15ms);
+    queue.schedule(b, 40ms);   // the tail: stays
+    queue.schedule(a, 40ms);   // not the tail: goes behind b
+    std::this_thread::sleep_for(10ms);
+    queue.schedule(a, 40ms);   // the tail now: stays, later again
+    run_until(io, [&] { return !log.empty(); });
+    EXPECT_EQ(log, std::vector<std::string>{"b"});
+    EXPECT_GE(Clock::now() - start, 55ms);   // b's second deadline, not its first
+    run_until(io, [&] { return log.size() == 2; });
+    EXPECT_EQ(log, (std::vector<std::string>{"b", "a"}));
+    EXPECT_GE(Clock::now() - start, 65ms);
+}
+
+// An entry rescheduled with another timeout changes lanes (its remembered lane does not match).
+TEST(DeadlineQueue, RescheduleWithAnotherTimeoutChangesLanes) {
+    boost::asio::io_context io;
+    DeadlineQueue queue(io);
+    std::vector<std::string> log;
+    Probe moved(log, "moved"), stays(log, "stays");
+    queue.schedule(moved, 20ms);
+    queue.schedule(stays, 50ms);
+    queue.schedule(moved, 100ms);
+    queue.schedule(moved, 100ms);   // its lane's tail now
+    run_until(io, [&] { return log.size() == 2; });
+    EXPECT_EQ(log, (std::vector<std::string>{"stays", "moved"}));
 }
 
 TEST(DeadlineQueue, AnEarlierDeadlineRearmsTheTimer) {

@@ -42,10 +42,11 @@ TEST(SocketRelay, BytesStayWholeAndInOrderWhenTheReceiverStopsReading) {
     b.set_option(asio::socket_base::send_buffer_size(4096));
 
     BufferPool buffers;
+    DeadlineQueue deadlines(io);
     std::atomic<std::uint64_t> a_to_b{0};
     std::atomic<std::uint64_t> b_to_a{0};
     std::atomic<bool> done{false};
-    SocketRelay relay(buffers, a, b, std::chrono::seconds(30), RelayCounters{a_to_b, b_to_a}, [&] { done = true; });
+    SocketRelay relay(buffers, deadlines, a, b, std::chrono::seconds(30), RelayCounters{a_to_b, b_to_a}, [&] { done = true; });
     relay.start();
     auto work = asio::make_work_guard(io);
     std::thread loop([&] { io.run(); });
