@@ -112,7 +112,7 @@ public:
     // Sessions are reused: a plain connection parks between requests, and the next request of any
     // connection on the worker takes a spare session (Worker::spare_sessions) instead of building one
     // (its stream, timers and buffers). begin() and end() bracket one connection's turn.
-    explicit HttpSession(Worker& worker) : worker_(worker), client_(tcp::socket(worker.context())) {}
+    explicit HttpSession(Worker& worker) : worker_(worker), client_(worker.new_socket()) {}
 
     ~HttpSession() override {
         if (active_) { end(); }

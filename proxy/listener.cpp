@@ -34,12 +34,15 @@ public:
           slot_(std::move(slot)),
           acceptor_(acceptor),
           counters_(slot_->current.load()->counters(worker.index())),
-          pause_(worker.context()) {}
+          pause_(worker.context()),
+          next_(worker.new_socket()) {}
 
     static void accept(std::unique_ptr<AcceptLoop> loop) {
         auto& acceptor = loop->acceptor_;
-        acceptor.async_accept([loop = std::move(loop)](boost::system::error_code ec, tcp::socket socket) mutable {
+        auto& next = loop->next_;
+        acceptor.async_accept(next, [loop = std::move(loop)](boost::system::error_code ec) mutable {
             auto& self = *loop;
+            tcp::socket socket = std::move(self.next_);   // leaves next_ closed, ready for the next one
             if (ec) {
                 if (ec == asio::error::operation_aborted || !self.acceptor_.is_open()) { return; }
                 // Out of descriptors or buffers: back off instead of spinning on a full accept queue.
@@ -91,6 +94,7 @@ private:
     tcp::acceptor& acceptor_;
     ListenerCounters& counters_;
     asio::steady_timer pause_;
+    tcp::socket next_;   // the socket the pending accept fills
 };
 
 }  // namespace

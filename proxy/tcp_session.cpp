@@ -37,7 +37,7 @@ public:
           listener_(std::move(listener)),
           counters_(listener_->counters(worker.index())),
           client_(std::move(client)),
-          upstream_(worker.context()) {
+          upstream_(worker.new_socket()) {
         worker_.add_session(this);
     }
 
@@ -177,7 +177,7 @@ private:
                           health::describe_handshake_error(
                               ec, self->snapshot_->tls->settings().verify ? self->upstream_stream_->native_ssl() : nullptr);
                     self->upstream_stream_.reset();
-                    self->upstream_ = tcp::socket(self->worker_.context());
+                    self->upstream_ = self->worker_.new_socket();
                 } else {
                     self->upstream_stream_->lowest().expires_never();
                 }
@@ -269,10 +269,11 @@ private:
             spawn(worker_.context().get_executor(), relay_streams(shared_from_this()), "tcp session");
             return;
         }
-        // Plain TCP: the relay's handlers own the session from here; an idle connection holds no
-        // coroutine frame.
-        relay_.emplace(worker_.buffers(), worker_.deadlines(), client_, upstream_, listener_->config.timeouts.idle, relay_counters(),
-                       [self = shared_from_this()] {});
+        // Plain TCP: the session owns itself until the relay is done (`done` captures only `this`, so
+        // std::function keeps it inline: no allocation). An idle connection holds no coroutine frame.
+        keep_alive_ = shared_from_this();
+        relay_.emplace(worker_.buffers(), worker_.deadlines(), client_, upstream_, listener_->config.timeouts.idle,
+                       relay_counters(), [this] { auto last = std::move(keep_alive_); });
         relay_->start();
     }
 
@@ -327,6 +328,7 @@ private:
     std::shared_ptr<ClusterStats> stats_;               // an upstream_connections_active slot
     std::shared_ptr<const discovery::Host> host_;       // a connection and a request on the host
     std::optional<SocketRelay> relay_;                  // plain TCP, once connected
+    std::shared_ptr<TcpSession> keep_alive_;            // while relay_ runs
     bool aborted_ = false;
 };
 

@@ -4,6 +4,7 @@
 // (relaxed atomics with a single writer: no lock, no contended cache line on the request path).
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <array>
@@ -164,6 +165,10 @@ public:
     // Set by the server: asks the control loop to make cluster `key` from template `index`.
     std::function<void(std::size_t template_index, std::string host)> request_dynamic;
     std::function<bool(std::size_t template_index)> dynamic_full;   // at the template's max_clusters
+    // A closed socket on this worker's context, moved from a prototype: constructing one looks its
+    // service up under the service registry's lock each time (benchmarks/profile/
+    // http_keepalive_callgrind.py --case tcp-conn). A moved-from socket is as if newly constructed.
+    boost::asio::ip::tcp::socket new_socket() { return boost::asio::ip::tcp::socket(std::move(socket_prototype_)); }
     BufferPool& buffers() { return buffers_; }
     UpstreamPool& pool() { return pool_; }
     DeadlineQueue& deadlines() { return deadlines_; }
@@ -205,6 +210,10 @@ private:
     std::vector<std::function<void()>> inbox_;
     std::vector<std::function<void()>> inbox_running_;   // worker thread only
     boost::asio::posix::stream_descriptor inbox_event_;
+    // Never opened (see new_socket). Constructing it here also creates the context's socket service
+    // before the loop runs: created later from the control thread (a listener added by a reload), its
+    // start-up would touch the unlocked scheduler.
+    boost::asio::ip::tcp::socket socket_prototype_{context_};
     std::thread thread_;
     // A deque: sessions hold WorkerCluster& across suspensions while dynamic clusters are added.
     std::deque<WorkerCluster> clusters_;
