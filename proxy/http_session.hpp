@@ -1,6 +1,6 @@
 #pragma once
 // L7 proxying: one coroutine per client connection on its worker while it has a request to serve.
-// Reads each request with Beast's parser plus Drover's own rules (proxy/http_rules), routes it, sends
+// Reads each request with Drover's own parser and rules (proxy/http_rules), routes it, sends
 // it over a pooled keep-alive connection, and streams both bodies re-framed by Drover, so a backend
 // never has to guess where a message ends. Requests on one connection are answered in order
 // (pipelining). Between requests a plain connection is parked without a session (a socket and a
