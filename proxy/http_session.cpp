@@ -1661,7 +1661,6 @@ void accept_http(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::s
     boost::system::error_code ec;
     const auto remote = client.remote_endpoint(ec);
     std::string client_ip = ec ? std::string("unknown") : remote.address().to_string();
-    client.set_option(tcp::no_delay(true), ec);
     if (!listener->tls) { client.non_blocking(true, ec); }   // written to without waiting (HttpSession::write_now)
     ClientConnection connection{std::move(client), std::move(listener), remote, std::move(client_ip)};
     if (connection.listener->tls) {

@@ -135,6 +135,9 @@ void Listener::bind(std::vector<Worker*> workers) {
             throw std::system_error(errno, std::generic_category(), "SO_REUSEPORT");
         }
         if (endpoint.protocol() == tcp::v6()) { acceptor->set_option(asio::ip::v6_only(true)); }
+        // Accepted sockets inherit it (Linux copies the listener's TCP settings): a setsockopt per
+        // connection less.
+        acceptor->set_option(tcp::no_delay(true));
         acceptor->bind(endpoint);
         acceptor->listen(asio::socket_base::max_listen_connections);
         // Port 0: the first acceptor picks a port, the others join it.

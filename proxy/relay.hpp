@@ -70,6 +70,7 @@ private:
         bool start_splicing();   // false: no pipe to be had (descriptor limits): keep copying
         void splice_in();        // socket -> pipe
         void splice_out();       // pipe -> socket, then splice_in again
+        void pass_fin();
         void finish();
 
         SocketRelay& relay_;

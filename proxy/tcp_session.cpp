@@ -259,8 +259,7 @@ private:
         host_stats.requests_active.fetch_add(1, std::memory_order_relaxed);   // what least_request reads
         host_ = std::move(attempt_);   // counted: the destructor takes it back
 
-        boost::system::error_code ignored;
-        client_socket().set_option(tcp::no_delay(true), ignored);
+        // The client socket has TCP_NODELAY from its listener (accepted sockets inherit it).
         configure_upstream(upstream_socket());
         if (client_stream_ || upstream_stream_) {
             // TLS on one side at least: relay between streams (a plain side is wrapped as one).
