@@ -10,6 +10,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/container/small_vector.hpp>
 #include <openssl/ssl.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -56,6 +57,8 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kReadChunk = 16 * 1024;
+// Hosts a request tried or found full: inline for the usual few, no allocation per request.
+using HostList = boost::container::small_vector<const discovery::Host*, 4>;
 // Responses are read in larger steps: a 16 KiB body with its head then comes in one read and goes out
 // in one write, where 16 KiB steps took two of each (benchmarks/e2e http-16k, strace). The session's
 // upstream buffer keeps this capacity while the session lives (spare sessions included).
@@ -556,7 +559,7 @@ private:
         const std::string head = upstream_head(info);
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
         const auto hold_deadline = start_ + config.hold_timeout;
-        std::vector<const discovery::Host*> tried;
+        HostList tried;
         bool retried_stale = false;
         // Holding (no host available) is for requests no backend has acted on: nothing was sent yet, or
         // every try so far ended by connection failure or reset and the request is idempotent.
@@ -602,8 +605,8 @@ private:
         // Teaches the limiter how this request went (only if it got a slot; see limiter_verdict_).
         LimiterSlot limiter_slot{&cluster, stats, Clock::now(), this};
         limiter_verdict_ = LimiterVerdict::ignore;
-        std::vector<const discovery::Host*> full;   // hosts found at their cap for this choice
-        std::vector<const discovery::Host*> excluded;
+        HostList full;   // hosts found at their cap for this choice
+        HostList excluded;
         bool waiting_for_host = false;
 
         const auto budget = cluster.budget;   // a reload may replace the worker's; this request keeps its own
