@@ -267,7 +267,7 @@ void Worker::remove_session(Session* session) {
 }
 
 void Worker::abort_sessions() {
-    // abort() only closes sockets; sessions unregister later, from their own coroutines.
+    // abort() only closes sockets; sessions unregister later, from their own handlers.
     for (auto it = sessions_.begin(); it != sessions_.end();) { (it++)->abort(); }
     // Connections held for a host: waking them now ends them (they see they were aborted).
     for (auto& [index, waiter] : snapshot_waiters_) {
