@@ -105,6 +105,7 @@ struct ClientConnection {
     std::shared_ptr<ListenerState> listener;
     tcp::endpoint remote;
     std::string client_ip;   // remote's address as text, made once per connection
+    Readiness::Watch ready;   // plain connections only
 };
 
 // Parks a plain client connection until its next bytes (then a session serves them) or `timeout`.
@@ -125,6 +126,7 @@ public:
         listener_ = std::move(connection.listener);
         counters_ = &listener_->counters(worker_.index());
         client_.lowest().socket() = std::move(connection.socket);
+        client_.ready() = std::move(connection.ready);
         client_ip_ = std::move(connection.client_ip);
         client_remote_ = connection.remote;
         client_addr_.clear();
@@ -147,6 +149,7 @@ public:
 
     void end() {
         active_ = false;
+        client_.ready() = {};
         worker_.remove_session(this);
         if (!parked_) { listener_->connections_active().fetch_sub(1, std::memory_order_relaxed); }
         listener_.reset();
@@ -183,7 +186,10 @@ public:
         aborted_ = true;
         boost::system::error_code ignored;
         client_.socket().close(ignored);
-        if (upstream_) { upstream_->socket().close(ignored); }
+        if (upstream_) {
+            worker_.readiness().cancel(upstream_->ready());   // a wait for the response ends too
+            upstream_->socket().close(ignored);
+        }
     }
 
     void on_drain() override {
@@ -235,7 +241,7 @@ private:
     void park(std::chrono::milliseconds timeout) {
         parked_ = true;
         park_client(worker_, ClientConnection{std::move(client_.socket()), std::move(listener_), client_remote_,
-                                              std::move(client_ip_)},
+                                              std::move(client_ip_), std::move(client_.ready())},
                     timeout);
     }
 
@@ -364,8 +370,10 @@ private:
             if (client_.tls()) { return HeadStep::wait; }
             // Bytes already in are taken without arming the deadline or a trip through the scheduler.
             const auto space = client_buf_.prepare(kReadChunk);
+            client_.ready().before_read();
             const ssize_t got = ::recv(client_.socket().native_handle(), space.data(), space.size(), MSG_DONTWAIT);
             if (got > 0) {
+                client_.ready().after_read(static_cast<std::size_t>(got), space.size());
                 client_buf_.commit(static_cast<std::size_t>(got));
                 continue;
             }
@@ -390,7 +398,10 @@ private:
                 if (ec == beast::error::timeout) { bump(counters_->local_responses[static_cast<std::size_t>(LocalReason::request_header_timeout)]); }
             } else {
                 arm_deadline(deadline);
-                std::tie(ec, n) = co_await client_.socket().async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
+                const auto space = client_buf_.prepare(kReadChunk);
+                client_.ready().before_read();
+                std::tie(ec, n) = co_await client_.socket().async_read_some(space, with_deadline());
+                client_.ready().after_read(n, space.size());
                 disarm_deadline();
                 if (deadline_fired_) {
                     error = LocalError{408, LocalReason::request_header_timeout, "request header not received in time"};
@@ -669,7 +680,10 @@ private:
 
             bool reused = false;
             if (!retried_stale) {
-                if (auto pooled = worker_.pool().take(*host, snapshot->tls.get())) {
+                // A request that could not simply go again has the pool check the connection with a
+                // syscall rather than trust the last harvested edge (UpstreamPool::take).
+                const bool verify = has_body || !gate.idempotent;
+                if (auto pooled = worker_.pool().take(*host, snapshot->tls.get(), verify)) {
                     upstream_ = std::move(pooled);
                     reused = true;
                     host->stats().pool_reuses.fetch_add(1, std::memory_order_relaxed);
@@ -1019,6 +1033,7 @@ private:
         configure_upstream(upstream_->socket());
         if (!tls) {
             upstream_->socket().non_blocking(true, ec);   // written to without waiting (write_now)
+            upstream_->ready() = worker_.readiness().watch(upstream_->socket().native_handle());
             co_return boost::system::error_code();
         }
         upstream_->start_tls_client(tls, host.name());
@@ -1090,7 +1105,10 @@ private:
         while (!body.done()) {
             if (client_buf_.size() == 0) {
                 client_.lowest().expires_after(listener_->config.timeouts.idle);
-                auto [ec, n] = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
+                const auto space = client_buf_.prepare(kReadChunk);
+                client_.ready().before_read();
+                auto [ec, n] = co_await client_.async_read_some(space, use_tuple);
+                client_.ready().after_read(n, space.size());
                 client_buf_.commit(n);
                 if (ec && n == 0) { co_return Outcome::client_gone; }
                 continue;
@@ -1192,8 +1210,17 @@ private:
                     // timer, which set and cancelled a timer for every read (~600 instructions a request,
                     // benchmarks/profile). Past the deadline the read is cancelled and it is a timeout, as
                     // tcp_stream would say (the socket is closed below, as tcp_stream would close it).
+                    // A connection known to be drained waits for the edge of the response's bytes
+                    // (Readiness) rather than trying a read that would find nothing.
                     arm_deadline(deadline);
-                    std::tie(ec, n) = co_await upstream_->socket().async_read_some(upstream_buf.prepare(kUpstreamReadChunk), with_deadline());
+                    auto& ready = upstream_->ready();
+                    if (ready.quiet()) { std::tie(ec) = co_await worker_.readiness().async_wait(ready, with_deadline()); }
+                    if (!ec) {
+                        const auto space = upstream_buf.prepare(kUpstreamReadChunk);
+                        ready.before_read();
+                        std::tie(ec, n) = co_await upstream_->socket().async_read_some(space, with_deadline());
+                        ready.after_read(n, space.size());
+                    }
                     disarm_deadline();
                     if (deadline_fired_) { ec = beast::error::timeout; }
                 }
@@ -1319,7 +1346,10 @@ private:
         while (!body.done()) {
             if (upstream_buf.size() == 0) {
                 upstream_->lowest().expires_after(config.timeouts.idle);
-                auto [ec, n] = co_await upstream_->async_read_some(upstream_buf.prepare(kUpstreamReadChunk), use_tuple);
+                const auto space = upstream_buf.prepare(kUpstreamReadChunk);
+                upstream_->ready().before_read();
+                auto [ec, n] = co_await upstream_->async_read_some(space, use_tuple);
+                upstream_->ready().after_read(n, space.size());
                 upstream_buf.commit(n);
                 if (n > 0) { continue; }
                 if (ec == asio::error::eof && body.on_close()) { break; }   // the end of a close-delimited body
@@ -1613,9 +1643,12 @@ public:
     void expired() override { close(); }
 
     // Waits for the client's next bytes. The wait's handler owns the parked connection.
+    // A connection its session left drained waits on the worker's Readiness: the edge of the next
+    // request's bytes wakes it, with no syscall of its own. Otherwise (bytes may be in already) the
+    // socket's own wait tells, which re-arms it in the reactor (EPOLL_CTL_MOD).
     static void wait(std::unique_ptr<ParkedClient> parked) {
-        auto& socket = parked->connection_.socket;
-        socket.async_wait(tcp::socket::wait_read, [parked = std::move(parked)](const boost::system::error_code& ec) mutable {
+        ParkedClient& self = *parked;
+        auto woken = [parked = std::move(parked)](const boost::system::error_code& ec) mutable {
             if (parked->closed_) { return; }
             if (ec) {
                 parked->close();
@@ -1626,7 +1659,12 @@ public:
             ClientConnection connection = std::move(parked->connection_);
             parked.reset();
             serve(worker, std::move(connection));
-        });
+        };
+        if (self.connection_.ready.quiet()) {
+            self.worker_.readiness().async_wait(self.connection_.ready, std::move(woken));
+        } else {
+            self.connection_.socket.async_wait(tcp::socket::wait_read, std::move(woken));
+        }
     }
 
 private:
@@ -1642,6 +1680,7 @@ private:
     void close() {
         if (closed_) { return; }
         unpark();
+        worker_.readiness().cancel(connection_.ready);
         boost::system::error_code ignored;
         connection_.socket.close(ignored);   // the wait ends with operation_aborted and frees this
         connection_.listener->connections_active().fetch_sub(1, std::memory_order_relaxed);
@@ -1664,8 +1703,12 @@ void accept_http(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::s
     boost::system::error_code ec;
     const auto remote = client.remote_endpoint(ec);
     std::string client_ip = ec ? std::string("unknown") : remote.address().to_string();
-    if (!listener->tls) { client.non_blocking(true, ec); }   // written to without waiting (HttpSession::write_now)
-    ClientConnection connection{std::move(client), std::move(listener), remote, std::move(client_ip)};
+    Readiness::Watch ready;
+    if (!listener->tls) {
+        client.non_blocking(true, ec);   // written to without waiting (HttpSession::write_now)
+        ready = worker.readiness().watch(client.native_handle());
+    }
+    ClientConnection connection{std::move(client), std::move(listener), remote, std::move(client_ip), std::move(ready)};
     if (connection.listener->tls) {
         serve(worker, std::move(connection));
         return;

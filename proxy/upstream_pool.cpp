@@ -26,7 +26,7 @@ bool still_quiet(tcp::socket& socket) {
 
 UpstreamPool::UpstreamPool(asio::io_context& context) : context_(context), sweeper_(context) {}
 
-std::unique_ptr<Stream> UpstreamPool::take(const discovery::Host& host, const health::TlsClient* tls) {
+std::unique_ptr<Stream> UpstreamPool::take(const discovery::Host& host, const health::TlsClient* tls, bool verify) {
     auto it = hosts_.find(&host);
     if (it == hosts_.end()) { return nullptr; }
     auto& idle = it->second.idle;
@@ -34,7 +34,8 @@ std::unique_ptr<Stream> UpstreamPool::take(const discovery::Host& host, const he
     while (!idle.empty()) {
         Idle entry = std::move(idle.back());
         idle.pop_back();
-        if (entry.expires > now && entry.stream->tls_client() == tls && still_quiet(entry.stream->socket())) {
+        if (entry.expires > now && entry.stream->tls_client() == tls &&
+            ((!verify && entry.stream->ready().quiet()) || still_quiet(entry.stream->socket()))) {
             return std::move(entry.stream);
         }
         host.stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
@@ -91,7 +92,9 @@ void UpstreamPool::sweep() {
     for (auto it = hosts_.begin(); it != hosts_.end();) {
         auto& idle = it->second.idle;
         const auto before = idle.size();
-        std::erase_if(idle, [&](Idle& e) { return e.expires <= now || !still_quiet(e.stream->socket()); });
+        std::erase_if(idle, [&](Idle& e) {
+            return e.expires <= now || (!e.stream->ready().quiet() && !still_quiet(e.stream->socket()));
+        });
         it->second.host->stats().connections_active.fetch_sub(static_cast<std::int64_t>(before - idle.size()),
                                                               std::memory_order_relaxed);
         it = idle.empty() ? hosts_.erase(it) : std::next(it);

@@ -30,7 +30,10 @@ public:
 
     // An idle connection to `host` that is still usable and speaks `tls` (null: plain), or nullopt.
     // Connections made with other TLS settings (a reload changed them) are closed on the way.
-    std::unique_ptr<Stream> take(const discovery::Host& host, const health::TlsClient* tls);
+    // A plain connection whose Readiness watch saw nothing since its last response passes as quiet
+    // without a syscall, unless `verify`: then recv(MSG_PEEK) tells, which also catches a close that
+    // came after the worker's last harvest (for requests that could not simply go again).
+    std::unique_ptr<Stream> take(const discovery::Host& host, const health::TlsClient* tls, bool verify = true);
     // Parks a reusable connection until `idle` passes.
     void put(const std::shared_ptr<const discovery::Host>& host, std::unique_ptr<Stream> stream,
              std::chrono::milliseconds idle);

@@ -40,7 +40,10 @@ int make_eventfd() {
 }
 }  // namespace
 
-Worker::Worker(std::size_t index) : index_(index), inbox_event_(context_, make_eventfd()) { wait_inbox(); }
+Worker::Worker(std::size_t index) : index_(index), inbox_event_(context_, make_eventfd()) {
+    wait_inbox();
+    readiness_.start(context_);
+}
 
 Worker::~Worker() {
     stop();
@@ -48,6 +51,7 @@ Worker::~Worker() {
     // While the context still exists: a spare session's coroutine holds timers and sockets on it.
     auto spares = std::move(spare_sessions_);
     for (Session* s : spares) { s->discard(); }
+    readiness_.stop();
 }
 
 void Worker::post(std::function<void()> task) {
