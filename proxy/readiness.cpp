@@ -1,13 +1,18 @@
 #include "proxy/readiness.hpp"
 
+#include <boost/asio/detail/reactor.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include <array>
 #include <cerrno>
+#include <iterator>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 
 namespace drover::proxy {
@@ -64,14 +69,54 @@ bool Readiness::Watch::quiet() const {
     return slot.drained && !slot.seen && !slot.hung_up;
 }
 
+// The nested instance sits in the worker's reactor as an internal descriptor, the way Asio's own
+// signal_set service reads its pipe: with an operation that never completes, whose perform() the
+// reactor runs at every edge of the instance. A wait through the public interface (async_wait) ends
+// at each edge, and starting the next one re-arms the descriptor with EPOLL_CTL_MOD: a syscall per
+// harvest. This uses Asio's detail interface (epoll_reactor), which has kept this shape since the
+// signal_set service came to use it.
+static_assert(std::is_same_v<asio::detail::reactor, asio::detail::epoll_reactor>,
+              "Readiness nests an epoll instance in Asio's epoll reactor");
+
+struct Readiness::Registration {
+    asio::detail::reactor* reactor = nullptr;
+    asio::detail::reactor::per_descriptor_data data{};
+};
+
+struct ReadinessHarvest final : asio::detail::reactor_op {
+    explicit ReadinessHarvest(Readiness* readiness)
+        : reactor_op(boost::system::error_code(), &ReadinessHarvest::perform_harvest, &ReadinessHarvest::destroy_harvest),
+          owner(readiness) {}
+
+    static status perform_harvest(reactor_op* base) {
+        static_cast<ReadinessHarvest*>(base)->owner->on_edge();
+        return not_done;   // stays queued: the reactor runs it again at the next edge
+    }
+    // Never completed, only destroyed, when the descriptor leaves the reactor.
+    static void destroy_harvest(void*, asio::detail::operation* base, const boost::system::error_code&, std::size_t) {
+        delete static_cast<ReadinessHarvest*>(base);
+    }
+
+    Readiness* owner;
+};
+
+Readiness::Readiness() = default;
 Readiness::~Readiness() { stop(); }
 
 void Readiness::start(asio::io_context& context) {
     const int fd = ::epoll_create1(EPOLL_CLOEXEC);
     if (fd < 0) { throw std::system_error(errno, std::generic_category(), "epoll_create1"); }
+    auto registration = std::make_unique<Registration>();
+    registration->reactor = &asio::use_service<asio::detail::reactor>(context);
+    if (const int error = registration->reactor->register_internal_descriptor(asio::detail::reactor::read_op, fd,
+                                                                               registration->data, new ReadinessHarvest(this))) {
+        registration->reactor->cleanup_descriptor_data(registration->data);
+        ::close(fd);
+        throw std::system_error(error, std::generic_category(), "registering the readiness epoll instance");
+    }
     context_ = &context;
-    epoll_.emplace(context, fd);
-    arm();
+    epoll_fd_ = fd;
+    registration_ = std::move(registration);
 }
 
 void Readiness::stop() {
@@ -83,13 +128,24 @@ void Readiness::stop() {
             slot.waiter.reset();
         }
     }
+    for (auto* batch : {&woken_, &running_}) {
+        std::move(batch->begin(), batch->end(), std::back_inserter(pending));
+        batch->clear();
+    }
     pending.clear();
-    woken_.clear();
-    epoll_.reset();
+    if (registration_) {
+        registration_->reactor->deregister_internal_descriptor(epoll_fd_, registration_->data);
+        registration_->reactor->cleanup_descriptor_data(registration_->data);
+        registration_.reset();
+    }
+    if (epoll_fd_ >= 0) {
+        ::close(epoll_fd_);
+        epoll_fd_ = -1;
+    }
 }
 
 Readiness::Watch Readiness::watch(int fd) {
-    if (!epoll_) { return {}; }
+    if (epoll_fd_ < 0) { return {}; }
     std::uint32_t index;
     if (!free_.empty()) {
         index = free_.back();
@@ -102,7 +158,7 @@ Readiness::Watch Readiness::watch(int fd) {
     ::epoll_event event{};
     event.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
     event.data.u64 = event_key(index, slot.generation);
-    const int epfd = epoll_->native_handle();
+    const int epfd = epoll_fd_;
     // EEXIST: the socket was watched before and that watch forgot it (the socket stayed registered).
     if (::epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) != 0 &&
         (errno != EEXIST || ::epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event) != 0)) {
@@ -151,21 +207,19 @@ void Readiness::release(std::uint32_t index) {
     free_.push_back(index);
 }
 
-void Readiness::arm() {
-    epoll_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
-        if (ec) { return; }   // closed: the worker is going away
-        harvest();
-        arm();
-        run_woken();
-    });
+// Inside the reactor's handling of the nested instance (a handler of the scheduler's, like any
+// completion): the table is brought up to date first, then the woken waits run. Running them here
+// rather than posting them saves the scheduler a turn, and with it a non-blocking epoll_wait.
+void Readiness::on_edge() {
+    harvest();
+    run_woken();
 }
 
 void Readiness::harvest() {
-    woken_.clear();   // left by a wait whose session threw: ends them
     std::array<::epoll_event, kHarvestBatch> events;
     int n;
     do {
-        n = ::epoll_wait(epoll_->native_handle(), events.data(), static_cast<int>(events.size()), 0);
+        n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), 0);
         for (int i = 0; i < n; ++i) {
             const auto& event = events[static_cast<std::size_t>(i)];
             const auto key = event.data.u64;
@@ -186,11 +240,12 @@ void Readiness::harvest() {
     } while (n == static_cast<int>(events.size()));
 }
 
-// Only once the table is up to date and the next harvest armed: a woken wait runs its session on,
-// which may watch, wait on, or close other sockets.
+// A woken wait runs its session on, which may watch, wait on, or close other sockets.
 void Readiness::run_woken() {
-    for (auto& waiter : woken_) { std::move(waiter)(boost::system::error_code()); }
-    woken_.clear();
+    running_.clear();   // left by a wait whose session threw: ends them
+    running_.swap(woken_);
+    for (auto& waiter : running_) { std::move(waiter)(boost::system::error_code()); }
+    running_.clear();
 }
 
 }  // namespace drover::proxy

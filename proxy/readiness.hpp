@@ -8,8 +8,8 @@
 // syscalls of a keep-alive request's seven where HAProxy makes none (benchmarks/profile).
 //
 // Readiness keeps an epoll instance of its own, nested in the worker's reactor, and watches plain
-// sockets on it edge-triggered, for their whole life. One harvest per loop turn (an epoll_wait, and
-// the MOD that re-arms the nested descriptor) covers every socket with news. A socket's Watch tells:
+// sockets on it edge-triggered, for their whole life. One harvest per loop turn (an epoll_wait on the
+// nested instance) covers every socket with news. A socket's Watch tells:
 //   - seen: an edge came (bytes, or the peer's FIN or reset) since the last before_read();
 //   - drained: the last read the owner reported (after_read) got fewer bytes than it asked for, so
 //     the socket was empty then, and whatever comes later brings an edge.
@@ -20,15 +20,16 @@
 // Anything else ("don't know") falls back to an ordinary read or wait, so a read the owner does not
 // report costs at most a syscall; it never loses a wake-up.
 //
-// Everything here runs on the worker's thread.
+// Everything here runs on the worker's thread. Pending waits are not work to the io_context: they do
+// not keep its run() going (a worker's inbox does).
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -64,7 +65,7 @@ public:
         std::uint32_t index_ = 0;
     };
 
-    Readiness() = default;
+    Readiness();
     ~Readiness();
     Readiness(const Readiness&) = delete;
     Readiness& operator=(const Readiness&) = delete;
@@ -121,15 +122,20 @@ private:
     void cancel_wait(Ticket ticket);
     void abort_wait(Slot& slot);
     void release(std::uint32_t index);
-    void arm();
+    friend struct ReadinessHarvest;
+    void on_edge();
     void harvest();
     void run_woken();
 
+    struct Registration;   // the nested instance's place in the reactor (readiness.cpp)
+
     boost::asio::io_context* context_ = nullptr;
-    std::optional<boost::asio::posix::stream_descriptor> epoll_;
+    int epoll_fd_ = -1;
+    std::unique_ptr<Registration> registration_;
     std::vector<Slot> slots_;
     std::vector<std::uint32_t> free_;
-    std::vector<Waiter> woken_;   // one harvest's waiters, run after the table is up to date
+    std::vector<Waiter> woken_;     // harvested waits, run once the table is up to date
+    std::vector<Waiter> running_;   // run_woken()'s batch
 };
 
 }  // namespace drover::proxy

@@ -4,6 +4,7 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 
@@ -68,6 +69,8 @@ protected:
     }
 
     asio::io_context context_;
+    // Readiness's waits are not work to the context (on a worker, its inbox keeps the loop going).
+    asio::executor_work_guard<asio::io_context::executor_type> work_{context_.get_executor()};
     Readiness readiness_;
 };
 
