@@ -4,6 +4,7 @@ ways, the upstream pool, header rewriting, upgrades, the access log and the HTTP
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -139,6 +140,39 @@ class HttpProxyTest(HttpTestCase):
             conn.close()
         drover.wait_metric("drover_listener_connections_idle", {"listener": "one"}, lambda v: v == 7)
         drover.wait_metric("drover_listener_connections_active", {"listener": "two"}, lambda v: v == 7)
+
+    # -- waiting for bytes (proxy/readiness.*: a socket known to be drained waits for its next edge) ---
+
+    def test_a_response_that_trickles_in_is_relayed_whole_and_its_connection_reused(self):
+        # Each pause leaves drover's read short (the socket drained): the next piece must wake it.
+        def pause(conn, backend):
+            time.sleep(0.15)
+        pieces = [b"HTTP/1.1 200 OK\r\nContent-", pause, b"Length: 10\r\nX-Piece: ", pause, b"yes\r\n\r\n01234",
+                  pause, b"56789"]
+        backend = self.raw_backend([[RawHttpBackend.READ, *pieces, RawHttpBackend.READ,
+                                     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain"]])
+        _, addr = self.http_proxy([backend])
+        conn = self.client(addr)
+        resp = conn.request("GET", "/slow", timeout=5)
+        self.assertEqual((resp.status, resp.header("x-piece"), resp.body), (200, "yes", b"0123456789"), resp)
+        resp = conn.request("GET", "/next", timeout=5)
+        self.assertEqual((resp.status, resp.body), (200, b"again"), resp)
+        self.assertEqual([(r.conn, r.target) for r in backend.requests], [(1, "/slow"), (1, "/next")])
+
+    def test_a_client_that_half_closes_after_its_request_is_answered_and_closed(self):
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        for pause_first in (False, True):
+            with self.subTest(pause_first=pause_first), HttpConn(addr) as conn:
+                if pause_first:
+                    # Served once first, so the half-closed request arrives on a parked connection.
+                    self.assertEqual(conn.request("GET", "/first", timeout=5).status, 200)
+                conn.send(HttpConn.build_request("GET", "/last"))
+                conn.sock.shutdown(socket.SHUT_WR)
+                resp = conn.read_response(timeout=5)
+                self.assertEqual((resp.status, resp.json()["target"]), (200, "/last"), resp)
+                # Its FIN came with (or right after) the request: drover must still see it and close.
+                self.assertIn(conn.wait_closed(timeout=3), ("eof", "reset"))
 
     def test_pipelined_requests_are_answered_in_order(self):
         origin = self.origin()
