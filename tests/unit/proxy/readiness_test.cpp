@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <memory>
+#include <deque>
 #include <optional>
 #include <string_view>
 
@@ -56,6 +57,23 @@ protected:
 
     void settle() { run_until([] { return false; }, 100ms); }
 
+    // Starts a wait on `watch`; its outcome lands in the returned slot (the fixture keeps it).
+    std::optional<error_code>& start_wait(Readiness::Watch& watch) {
+        auto& result = results_.emplace_back();
+        readiness_.async_wait(watch, [&result](error_code ec) { result = ec; });
+        return result;
+    }
+
+    // Runs the loop until the wait behind `result` ends; whether it ended without an error.
+    bool woken(const std::optional<error_code>& result) {
+        return run_until([&] { return result.has_value(); }) && !*result;
+    }
+
+    // The same, for a wait that must end cancelled.
+    bool aborted(const std::optional<error_code>& result) {
+        return run_until([&] { return result.has_value(); }) && *result == asio::error::operation_aborted;
+    }
+
     static void send(tcp::socket& socket, std::string_view bytes) { asio::write(socket, asio::buffer(bytes)); }
 
     // Reads what is there, reporting the read to `watch`; returns the bytes read.
@@ -71,6 +89,7 @@ protected:
     asio::io_context context_;
     // Readiness's waits are not work to the context (on a worker, its inbox keeps the loop going).
     asio::executor_work_guard<asio::io_context::executor_type> work_{context_.get_executor()};
+    std::deque<std::optional<error_code>> results_;   // start_wait's: stable addresses
     Readiness readiness_;
 };
 
@@ -80,13 +99,11 @@ TEST_F(ReadinessTest, AWaitOnAQuietSocketEndsAtItsFirstBytes) {
     ASSERT_TRUE(watch);
     EXPECT_EQ(readiness_.watched(), 1u);
     EXPECT_TRUE(watch.quiet());
-    std::optional<error_code> result;
-    readiness_.async_wait(watch, [&](error_code ec) { result = ec; });
+    auto& result = start_wait(watch);
     settle();
     EXPECT_FALSE(result) << "woken with nothing to read";
     send(pair.far, "hello");
-    ASSERT_TRUE(run_until([&] { return result.has_value(); }));
-    EXPECT_FALSE(*result);
+    EXPECT_TRUE(woken(result));
     EXPECT_TRUE(watch.seen());
     EXPECT_FALSE(watch.quiet());
 }
@@ -97,10 +114,8 @@ TEST_F(ReadinessTest, BytesInBeforeTheWatchWakeTheFirstWait) {
     send(pair.far, "early");
     settle();
     auto watch = readiness_.watch(pair.near.native_handle());
-    std::optional<error_code> result;
-    readiness_.async_wait(watch, [&](error_code ec) { result = ec; });
-    ASSERT_TRUE(run_until([&] { return result.has_value(); }));
-    EXPECT_FALSE(*result);
+    auto& result = start_wait(watch);
+    EXPECT_TRUE(woken(result));
 }
 
 TEST_F(ReadinessTest, AShortReadDrainsTheSocketAFullOneDoesNot) {
@@ -119,11 +134,9 @@ TEST_F(ReadinessTest, AShortReadDrainsTheSocketAFullOneDoesNot) {
     EXPECT_TRUE(watch.quiet());
 
     // The next bytes come as an edge after the drain.
-    std::optional<error_code> result;
-    readiness_.async_wait(watch, [&](error_code ec) { result = ec; });
+    auto& result = start_wait(watch);
     send(pair.far, "more");
-    ASSERT_TRUE(run_until([&] { return result.has_value(); }));
-    EXPECT_FALSE(*result);
+    EXPECT_TRUE(woken(result));
 }
 
 // The peer's FIN right behind its last bytes: the read that takes them returns short, yet a read
@@ -142,12 +155,10 @@ TEST_F(ReadinessTest, AFinThatCameWithTheLastBytesIsNeverQuiet) {
 TEST_F(ReadinessTest, CancelEndsTheWaitWithOperationAborted) {
     auto pair = connect();
     auto watch = readiness_.watch(pair.near.native_handle());
-    std::optional<error_code> result;
-    readiness_.async_wait(watch, [&](error_code ec) { result = ec; });
+    auto& result = start_wait(watch);
     readiness_.cancel(watch);
     EXPECT_FALSE(result) << "completed inside cancel()";
-    ASSERT_TRUE(run_until([&] { return result.has_value(); }));
-    EXPECT_EQ(*result, asio::error::operation_aborted);
+    EXPECT_TRUE(aborted(result));
     // Bytes after the cancel wake nothing twice.
     send(pair.far, "late");
     settle();
@@ -161,28 +172,23 @@ TEST_F(ReadinessTest, TheTokensCancellationSlotEndsTheWait) {
     readiness_.async_wait(watch, asio::bind_cancellation_slot(signal.slot(), [&](error_code ec) { result = ec; }));
     settle();
     signal.emit(asio::cancellation_type::terminal);
-    ASSERT_TRUE(run_until([&] { return result.has_value(); }));
-    EXPECT_EQ(*result, asio::error::operation_aborted);
+    EXPECT_TRUE(aborted(result));
     // A stale emit, after the wait ended and another began, leaves the new one alone.
-    std::optional<error_code> second;
-    readiness_.async_wait(watch, [&](error_code ec) { second = ec; });
+    auto& second = start_wait(watch);
     signal.emit(asio::cancellation_type::terminal);
     settle();
     EXPECT_FALSE(second);
     send(pair.far, "x");
-    ASSERT_TRUE(run_until([&] { return second.has_value(); }));
-    EXPECT_FALSE(*second);
+    EXPECT_TRUE(woken(second));
 }
 
 TEST_F(ReadinessTest, ForgettingAWatchEndsItsWait) {
     auto pair = connect();
     auto watch = std::make_unique<Readiness::Watch>(readiness_.watch(pair.near.native_handle()));
-    std::optional<error_code> result;
-    readiness_.async_wait(*watch, [&](error_code ec) { result = ec; });
+    auto& result = start_wait(*watch);
     watch.reset();
     EXPECT_EQ(readiness_.watched(), 0u);
-    ASSERT_TRUE(run_until([&] { return result.has_value(); }));
-    EXPECT_EQ(*result, asio::error::operation_aborted);
+    EXPECT_TRUE(aborted(result));
 }
 
 // A slot freed by one socket's watch and taken by another's: the first socket stays registered (it
@@ -192,15 +198,13 @@ TEST_F(ReadinessTest, AReusedSlotIgnoresItsFormerSocket) {
     auto second = connect();
     { auto forgotten = readiness_.watch(first.near.native_handle()); }
     auto watch = readiness_.watch(second.near.native_handle());
-    std::optional<error_code> result;
-    readiness_.async_wait(watch, [&](error_code ec) { result = ec; });
+    auto& result = start_wait(watch);
     send(first.far, "not yours");
     settle();
     EXPECT_FALSE(result);
     EXPECT_FALSE(watch.seen());
     send(second.far, "yours");
-    ASSERT_TRUE(run_until([&] { return result.has_value(); }));
-    EXPECT_FALSE(*result);
+    EXPECT_TRUE(woken(result));
 }
 
 // Watching a socket again after its watch was forgotten (it is still in the epoll set).
@@ -209,11 +213,9 @@ TEST_F(ReadinessTest, ASocketCanBeWatchedAgain) {
     { auto forgotten = readiness_.watch(pair.near.native_handle()); }
     auto watch = readiness_.watch(pair.near.native_handle());
     ASSERT_TRUE(watch);
-    std::optional<error_code> result;
-    readiness_.async_wait(watch, [&](error_code ec) { result = ec; });
+    auto& result = start_wait(watch);
     send(pair.far, "again");
-    ASSERT_TRUE(run_until([&] { return result.has_value(); }));
-    EXPECT_FALSE(*result);
+    EXPECT_TRUE(woken(result));
 }
 
 TEST_F(ReadinessTest, WatchingWhatIsNotASocketGivesAnEmptyWatch) {
