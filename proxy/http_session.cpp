@@ -38,6 +38,7 @@
 #include "proxy/listener.hpp"
 #include "proxy/load_balancer/hash.hpp"
 #include "proxy/pressure.hpp"
+#include "proxy/readiness.hpp"
 #include "proxy/relay.hpp"
 #include "proxy/socket_options.hpp"
 #include "proxy/spawn.hpp"
@@ -105,7 +106,6 @@ struct ClientConnection {
     std::shared_ptr<ListenerState> listener;
     tcp::endpoint remote;
     std::string client_ip;   // remote's address as text, made once per connection
-    Readiness::Watch ready;   // plain connections only
 };
 
 // Parks a plain client connection until its next bytes (then a session serves them) or `timeout`.
@@ -126,7 +126,6 @@ public:
         listener_ = std::move(connection.listener);
         counters_ = &listener_->counters(worker_.index());
         client_.lowest().socket() = std::move(connection.socket);
-        client_.ready() = std::move(connection.ready);
         client_ip_ = std::move(connection.client_ip);
         client_remote_ = connection.remote;
         client_addr_.clear();
@@ -149,7 +148,6 @@ public:
 
     void end() {
         active_ = false;
-        client_.ready() = {};
         worker_.remove_session(this);
         if (!parked_) { listener_->connections_active().fetch_sub(1, std::memory_order_relaxed); }
         listener_.reset();
@@ -186,10 +184,7 @@ public:
         aborted_ = true;
         boost::system::error_code ignored;
         client_.socket().close(ignored);
-        if (upstream_) {
-            worker_.readiness().cancel(upstream_->ready());   // a wait for the response ends too
-            upstream_->socket().close(ignored);
-        }
+        if (upstream_) { upstream_->socket().close(ignored); }   // a wait for the response ends too
     }
 
     void on_drain() override {
@@ -241,7 +236,7 @@ private:
     void park(std::chrono::milliseconds timeout) {
         parked_ = true;
         park_client(worker_, ClientConnection{std::move(client_.socket()), std::move(listener_), client_remote_,
-                                              std::move(client_ip_), std::move(client_.ready())},
+                                              std::move(client_ip_)},
                     timeout);
     }
 
@@ -370,10 +365,8 @@ private:
             if (client_.tls()) { return HeadStep::wait; }
             // Bytes already in are taken without arming the deadline or a trip through the scheduler.
             const auto space = client_buf_.prepare(kReadChunk);
-            client_.ready().before_read();
-            const ssize_t got = ::recv(client_.socket().native_handle(), space.data(), space.size(), MSG_DONTWAIT);
+            const ssize_t got = readiness::recv_now(client_.socket(), space);
             if (got > 0) {
-                client_.ready().after_read(static_cast<std::size_t>(got), space.size());
                 client_buf_.commit(static_cast<std::size_t>(got));
                 continue;
             }
@@ -398,10 +391,8 @@ private:
                 if (ec == beast::error::timeout) { bump(counters_->local_responses[static_cast<std::size_t>(LocalReason::request_header_timeout)]); }
             } else {
                 arm_deadline(deadline);
-                const auto space = client_buf_.prepare(kReadChunk);
-                client_.ready().before_read();
-                std::tie(ec, n) = co_await client_.socket().async_read_some(space, with_deadline());
-                client_.ready().after_read(n, space.size());
+                // take_request_head left the socket drained: the read waits for the next edge (readiness).
+                std::tie(ec, n) = co_await client_.socket().async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
                 disarm_deadline();
                 if (deadline_fired_) {
                     error = LocalError{408, LocalReason::request_header_timeout, "request header not received in time"};
@@ -1033,7 +1024,7 @@ private:
         configure_upstream(upstream_->socket());
         if (!tls) {
             upstream_->socket().non_blocking(true, ec);   // written to without waiting (write_now)
-            upstream_->ready() = worker_.readiness().watch(upstream_->socket().native_handle());
+            readiness::watch(upstream_->socket(), true);   // nothing to read before the request goes
             co_return boost::system::error_code();
         }
         upstream_->start_tls_client(tls, host.name());
@@ -1105,10 +1096,7 @@ private:
         while (!body.done()) {
             if (client_buf_.size() == 0) {
                 client_.lowest().expires_after(listener_->config.timeouts.idle);
-                const auto space = client_buf_.prepare(kReadChunk);
-                client_.ready().before_read();
-                auto [ec, n] = co_await client_.async_read_some(space, use_tuple);
-                client_.ready().after_read(n, space.size());
+                auto [ec, n] = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
                 client_buf_.commit(n);
                 if (ec && n == 0) { co_return Outcome::client_gone; }
                 continue;
@@ -1210,16 +1198,31 @@ private:
                     // timer, which set and cancelled a timer for every read (~600 instructions a request,
                     // benchmarks/profile). Past the deadline the read is cancelled and it is a timeout, as
                     // tcp_stream would say (the socket is closed below, as tcp_stream would close it).
-                    // A connection known to be drained waits for the edge of the response's bytes
-                    // (Readiness) rather than trying a read that would find nothing.
+                    // The bytes are read here, so that a short read leaves the connection known drained
+                    // (proxy/readiness.hpp): one that is waits for the edge of the response's bytes
+                    // rather than trying a read that would find nothing, and the pool lends it on.
                     arm_deadline(deadline);
-                    auto& ready = upstream_->ready();
-                    if (ready.quiet()) { std::tie(ec) = co_await worker_.readiness().async_wait(ready, with_deadline()); }
-                    if (!ec) {
-                        const auto space = upstream_buf.prepare(kUpstreamReadChunk);
-                        ready.before_read();
-                        std::tie(ec, n) = co_await upstream_->socket().async_read_some(space, with_deadline());
-                        ready.after_read(n, space.size());
+                    auto& socket = upstream_->socket();
+                    const auto space = upstream_buf.prepare(kUpstreamReadChunk);
+                    for (bool wait = readiness::quiet(socket); !deadline_fired_;) {
+                        if (wait) {
+                            std::tie(ec) = co_await readiness::async_wait(socket, with_deadline());
+                            if (ec) { break; }
+                        }
+                        const ssize_t got = readiness::recv_now(socket, space);
+                        if (got > 0) {
+                            n = static_cast<std::size_t>(got);
+                            break;
+                        }
+                        if (got == 0) {
+                            ec = asio::error::eof;
+                            break;
+                        }
+                        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                            ec = boost::system::error_code(errno, boost::system::system_category());
+                            break;
+                        }
+                        wait = errno != EINTR;
                     }
                     disarm_deadline();
                     if (deadline_fired_) { ec = beast::error::timeout; }
@@ -1346,10 +1349,7 @@ private:
         while (!body.done()) {
             if (upstream_buf.size() == 0) {
                 upstream_->lowest().expires_after(config.timeouts.idle);
-                const auto space = upstream_buf.prepare(kUpstreamReadChunk);
-                upstream_->ready().before_read();
-                auto [ec, n] = co_await upstream_->async_read_some(space, use_tuple);
-                upstream_->ready().after_read(n, space.size());
+                auto [ec, n] = co_await upstream_->async_read_some(upstream_buf.prepare(kUpstreamReadChunk), use_tuple);
                 upstream_buf.commit(n);
                 if (n > 0) { continue; }
                 if (ec == asio::error::eof && body.on_close()) { break; }   // the end of a close-delimited body
@@ -1643,9 +1643,8 @@ public:
     void expired() override { close(); }
 
     // Waits for the client's next bytes. The wait's handler owns the parked connection.
-    // A connection its session left drained waits on the worker's Readiness: the edge of the next
-    // request's bytes wakes it, with no syscall of its own. Otherwise (bytes may be in already) the
-    // socket's own wait tells, which re-arms it in the reactor (EPOLL_CTL_MOD).
+    // A connection its session left drained (proxy/readiness.hpp) waits for the edge of the next
+    // request's bytes; otherwise (bytes may be in already) it resumes at once. No syscall either way.
     static void wait(std::unique_ptr<ParkedClient> parked) {
         ParkedClient& self = *parked;
         auto woken = [parked = std::move(parked)](const boost::system::error_code& ec) mutable {
@@ -1660,11 +1659,7 @@ public:
             parked.reset();
             serve(worker, std::move(connection));
         };
-        if (self.connection_.ready.quiet()) {
-            self.worker_.readiness().async_wait(self.connection_.ready, std::move(woken));
-        } else {
-            self.connection_.socket.async_wait(tcp::socket::wait_read, std::move(woken));
-        }
+        readiness::async_wait(self.connection_.socket, std::move(woken));
     }
 
 private:
@@ -1680,7 +1675,6 @@ private:
     void close() {
         if (closed_) { return; }
         unpark();
-        worker_.readiness().cancel(connection_.ready);
         boost::system::error_code ignored;
         connection_.socket.close(ignored);   // the wait ends with operation_aborted and frees this
         connection_.listener->connections_active().fetch_sub(1, std::memory_order_relaxed);
@@ -1703,12 +1697,12 @@ void accept_http(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::s
     boost::system::error_code ec;
     const auto remote = client.remote_endpoint(ec);
     std::string client_ip = ec ? std::string("unknown") : remote.address().to_string();
-    Readiness::Watch ready;
     if (!listener->tls) {
         client.non_blocking(true, ec);   // written to without waiting (HttpSession::write_now)
-        ready = worker.readiness().watch(client.native_handle());
+        // Counted as drained: bytes that are in already are reported afresh, and wake the parked wait.
+        readiness::watch(client, true);
     }
-    ClientConnection connection{std::move(client), std::move(listener), remote, std::move(client_ip), std::move(ready)};
+    ClientConnection connection{std::move(client), std::move(listener), remote, std::move(client_ip)};
     if (connection.listener->tls) {
         serve(worker, std::move(connection));
         return;

@@ -1,141 +1,104 @@
 #pragma once
-// Which of a worker's plain sockets have bytes to read, known without trying a read.
+// Which plain sockets have bytes to read, known without trying a read.
 //
-// Asio's epoll reactor learns a socket is readable only by trying: a read it starts first calls
-// recv() and waits only after EAGAIN, and a wait for readability re-arms the descriptor with
-// EPOLL_CTL_MOD. Either costs a syscall every time a connection waits (for its client's next request,
-// for its backend's response), and the pool checked each idle connection with recv(MSG_PEEK): three
-// syscalls of a keep-alive request's seven where HAProxy makes none (benchmarks/profile).
+// Asio's epoll reactor registers each socket edge-triggered for its whole life, and at every edge it
+// notes in the socket's reactor state that a read may find something ("try speculative"). Its own
+// reads clear that note only at end of file, so every read it starts first calls recv() and waits
+// only after EAGAIN, and its wait for readability re-arms the descriptor with EPOLL_CTL_MOD. Either
+// costs a syscall every time a connection waits (for its client's next request, for its backend's
+// response), and the pool checked each idle connection with recv(MSG_PEEK): three syscalls of a
+// keep-alive request's seven where HAProxy makes none (benchmarks/profile).
 //
-// Readiness keeps an epoll instance of its own, nested in the worker's reactor, and watches plain
-// sockets on it edge-triggered, for their whole life. One harvest per loop turn (an epoll_wait on the
-// nested instance) covers every socket with news. A socket's Watch tells:
-//   - seen: an edge came (bytes, or the peer's FIN or reset) since the last before_read();
-//   - drained: the last read the owner reported (after_read) got fewer bytes than it asked for, so
-//     the socket was empty then, and whatever comes later brings an edge.
-//   - hung up: a harvest found the peer's FIN (or a reset) already in. A read that takes the last bytes
-//     before a FIN returns short, but the FIN brings no later edge: such a socket is never quiet again.
-// quiet() (drained, nothing seen, not hung up) means a read would find nothing: wait with
-// async_wait() instead.
-// Anything else ("don't know") falls back to an ordinary read or wait, so a read the owner does not
-// report costs at most a syscall; it never loses a wake-up.
+// The functions here keep that note exact for the sockets Drover reads itself (plain HTTP clients
+// and backends), so it says "drained" whenever a read would find nothing:
+//   - recv_now() reads without blocking. EAGAIN clears the note; so does a read that came back short
+//     (the kernel hands over all it has), unless the peer's FIN or a reset has shown: a FIN that
+//     arrives with the last bytes brings no later edge, and the read after them must see it.
+//   - the reactor sets the note again at the socket's next edge, whoever waits on it.
+//   - quiet() is that note, cleared, on a watched socket: a read would find nothing.
+//   - async_wait() completes at once if the note is set, else at the next edge: no syscall either way.
+// A socket must be watched (watch(): EPOLLRDHUP added to its registration, so the FIN shows) for a
+// short read to count; on others only EAGAIN does.
 //
-// Everything here runs on the worker's thread. Pending waits are not work to the io_context: they do
-// not keep its run() going (a worker's inbox does).
+// One registration, one epoll_wait per loop turn: an earlier version kept a nested epoll instance of
+// its own, which cost a second epoll_wait per turn and a second wake-up per packet.
+//
+// This reaches into Asio's epoll reactor (epoll_reactor::descriptor_state; readiness.cpp checks the
+// Boost version it was written against). Everything runs on the socket's own thread.
 
-#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/async_result.hpp>
-#include <boost/asio/io_context.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/detail/handler_cont_helpers.hpp>
+#include <boost/asio/detail/reactive_wait_op.hpp>
+#include <boost/asio/detail/reactor.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <sys/types.h>
 
 #include <cstddef>
-#include <cstdint>
 #include <memory>
-#include <optional>
-#include <vector>
 
-namespace drover::proxy {
+namespace drover::proxy::readiness {
 
-class Readiness {
+using Socket = boost::asio::ip::tcp::socket;
+
+// Watches a connected plain socket with no operation pending: the peer's FIN shows from now on (one
+// epoll_ctl). `drained`: nothing can be in yet (a backend just connected, before the request), so the
+// first read waits for an edge. False if the socket could not be watched (it works as before).
+bool watch(Socket& socket, bool drained);
+bool watched(Socket& socket);
+
+// A read would find nothing: no bytes, no FIN, no error, since the last read drained the socket.
+bool quiet(Socket& socket);
+
+// recv(MSG_DONTWAIT) into `buffer`, keeping the note: the bytes read, 0 at end of file, or -1 with
+// errno (EAGAIN: nothing there; the socket is quiet now).
+ssize_t recv_now(Socket& socket, boost::asio::mutable_buffer buffer);
+
+namespace detail {
+using Reactor = boost::asio::detail::reactor;
+struct Place {
+    Reactor* reactor;
+    Reactor::per_descriptor_data* data;
+    int fd;
+};
+Place place(Socket& socket);   // reactor null: not registered (closed)
+
+// Ends a wait through its cancellation slot, as Asio's own per-operation cancellation does.
+class CancelWait {
 public:
-    using Waiter = boost::asio::any_completion_handler<void(boost::system::error_code)>;
-
-    // A socket's place in the table; moves with the socket, and forgets it when destroyed (the socket
-    // stays registered until it closes; its edges are ignored).
-    class Watch {
-    public:
-        Watch() = default;
-        Watch(Watch&& other) noexcept;
-        Watch& operator=(Watch&& other) noexcept;
-        ~Watch();
-
-        explicit operator bool() const { return owner_ != nullptr; }
-        // Around each read of the socket the owner wants counted: before_read() forgets the edges
-        // seen so far; after_read() records whether the read drained the socket.
-        void before_read();
-        void after_read(std::size_t got, std::size_t asked);
-        bool seen() const;
-        bool quiet() const;
-
-    private:
-        friend class Readiness;
-        Watch(Readiness* owner, std::uint32_t index) : owner_(owner), index_(index) {}
-        void release();
-
-        Readiness* owner_ = nullptr;
-        std::uint32_t index_ = 0;
-    };
-
-    Readiness();
-    ~Readiness();
-    Readiness(const Readiness&) = delete;
-    Readiness& operator=(const Readiness&) = delete;
-
-    // Opens the epoll instance and starts waiting on it (before the loop runs).
-    void start(boost::asio::io_context& context);
-    // Destroys the waits still pending, without running them, and closes the epoll instance. Before the
-    // context goes: a pending wait may own a coroutine whose frame holds the context's sockets.
-    void stop();
-
-    // Watches `fd` (a connected, plain socket) from now on. A new watch counts as drained: adding a
-    // socket that already has bytes reports them as an edge. Empty (never quiet) if it cannot be added.
-    Watch watch(int fd);
-
-    // Completes at the watched socket's next edge, or with operation_aborted when cancelled (cancel(),
-    // the token's cancellation slot, or the watch's end). Start it only while the watch is quiet(),
-    // and at most one per watch.
-    template <class Token>
-    auto async_wait(Watch& watch, Token&& token) {
-        return boost::asio::async_initiate<Token, void(boost::system::error_code)>(
-            [this, &watch](auto handler) {
-                const Ticket ticket = begin_wait(watch.index_);
-                auto& waiter = slots_[ticket.index].waiter.emplace(std::move(handler));
-                // The type-erased handler forwards the token's cancellation to a slot of its own.
-                auto slot = waiter.get_cancellation_slot();
-                if (slot.is_connected()) {
-                    slot.assign([this, ticket](boost::asio::cancellation_type) { cancel_wait(ticket); });
-                }
-            },
-            token);
-    }
-    // Ends the watch's pending wait, if any, with operation_aborted (its socket is closing).
-    void cancel(Watch& watch);
-
-    std::size_t watched() const { return slots_.size() - free_.size(); }
+    explicit CancelWait(const Place& place) : place_(place) {}
+    void operator()(boost::asio::cancellation_type type);
 
 private:
-    struct Slot {
-        std::uint32_t generation = 0;   // of the watch using it; events carry it, so stale ones are told
-        std::uint32_t wait = 0;         // the current wait's number, for its cancellation handler
-        bool live = false;
-        bool seen = false;
-        bool hung_up = false;   // the peer's FIN or a reset showed: stays
-        bool drained = false;
-        std::optional<Waiter> waiter;
-    };
-    struct Ticket {
-        std::uint32_t index;
-        std::uint32_t generation;
-        std::uint32_t wait;
-    };
-
-    Ticket begin_wait(std::uint32_t index);
-    void cancel_wait(Ticket ticket);
-    void abort_wait(Slot& slot);
-    void release(std::uint32_t index);
-    friend struct ReadinessHarvest;
-    void on_edge();
-    void harvest();
-    void run_woken();
-
-    struct Registration;   // the nested instance's place in the reactor (readiness.cpp)
-
-    boost::asio::io_context* context_ = nullptr;
-    int epoll_fd_ = -1;
-    std::unique_ptr<Registration> registration_;
-    std::vector<Slot> slots_;
-    std::vector<std::uint32_t> free_;
-    std::vector<Waiter> woken_;     // harvested waits, run once the table is up to date
-    std::vector<Waiter> running_;   // run_woken()'s batch
+    Place place_;
 };
 
-}  // namespace drover::proxy
+void start_wait(const Place& place, boost::asio::detail::reactor_op* op, bool is_continuation);
+}  // namespace detail
+
+// Completes when a read may find something: at once (through the executor) unless the socket is known
+// drained, else at its next edge; operation_aborted if the socket closes or the wait is cancelled
+// (the token's cancellation slot). At most one at a time per socket, and no read alongside.
+template <class Token>
+auto async_wait(Socket& socket, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code)>(
+        [&socket](auto handler) {
+            using Handler = decltype(handler);
+            using Op = boost::asio::detail::reactive_wait_op<Handler, Socket::executor_type>;
+            const detail::Place place = detail::place(socket);
+            const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
+            auto slot = boost::asio::get_associated_cancellation_slot(handler);
+            typename Op::ptr p = {std::addressof(handler), Op::ptr::allocate(handler), nullptr};
+            p.p = new (p.v) Op(boost::system::error_code(), handler, socket.get_executor());
+            if (slot.is_connected() && place.reactor != nullptr) {
+                p.p->cancellation_key_ = &slot.template emplace<detail::CancelWait>(place);
+            }
+            detail::start_wait(place, p.p, is_continuation);
+            p.v = p.p = nullptr;
+        },
+        token);
+}
+
+}  // namespace drover::proxy::readiness

@@ -21,7 +21,6 @@
 #include <optional>
 #include <string>
 
-#include "proxy/readiness.hpp"
 
 struct ssl_st;
 namespace boost::asio::ssl {
@@ -58,8 +57,6 @@ public:
 
     boost::beast::tcp_stream& lowest() { return tls_ ? tls_lowest() : *plain_; }
     boost::asio::ip::tcp::socket& socket() { return lowest().socket(); }
-    // A plain connection's watch (Readiness), if the session keeps one: empty for others.
-    Readiness::Watch& ready() { return ready_; }
     executor_type get_executor() { return lowest().get_executor(); }
 
     template <class Token>
@@ -113,7 +110,6 @@ private:
 
     std::optional<boost::beast::tcp_stream> plain_;   // empty once TLS owns the connection
     std::unique_ptr<Tls> tls_;
-    Readiness::Watch ready_;   // last: forgotten before the socket closes
 };
 
 }  // namespace drover::proxy

@@ -4,6 +4,8 @@
 
 #include <cerrno>
 
+#include "proxy/readiness.hpp"
+
 namespace drover::proxy {
 
 namespace asio = boost::asio;
@@ -35,7 +37,7 @@ std::unique_ptr<Stream> UpstreamPool::take(const discovery::Host& host, const he
         Idle entry = std::move(idle.back());
         idle.pop_back();
         if (entry.expires > now && entry.stream->tls_client() == tls &&
-            ((!verify && entry.stream->ready().quiet()) || still_quiet(entry.stream->socket()))) {
+            ((!verify && readiness::quiet(entry.stream->socket())) || still_quiet(entry.stream->socket()))) {
             return std::move(entry.stream);
         }
         host.stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
@@ -93,7 +95,7 @@ void UpstreamPool::sweep() {
         auto& idle = it->second.idle;
         const auto before = idle.size();
         std::erase_if(idle, [&](Idle& e) {
-            return e.expires <= now || (!e.stream->ready().quiet() && !still_quiet(e.stream->socket()));
+            return e.expires <= now || (!readiness::quiet(e.stream->socket()) && !still_quiet(e.stream->socket()));
         });
         it->second.host->stats().connections_active.fetch_sub(static_cast<std::int64_t>(before - idle.size()),
                                                               std::memory_order_relaxed);

@@ -30,9 +30,9 @@ public:
 
     // An idle connection to `host` that is still usable and speaks `tls` (null: plain), or nullopt.
     // Connections made with other TLS settings (a reload changed them) are closed on the way.
-    // A plain connection whose Readiness watch saw nothing since its last response passes as quiet
-    // without a syscall, unless `verify`: then recv(MSG_PEEK) tells, which also catches a close that
-    // came after the worker's last harvest (for requests that could not simply go again).
+    // A plain connection left drained by its last response, with no edge since (proxy/readiness.hpp),
+    // passes as quiet without a syscall, unless `verify`: then recv(MSG_PEEK) tells, which also catches
+    // a close the reactor has not reported yet (for requests that could not simply go again).
     std::unique_ptr<Stream> take(const discovery::Host& host, const health::TlsClient* tls, bool verify = true);
     // Parks a reusable connection until `idle` passes.
     void put(const std::shared_ptr<const discovery::Host>& host, std::unique_ptr<Stream> stream,

@@ -42,7 +42,6 @@ int make_eventfd() {
 
 Worker::Worker(std::size_t index) : index_(index), inbox_event_(context_, make_eventfd()) {
     wait_inbox();
-    readiness_.start(context_);
 }
 
 Worker::~Worker() {
@@ -51,7 +50,6 @@ Worker::~Worker() {
     // While the context still exists: a spare session's coroutine holds timers and sockets on it.
     auto spares = std::move(spare_sessions_);
     for (Session* s : spares) { s->discard(); }
-    readiness_.stop();
 }
 
 void Worker::post(std::function<void()> task) {

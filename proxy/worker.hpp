@@ -34,7 +34,6 @@
 #include "proxy/cluster.hpp"
 #include "proxy/deadline_queue.hpp"
 #include "proxy/load_balancer/load_balancer.hpp"
-#include "proxy/readiness.hpp"
 #include "proxy/router.hpp"
 #include "proxy/upstream_pool.hpp"
 
@@ -173,7 +172,6 @@ public:
     BufferPool& buffers() { return buffers_; }
     UpstreamPool& pool() { return pool_; }
     DeadlineQueue& deadlines() { return deadlines_; }
-    Readiness& readiness() { return readiness_; }
     // HTTP sessions between connections' turns, suspended and kept for reuse (proxy/http_session.cpp);
     // at most kSpareSessions, a few KiB each. Not registered as live sessions.
     static constexpr std::size_t kSpareSessions = 64;
@@ -197,8 +195,6 @@ private:
     // Before the context: sessions still in its handlers when it is destroyed unregister from these.
     boost::intrusive::list<Session> sessions_;
     std::atomic<std::size_t> session_count_{0};
-    // Before the context too: sockets in its handlers forget their watches when it is destroyed.
-    Readiness readiness_;
     // One thread runs it and only that thread operates its sockets and posts to it, so Asio takes no
     // lock per operation (scheduler and per-socket locking off): other threads reach the worker by
     // post() (below). Only descriptor and timer registration still lock: listeners open their

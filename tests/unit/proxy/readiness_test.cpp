@@ -11,9 +11,9 @@
 #include <sys/socket.h>
 
 #include <chrono>
-#include <memory>
 #include <deque>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace drover::proxy {
@@ -24,7 +24,7 @@ using asio::ip::tcp;
 using boost::system::error_code;
 using namespace std::chrono_literals;
 
-// Real TCP connections on loopback: `near` is the side watched, `far` the peer that writes to it.
+// Real TCP connections on loopback: `near` is the side read and waited on, `far` the peer.
 struct Pair {
     tcp::socket near;
     tcp::socket far;
@@ -32,9 +32,6 @@ struct Pair {
 
 class ReadinessTest : public ::testing::Test {
 protected:
-    void SetUp() override { readiness_.start(context_); }
-    void TearDown() override { readiness_.stop(); }
-
     Pair connect() {
         tcp::acceptor acceptor(context_, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
         tcp::socket far(context_);
@@ -57,10 +54,10 @@ protected:
 
     void settle() { run_until([] { return false; }, 100ms); }
 
-    // Starts a wait on `watch`; its outcome lands in the returned slot (the fixture keeps it).
-    std::optional<error_code>& start_wait(Readiness::Watch& watch) {
+    // Starts a wait on `socket`; its outcome lands in the returned slot (the fixture keeps it).
+    std::optional<error_code>& start_wait(tcp::socket& socket) {
         auto& result = results_.emplace_back();
-        readiness_.async_wait(watch, [&result](error_code ec) { result = ec; });
+        readiness::async_wait(socket, [&result](error_code ec) { result = ec; });
         return result;
     }
 
@@ -76,167 +73,219 @@ protected:
 
     static void send(tcp::socket& socket, std::string_view bytes) { asio::write(socket, asio::buffer(bytes)); }
 
-    // Reads what is there, reporting the read to `watch`; returns the bytes read.
-    static std::size_t read(tcp::socket& socket, Readiness::Watch& watch, std::size_t asked = 4096) {
+    // Reads what is there with recv_now; returns the bytes read (0 for EAGAIN or end of file).
+    static std::size_t read(tcp::socket& socket, std::size_t asked = 4096) {
         std::string buffer(asked, '\0');
-        watch.before_read();
-        const ssize_t got = ::recv(socket.native_handle(), buffer.data(), asked, MSG_DONTWAIT);
-        const std::size_t n = got > 0 ? static_cast<std::size_t>(got) : 0;
-        watch.after_read(n, asked);
-        return n;
+        const ssize_t got = readiness::recv_now(socket, asio::buffer(buffer));
+        return got > 0 ? static_cast<std::size_t>(got) : 0;
     }
 
+    // Waits until the reactor has reported the socket's news (bytes, FIN): a wait then ends at once.
+    bool reported(tcp::socket& socket) { return run_until([&] { return !readiness::quiet(socket); }); }
+
     asio::io_context context_;
-    // Readiness's waits are not work to the context (on a worker, its inbox keeps the loop going).
+    // Keeps run_one_for() polling the reactor while nothing is pending: edges are what is watched.
     asio::executor_work_guard<asio::io_context::executor_type> work_{context_.get_executor()};
     std::deque<std::optional<error_code>> results_;   // start_wait's: stable addresses
-    Readiness readiness_;
 };
 
-TEST_F(ReadinessTest, AWaitOnAQuietSocketEndsAtItsFirstBytes) {
+TEST_F(ReadinessTest, AWaitOnADrainedSocketEndsAtItsFirstBytes) {
     auto pair = connect();
-    auto watch = readiness_.watch(pair.near.native_handle());
-    ASSERT_TRUE(watch);
-    EXPECT_EQ(readiness_.watched(), 1u);
-    EXPECT_TRUE(watch.quiet());
-    auto& result = start_wait(watch);
+    ASSERT_TRUE(readiness::watch(pair.near, true));
+    EXPECT_TRUE(readiness::watched(pair.near));
+    EXPECT_TRUE(readiness::quiet(pair.near));
+    auto& result = start_wait(pair.near);
     settle();
     EXPECT_FALSE(result) << "woken with nothing to read";
     send(pair.far, "hello");
     EXPECT_TRUE(woken(result));
-    EXPECT_TRUE(watch.seen());
-    EXPECT_FALSE(watch.quiet());
+    EXPECT_FALSE(readiness::quiet(pair.near));
+    EXPECT_EQ(read(pair.near), 5u);
 }
 
-// A watch starts out drained: bytes that are already in when the socket is added show as an edge.
+// Watching counts a socket as drained only because bytes already in are reported afresh.
 TEST_F(ReadinessTest, BytesInBeforeTheWatchWakeTheFirstWait) {
     auto pair = connect();
     send(pair.far, "early");
     settle();
-    auto watch = readiness_.watch(pair.near.native_handle());
-    auto& result = start_wait(watch);
+    ASSERT_TRUE(readiness::watch(pair.near, true));
+    auto& result = start_wait(pair.near);
     EXPECT_TRUE(woken(result));
+    EXPECT_EQ(read(pair.near), 5u);
+}
+
+// Not known drained (a new watch that is not, or nothing watched): the wait ends at once, without
+// waiting for bytes; the read after it tells.
+TEST_F(ReadinessTest, AWaitOnASocketNotKnownDrainedEndsAtOnce) {
+    auto pair = connect();
+    ASSERT_TRUE(readiness::watch(pair.near, false));
+    EXPECT_FALSE(readiness::quiet(pair.near));
+    EXPECT_TRUE(woken(start_wait(pair.near)));
+    auto other = connect();
+    EXPECT_FALSE(readiness::watched(other.near));
+    EXPECT_TRUE(woken(start_wait(other.near)));
 }
 
 TEST_F(ReadinessTest, AShortReadDrainsTheSocketAFullOneDoesNot) {
     auto pair = connect();
-    auto watch = readiness_.watch(pair.near.native_handle());
+    ASSERT_TRUE(readiness::watch(pair.near, true));
     send(pair.far, "0123456789");
-    ASSERT_TRUE(run_until([&] { return watch.seen(); }));
-    EXPECT_EQ(read(pair.near, watch), 10u);
-    EXPECT_TRUE(watch.quiet()) << "a read that got less than it asked for left nothing behind";
+    ASSERT_TRUE(reported(pair.near));
+    EXPECT_EQ(read(pair.near), 10u);
+    EXPECT_TRUE(readiness::quiet(pair.near)) << "a read that got less than it asked for left nothing behind";
 
     send(pair.far, "0123456789");
-    ASSERT_TRUE(run_until([&] { return watch.seen(); }));
-    EXPECT_EQ(read(pair.near, watch, 4), 4u);
-    EXPECT_FALSE(watch.quiet()) << "a full read may have left bytes behind";
-    EXPECT_EQ(read(pair.near, watch), 6u);
-    EXPECT_TRUE(watch.quiet());
+    ASSERT_TRUE(reported(pair.near));
+    EXPECT_EQ(read(pair.near, 4), 4u);
+    EXPECT_FALSE(readiness::quiet(pair.near)) << "a full read may have left bytes behind";
+    EXPECT_EQ(read(pair.near), 6u);
+    EXPECT_TRUE(readiness::quiet(pair.near));
 
     // The next bytes come as an edge after the drain.
-    auto& result = start_wait(watch);
+    auto& result = start_wait(pair.near);
+    settle();
+    EXPECT_FALSE(result);
     send(pair.far, "more");
     EXPECT_TRUE(woken(result));
+}
+
+// EAGAIN says the socket is empty on any socket; a short read says so only on a watched one, where a
+// FIN behind the bytes would show.
+TEST_F(ReadinessTest, OnASocketNotWatchedOnlyEagainDrains) {
+    auto pair = connect();
+    EXPECT_EQ(read(pair.near), 0u);
+    auto& result = start_wait(pair.near);
+    settle();
+    EXPECT_FALSE(result) << "EAGAIN left the socket known drained: the wait is for the next bytes";
+    send(pair.far, "abc");
+    EXPECT_TRUE(woken(result));
+    EXPECT_EQ(read(pair.near), 3u);
+    EXPECT_TRUE(woken(start_wait(pair.near))) << "a short read on a socket that does not report FINs drains nothing";
 }
 
 // The peer's FIN right behind its last bytes: the read that takes them returns short, yet a read
 // would still find the end of file, and no edge is coming to say so.
 TEST_F(ReadinessTest, AFinThatCameWithTheLastBytesIsNeverQuiet) {
     auto pair = connect();
-    auto watch = readiness_.watch(pair.near.native_handle());
+    ASSERT_TRUE(readiness::watch(pair.near, true));
     send(pair.far, "last");
     pair.far.shutdown(tcp::socket::shutdown_send);
+    ASSERT_TRUE(reported(pair.near));
     settle();
-    ASSERT_TRUE(watch.seen());
-    EXPECT_EQ(read(pair.near, watch), 4u);
-    EXPECT_FALSE(watch.quiet());
+    EXPECT_EQ(read(pair.near), 4u);
+    EXPECT_FALSE(readiness::quiet(pair.near));
+    EXPECT_TRUE(woken(start_wait(pair.near)));
+    std::string buffer(16, '\0');
+    EXPECT_EQ(readiness::recv_now(pair.near, asio::buffer(buffer)), 0) << "end of file";
 }
 
-TEST_F(ReadinessTest, CancelEndsTheWaitWithOperationAborted) {
+TEST_F(ReadinessTest, AResetIsNeverQuiet) {
     auto pair = connect();
-    auto watch = readiness_.watch(pair.near.native_handle());
-    auto& result = start_wait(watch);
-    readiness_.cancel(watch);
-    EXPECT_FALSE(result) << "completed inside cancel()";
-    EXPECT_TRUE(aborted(result));
-    // Bytes after the cancel wake nothing twice.
-    send(pair.far, "late");
-    settle();
+    ASSERT_TRUE(readiness::watch(pair.near, true));
+    pair.far.set_option(asio::socket_base::linger(true, 0));
+    pair.far.close();
+    ASSERT_TRUE(reported(pair.near));
+    EXPECT_TRUE(woken(start_wait(pair.near)));
+    std::string buffer(16, '\0');
+    EXPECT_LT(readiness::recv_now(pair.near, asio::buffer(buffer)), 0);
+    EXPECT_EQ(errno, ECONNRESET);
+    EXPECT_FALSE(readiness::quiet(pair.near));
 }
 
 TEST_F(ReadinessTest, TheTokensCancellationSlotEndsTheWait) {
     auto pair = connect();
-    auto watch = readiness_.watch(pair.near.native_handle());
+    ASSERT_TRUE(readiness::watch(pair.near, true));
     asio::cancellation_signal signal;
     std::optional<error_code> result;
-    readiness_.async_wait(watch, asio::bind_cancellation_slot(signal.slot(), [&](error_code ec) { result = ec; }));
+    readiness::async_wait(pair.near, asio::bind_cancellation_slot(signal.slot(), [&](error_code ec) { result = ec; }));
     settle();
     signal.emit(asio::cancellation_type::terminal);
     EXPECT_TRUE(aborted(result));
-    // A stale emit, after the wait ended and another began, leaves the new one alone.
-    auto& second = start_wait(watch);
-    signal.emit(asio::cancellation_type::terminal);
+    // The socket stays drained, and the next wait gets the next bytes.
+    auto& second = start_wait(pair.near);
     settle();
     EXPECT_FALSE(second);
     send(pair.far, "x");
     EXPECT_TRUE(woken(second));
 }
 
-TEST_F(ReadinessTest, ForgettingAWatchEndsItsWait) {
+TEST_F(ReadinessTest, ClosingTheSocketEndsItsWait) {
     auto pair = connect();
-    auto watch = std::make_unique<Readiness::Watch>(readiness_.watch(pair.near.native_handle()));
-    auto& result = start_wait(*watch);
-    watch.reset();
-    EXPECT_EQ(readiness_.watched(), 0u);
+    ASSERT_TRUE(readiness::watch(pair.near, true));
+    auto& result = start_wait(pair.near);
+    settle();
+    pair.near.close();
     EXPECT_TRUE(aborted(result));
 }
 
-// A slot freed by one socket's watch and taken by another's: the first socket stays registered (it
-// is still open) but its edges carry the old generation and wake nothing.
-TEST_F(ReadinessTest, AReusedSlotIgnoresItsFormerSocket) {
-    auto first = connect();
-    auto second = connect();
-    { auto forgotten = readiness_.watch(first.near.native_handle()); }
-    auto watch = readiness_.watch(second.near.native_handle());
-    auto& result = start_wait(watch);
-    send(first.far, "not yours");
-    settle();
-    EXPECT_FALSE(result);
-    EXPECT_FALSE(watch.seen());
-    send(second.far, "yours");
+// What is known lives in the socket's registration: it moves with the socket.
+TEST_F(ReadinessTest, AMovedSocketKeepsWhatIsKnown) {
+    auto pair = connect();
+    ASSERT_TRUE(readiness::watch(pair.near, true));
+    tcp::socket moved = std::move(pair.near);
+    EXPECT_TRUE(readiness::watched(moved));
+    EXPECT_TRUE(readiness::quiet(moved));
+    EXPECT_FALSE(readiness::watched(pair.near));
+    EXPECT_FALSE(readiness::quiet(pair.near));
+    auto& result = start_wait(moved);
+    send(pair.far, "moved");
     EXPECT_TRUE(woken(result));
 }
 
-// Watching a socket again after its watch was forgotten (it is still in the epoll set).
-TEST_F(ReadinessTest, ASocketCanBeWatchedAgain) {
+// Asio recycles a closed socket's reactor state: a socket watched after a hung-up one must not inherit
+// its FIN.
+TEST_F(ReadinessTest, ARecycledStateForgetsItsFormerSocket) {
+    for (int round = 0; round < 3; ++round) {
+        auto pair = connect();
+        ASSERT_TRUE(readiness::watch(pair.near, true));
+        send(pair.far, "bye");
+        pair.far.shutdown(tcp::socket::shutdown_send);
+        ASSERT_TRUE(reported(pair.near));
+        settle();
+        EXPECT_FALSE(readiness::quiet(pair.near));
+        pair.near.close();
+        pair.far.close();
+    }
     auto pair = connect();
-    { auto forgotten = readiness_.watch(pair.near.native_handle()); }
-    auto watch = readiness_.watch(pair.near.native_handle());
-    ASSERT_TRUE(watch);
-    auto& result = start_wait(watch);
-    send(pair.far, "again");
-    EXPECT_TRUE(woken(result));
+    ASSERT_TRUE(readiness::watch(pair.near, true));
+    EXPECT_TRUE(readiness::quiet(pair.near));
+    send(pair.far, "hi");
+    ASSERT_TRUE(reported(pair.near));
+    EXPECT_EQ(read(pair.near), 2u);
+    EXPECT_TRUE(readiness::quiet(pair.near));
 }
 
-TEST_F(ReadinessTest, WatchingWhatIsNotASocketGivesAnEmptyWatch) {
-    auto watch = readiness_.watch(-1);
-    EXPECT_FALSE(watch);
-    EXPECT_FALSE(watch.quiet()) << "an empty watch must send its owner to an ordinary read";
-    EXPECT_EQ(readiness_.watched(), 0u);
+// Watching takes EPOLLOUT out of the registration (nothing waits to write then); a write that has to
+// wait later puts it back.
+TEST_F(ReadinessTest, AWriteThatMustWaitStillCompletes) {
+    auto pair = connect();
+    ASSERT_TRUE(readiness::watch(pair.near, true));
+    const std::string chunk(1 << 20, 'x');
+    std::size_t written = 0;
+    bool done = false;
+    asio::async_write(pair.near, asio::buffer(chunk), [&](error_code ec, std::size_t n) {
+        EXPECT_FALSE(ec);
+        written = n;
+        done = true;
+    });
+    std::string sink(1 << 16, '\0');
+    std::size_t drained = 0;
+    pair.far.non_blocking(true);
+    ASSERT_TRUE(run_until([&] {
+        error_code ec;
+        drained += pair.far.read_some(asio::buffer(sink), ec);
+        return done && drained == chunk.size();
+    }, 10s));
+    EXPECT_EQ(written, chunk.size());
 }
 
-// stop() (the worker going away) destroys pending waits without running them.
-TEST_F(ReadinessTest, StopDestroysPendingWaitsUnrun) {
-    auto pair = connect();
-    auto watch = readiness_.watch(pair.near.native_handle());
-    auto owned = std::make_shared<int>(0);
-    std::weak_ptr<int> alive = owned;
-    bool ran = false;
-    readiness_.async_wait(watch, [&ran, owned = std::move(owned)](error_code) { ran = true; });
-    readiness_.stop();
-    EXPECT_TRUE(alive.expired());
-    settle();
-    EXPECT_FALSE(ran);
+TEST_F(ReadinessTest, AClosedSocketCannotBeWatched) {
+    tcp::socket socket(context_);
+    EXPECT_FALSE(readiness::watch(socket, true));
+    EXPECT_FALSE(readiness::quiet(socket));
+    auto& result = start_wait(socket);
+    ASSERT_TRUE(run_until([&] { return result.has_value(); }));
+    EXPECT_EQ(*result, asio::error::bad_descriptor);
 }
 
 }  // namespace
