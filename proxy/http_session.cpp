@@ -159,8 +159,9 @@ public:
 
     // A spare session's coroutine waits here; resume() hands it its next connection and goes on with it
     // (inline, on the worker's thread).
+    // Not a coroutine of its own: the operation's awaitable is the caller's to await (a frame less).
     asio::awaitable<void> wait_as_spare() {
-        co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+        return asio::async_initiate<decltype(asio::use_awaitable), void()>(
             [this](auto handler) { wake_.emplace(std::move(handler)); }, asio::use_awaitable);
     }
 
@@ -194,7 +195,9 @@ public:
     }
 
     asio::awaitable<void> run() {
-        if (!co_await handshake()) {
+        // Plain: no handshake coroutine, whose frame would be one more allocation per parked request.
+        tls_server_ = listener_->tls;
+        if (tls_server_ && !co_await handshake()) {
             close_client();
             co_return;
         }
@@ -262,10 +265,8 @@ private:
         client_.socket().close(ignored);
     }
 
-    // TLS listeners: the handshake, within the request header timeout. Plain ones: nothing to do.
+    // TLS listeners (tls_server_ set): the handshake, within the request header timeout.
     asio::awaitable<bool> handshake() {
-        tls_server_ = listener_->tls;
-        if (!tls_server_) { co_return true; }
         client_.start_tls_server(tls_server_->context());
         client_.lowest().expires_after(listener_->config.timeouts.request_headers);
         auto [ec] = co_await client_.async_handshake(use_tuple);
@@ -377,27 +378,26 @@ private:
         }
     }
 
-    // The rest of a request head that take_request_head could not take without waiting, by `deadline`.
-    // The client socket stays open when the deadline passes, so the 408 can still be sent. Over TLS the
-    // TCP layer's timer bounds the read instead, and closes the connection.
+    // The rest of a request head that take_request_head could not take without waiting, by `deadline`:
+    // the session's deadline cancels the read and leaves the connection open, so the 408 can still be
+    // sent (over TLS too: the TLS layer's read is cancelled, not the connection closed).
     asio::awaitable<HeadStep> read_request_head(http_rules::HeadScan& scan, Clock::time_point deadline,
                                                 std::optional<LocalError>& error) {
         for (;;) {
             boost::system::error_code ec;
             std::size_t n = 0;
+            arm_deadline(deadline);
             if (client_.tls()) {
-                client_.lowest().expires_at(deadline);
-                std::tie(ec, n) = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
-                if (ec == beast::error::timeout) { bump(counters_->local_responses[static_cast<std::size_t>(LocalReason::request_header_timeout)]); }
+                client_.lowest().expires_never();
+                std::tie(ec, n) = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
             } else {
-                arm_deadline(deadline);
                 // take_request_head left the socket drained: the read waits for the next edge (readiness).
                 std::tie(ec, n) = co_await client_.socket().async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
-                disarm_deadline();
-                if (deadline_fired_) {
-                    error = LocalError{408, LocalReason::request_header_timeout, "request header not received in time"};
-                    co_return HeadStep::error;
-                }
+            }
+            disarm_deadline();
+            if (deadline_fired_) {
+                error = LocalError{408, LocalReason::request_header_timeout, "request header not received in time"};
+                co_return HeadStep::error;
             }
             if (ec) { co_return HeadStep::gone; }
             client_buf_.commit(n);
@@ -672,7 +672,7 @@ private:
             bool reused = false;
             if (!retried_stale) {
                 // A request that could not simply go again has the pool check the connection with a
-                // syscall rather than trust the last harvested edge (UpstreamPool::take).
+                // syscall rather than trust what the reactor last reported (UpstreamPool::take).
                 const bool verify = has_body || !gate.idempotent;
                 if (auto pooled = worker_.pool().take(*host, snapshot->tls.get(), verify)) {
                     upstream_ = std::move(pooled);

@@ -429,6 +429,25 @@ class ListenerTlsTest(TlsTestCase):
                     resp = parse_http_response(head + recv_exactly(sock, length))
                     self.assertEqual((resp.status, resp.body), (200, f"plain GET /ka/{i}\n".encode()))
 
+    def test_a_request_head_that_stalls_over_tls_gets_408_then_the_close(self):
+        plain = self.plain_backend("plain")
+        tls = {"certificates": [self.certs.pair("a")]}
+        listener = http_listener("web", [route("back", path_prefix="/")], tls=tls, timeouts={"request_headers": "500ms"})
+        drover = self.start_drover(make_config([listener], [static_cluster("back", [plain])]))
+        with tls_connect(drover.listener_addr("web"), client_context(self.certs.path("ca.pem")), "a.test") as sock:
+            started = time.monotonic()
+            sock.sendall(b"GET /stalled HTTP/1.1\r\nHost: a.te")
+            raw = recv_all(sock)   # to the close_notify that follows the answer
+            elapsed = time.monotonic() - started
+        resp = parse_http_response(raw)
+        self.assertEqual((resp.status, resp.headers.get("drover-error")), (408, "request_header_timeout"), raw)
+        self.assertIn(b"request header not received in time", resp.body)
+        self.assertGreaterEqual(elapsed, 0.4)
+        self.assertLess(elapsed, 5.0)
+        self.assertEqual(plain.requests, 0)
+        drover.wait_metric("drover_http_local_responses_total", {"listener": "web", "reason": "request_header_timeout"},
+                           lambda v: v == 1, default=0)
+
     def test_requests_over_tls_are_forwarded_with_x_forwarded_proto_https(self):
         origin = self.origin()
         _, addr = self.tls_listener_proxy(origin, [self.certs.pair("a")])
