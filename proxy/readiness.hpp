@@ -10,11 +10,12 @@
 // keep-alive request's seven where HAProxy makes none (benchmarks/profile).
 //
 // The functions here keep that note exact for the sockets Drover reads itself (plain HTTP clients
-// and backends), so it says "drained" whenever a read would find nothing:
+// and backends), so that when it says "drained", a read would find nothing:
 //   - recv_now() reads without blocking. EAGAIN clears the note; so does a read that came back short
 //     (the kernel hands over all it has), unless the peer's FIN or a reset has shown: a FIN that
 //     arrives with the last bytes brings no later edge, and the read after them must see it.
-//   - the reactor sets the note again at the socket's next edge, whoever waits on it.
+//   - the reactor sets the note again at the socket's next edge, whoever waits on it (when it runs
+//     the socket's events: a wait started after epoll_wait reported them still ends at them).
 //   - quiet() is that note, cleared, on a watched socket: a read would find nothing.
 //   - async_wait() completes at once if the note is set, else at the next edge: no syscall either way.
 // A socket must be watched (watch(): EPOLLRDHUP added to its registration, so the FIN shows) for a
@@ -53,7 +54,7 @@ bool watched(Socket& socket);
 bool quiet(Socket& socket);
 
 // recv(MSG_DONTWAIT) into `buffer`, keeping the note: the bytes read, 0 at end of file, or -1 with
-// errno (EAGAIN: nothing there; the socket is quiet now).
+// errno (EAGAIN: nothing there, and the next async_wait waits for the next edge).
 ssize_t recv_now(Socket& socket, boost::asio::mutable_buffer buffer);
 
 namespace detail {

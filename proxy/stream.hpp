@@ -21,7 +21,6 @@
 #include <optional>
 #include <string>
 
-
 struct ssl_st;
 namespace boost::asio::ssl {
 class context;
