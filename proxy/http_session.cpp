@@ -1087,6 +1087,27 @@ private:
         co_return co_await relay_response(request, info, host, config);
     }
 
+    // One non-blocking read of the plain backend that keeps its readiness flag (proxy/readiness.hpp):
+    // true when the read ended (bytes in `n`, or `ec`: end of file or an error), false when nothing
+    // was there (the connection is known drained now: wait for its next edge).
+    bool read_upstream_now(asio::mutable_buffer space, std::size_t& n, boost::system::error_code& ec) {
+        for (;;) {
+            const ssize_t got = readiness::recv_now(upstream_->socket(), space);
+            if (got > 0) {
+                n = static_cast<std::size_t>(got);
+                return true;
+            }
+            if (got == 0) {
+                ec = asio::error::eof;
+                return true;
+            }
+            if (errno == EINTR) { continue; }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) { return false; }
+            ec = boost::system::error_code(errno, boost::system::system_category());
+            return true;
+        }
+    }
+
     // Client body -> upstream, re-framed (Content-Length as is, chunked re-chunked; trailers dropped).
     // Body bytes go out straight from client_buf_; what follows the body stays there (pipelining).
     asio::awaitable<Outcome> send_body(const http_rules::RequestInfo& info) {
@@ -1202,27 +1223,13 @@ private:
                     // (proxy/readiness.hpp): one that is waits for the edge of the response's bytes
                     // rather than trying a read that would find nothing, and the pool lends it on.
                     arm_deadline(deadline);
-                    auto& socket = upstream_->socket();
                     const auto space = upstream_buf.prepare(kUpstreamReadChunk);
-                    for (bool wait = readiness::quiet(socket); !deadline_fired_;) {
+                    for (bool wait = readiness::quiet(upstream_->socket()); !deadline_fired_; wait = true) {
                         if (wait) {
-                            std::tie(ec) = co_await readiness::async_wait(socket, with_deadline());
+                            std::tie(ec) = co_await readiness::async_wait(upstream_->socket(), with_deadline());
                             if (ec) { break; }
                         }
-                        const ssize_t got = readiness::recv_now(socket, space);
-                        if (got > 0) {
-                            n = static_cast<std::size_t>(got);
-                            break;
-                        }
-                        if (got == 0) {
-                            ec = asio::error::eof;
-                            break;
-                        }
-                        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                            ec = boost::system::error_code(errno, boost::system::system_category());
-                            break;
-                        }
-                        wait = errno != EINTR;
+                        if (read_upstream_now(space, n, ec)) { break; }
                     }
                     disarm_deadline();
                     if (deadline_fired_) { ec = beast::error::timeout; }
@@ -1348,8 +1355,25 @@ private:
         }
         while (!body.done()) {
             if (upstream_buf.size() == 0) {
-                upstream_->lowest().expires_after(config.timeouts.idle);
-                auto [ec, n] = co_await upstream_->async_read_some(upstream_buf.prepare(kUpstreamReadChunk), use_tuple);
+                const auto space = upstream_buf.prepare(kUpstreamReadChunk);
+                boost::system::error_code ec;
+                std::size_t n = 0;
+                if (upstream_->tls()) {
+                    upstream_->lowest().expires_after(config.timeouts.idle);
+                    std::tie(ec, n) = co_await upstream_->async_read_some(space, use_tuple);
+                } else {
+                    // As relay_response reads: the last short read leaves the connection known drained.
+                    arm_deadline(Clock::now() + config.timeouts.idle);
+                    for (bool wait = readiness::quiet(upstream_->socket()); !deadline_fired_; wait = true) {
+                        if (wait) {
+                            std::tie(ec) = co_await readiness::async_wait(upstream_->socket(), with_deadline());
+                            if (ec) { break; }
+                        }
+                        if (read_upstream_now(space, n, ec)) { break; }
+                    }
+                    disarm_deadline();
+                    if (deadline_fired_) { ec = beast::error::timeout; }
+                }
                 upstream_buf.commit(n);
                 if (n > 0) { continue; }
                 if (ec == asio::error::eof && body.on_close()) { break; }   // the end of a close-delimited body

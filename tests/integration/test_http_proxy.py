@@ -159,6 +159,24 @@ class HttpProxyTest(HttpTestCase):
         self.assertEqual((resp.status, resp.body), (200, b"again"), resp)
         self.assertEqual([(r.conn, r.target) for r in backend.requests], [(1, "/slow"), (1, "/next")])
 
+    def test_a_backend_that_stalls_mid_body_is_cut_after_the_idle_timeout(self):
+        # The body's first bytes leave drover's read short; then nothing comes: the wait for the next
+        # edge must end at the idle timeout, and the client must see the cut (a close, never a hang).
+        def stall(conn, backend):
+            time.sleep(4)
+        backend = self.raw_backend([[RawHttpBackend.READ, b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n",
+                                     b"x" * 5000, stall]])   # under the size that is spliced
+        _, addr = self.http_proxy([backend], cluster_extra={"timeouts": {"idle": "500ms"}})   # the cluster's
+        conn = self.client(addr)
+        conn.send(HttpConn.build_request("GET", "/stalls"))
+        started = time.monotonic()
+        with self.assertRaises(PeerClosed) as cut:
+            conn.read_response(timeout=5)
+        elapsed = time.monotonic() - started
+        self.assertGreaterEqual(elapsed, 0.4)
+        self.assertLess(elapsed, 3.5, "cut only when the backend gave up, not at the idle timeout")
+        self.assertIn("5000 of 10000 body bytes missing", str(cut.exception))   # what came before was relayed
+
     def test_a_client_that_half_closes_after_its_request_is_answered_and_closed(self):
         origin = self.origin()
         _, addr = self.http_proxy([origin])
