@@ -1363,6 +1363,8 @@ private:
                     std::tie(ec, n) = co_await upstream_->async_read_some(space, use_tuple);
                 } else {
                     // As relay_response reads: the last short read leaves the connection known drained.
+                    // The loop is written out in both rather than shared: a shared coroutine would be a
+                    // frame allocation on every keep-alive request in relay_response.
                     arm_deadline(Clock::now() + config.timeouts.idle);
                     for (bool wait = readiness::quiet(upstream_->socket()); !deadline_fired_; wait = true) {
                         if (wait) {

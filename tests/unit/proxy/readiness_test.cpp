@@ -83,6 +83,17 @@ protected:
     // Waits until the reactor has reported the socket's news (bytes, FIN): a wait then ends at once.
     bool reported(tcp::socket& socket) { return run_until([&] { return !readiness::quiet(socket); }); }
 
+    // A watched connection whose peer sent `last` and then its FIN, both reported by the reactor.
+    Pair finished(std::string_view last) {
+        auto pair = connect();
+        EXPECT_TRUE(readiness::watch(pair.near, true));
+        send(pair.far, last);
+        pair.far.shutdown(tcp::socket::shutdown_send);
+        EXPECT_TRUE(reported(pair.near));
+        settle();
+        return pair;
+    }
+
     asio::io_context context_;
     // Keeps run_one_for() polling the reactor while nothing is pending: edges are what is watched.
     asio::executor_work_guard<asio::io_context::executor_type> work_{context_.get_executor()};
@@ -166,12 +177,7 @@ TEST_F(ReadinessTest, OnASocketNotWatchedOnlyEagainDrains) {
 // The peer's FIN right behind its last bytes: the read that takes them returns short, yet a read
 // would still find the end of file, and no edge is coming to say so.
 TEST_F(ReadinessTest, AFinThatCameWithTheLastBytesIsNeverQuiet) {
-    auto pair = connect();
-    ASSERT_TRUE(readiness::watch(pair.near, true));
-    send(pair.far, "last");
-    pair.far.shutdown(tcp::socket::shutdown_send);
-    ASSERT_TRUE(reported(pair.near));
-    settle();
+    auto pair = finished("last");
     EXPECT_EQ(read(pair.near), 4u);
     EXPECT_FALSE(readiness::quiet(pair.near));
     EXPECT_TRUE(woken(start_wait(pair.near)));
@@ -236,12 +242,7 @@ TEST_F(ReadinessTest, AMovedSocketKeepsWhatIsKnown) {
 // its FIN.
 TEST_F(ReadinessTest, ARecycledStateForgetsItsFormerSocket) {
     for (int round = 0; round < 3; ++round) {
-        auto pair = connect();
-        ASSERT_TRUE(readiness::watch(pair.near, true));
-        send(pair.far, "bye");
-        pair.far.shutdown(tcp::socket::shutdown_send);
-        ASSERT_TRUE(reported(pair.near));
-        settle();
+        auto pair = finished("bye");
         EXPECT_FALSE(readiness::quiet(pair.near));
         pair.near.close();
         pair.far.close();
