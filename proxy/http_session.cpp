@@ -136,6 +136,7 @@ public:
         error_reason_ = {};
         keep_client_ = request_keep_alive_ = body_consumed_ = false;
         unsent_.reset();
+        local_reply_.reset();
         retry_after_.reset();
         gate_ = nullptr;
         limiter_verdict_ = LimiterVerdict::ignore;
@@ -461,7 +462,12 @@ private:
         if (snapshot->stats->dynamic) {
             snapshot->stats->last_used_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
         }
-        co_return co_await forward(info, cluster, *cluster_index);
+        const bool keep = co_await forward(info, cluster, *cluster_index);
+        if (local_reply_) {
+            co_await send_local(*local_reply_, &request);
+            local_reply_.reset();
+        }
+        co_return keep;
     }
 
     // The cluster a template makes for this request's Host, made on first use by the control loop;
@@ -561,7 +567,8 @@ private:
         const std::string head = upstream_head(info);
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
         const auto hold_deadline = start_ + config.hold_timeout;
-        HostList tried;
+        auto& tried = tried_;   // members, not frame locals: see local_reply_
+        tried.clear();
         bool retried_stale = false;
         // Holding (no host available) is for requests no backend has acted on: nothing was sent yet, or
         // every try so far ended by connection failure or reset and the request is idempotent.
@@ -574,15 +581,13 @@ private:
         const auto queue_deadline = start_ + config.limits.queue_timeout;
         if (g_pressure.memory.load(std::memory_order_relaxed)) {
             stats->shed_memory.fetch_add(1, std::memory_order_relaxed);
-            const LocalError shed = shed_error(cluster, *stats, config, "the process is near its memory limit", has_body);
-            co_await send_local(shed, &request);
-            co_return !has_body && info.keep_alive;
+            co_return reply_locally(shed_error(cluster, *stats, config, "the process is near its memory limit", has_body),
+                                    !has_body && info.keep_alive);
         }
         const auto cluster_slot_free = [stats, &config] { return take_cluster_slot(*stats, config.limits.max_requests); };
         if (!cluster_slot_free()) {
-            if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, cluster_slot_free,
-                                           stats->shed_max_requests, "cluster at limits.max_requests")) {
-                co_await send_local(*shed, &request);
+            if (co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, cluster_slot_free,
+                               stats->shed_max_requests, "cluster at limits.max_requests")) {
                 co_return !has_body && info.keep_alive;
             }
         }
@@ -597,9 +602,8 @@ private:
         if (cluster.limiter) {
             const auto limiter_slot_free = [&cluster] { return cluster.limiter->try_acquire(); };
             if (!limiter_slot_free()) {
-                if (auto shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body,
-                                               limiter_slot_free, stats->shed_adaptive, "at the adaptive concurrency limit")) {
-                    co_await send_local(*shed, &request);
+                if (co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, limiter_slot_free,
+                                   stats->shed_adaptive, "at the adaptive concurrency limit")) {
                     co_return !has_body && info.keep_alive;
                 }
             }
@@ -607,8 +611,9 @@ private:
         // Teaches the limiter how this request went (only if it got a slot; see limiter_verdict_).
         LimiterSlot limiter_slot{&cluster, stats, Clock::now(), this};
         limiter_verdict_ = LimiterVerdict::ignore;
-        HostList full;   // hosts found at their cap for this choice
-        HostList excluded;
+        auto& full = full_;
+        auto& excluded = excluded_;
+        full.clear();
         bool waiting_for_host = false;
 
         const auto budget = cluster.budget;   // a reload may replace the worker's; this request keeps its own
@@ -619,10 +624,8 @@ private:
         while (!aborted_) {
             excluded.assign(tried.begin(), tried.end());
             excluded.insert(excluded.end(), full.begin(), full.end());
-            ChooseContext context;
-            context.exclude = excluded;
-            context.hash = key;
-            const HostEntry* entry = tried.size() <= config.retries.attempts ? cluster.balancer->choose(*snapshot, context) : nullptr;
+            const HostEntry* entry =
+                tried.size() <= config.retries.attempts ? cluster.balancer->choose(*snapshot, {excluded, key}) : nullptr;
             if (entry != nullptr && !host_has_room(*entry->host, config.limits.max_requests_per_host)) {
                 full.push_back(entry->host.get());
                 continue;
@@ -631,17 +634,16 @@ private:
                 // Every host left is at its cap: wait for one to finish a request, up to queue_timeout.
                 if (!waiting_for_host) {
                     if (auto shed = start_waiting(*stats, config, low_priority, has_body, cluster)) {
-                        co_await send_local(*shed, &request);
-                        co_return !has_body && info.keep_alive;
+                        co_return reply_locally(std::move(*shed), !has_body && info.keep_alive);
                     }
                     waiting_for_host = true;
                 }
                 if (Clock::now() >= queue_deadline) {
                     stats->pending_active.fetch_sub(1, std::memory_order_relaxed);
                     stats->shed_host_capacity.fetch_add(1, std::memory_order_relaxed);
-                    const LocalError shed = shed_error(cluster, *stats, config, "every host is at limits.max_requests_per_host", has_body);
-                    co_await send_local(shed, &request);
-                    co_return !has_body && info.keep_alive;
+                    co_return reply_locally(
+                        shed_error(cluster, *stats, config, "every host is at limits.max_requests_per_host", has_body),
+                        !has_body && info.keep_alive);
                 }
                 co_await wait_slot(cluster, queue_deadline);
                 full.clear();
@@ -776,9 +778,7 @@ private:
                     tried.clear();
                     continue;
                 }
-                const LocalError local_error = *unsent_;
-                co_await send_local(local_error, &request);
-                co_return false;
+                co_return reply_locally(*unsent_, false);
             }
             co_return outcome == Outcome::ok && keep_client_;
         }
@@ -786,9 +786,7 @@ private:
         if (aborted_) { co_return false; }
         if (unsent_) {
             // A reset taken for retry found no host to go to, even after holding: the try's own answer.
-            const LocalError local_error = *unsent_;
-            co_await send_local(local_error, &request);
-            co_return false;
+            co_return reply_locally(*unsent_, false);
         }
         LocalError local_error{503, LocalReason::no_healthy_host,
                                "no host of cluster " + config.name + " is available", has_body};
@@ -799,8 +797,7 @@ private:
                                      has_body};
         }
         local_error.retry_after = cluster.snapshot->retry_after_seconds;
-        co_await send_local(local_error, &request);
-        co_return !has_body && info.keep_alive;
+        co_return reply_locally(std::move(local_error), !has_body && info.keep_alive);
     }
 
     // Waits, while no host can take the request, for the cluster to change (a host passing a check, an
@@ -892,24 +889,27 @@ private:
     };
 
     // After `try_take` found no admission slot: waits up to `deadline` for one, taking it with `try_take`
-    // (at most max_pending requests wait); past it, a shed answer counted in `shed_counter`. The caller
-    // tries first, so an admitted request makes no coroutine frame here (benchmarks/profile).
+    // (at most max_pending requests wait). Past it, or when too many wait, returns true with the shed
+    // answer in local_reply_, counted in `shed_counter`. The caller tries first, so an admitted request
+    // makes no coroutine frame here (benchmarks/profile).
     template <class TryTake>
-    asio::awaitable<std::optional<LocalError>> admit(WorkerCluster& cluster, ClusterStats& stats, const config::Cluster& config,
+    asio::awaitable<bool> admit(WorkerCluster& cluster, ClusterStats& stats, const config::Cluster& config,
                                                      bool low_priority, Clock::time_point deadline, bool has_body,
                                                      TryTake try_take, std::atomic<std::uint64_t>& shed_counter,
                                                      std::string_view why) {
-        if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster)) { co_return shed; }
+        if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster)) {
+            co_return reply_locally(std::move(*shed), true);
+        }
         do {
             if (Clock::now() >= deadline) {
                 stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
                 shed_counter.fetch_add(1, std::memory_order_relaxed);
-                co_return shed_error(cluster, stats, config, why, has_body);
+                co_return reply_locally(shed_error(cluster, stats, config, why, has_body), true);
             }
             co_await wait_slot(cluster, deadline);
         } while (!try_take());
         stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
-        co_return std::nullopt;
+        co_return false;
     }
 
     // A request found no slot: it may wait unless it is low priority or max_pending already wait.
@@ -938,6 +938,13 @@ private:
 
     // 503 shed, with a Retry-After from what is queued and how fast requests finish: the time for the
     // waiting requests to drain through the cluster's slots, in whole seconds (1 to 30).
+    // Leaves `error` for handle_request to send (local_reply_) and returns `result`.
+    template <class Result>
+    Result reply_locally(LocalError error, Result result) {
+        local_reply_ = std::move(error);
+        return result;
+    }
+
     static LocalError shed_error(const WorkerCluster& cluster, const ClusterStats& stats, const config::Cluster& config,
                                  std::string_view why, bool has_body) {
         const auto& limits = config.limits;
@@ -1610,6 +1617,14 @@ private:
     Clock::time_point per_try_deadline_{};
     health::Outcome attempt_failure_ = health::Outcome::success;
     std::optional<LocalError> unsent_;
+    // What forward() found to answer from Drover itself (a shed, no host, a try's failure); handle_request
+    // sends it once forward has returned. Kept here, with the host lists below, rather than in forward's
+    // coroutine frame: Asio recycles frames only up to 1,020 bytes, and at 1,664 forward's cost a malloc
+    // and a free per request (benchmarks/profile/http_keepalive_callgrind.py).
+    std::optional<LocalError> local_reply_;
+    HostList tried_;      // hosts this request went to
+    HostList full_;       // hosts found at their cap for this choice
+    HostList excluded_;   // tried_ and full_: what the balancer must not choose
     std::optional<std::chrono::milliseconds> retry_after_;
     RetryGate* gate_ = nullptr;
     LimiterVerdict limiter_verdict_ = LimiterVerdict::ignore;   // read by LimiterSlot
