@@ -86,10 +86,10 @@ std::string_view request_id(std::uint64_t high, std::uint64_t low, std::array<ch
     return {out.data(), out.size()};
 }
 
-std::string upstream_request(const http_rules::Head& request, const http_rules::RequestInfo& info,
-                             const Forwarding& forwarding) {
+void upstream_request(const http_rules::Head& request, const http_rules::RequestInfo& info,
+                      const Forwarding& forwarding, std::string& head) {
     using http_rules::FieldId;
-    std::string head;
+    head.clear();
     head.reserve(512);
     head.append(request.method);
     head.push_back(' ');
@@ -143,11 +143,10 @@ std::string upstream_request(const http_rules::Head& request, const http_rules::
         append_field(head, "Content-Length", decimal(*info.content_length, digits));
     }
     head.append("\r\n", 2);
-    return head;
 }
 
-std::string client_response(const ClientResponse& response) {
-    std::string head;
+void client_response(const ClientResponse& response, std::string& head) {
+    head.clear();
     head.reserve(512);
     head.append("HTTP/1.1 ", 9);
     std::array<char, 20> digits;
@@ -175,7 +174,6 @@ std::string client_response(const ClientResponse& response) {
         append_field(head, "Connection", "keep-alive");
     }
     head.append("\r\n", 2);
-    return head;
 }
 
 }  // namespace drover::proxy::http_heads

@@ -33,9 +33,10 @@ struct Forwarding {
 // The request line in origin-form, the client's fields (as received: order and spelling) minus hop-by-hop
 // ones, Expect and the X-Forwarded-Proto/Host it may not set; Host if it had none; X-Forwarded-For
 // (the client's list plus its address), -Proto, -Host; X-Request-Id unless present; the WebSocket
-// upgrade; the body's framing as Drover will send it.
-std::string upstream_request(const http_rules::Head& request, const http_rules::RequestInfo& info,
-                             const Forwarding& forwarding);
+// upgrade; the body's framing as Drover will send it. Written into `head`, cleared first: a buffer kept
+// from one request to the next keeps its capacity, and the head costs no allocation.
+void upstream_request(const http_rules::Head& request, const http_rules::RequestInfo& info,
+                      const Forwarding& forwarding, std::string& head);
 
 // What the response head sent to the client needs besides the backend's fields.
 struct ClientResponse {
@@ -51,6 +52,7 @@ struct ClientResponse {
 };
 
 // The status line, the backend's fields minus hop-by-hop ones, then Drover's framing and Connection.
-std::string client_response(const ClientResponse& response);
+// Written into `head`, cleared first (as upstream_request).
+void client_response(const ClientResponse& response, std::string& head);
 
 }  // namespace drover::proxy::http_heads

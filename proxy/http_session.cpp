@@ -501,9 +501,11 @@ private:
         co_return index;
     }
 
-    std::string upstream_head(const http_rules::RequestInfo& info) {
-        return http_heads::upstream_request(request_head_, info,
-                                            {client_ip_, client_.tls() ? "https" : "http", &worker_.random()});
+    // The request head to send upstream, built into upstream_head_ (every try sends it).
+    const std::string& upstream_head(const http_rules::RequestInfo& info) {
+        http_heads::upstream_request(request_head_, info, {client_ip_, client_.tls() ? "https" : "http", &worker_.random()},
+                                     upstream_head_);
+        return upstream_head_;
     }
 
     // Whether a failed try may be tried again on another host: the request must be replayable (no
@@ -564,7 +566,7 @@ private:
         const std::shared_ptr<ClusterStats> stats_holder = snapshot->stats;
         const auto& config = *config_holder;
         auto* stats = stats_holder.get();
-        const std::string head = upstream_head(info);
+        const std::string& head = upstream_head(info);
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
         const auto hold_deadline = start_ + config.hold_timeout;
         auto& tried = tried_;   // members, not frame locals: see local_reply_
@@ -1304,10 +1306,11 @@ private:
         keep_client_ = request_keep_alive_ && !needs_close_to_client && !worker_.draining();
 
         const bool chunk_out = !bodiless && !length && chunked_out_ok;
-        const std::string head = http_heads::client_response(
-            {status, response.reason, &response.fields, response_info.connection.value, head_request,
-             !bodiless && length ? std::optional<std::uint64_t>(*length) : std::nullopt, chunk_out, !keep_client_,
-             keep_client_ && request.version == 10});
+        const std::string& head = client_head_;
+        http_heads::client_response({status, response.reason, &response.fields, response_info.connection.value, head_request,
+                                     !bodiless && length ? std::optional<std::uint64_t>(*length) : std::nullopt, chunk_out,
+                                     !keep_client_, keep_client_ && request.version == 10},
+                                    client_head_);
 
         status_ = status;
         host->stats().responses_by_class[status_class(status)].fetch_add(1, std::memory_order_relaxed);
@@ -1625,6 +1628,9 @@ private:
     HostList tried_;      // hosts this request went to
     HostList full_;       // hosts found at their cap for this choice
     HostList excluded_;   // tried_ and full_: what the balancer must not choose
+    // Heads serialized for each request into buffers that keep their capacity: no allocation per request.
+    std::string upstream_head_;   // the request head sent upstream
+    std::string client_head_;     // the response head sent to the client
     std::optional<std::chrono::milliseconds> retry_after_;
     RetryGate* gate_ = nullptr;
     LimiterVerdict limiter_verdict_ = LimiterVerdict::ignore;   // read by LimiterSlot
@@ -1683,6 +1689,28 @@ public:
     void on_drain() override { close(); }
     void expired() override { close(); }
 
+    // A keep-alive connection parks after every response: its blocks are kept for reuse by the thread
+    // that frees them (a worker), up to kKeptBlocks, instead of a malloc and a free per request
+    // (benchmarks/profile/http_keepalive_callgrind.py). Not under AddressSanitizer, which must see
+    // every block freed to catch a use after free.
+    static void* operator new(std::size_t size) {
+#if !defined(__SANITIZE_ADDRESS__)
+        auto& kept = kept_blocks();
+        if (kept.count > 0) { return kept.blocks[--kept.count]; }
+#endif
+        return ::operator new(size);
+    }
+    static void operator delete(void* block, std::size_t size) {
+#if !defined(__SANITIZE_ADDRESS__)
+        auto& kept = kept_blocks();
+        if (kept.count < kept.blocks.size()) {
+            kept.blocks[kept.count++] = block;
+            return;
+        }
+#endif
+        ::operator delete(block, size);
+    }
+
     // Waits for the client's next bytes. The wait's handler owns the parked connection.
     // A connection its session left drained (proxy/readiness.hpp) waits for the edge of the next
     // request's bytes; otherwise (bytes may be in already) it resumes at once. No syscall either way.
@@ -1704,6 +1732,22 @@ public:
     }
 
 private:
+    static constexpr std::size_t kKeptBlocks = 64;
+    struct KeptBlocks {
+        std::array<void*, kKeptBlocks> blocks{};
+        std::size_t count = 0;
+        KeptBlocks() = default;
+        KeptBlocks(const KeptBlocks&) = delete;
+        KeptBlocks& operator=(const KeptBlocks&) = delete;
+        ~KeptBlocks() {
+            while (count > 0) { ::operator delete(blocks[--count], sizeof(ParkedClient)); }
+        }
+    };
+    static KeptBlocks& kept_blocks() {
+        static thread_local KeptBlocks kept;
+        return kept;
+    }
+
     std::atomic<std::uint64_t>& idle_gauge() { return connection_.listener->counters(worker_.index()).connections_idle; }
 
     // Leaves the parked state once (resumed or closed): off the deadline queue and the idle gauge.
