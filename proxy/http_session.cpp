@@ -1448,22 +1448,14 @@ private:
     // ended when this returns done.
     asio::awaitable<SpliceEnd> splice_body(std::uint64_t remaining, std::uint64_t& body_bytes, std::chrono::milliseconds idle,
                                            beast::error_code& upstream_ec) {
-        int pipe_fds[2];
-        if (::pipe2(pipe_fds, O_NONBLOCK | O_CLOEXEC) != 0) { co_return SpliceEnd::no_pipe; }
-        ::fcntl(pipe_fds[1], F_SETPIPE_SZ, static_cast<int>(kSpliceChunk));   // best effort: 64 KiB stays if refused
-        const struct PipeCloser {
-            int* fds;
-            ~PipeCloser() {
-                ::close(fds[0]);
-                ::close(fds[1]);
-            }
-        } closer{pipe_fds};
-        if (pipe_fds[1] >= descriptor_ceiling()) { co_return SpliceEnd::no_pipe; }   // keep the reserve
-        // splice(2) blocks on a blocking socket whatever its flags say: make sure neither is (Asio made
-        // both non-blocking with their first asynchronous operation; this does not rely on it).
+        Pipe pipe = worker_.pipes().take(kSpliceChunk);
+        if (!pipe) { co_return SpliceEnd::no_pipe; }
+        // splice(2) blocks on a blocking socket whatever its flags say: make sure neither is. Both are
+        // already (write_now), so this makes no syscall.
         boost::system::error_code mode_ec;
-        upstream_->socket().non_blocking(true, mode_ec);
-        if (!mode_ec) { client_.socket().non_blocking(true, mode_ec); }
+        for (tcp::socket* socket : {&upstream_->socket(), &client_.socket()}) {
+            if (!mode_ec && !socket->non_blocking()) { socket->non_blocking(true, mode_ec); }
+        }
         if (mode_ec) { co_return SpliceEnd::no_pipe; }
         const int from = upstream_->socket().native_handle();
         const int to = client_.socket().native_handle();
@@ -1471,7 +1463,7 @@ private:
         std::size_t chunks = 0;
         while (remaining > 0 || in_pipe > 0) {
             if (in_pipe == 0) {
-                const ssize_t n = ::splice(from, nullptr, pipe_fds[1], nullptr,
+                const ssize_t n = ::splice(from, nullptr, pipe.write_end(), nullptr,
                                            static_cast<std::size_t>(std::min<std::uint64_t>(remaining, kSpliceChunk)),
                                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
                 if (n > 0) {
@@ -1494,7 +1486,7 @@ private:
                 }
                 continue;
             }
-            const ssize_t n = ::splice(pipe_fds[0], nullptr, to, nullptr, in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            const ssize_t n = ::splice(pipe.read_end(), nullptr, to, nullptr, in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             if (n > 0) {
                 in_pipe -= static_cast<std::size_t>(n);
                 body_bytes += static_cast<std::uint64_t>(n);
@@ -1505,9 +1497,10 @@ private:
                 auto [ec] = co_await client_.socket().async_wait(tcp::socket::wait_write, use_tuple);
                 if (ec) { co_return SpliceEnd::client_gone; }
             } else if (n == 0 || errno != EINTR) {
-                co_return SpliceEnd::client_gone;
+                co_return SpliceEnd::client_gone;   // `pipe` may hold bytes: it is closed, not kept
             }
         }
+        worker_.pipes().put(std::move(pipe));   // drained: the next large body takes it
         co_return SpliceEnd::done;
     }
 

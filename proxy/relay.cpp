@@ -10,12 +10,10 @@
 #include <boost/asio/write.hpp>
 
 #include <fcntl.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <memory>
 
-#include "proxy/pressure.hpp"
 #include "proxy/worker.hpp"
 
 namespace drover::proxy {
@@ -240,27 +238,14 @@ void SocketRelay::Direction::written(bool full) {
     }
 }
 
-SocketRelay::Direction::~Direction() {
-    for (int fd : pipe_) {
-        if (fd >= 0) { ::close(fd); }
-    }
-}
-
 bool SocketRelay::Direction::start_splicing() {
-    if (::pipe2(pipe_, O_NONBLOCK | O_CLOEXEC) != 0) { return false; }
-    if (pipe_[1] >= descriptor_ceiling()) {   // pipes never eat into the descriptors admitted work needs
-        ::close(pipe_[0]);
-        ::close(pipe_[1]);
-        pipe_[0] = pipe_[1] = -1;
-        return false;
-    }
-    ::fcntl(pipe_[1], F_SETPIPE_SZ, static_cast<int>(kSpliceChunk));
-    return true;
+    pipe_ = Pipe::open(kSpliceChunk);
+    return static_cast<bool>(pipe_);
 }
 
 void SocketRelay::Direction::splice_in() {
     for (;;) {
-        const ssize_t n = ::splice(from_.native_handle(), nullptr, pipe_[1], nullptr, kSpliceChunk,
+        const ssize_t n = ::splice(from_.native_handle(), nullptr, pipe_.write_end(), nullptr, kSpliceChunk,
                                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             in_pipe_ = static_cast<std::size_t>(n);
@@ -293,7 +278,7 @@ void SocketRelay::Direction::splice_in() {
 
 void SocketRelay::Direction::splice_out() {
     while (in_pipe_ > 0) {
-        const ssize_t n = ::splice(pipe_[0], nullptr, to_.native_handle(), nullptr, in_pipe_,
+        const ssize_t n = ::splice(pipe_.read_end(), nullptr, to_.native_handle(), nullptr, in_pipe_,
                                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             in_pipe_ -= static_cast<std::size_t>(n);

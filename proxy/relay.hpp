@@ -14,6 +14,7 @@
 
 #include "proxy/buffer_pool.hpp"
 #include "proxy/deadline_queue.hpp"
+#include "proxy/pipe.hpp"
 #include "proxy/stream.hpp"
 
 namespace drover::proxy {
@@ -56,7 +57,6 @@ private:
         Direction(SocketRelay& relay, boost::asio::ip::tcp::socket& from, boost::asio::ip::tcp::socket& to,
                   std::atomic<std::uint64_t>& counter)
             : relay_(relay), from_(from), to_(to), counter_(counter) {}
-        ~Direction();
         Direction(const Direction&) = delete;
         Direction& operator=(const Direction&) = delete;
         void start();
@@ -78,7 +78,7 @@ private:
         boost::asio::ip::tcp::socket& to_;
         std::atomic<std::uint64_t>& counter_;
         BufferPool::Lease buffer_{nullptr, BufferPool::Return{nullptr}};
-        int pipe_[2] = {-1, -1};    // splice mode: [0] read end, [1] write end
+        Pipe pipe_;                 // splice mode
         std::array<char, kSmallBuffer> small_;
         std::size_t in_pipe_ = 0;   // bytes spliced in and not yet out
     };

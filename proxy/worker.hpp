@@ -34,6 +34,7 @@
 #include "proxy/cluster.hpp"
 #include "proxy/deadline_queue.hpp"
 #include "proxy/load_balancer/load_balancer.hpp"
+#include "proxy/pipe.hpp"
 #include "proxy/router.hpp"
 #include "proxy/upstream_pool.hpp"
 
@@ -170,6 +171,7 @@ public:
     // http_keepalive_callgrind.py --case tcp-conn). A moved-from socket is as if newly constructed.
     boost::asio::ip::tcp::socket new_socket() { return boost::asio::ip::tcp::socket(std::move(socket_prototype_)); }
     BufferPool& buffers() { return buffers_; }
+    PipePool& pipes() { return pipes_; }
     UpstreamPool& pool() { return pool_; }
     DeadlineQueue& deadlines() { return deadlines_; }
     // HTTP sessions between connections' turns, suspended and kept for reuse (proxy/http_session.cpp);
@@ -224,6 +226,7 @@ private:
     std::vector<std::shared_ptr<const Router>> routers_;
     std::vector<std::size_t> listener_clusters_;
     BufferPool buffers_;
+    PipePool pipes_;
     UpstreamPool pool_{context_};
     std::mt19937_64 random_{std::random_device{}()};
     DeadlineQueue deadlines_{context_};
