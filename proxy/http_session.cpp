@@ -395,8 +395,9 @@ private:
                 client_.lowest().expires_never();
                 std::tie(ec, n) = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
             } else {
-                // take_request_head left the socket drained: the read waits for the next edge (readiness).
-                std::tie(ec, n) = co_await client_.socket().async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
+                // take_request_head found the socket drained: wait for its next edge, and let it read the
+                // bytes (recv_now), so that the connection stays known drained (proxy/readiness.hpp).
+                std::tie(ec) = co_await readiness::async_wait(client_.socket(), with_deadline());
             }
             disarm_deadline();
             if (deadline_fired_) {
@@ -1099,12 +1100,12 @@ private:
         co_return co_await relay_response(request, info, host, config);
     }
 
-    // One non-blocking read of the plain backend that keeps its readiness flag (proxy/readiness.hpp):
+    // One non-blocking read of a plain socket that keeps its readiness flag (proxy/readiness.hpp):
     // true when the read ended (bytes in `n`, or `ec`: end of file or an error), false when nothing
     // was there (the connection is known drained now: wait for its next edge).
-    bool read_upstream_now(asio::mutable_buffer space, std::size_t& n, boost::system::error_code& ec) {
+    static bool read_now(tcp::socket& socket, asio::mutable_buffer space, std::size_t& n, boost::system::error_code& ec) {
         for (;;) {
-            const ssize_t got = readiness::recv_now(upstream_->socket(), space);
+            const ssize_t got = readiness::recv_now(socket, space);
             if (got > 0) {
                 n = static_cast<std::size_t>(got);
                 return true;
@@ -1120,6 +1121,28 @@ private:
         }
     }
 
+    // Reads what the plain `socket` has into `space` by `deadline`, waiting for its next edge while it
+    // is drained: (error, bytes), with timeout past the deadline and eof at the end. The bytes are read
+    // here, not by an asynchronous read, so that a short read leaves the connection known drained
+    // (proxy/readiness.hpp) and its next wait needs no empty recv first. relay_response writes this
+    // loop out instead of calling it: a call is one more coroutine frame on every keep-alive request.
+    asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_plain(tcp::socket& socket, asio::mutable_buffer space,
+                                                                                   Clock::time_point deadline) {
+        boost::system::error_code ec;
+        std::size_t n = 0;
+        arm_deadline(deadline);
+        for (bool wait = readiness::quiet(socket); !deadline_fired_; wait = true) {
+            if (wait) {
+                std::tie(ec) = co_await readiness::async_wait(socket, with_deadline());
+                if (ec) { break; }
+            }
+            if (read_now(socket, space, n, ec)) { break; }
+        }
+        disarm_deadline();
+        if (deadline_fired_) { ec = beast::error::timeout; }
+        co_return std::tuple{ec, n};
+    }
+
     // Client body -> upstream, re-framed (Content-Length as is, chunked re-chunked; trailers dropped).
     // Body bytes go out straight from client_buf_; what follows the body stays there (pipelining).
     asio::awaitable<Outcome> send_body(const http_rules::RequestInfo& info) {
@@ -1128,8 +1151,15 @@ private:
         std::uint64_t total = 0;
         while (!body.done()) {
             if (client_buf_.size() == 0) {
-                client_.lowest().expires_after(listener_->config.timeouts.idle);
-                auto [ec, n] = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
+                const auto idle = listener_->config.timeouts.idle;
+                boost::system::error_code ec;
+                std::size_t n = 0;
+                if (client_.tls()) {
+                    client_.lowest().expires_after(idle);
+                    std::tie(ec, n) = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
+                } else {
+                    std::tie(ec, n) = co_await read_plain(client_.socket(), client_buf_.prepare(kReadChunk), Clock::now() + idle);
+                }
                 client_buf_.commit(n);
                 if (ec && n == 0) { co_return Outcome::client_gone; }
                 continue;
@@ -1241,7 +1271,7 @@ private:
                             std::tie(ec) = co_await readiness::async_wait(upstream_->socket(), with_deadline());
                             if (ec) { break; }
                         }
-                        if (read_upstream_now(space, n, ec)) { break; }
+                        if (read_now(upstream_->socket(), space, n, ec)) { break; }
                     }
                     disarm_deadline();
                     if (deadline_fired_) { ec = beast::error::timeout; }
@@ -1382,19 +1412,7 @@ private:
                     upstream_->lowest().expires_after(config.timeouts.idle);
                     std::tie(ec, n) = co_await upstream_->async_read_some(space, use_tuple);
                 } else {
-                    // As relay_response reads: the last short read leaves the connection known drained.
-                    // The loop is written out in both rather than shared: a shared coroutine would be a
-                    // frame allocation on every keep-alive request in relay_response.
-                    arm_deadline(Clock::now() + config.timeouts.idle);
-                    for (bool wait = readiness::quiet(upstream_->socket()); !deadline_fired_; wait = true) {
-                        if (wait) {
-                            std::tie(ec) = co_await readiness::async_wait(upstream_->socket(), with_deadline());
-                            if (ec) { break; }
-                        }
-                        if (read_upstream_now(space, n, ec)) { break; }
-                    }
-                    disarm_deadline();
-                    if (deadline_fired_) { ec = beast::error::timeout; }
+                    std::tie(ec, n) = co_await read_plain(upstream_->socket(), space, Clock::now() + config.timeouts.idle);
                 }
                 upstream_buf.commit(n);
                 if (n > 0) { continue; }
