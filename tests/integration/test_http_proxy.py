@@ -177,6 +177,19 @@ class HttpProxyTest(HttpTestCase):
         self.assertLess(elapsed, 3.5, "cut only when the backend gave up, not at the idle timeout")
         self.assertIn("5000 of 10000 body bytes missing", str(cut.exception))   # what came before was relayed
 
+    def test_a_client_that_stalls_mid_body_is_cut_after_the_idle_timeout(self):
+        # The body's first bytes leave drover's read of the client short; then nothing comes: the wait
+        # for the next edge must end at the listener's idle timeout, and both connections close.
+        origin = self.origin()
+        _, addr = self.http_proxy([origin], listener_extra={"timeouts": {"idle": "500ms"}})
+        conn = self.client(addr)
+        conn.send(HttpConn.build_request("POST", "/stalls", headers=[("Content-Length", "10000")]) + b"x" * 100)
+        wait_until(lambda: origin.body_progress >= 100, 3, message=lambda: f"origin got {origin.body_progress} bytes")
+        started = time.monotonic()
+        self.assertIn(conn.wait_closed(timeout=3), ("eof", "reset"))
+        self.assertGreaterEqual(time.monotonic() - started, 0.3)
+        wait_until(lambda: origin.active == 0, 3, message="the origin's connection is still open")
+
     def test_a_client_that_half_closes_after_its_request_is_answered_and_closed(self):
         origin = self.origin()
         _, addr = self.http_proxy([origin])
