@@ -899,10 +899,9 @@ private:
     // answer in local_reply_, counted in `shed_counter`. The caller tries first, so an admitted request
     // makes no coroutine frame here (benchmarks/profile).
     template <class TryTake>
-    asio::awaitable<bool> admit(WorkerCluster& cluster, ClusterStats& stats, const config::Cluster& config,
-                                                     bool low_priority, Clock::time_point deadline, bool has_body,
-                                                     TryTake try_take, std::atomic<std::uint64_t>& shed_counter,
-                                                     std::string_view why) {
+    asio::awaitable<bool> admit(WorkerCluster& cluster, ClusterStats& stats, const config::Cluster& config, bool low_priority,
+                                Clock::time_point deadline, bool has_body, TryTake try_take,
+                                std::atomic<std::uint64_t>& shed_counter, std::string_view why) {
         if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster)) {
             co_return reply_locally(std::move(*shed), true);
         }
@@ -942,8 +941,6 @@ private:
         co_await timer->async_wait(use_tuple);
     }
 
-    // 503 shed, with a Retry-After from what is queued and how fast requests finish: the time for the
-    // waiting requests to drain through the cluster's slots, in whole seconds (1 to 30).
     // Leaves `error` for handle_request to send (local_reply_) and returns `result`.
     template <class Result>
     Result reply_locally(LocalError error, Result result) {
@@ -951,6 +948,8 @@ private:
         return result;
     }
 
+    // 503 shed, with a Retry-After from what is queued and how fast requests finish: the time for the
+    // waiting requests to drain through the cluster's slots, in whole seconds (1 to 30).
     static LocalError shed_error(const WorkerCluster& cluster, const ClusterStats& stats, const config::Cluster& config,
                                  std::string_view why, bool has_body) {
         const auto& limits = config.limits;

@@ -41,9 +41,9 @@ class KeepAliveAllocationTest(HttpTestCase):
         drover = self.start_drover(config, env={"LD_PRELOAD": ALLOC_LIB, "ALLOC_COUNT_FILE": self.count_file})
         return drover, drover.listener_addr("web")
 
-    def requests(self, conn, n, **kw):
+    def requests(self, conn, n, method="GET", **kw):
         for i in range(n):
-            resp = conn.request(kw.get("method", "GET"), f"/item/{i}", **{k: v for k, v in kw.items() if k != "method"})
+            resp = conn.request(method, f"/item/{i}", **kw)
             self.assertEqual(resp.status, 200, resp)
 
     def assert_no_allocation_per_request(self, **kw):
