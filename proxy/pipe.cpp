@@ -14,7 +14,9 @@ Pipe Pipe::open(std::size_t capacity) {
     pipe.read_ = fds[0];
     pipe.write_ = fds[1];
     if (pipe.write_ >= descriptor_ceiling()) { return {}; }   // closes both
-    ::fcntl(pipe.write_, F_SETPIPE_SZ, static_cast<int>(capacity));
+    int size = ::fcntl(pipe.write_, F_SETPIPE_SZ, static_cast<int>(capacity));
+    if (size < 0) { size = ::fcntl(pipe.write_, F_GETPIPE_SZ); }
+    if (size < static_cast<int>(kMinCapacity)) { return {}; }
     return pipe;
 }
 

@@ -11,10 +11,16 @@ namespace drover::proxy {
 // Both ends non-blocking and close-on-exec; closed when dropped. Default-constructed: no pipe.
 class Pipe {
 public:
+    // The smallest pipe worth splicing through: the kernel's default size.
+    static constexpr std::size_t kMinCapacity = 64 * 1024;
+
     Pipe() = default;
     // A new pipe of `capacity` bytes (best effort: the kernel's default stays if refused), or no pipe
-    // when pipe2 fails or the pipe would eat into the descriptors kept for admitted work
-    // (descriptor_ceiling in proxy/pressure.hpp).
+    // when pipe2 fails, when the pipe would eat into the descriptors kept for admitted work
+    // (descriptor_ceiling in proxy/pressure.hpp), or when the kernel makes it smaller than
+    // kMinCapacity. That happens to an unprivileged user past its budget of pipe pages
+    // (fs.pipe-user-pages-soft, 64 MiB by default: 256 pipes of 256 KiB), as under the shipped
+    // systemd unit: a pipe of two pages moves 8 KiB a splice, more work than the copy it replaces.
     static Pipe open(std::size_t capacity);
 
     Pipe(Pipe&& other) noexcept : read_(other.read_), write_(other.write_) { other.read_ = other.write_ = -1; }

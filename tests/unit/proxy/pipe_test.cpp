@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <vector>
+
+#include "proxy/pressure.hpp"
 
 namespace drover::proxy {
 namespace {
@@ -40,6 +44,34 @@ TEST(PipeTest, DroppingAPipeClosesBothEnds) {
     }
     EXPECT_FALSE(is_open(read_end));
     EXPECT_FALSE(is_open(write_end));
+}
+
+TEST(PipeTest, PastTheUsersPipeBudgetThereIsNoPipeRatherThanATinyOne) {
+    if (::geteuid() != 0) { GTEST_SKIP() << "needs root, to become an unprivileged user in a child"; }
+    enum Exit { refused = 0, tiny_pipe = 1, no_user = 2, no_budget = 3, descriptors = 4 };
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        // nobody: an unprivileged user, to whom the kernel's budget of pipe pages applies.
+        if (::setgid(65534) != 0 || ::setuid(65534) != 0) { ::_exit(no_user); }
+        std::vector<Pipe> pipes;
+        for (int i = 0; i < 4096; ++i) {
+            Pipe pipe = Pipe::open(kCapacity);
+            if (!pipe) { ::_exit(2 * static_cast<int>(pipes.size()) + 16 >= descriptor_ceiling() ? descriptors : refused); }
+            if (::fcntl(pipe.write_end(), F_GETPIPE_SZ) < static_cast<int>(Pipe::kMinCapacity)) { ::_exit(tiny_pipe); }
+            pipes.push_back(std::move(pipe));
+        }
+        ::_exit(no_budget);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    switch (WEXITSTATUS(status)) {
+        case no_user: GTEST_SKIP() << "could not become nobody";
+        case no_budget: GTEST_SKIP() << "4,096 pipes fit in this machine's fs.pipe-user-pages-soft";
+        case descriptors: GTEST_SKIP() << "the descriptor limit came before the pipe budget";
+        default: EXPECT_EQ(WEXITSTATUS(status), refused) << "a pipe smaller than Pipe::kMinCapacity was handed out";
+    }
 }
 
 TEST(PipePoolTest, APipePutBackIsTheNextOneTaken) {
