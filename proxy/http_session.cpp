@@ -5,7 +5,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -1280,17 +1279,7 @@ private:
                     const bool timed_out = ec == beast::error::timeout;
                     close_upstream(host);
                     attempt_failure_ = timed_out ? health::Outcome::timeout : health::Outcome::reset;
-                    if (!got_bytes && !timed_out) {
-                        // A TLS alert where the response should be: with TLS 1.3 a backend that wants a
-                        // client certificate, or refuses Drover's, says so only after Drover's side of
-                        // the handshake is over. The answer, unless another host is tried, names it.
-                        if (ec.category() == asio::error::get_ssl_category()) {
-                            unsent_ = LocalError{502, LocalReason::bad_upstream_response,
-                                                 fmt::format("TLS error from backend {} before its response: {}", host->name(),
-                                                             health::tls_error_reason(ec))};
-                        }
-                        co_return Outcome::reset_before_response;
-                    }
+                    if (!got_bytes && !timed_out) { co_return Outcome::reset_before_response; }
                     unsent_ = timed_out ? LocalError{504, LocalReason::upstream_timeout, "backend did not answer in time"}
                                         : LocalError{502, LocalReason::bad_upstream_response,
                                                      "backend closed the connection mid-response"};
