@@ -5,6 +5,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -1071,6 +1072,7 @@ private:
                 co_await asio::async_write(*upstream_, asio::buffer(head.data() + now, head.size() - now), use_tuple);
         }
         if (write_ec) {
+            if (upstream_->tls()) { co_await read_tls_alert(*host); }
             close_upstream(host);
             co_return Outcome::reset_before_response;
         }
@@ -1097,6 +1099,26 @@ private:
             }
         }
         co_return co_await relay_response(request, info, host, config);
+    }
+
+    // A TLS alert where the response should be: with TLS 1.3 a backend that wants a client certificate,
+    // or refuses Drover's, says so only after Drover's side of the handshake is over. The try's answer
+    // (unless another host is tried) names it instead of a bare reset.
+    void name_tls_alert(const boost::system::error_code& ec, const discovery::Host& host) {
+        if (ec.category() != asio::error::get_ssl_category()) { return; }
+        unsent_ = LocalError{502, LocalReason::bad_upstream_response,
+                             fmt::format("TLS error from backend {} before its response: {}", host.name(),
+                                         health::tls_error_reason(ec))};
+    }
+
+    // The request's write found the TLS connection reset: a backend that refused the handshake (see
+    // name_tls_alert) and closed at once may have sent its alert first, and it is still queued. One
+    // read takes it; after a reset it ends at once either way (bounded all the same).
+    asio::awaitable<void> read_tls_alert(const discovery::Host& host) {
+        std::array<char, 256> scratch;
+        upstream_->lowest().expires_after(std::chrono::seconds(1));
+        auto [ec, n] = co_await upstream_->async_read_some(asio::buffer(scratch), use_tuple);
+        if (n == 0) { name_tls_alert(ec, host); }
     }
 
     // One non-blocking read of a plain socket that keeps its readiness flag (proxy/readiness.hpp):
@@ -1279,7 +1301,10 @@ private:
                     const bool timed_out = ec == beast::error::timeout;
                     close_upstream(host);
                     attempt_failure_ = timed_out ? health::Outcome::timeout : health::Outcome::reset;
-                    if (!got_bytes && !timed_out) { co_return Outcome::reset_before_response; }
+                    if (!got_bytes && !timed_out) {
+                        name_tls_alert(ec, *host);
+                        co_return Outcome::reset_before_response;
+                    }
                     unsent_ = timed_out ? LocalError{504, LocalReason::upstream_timeout, "backend did not answer in time"}
                                         : LocalError{502, LocalReason::bad_upstream_response,
                                                      "backend closed the connection mid-response"};
