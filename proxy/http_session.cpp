@@ -80,9 +80,6 @@ constexpr auto kTlsShutdownWait = std::chrono::seconds(1);
 // Response bodies at least this long still to come are spliced (kernel to kernel) between plain
 // sockets; shorter ones are copied through one relay buffer (a pipe costs three syscalls to make).
 constexpr std::uint64_t kSpliceBodyMin = 64 * 1024;
-// The pipe is grown to this (F_SETPIPE_SZ): 64 KiB steps cost a third more CPU on 1 MiB bodies
-// (benchmarks/e2e http-1m: 48.7 -> 43.4 CPU-s per 100k requests).
-constexpr std::size_t kSpliceChunk = 256 * 1024;
 
 std::size_t status_class(unsigned status) { return std::min<std::size_t>(status / 100, 5) - 1; }
 
@@ -943,8 +940,7 @@ private:
     }
 
     // Leaves `error` for handle_request to send (local_reply_) and returns `result`.
-    template <class Result>
-    Result reply_locally(LocalError error, Result result) {
+    bool reply_locally(LocalError error, bool result) {
         local_reply_ = std::move(error);
         return result;
     }
@@ -1490,7 +1486,7 @@ private:
     // ended when this returns done.
     asio::awaitable<SpliceEnd> splice_body(std::uint64_t remaining, std::uint64_t& body_bytes, std::chrono::milliseconds idle,
                                            beast::error_code& upstream_ec) {
-        Pipe pipe = worker_.pipes().take(kSpliceChunk);
+        Pipe pipe = worker_.pipes().take(Pipe::kCapacity);
         if (!pipe) { co_return SpliceEnd::no_pipe; }
         // splice(2) blocks on a blocking socket whatever its flags say: make sure neither is. Both are
         // already (write_now), so this makes no syscall.
@@ -1506,7 +1502,7 @@ private:
         while (remaining > 0 || in_pipe > 0) {
             if (in_pipe == 0) {
                 const ssize_t n = ::splice(from, nullptr, pipe.write_end(), nullptr,
-                                           static_cast<std::size_t>(std::min<std::uint64_t>(remaining, kSpliceChunk)),
+                                           static_cast<std::size_t>(std::min<std::uint64_t>(remaining, Pipe::kCapacity)),
                                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
                 if (n > 0) {
                     in_pipe = static_cast<std::size_t>(n);

@@ -14,7 +14,7 @@
 namespace drover::proxy {
 namespace {
 
-constexpr std::size_t kCapacity = 256 * 1024;
+constexpr std::size_t kCapacity = Pipe::kCapacity;
 
 bool is_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0 || errno != EBADF; }
 
