@@ -2,6 +2,7 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -164,7 +165,8 @@ public:
     // Not a coroutine of its own: the operation's awaitable is the caller's to await (a frame less).
     asio::awaitable<void> wait_as_spare() {
         return asio::async_initiate<decltype(asio::use_awaitable), void()>(
-            [this](auto handler) { wake_.emplace(std::move(handler)); }, asio::use_awaitable);
+            [this](auto handler) { wake_.emplace(asio::bind_allocator(PoolAllocator<void>{}, std::move(handler))); },
+            asio::use_awaitable);
     }
 
     void resume(ClientConnection connection) {
@@ -318,8 +320,11 @@ private:
         });
     }
 
-    asio::cancellation_slot_binder<std::decay_t<decltype(use_tuple)>, asio::cancellation_slot> with_deadline() {
-        return asio::bind_cancellation_slot(deadline_cancel_.slot(), use_tuple);
+    // The wait's operation comes from the worker's BlockPool: the waits of many connections interleave,
+    // which Asio's own small cache serves badly (proxy/block_pool.hpp).
+    auto with_deadline() {
+        return asio::bind_allocator(PoolAllocator<void>{},
+                                    asio::bind_cancellation_slot(deadline_cancel_.slot(), use_tuple));
     }
 
     // Waits for the next request over TLS. Readable bytes on the socket may be TLS records with nothing
@@ -1769,7 +1774,7 @@ public:
             parked.reset();
             serve(worker, std::move(connection));
         };
-        readiness::async_wait(self.connection_.socket, std::move(woken));
+        readiness::async_wait(self.connection_.socket, asio::bind_allocator(PoolAllocator<void>{}, std::move(woken)));
     }
 
 private:

@@ -2,12 +2,15 @@
 
 drover runs with tests/support/alloc_count.c preloaded, which counts every malloc, calloc, realloc and
 aligned allocation of the process into a shared file. After a warm-up (caches and buffers reach their
-size), requests on one keep-alive connection must leave the count where it was, up to a little slack for
+size), requests on keep-alive connections must leave the count where it was, up to a little slack for
 timers and the like that run meanwhile. Before this was made so, a request cost six allocations (three
-coroutine frames larger than Asio recycles, the two serialized heads, the parked connection)."""
+coroutine frames larger than Asio recycles, the two serialized heads, the parked connection) on one
+connection, and again six with many connections interleaved (Asio's frame cache mixing sizes, replaced
+by proxy/block_pool.hpp)."""
 
 import os
 import tempfile
+import threading
 import unittest
 
 from harness import HttpTestCase, RawHttpBackend, http_listener, make_config, route, static_cluster
@@ -16,6 +19,7 @@ ALLOC_LIB = os.environ.get("DROVER_ALLOC_COUNT_LIB", "")
 WARM_UP = 100
 MEASURED = 500
 SLACK = MEASURED // 20   # one allocation per request would be 500
+CONNECTIONS = 16         # the interleaved case: this many keep-alive connections at once
 
 
 @unittest.skipUnless(ALLOC_LIB, "DROVER_ALLOC_COUNT_LIB unset (the sanitizer build does not preload it)")
@@ -33,10 +37,11 @@ class KeepAliveAllocationTest(HttpTestCase):
             return int.from_bytes(f.read(8), "little")
 
     def proxy(self):
-        # One connection answering every request with the same bytes, in one write each: the measured
-        # requests take milliseconds, and little else runs in drover meanwhile.
+        # Backend connections answering every request with the same bytes, in one write each: the
+        # measured requests take milliseconds, and little else runs in drover meanwhile.
         response = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nhello there\n"
-        backend = self.raw_backend([[RawHttpBackend.READ, response] * (WARM_UP + MEASURED)])
+        backend = self.raw_backend([[RawHttpBackend.READ, response] * (WARM_UP + MEASURED)],
+                                   backlog=CONNECTIONS * 2)
         config = make_config([http_listener("web", [route("back")])], [static_cluster("back", [backend])])
         drover = self.start_drover(config, env={"LD_PRELOAD": ALLOC_LIB, "ALLOC_COUNT_FILE": self.count_file})
         return drover, drover.listener_addr("web")
@@ -61,6 +66,43 @@ class KeepAliveAllocationTest(HttpTestCase):
 
     def test_a_post_with_a_small_body_allocates_nothing(self):
         self.assert_no_allocation_per_request(method="POST", body=b"x" * 300)
+
+    def test_interleaved_connections_allocate_nothing(self):
+        # Requests of many connections in flight together on the one worker: their coroutine frames are
+        # allocated and freed interleaved, in bursts, in every order.
+        drover, addr = self.proxy()
+        per_connection = MEASURED // CONNECTIONS * 4
+        warmed = threading.Barrier(CONNECTIONS + 1)
+        measure = threading.Barrier(CONNECTIONS + 1)
+        errors: list[BaseException] = []
+
+        def client() -> None:
+            try:
+                conn = self.client(addr)
+                self.requests(conn, WARM_UP // 4)
+            except BaseException as e:  # reported by the main thread
+                errors.append(e)
+            warmed.wait(timeout=30)
+            measure.wait(timeout=30)
+            try:
+                if not errors:
+                    self.requests(conn, per_connection)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(CONNECTIONS)]
+        for t in threads:
+            t.start()
+        warmed.wait(timeout=30)
+        before = self.allocations()
+        measure.wait(timeout=30)
+        for t in threads:
+            t.join(timeout=60)
+        self.assertFalse(errors, errors[:1])
+        made = self.allocations() - before
+        total = per_connection * CONNECTIONS
+        self.assertLessEqual(made, total // 20, f"{made} allocations in {total} requests on {CONNECTIONS} "
+                                                f"interleaved keep-alive connections")
 
 
 if __name__ == "__main__":

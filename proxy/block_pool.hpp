@@ -1,0 +1,155 @@
+#pragma once
+// Where Asio's coroutine frames (asio::awaitable), posted functions, cancellation slots and parallel
+// groups of this program are allocated: a per-thread pool of size classes. CMake includes this header
+// first in every C++ file of the project (-include, see the top-level CMakeLists.txt), because it
+// specialises the function Asio allocates these through, and every use of it must see the same one.
+//
+// Why: Asio's own cache is a few slots per purpose shared by all sizes, searched first-fit, and a
+// miss evicts a slot. That works for one connection's nested calls, freed in the reverse order of
+// their allocation. With many connections interleaved on a worker, blocks of different sizes are
+// freed in bursts and the slots hold the wrong sizes: 6 mallocs and frees per keep-alive request at
+// 50 connections (tests/support/alloc_count.c under wrk), against none on one connection. Here each
+// size class keeps its own list, so any freed block serves the next one of its class, whatever the
+// order. Kept blocks are bounded per thread (kKeptBytes); beyond that they go back to the heap.
+// (Operations and handlers, Asio's default purpose, cannot be given to the pool: Asio's own header
+// uses that allocator before this one could replace it. BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE
+// sizes their cache.)
+//
+// Under AddressSanitizer nothing is kept, so that a use after free is still caught.
+
+#include <boost/asio/detail/memory.hpp>
+#include <boost/asio/detail/thread_info_base.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <utility>
+
+namespace drover {
+
+class BlockPool {
+public:
+    static constexpr std::size_t kGranule = 64;                  // class i holds blocks of (i + 1) * 64 B
+    static constexpr std::size_t kClasses = 64;                  // pooled up to 4 KiB
+    static constexpr std::size_t kMaxPooled = kGranule * kClasses;
+    static constexpr std::size_t kKeptBytes = std::size_t{1} << 20;   // kept free, per thread, at most
+
+    BlockPool() = default;
+    BlockPool(const BlockPool&) = delete;
+    BlockPool& operator=(const BlockPool&) = delete;
+    ~BlockPool() {
+        for (auto& head : free_) {
+            while (head != nullptr) { boost::asio::aligned_delete(std::exchange(head, head->next)); }
+        }
+    }
+
+    // The calling thread's pool.
+    static BlockPool& local() {
+        static thread_local BlockPool pool;
+        return pool;
+    }
+
+    // Asio's frames ask for its default alignment; a block of the pool has at least that.
+    void* allocate(std::size_t size, std::size_t align) {
+        if (!pooled(size)) {
+            ++heap_allocations_;
+            return boost::asio::aligned_new(align, size);
+        }
+        const std::size_t index = class_of(size);
+        if (Block* block = free_[index];
+            block != nullptr && reinterpret_cast<std::uintptr_t>(block) % align == 0) {
+            free_[index] = block->next;
+            kept_bytes_ -= block_size(index);
+            return block;
+        }
+        ++heap_allocations_;
+        // The whole class size, so that the block can serve any frame of its class once freed.
+        return boost::asio::aligned_new(align, block_size(index));
+    }
+
+    // `size` is the one the block was allocated with (Asio passes it back).
+    void deallocate(void* pointer, std::size_t size) {
+        if (pooled(size)) {
+            const std::size_t index = class_of(size);
+            if (kept_bytes_ + block_size(index) <= kKeptBytes) {
+                free_[index] = new (pointer) Block{free_[index]};
+                kept_bytes_ += block_size(index);
+                return;
+            }
+        }
+        boost::asio::aligned_delete(pointer);
+    }
+
+    // Blocks this pool took from the heap rather than from its free lists (tests and benchmarks).
+    std::uint64_t heap_allocations() const { return heap_allocations_; }
+    std::size_t kept_bytes() const { return kept_bytes_; }
+
+private:
+    struct Block {
+        Block* next;
+    };
+
+    static bool pooled([[maybe_unused]] std::size_t size) {
+#if defined(__SANITIZE_ADDRESS__)
+        return false;
+#else
+        return size != 0 && size <= kMaxPooled;
+#endif
+    }
+    static std::size_t class_of(std::size_t size) { return (size - 1) / kGranule; }
+    static std::size_t block_size(std::size_t index) { return (index + 1) * kGranule; }
+
+    std::array<Block*, kClasses> free_{};
+    std::size_t kept_bytes_ = 0;
+    std::uint64_t heap_allocations_ = 0;
+};
+
+// A standard allocator over the calling thread's BlockPool. Bound to a completion handler
+// (asio::bind_allocator), it is where Asio allocates that handler's operation, so a hot path's waits
+// need not go through Asio's default cache (see above).
+template <typename T>
+class PoolAllocator {
+public:
+    using value_type = T;
+
+    PoolAllocator() noexcept = default;
+    template <typename U>
+    PoolAllocator(const PoolAllocator<U>&) noexcept {}   // NOLINT: converting, as allocators do
+
+    T* allocate(std::size_t n) {
+        return static_cast<T*>(BlockPool::local().allocate(n * sizeof(T), alignof(T)));
+    }
+    void deallocate(T* pointer, std::size_t n) noexcept { BlockPool::local().deallocate(pointer, n * sizeof(T)); }
+
+    template <typename U>
+    bool operator==(const PoolAllocator<U>&) const noexcept {
+        return true;
+    }
+};
+
+}  // namespace drover
+
+// Asio allocates and frees the blocks of these purposes through these two (thread_info_base.hpp).
+namespace boost::asio::detail {
+
+#define DROVER_POOLED_PURPOSE(Purpose)                                                                   \
+    template <>                                                                                          \
+    inline void* thread_info_base::allocate<thread_info_base::Purpose>(                                  \
+        thread_info_base::Purpose, thread_info_base*, std::size_t size, std::size_t align) {             \
+        return drover::BlockPool::local().allocate(size, align);                                         \
+    }                                                                                                    \
+    template <>                                                                                          \
+    inline void thread_info_base::deallocate<thread_info_base::Purpose>(                                 \
+        thread_info_base::Purpose, thread_info_base*, void* pointer, std::size_t size) {                 \
+        drover::BlockPool::local().deallocate(pointer, size);                                            \
+    }
+
+DROVER_POOLED_PURPOSE(awaitable_frame_tag)
+DROVER_POOLED_PURPOSE(executor_function_tag)
+DROVER_POOLED_PURPOSE(cancellation_signal_tag)
+DROVER_POOLED_PURPOSE(parallel_group_tag)
+
+#undef DROVER_POOLED_PURPOSE
+
+}  // namespace boost::asio::detail

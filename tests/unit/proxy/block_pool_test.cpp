@@ -1,0 +1,131 @@
+#include "proxy/block_pool.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace drover {
+namespace {
+
+namespace asio = boost::asio;
+constexpr std::size_t kAlign = BOOST_ASIO_DEFAULT_ALIGN;
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kPooling = false;   // the pool keeps nothing under AddressSanitizer (see its header)
+#else
+constexpr bool kPooling = true;
+#endif
+
+TEST(BlockPoolTest, AFreedBlockServesTheNextFrameOfItsSizeClass) {
+    if (!kPooling) { GTEST_SKIP() << "nothing is kept under AddressSanitizer"; }
+    BlockPool pool;
+    void* first = pool.allocate(130, kAlign);
+    std::memset(first, 0xab, 130);
+    pool.deallocate(first, 130);
+    EXPECT_EQ(pool.kept_bytes(), 192u);   // 130 bytes are in the 129..192 class
+    // Any size of the class gets the block back, and it is writable over the whole class.
+    void* second = pool.allocate(192, kAlign);
+    EXPECT_EQ(second, first);
+    std::memset(second, 0xcd, 192);
+    EXPECT_EQ(pool.kept_bytes(), 0u);
+    // Another class does not.
+    void* other = pool.allocate(64, kAlign);
+    EXPECT_NE(other, first);
+    EXPECT_EQ(pool.heap_allocations(), 2u);
+    pool.deallocate(second, 192);
+    pool.deallocate(other, 64);
+}
+
+TEST(BlockPoolTest, BlocksAreAlignedAsAsked) {
+    BlockPool pool;
+    std::vector<void*> blocks;
+    for (std::size_t size : {1u, 63u, 64u, 65u, 1000u, 4096u, 5000u}) {
+        void* block = pool.allocate(size, kAlign);
+        EXPECT_EQ(reinterpret_cast<std::uintptr_t>(block) % kAlign, 0u) << size;
+        std::memset(block, 0, size);
+        pool.deallocate(block, size);
+    }
+    // A stricter alignment than the default is honoured, from the pool or not.
+    for (int i = 0; i < 4; ++i) {
+        void* block = pool.allocate(100, 64);
+        EXPECT_EQ(reinterpret_cast<std::uintptr_t>(block) % 64, 0u);
+        blocks.push_back(block);
+    }
+    for (void* block : blocks) { pool.deallocate(block, 100); }
+}
+
+TEST(BlockPoolTest, FramesAboveTheLargestClassAreNeverKept) {
+    BlockPool pool;
+    for (int i = 0; i < 3; ++i) {
+        void* block = pool.allocate(BlockPool::kMaxPooled + 1, kAlign);
+        pool.deallocate(block, BlockPool::kMaxPooled + 1);
+        EXPECT_EQ(pool.kept_bytes(), 0u);
+    }
+    EXPECT_EQ(pool.heap_allocations(), 3u);
+}
+
+TEST(BlockPoolTest, KeptBytesAreBounded) {
+    BlockPool pool;
+    constexpr std::size_t kSize = BlockPool::kMaxPooled;
+    const std::size_t count = BlockPool::kKeptBytes / kSize + 8;
+    std::vector<void*> blocks;
+    for (std::size_t i = 0; i < count; ++i) { blocks.push_back(pool.allocate(kSize, kAlign)); }
+    for (void* block : blocks) { pool.deallocate(block, kSize); }
+    EXPECT_LE(pool.kept_bytes(), BlockPool::kKeptBytes);
+    if (kPooling) { EXPECT_EQ(pool.kept_bytes(), BlockPool::kKeptBytes); }
+}
+
+// Frames of a chosen size: a coroutine with N bytes of locals that live across a suspension.
+template <std::size_t N>
+asio::awaitable<std::size_t> sized_step() {
+    std::array<unsigned char, N> locals{};
+    locals[0] = 1;
+    co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+    locals[N - 1] = locals[0];
+    co_return locals[N - 1];
+}
+
+// Many sessions interleaved on one thread, each nesting frames of several sizes, as a worker's
+// keep-alive connections do: after the first round every frame comes from the pool.
+TEST(BlockPoolTest, InterleavedCoroutinesStopAllocatingAfterTheFirstRound) {
+    asio::io_context io;
+    constexpr int kSessions = 50;
+    constexpr int kRounds = 20;
+    std::size_t steps = 0;
+    std::array<std::uint64_t, kRounds> heap_after{};
+    int round_done = 0;   // sessions through the current round
+    int round = 0;
+    auto session = [&]() -> asio::awaitable<void> {
+        for (int r = 0; r < kRounds; ++r) {
+            steps += co_await sized_step<100>();
+            steps += co_await sized_step<900>();
+            steps += co_await sized_step<300>();
+            steps += co_await sized_step<2000>();
+            if (++round_done == kSessions) {
+                heap_after[static_cast<std::size_t>(round++)] = BlockPool::local().heap_allocations();
+                round_done = 0;
+            }
+        }
+    };
+    const std::uint64_t before = BlockPool::local().heap_allocations();
+    for (int i = 0; i < kSessions; ++i) { asio::co_spawn(io, session(), asio::detached); }
+    io.run();
+    ASSERT_EQ(steps, std::size_t{kSessions} * kRounds * 4);
+    ASSERT_EQ(round, kRounds);
+    // Asio's frames do come through the pool...
+    EXPECT_GT(heap_after[0], before);
+    // ...and with pooling on, none after the first round takes a new block.
+    if (kPooling) { EXPECT_EQ(heap_after[kRounds - 1], heap_after[0]); }
+}
+
+}  // namespace
+}  // namespace drover
