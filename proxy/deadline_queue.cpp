@@ -6,8 +6,8 @@ namespace drover::proxy {
 
 DeadlineQueue::DeadlineQueue(boost::asio::io_context& context) : timer_(context) {}
 
-void DeadlineQueue::schedule(Entry& entry, std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
+void DeadlineQueue::schedule(Entry& entry, std::chrono::milliseconds timeout, Clock::time_point now) {
+    const auto deadline = now + timeout;
     auto lane = entry.lane_ < lanes_.size() && lanes_[entry.lane_].timeout == timeout
                     ? lanes_.begin() + static_cast<std::ptrdiff_t>(entry.lane_)
                     : std::find_if(lanes_.begin(), lanes_.end(), [&](const Lane& l) { return l.timeout == timeout; });

@@ -48,7 +48,9 @@ public:
     DeadlineQueue& operator=(const DeadlineQueue&) = delete;
 
     // (Re)schedules `entry` to expire `timeout` from now.
-    void schedule(Entry& entry, std::chrono::milliseconds timeout);
+    void schedule(Entry& entry, std::chrono::milliseconds timeout) { schedule(entry, timeout, Clock::now()); }
+    // The same, from a `now` the caller has just read (a clock read is ~40 ns here).
+    void schedule(Entry& entry, std::chrono::milliseconds timeout, Clock::time_point now);
 
 private:
     using List = boost::intrusive::list<Entry, boost::intrusive::constant_time_size<false>>;

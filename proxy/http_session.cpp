@@ -110,8 +110,10 @@ struct ClientConnection {
     std::string client_ip;   // remote's address as text, made once per connection
 };
 
-// Parks a plain client connection until its next bytes (then a session serves them) or `timeout`.
-void park_client(Worker& worker, ClientConnection connection, std::chrono::milliseconds timeout);
+// Parks a plain client connection until its next bytes (then a session serves them) or `timeout`
+// after `now`.
+void park_client(Worker& worker, ClientConnection connection, std::chrono::milliseconds timeout,
+                 std::chrono::steady_clock::time_point now);
 
 class HttpSession final : public Session {
 public:
@@ -242,9 +244,10 @@ public:
 private:
     void park(std::chrono::milliseconds timeout) {
         parked_ = true;
+        // The previous request ended a moment ago (recorded then): its time saves reading the clock.
         park_client(worker_, ClientConnection{std::move(client_.socket()), std::move(listener_), client_remote_,
                                               std::move(client_ip_)},
-                    timeout);
+                    timeout, finished_ > start_ ? finished_ : Clock::now());
     }
 
     void release_buffers() {
@@ -418,7 +421,7 @@ private:
     asio::awaitable<bool> handle_request() {
         start_ = Clock::now();
         upstream_name_ = "-";
-        const auto head_deadline = Clock::now() + listener_->config.timeouts.request_headers;
+        const auto head_deadline = start_ + listener_->config.timeouts.request_headers;
         http_rules::HeadScan scan;
         std::optional<LocalError> head_error;
         auto step = take_request_head(scan, head_error);
@@ -723,17 +726,18 @@ private:
             const bool replayable = !has_body;
             // Every try of a request retries may cover (idempotent, no body) is cut at per_try_timeout, the
             // last one too; others have the whole request timeout.
+            const auto attempt_start = Clock::now();
             per_try_deadline_ = start_ + config.timeouts.request;
             if (gate.idempotent && replayable) {
-                per_try_deadline_ = std::min(per_try_deadline_, Clock::now() + config.retries.per_try_timeout);
+                per_try_deadline_ = std::min(per_try_deadline_, attempt_start + config.retries.per_try_timeout);
             }
             gate_ = &gate;
-            const auto attempt_start = Clock::now();
             const Outcome outcome = co_await exchange(info, head, host, config);
+            attempt_end_ = Clock::now();
             host_slot.release();
             gate_ = nullptr;
             if (outcome == Outcome::ok) {
-                const auto elapsed = Clock::now() - attempt_start;
+                const auto elapsed = attempt_end_ - attempt_start;
                 const double seconds = std::chrono::duration<double>(elapsed).count();
                 cluster.latency_ewma_seconds += kLatencyWeight * (seconds - cluster.latency_ewma_seconds);
                 if (worker_.index() < stats->latency.size()) {
@@ -881,7 +885,8 @@ private:
         LimiterSlot& operator=(const LimiterSlot&) = delete;
         ~LimiterSlot() {
             if (!limiter) { return; }
-            const auto now = Clock::now();
+            // The slot is released as its last try ends (no clock read), or now if none was made.
+            const auto now = session->attempt_end_ > admitted ? session->attempt_end_ : Clock::now();
             switch (session->limiter_verdict_) {
                 case LimiterVerdict::ignore: limiter->release_ignored(); break;
                 case LimiterVerdict::ok: limiter->release(now, now - admitted, true); break;
@@ -1612,7 +1617,8 @@ private:
     void finish_request(const http_rules::Head& request, std::uint64_t body_bytes = 0) { record(&request, body_bytes); }
 
     void record(const http_rules::Head* request, std::uint64_t body_bytes) {
-        const auto elapsed = Clock::now() - start_;
+        finished_ = Clock::now();
+        const auto elapsed = finished_ - start_;
         const double seconds = std::chrono::duration<double>(elapsed).count();
         bump(counters_->requests_by_class[status_class(status_ == 0 ? 500 : status_)]);
         std::size_t bucket = 0;
@@ -1654,6 +1660,8 @@ private:
     // wraps the handler in itself instead of moving it (unbounded recursion); construction is fine.
     std::optional<WakeHandler> wake_;
     Clock::time_point start_{};
+    Clock::time_point finished_{};      // when the last request was recorded as done
+    Clock::time_point attempt_end_{};   // when the last try of a request upstream ended
     std::string upstream_name_ = "-";
     std::string_view error_reason_;
     unsigned status_ = 0;
@@ -1816,9 +1824,10 @@ private:
     bool closed_ = false;   // unparked: resumed (the connection moved on) or closed
 };
 
-void park_client(Worker& worker, ClientConnection connection, std::chrono::milliseconds timeout) {
+void park_client(Worker& worker, ClientConnection connection, std::chrono::milliseconds timeout,
+                 std::chrono::steady_clock::time_point now) {
     auto parked = std::make_unique<ParkedClient>(worker, std::move(connection));
-    worker.deadlines().schedule(*parked, timeout);
+    worker.deadlines().schedule(*parked, timeout, now);
     ParkedClient::wait(std::move(parked));
 }
 
@@ -1839,7 +1848,7 @@ void accept_http(Worker& worker, std::shared_ptr<ListenerState> listener, tcp::s
         return;
     }
     const auto timeout = connection.listener->config.timeouts.request_headers;
-    park_client(worker, std::move(connection), timeout);
+    park_client(worker, std::move(connection), timeout, std::chrono::steady_clock::now());
 }
 
 }  // namespace drover::proxy

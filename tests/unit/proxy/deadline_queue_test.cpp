@@ -102,6 +102,21 @@ TEST(DeadlineQueue, RescheduleInTheSameLaneKeepsDeadlineOrder) {
     EXPECT_GE(Clock::now() - start, 65ms);
 }
 
+// A caller's `now` a little in the past (read before some work) counts from then, and an entry
+// scheduled from an earlier `now` goes ahead of the lane's later ones.
+TEST(DeadlineQueue, ScheduleFromTheCallersNow) {
+    boost::asio::io_context io;
+    DeadlineQueue queue(io);
+    std::vector<std::string> log;
+    Probe late(log, "late"), early(log, "early");
+    const auto start = Clock::now();
+    queue.schedule(late, 40ms);
+    queue.schedule(early, 40ms, start - 20ms);   // same lane, earlier deadline: not the tail
+    run_until(io, [&] { return log.size() == 2; });
+    EXPECT_EQ(log, (std::vector<std::string>{"early", "late"}));
+    EXPECT_GE(Clock::now() - start, 40ms);
+}
+
 // An entry rescheduled with another timeout changes lanes (its remembered lane does not match).
 TEST(DeadlineQueue, RescheduleWithAnotherTimeoutChangesLanes) {
     boost::asio::io_context io;
