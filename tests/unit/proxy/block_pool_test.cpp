@@ -27,22 +27,24 @@ constexpr bool kPooling = true;
 
 TEST(BlockPoolTest, AFreedBlockServesTheNextFrameOfItsSizeClass) {
     if (!kPooling) { GTEST_SKIP() << "nothing is kept under AddressSanitizer"; }
+    constexpr std::size_t kClassTop = BlockPool::kGranule * 9;   // the class of 8 granules + 1 .. 9 granules
+    constexpr std::size_t kSize = kClassTop - BlockPool::kGranule + 2;
     BlockPool pool;
-    void* first = pool.allocate(130, kAlign);
-    std::memset(first, 0xab, 130);
-    pool.deallocate(first, 130);
-    EXPECT_EQ(pool.kept_bytes(), 192u);   // 130 bytes are in the 129..192 class
+    void* first = pool.allocate(kSize, kAlign);
+    std::memset(first, 0xab, kSize);
+    pool.deallocate(first, kSize);
+    EXPECT_EQ(pool.kept_bytes(), kClassTop);
     // Any size of the class gets the block back, and it is writable over the whole class.
-    void* second = pool.allocate(192, kAlign);
+    void* second = pool.allocate(kClassTop, kAlign);
     EXPECT_EQ(second, first);
-    std::memset(second, 0xcd, 192);
+    std::memset(second, 0xcd, kClassTop);
     EXPECT_EQ(pool.kept_bytes(), 0u);
     // Another class does not.
-    void* other = pool.allocate(64, kAlign);
+    void* other = pool.allocate(kClassTop + 1, kAlign);
     EXPECT_NE(other, first);
     EXPECT_EQ(pool.heap_allocations(), 2u);
-    pool.deallocate(second, 192);
-    pool.deallocate(other, 64);
+    pool.deallocate(second, kClassTop);
+    pool.deallocate(other, kClassTop + 1);
 }
 
 TEST(BlockPoolTest, BlocksAreAlignedAsAsked) {
