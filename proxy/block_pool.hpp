@@ -28,6 +28,12 @@
 
 namespace drover {
 
+namespace block_pool_detail {
+// Set when the calling thread's pool is destroyed (the thread is ending). Trivially destructible, so
+// it can be read until the thread is gone: a block freed after that goes straight to the heap.
+inline thread_local bool thread_pool_gone = false;
+}  // namespace block_pool_detail
+
 class BlockPool {
 public:
     // Class i holds blocks of (i + 1) * 16 B: as fine as malloc's, because some blocks live long (a
@@ -46,10 +52,31 @@ public:
         }
     }
 
-    // The calling thread's pool.
+    // The calling thread's pool (not after the thread's thread_local objects are destroyed).
     static BlockPool& local() {
-        static thread_local BlockPool pool;
-        return pool;
+        struct Owned {
+            BlockPool pool;
+            Owned() = default;
+            Owned(const Owned&) = delete;
+            Owned& operator=(const Owned&) = delete;
+            ~Owned() { block_pool_detail::thread_pool_gone = true; }
+        };
+        static thread_local Owned owned;
+        return owned.pool;
+    }
+
+    // A block from the calling thread's pool; from the heap once that pool is gone (a frame destroyed
+    // while its thread ends). Both kinds are freed the same way (aligned_delete).
+    static void* take(std::size_t size, std::size_t align) {
+        if (block_pool_detail::thread_pool_gone) { return boost::asio::aligned_new(align, size); }
+        return local().allocate(size, align);
+    }
+    static void give(void* pointer, std::size_t size) {
+        if (block_pool_detail::thread_pool_gone) {
+            boost::asio::aligned_delete(pointer);
+            return;
+        }
+        local().deallocate(pointer, size);
     }
 
     // Asio's frames ask for its default alignment; a block of the pool has at least that.
@@ -120,9 +147,9 @@ public:
     PoolAllocator(const PoolAllocator<U>&) noexcept {}   // NOLINT: converting, as allocators do
 
     T* allocate(std::size_t n) {
-        return static_cast<T*>(BlockPool::local().allocate(n * sizeof(T), alignof(T)));
+        return static_cast<T*>(BlockPool::take(n * sizeof(T), alignof(T)));
     }
-    void deallocate(T* pointer, std::size_t n) noexcept { BlockPool::local().deallocate(pointer, n * sizeof(T)); }
+    void deallocate(T* pointer, std::size_t n) noexcept { BlockPool::give(pointer, n * sizeof(T)); }
 
     template <typename U>
     bool operator==(const PoolAllocator<U>&) const noexcept {
@@ -139,12 +166,12 @@ namespace boost::asio::detail {
     template <>                                                                                          \
     inline void* thread_info_base::allocate<thread_info_base::Purpose>(                                  \
         thread_info_base::Purpose, thread_info_base*, std::size_t size, std::size_t align) {             \
-        return drover::BlockPool::local().allocate(size, align);                                         \
+        return drover::BlockPool::take(size, align);                                                     \
     }                                                                                                    \
     template <>                                                                                          \
     inline void thread_info_base::deallocate<thread_info_base::Purpose>(                                 \
         thread_info_base::Purpose, thread_info_base*, void* pointer, std::size_t size) {                 \
-        drover::BlockPool::local().deallocate(pointer, size);                                            \
+        drover::BlockPool::give(pointer, size);                                                          \
     }
 
 DROVER_POOLED_PURPOSE(awaitable_frame_tag)

@@ -9,8 +9,10 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 namespace drover {
@@ -84,6 +86,28 @@ TEST(BlockPoolTest, KeptBytesAreBounded) {
     for (void* block : blocks) { pool.deallocate(block, kSize); }
     EXPECT_LE(pool.kept_bytes(), BlockPool::kKeptBytes);
     if (kPooling) { EXPECT_EQ(pool.kept_bytes(), BlockPool::kKeptBytes); }
+}
+
+// A block freed while its thread ends, after the thread's pool is destroyed (a frame destroyed by
+// another thread_local, say), goes to the heap instead of into the destroyed pool.
+TEST(BlockPoolTest, ABlockFreedAfterTheThreadsPoolIsGoneGoesToTheHeap) {
+    static std::atomic<int> freed_after_pool{-1};
+    std::thread([] {
+        struct Holder {
+            void* block = nullptr;
+            Holder() = default;
+            Holder(const Holder&) = delete;
+            Holder& operator=(const Holder&) = delete;
+            ~Holder() {
+                freed_after_pool = block_pool_detail::thread_pool_gone ? 1 : 0;
+                BlockPool::give(block, 100);
+            }
+        };
+        static thread_local Holder holder;   // made before the pool, so destroyed after it
+        holder.block = BlockPool::take(100, kAlign);
+        EXPECT_FALSE(block_pool_detail::thread_pool_gone);
+    }).join();
+    EXPECT_EQ(freed_after_pool.load(), 1);
 }
 
 // Frames of a chosen size: a coroutine with N bytes of locals that live across a suspension.
