@@ -1676,8 +1676,9 @@ private:
     std::optional<LocalError> unsent_;
     // What forward() found to answer from Drover itself (a shed, no host, a try's failure); handle_request
     // sends it once forward has returned. Kept here, with the host lists below, rather than in forward's
-    // coroutine frame: Asio recycles frames only up to 1,020 bytes, and at 1,664 forward's cost a malloc
-    // and a free per request (benchmarks/profile/http_keepalive_callgrind.py).
+    // coroutine frame, which they took from 992 to 1,664 bytes: then more than Asio's cache held (a
+    // malloc and a free per request); now frames up to 4 KiB are pooled (proxy/block_pool.hpp), and the
+    // smaller frame is still less memory touched per request.
     std::optional<LocalError> local_reply_;
     HostList tried_;      // hosts this request went to
     HostList full_;       // hosts found at their cap for this choice
