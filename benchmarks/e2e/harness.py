@@ -2,7 +2,8 @@
 """End-to-end benchmark: Drover against HAProxy and NGINX, same origin, same load, as ratios.
 
 Driven by run.sh (which installs the tools, checks the binary and owns the cleanup trap); standard
-library only. One run:
+library only. run.sh starts it inside a private network namespace whose TCP congestion control is
+cubic unless told otherwise (--congestion-control; the report names it). One run:
 
   * an NGINX origin on loopback serves /small (100 bytes), /16k and /1m from a temporary folder;
   * every round starts each proxy fresh (one worker, pinned to core 0 with taskset; wrk and the origin
@@ -744,7 +745,12 @@ def report(b: Bench, env: dict[str, str]) -> str:
     L: list[str] = []
     L.append(f"_{env['date']} · git {env['git']} · Drover {env['drover']} (binary built {env['drover_built']}) · HAProxy {env['haproxy']} · "
              f"NGINX {env['nginx']} · wrk {env['wrk']}_  ")
-    L.append(f"_Machine: {env['cpu']}, Linux {env['kernel']}; shared with other work while this ran._")
+    L.append(f"_Machine: {env['cpu']}, Linux {env['kernel']}; shared with other work while this ran._  ")
+    if "congestion_control" in env:   # tables before this line was added do not have it
+        where = (f"a private network namespace ({env['netns']})" if env.get("netns")
+                 else "the machine's own network namespace")
+        L.append(f"_Network: loopback in {where}, TCP congestion control {env['congestion_control']} "
+                 f"(the machine's: {env['machine_congestion_control']})._")
     L.append("")
     L.append(f"Medians of {a.rounds} round(s); each run is `wrk -t1` for {a.duration} s after a {a.warmup} s "
              f"warm-up. Each proxy runs one worker pinned to core {PROXY_CORE}; wrk and the NGINX origin "
@@ -954,6 +960,9 @@ def main() -> int:
                    help="smoke run: 1 round of 2 s, 200 idle connections, 200 callgrind requests")
     p.add_argument("--drover", default=str(REPO / "build/release/drover"))
     p.add_argument("--workdir", help="scratch folder (run.sh creates and removes it)")
+    p.add_argument("--netns", default="", help="the private network namespace run.sh runs this in, if any")
+    p.add_argument("--machine-congestion-control", default="",
+                   help="the machine's TCP congestion control, for the report (run.sh passes it)")
     p.add_argument("--out", default=str(HERE / "results/latest.md"))
     p.add_argument("--rerender", metavar="RESULTS_JSON",
                    help="measure nothing: rewrite the table from a results/raw/*/results.json")
@@ -989,6 +998,9 @@ def main() -> int:
     shutil.copy2(a.drover, drover_copy)
     b = Bench(a, workdir, rawdir, drover_copy)
     env = environment(b.drover_bin)
+    env["netns"] = a.netns
+    env["congestion_control"] = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    env["machine_congestion_control"] = a.machine_congestion_control or env["congestion_control"]
     env["drover_built"] = datetime.datetime.fromtimestamp(
         os.stat(a.drover).st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = Path(a.out)

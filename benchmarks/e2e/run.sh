@@ -6,9 +6,15 @@
 #   benchmarks/e2e/run.sh --callgrind     also instructions per request under callgrind (+2 minutes)
 #   options: --rounds N --duration S --warmup S --idle-connections N --callgrind-requests N
 #            --cases http-small,http-16k,http-1m,tcp-small,tcp-conn  --drover PATH  --out FILE
+#            --congestion-control NAME   TCP congestion control of the run (default cubic, the
+#                                        kernel's default; "machine" keeps the machine's own)
 #
 # Installs haproxy, nginx (+ stream module), wrk and valgrind (scripts/install-deps.sh --bench), builds
 # nothing, starts everything on 127.0.0.1 with free ports, and stops every process it started on exit.
+# As root, everything runs in a private network namespace of its own loopback, with the congestion
+# control above: a machine set to bbr paces every loopback send from timers whose softirqs ran on the
+# proxy's core, so the direct baseline used that core too (docs/performance.md). The machine's own
+# setting is left alone.
 # Needs 2+ cores: proxies run on core 0, wrk and the origin on core 1. The Markdown table goes to stdout
 # and benchmarks/e2e/results/latest.md; raw numbers and logs to benchmarks/e2e/results/raw/ (ignored).
 set -euo pipefail
@@ -16,14 +22,24 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
 drover="$repo/build/release/drover"
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-  case "${args[i]}" in
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    --drover) drover="${args[i+1]:-}" ;;
-    --drover=*) drover="${args[i]#--drover=}" ;;
+congestion=cubic
+args=()   # what the harness gets: all but --congestion-control, which only this script handles
+while (($#)); do
+  case "$1" in
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --congestion-control) congestion="${2:-}"; shift 2 || shift; continue ;;
+    --congestion-control=*) congestion="${1#--congestion-control=}"; shift; continue ;;
+    --drover) drover="${2:-}" ;;
+    --drover=*) drover="${1#--drover=}" ;;
   esac
+  args+=("$1")
+  shift
 done
+if [[ ! "$congestion" =~ ^[a-z0-9_]+$ ]]; then
+  echo "e2e: --congestion-control takes a name (cubic, bbr, reno, ...) or machine" >&2
+  exit 2
+fi
+machine_congestion="$(cat /proc/sys/net/ipv4/tcp_congestion_control)"
 
 "$repo/scripts/install-deps.sh" --bench
 
@@ -46,6 +62,20 @@ hard="$(ulimit -Hn)"
 if [[ "$hard" == unlimited ]] || (( hard > 65536 )); then hard=65536; fi
 ulimit -n "$hard"
 
+# The network the run measures in: a private namespace (root only) or the machine's own.
+netns=""
+if [[ "$congestion" != machine ]]; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "e2e: not root: measuring with the machine's network and its congestion control ($machine_congestion)" >&2
+    congestion=machine
+  elif ! grep -qw -- "$congestion" /proc/sys/net/ipv4/tcp_available_congestion_control &&
+       ! modprobe "tcp_$congestion" 2>/dev/null; then
+    echo "e2e: congestion control '$congestion' is not available here" \
+         "($(cat /proc/sys/net/ipv4/tcp_available_congestion_control))" >&2
+    exit 2
+  fi
+fi
+
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/drover-e2e.XXXXXX")"
 harness_pid=""
 cleanup() {
@@ -65,13 +95,22 @@ cleanup() {
     done <"$workdir/pids"
   fi
   rm -rf "$workdir"
+  if [[ -n "$netns" ]]; then ip netns delete "$netns" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-/usr/bin/python3 "$here/harness.py" --workdir "$workdir" "$@" &
+run=(/usr/bin/python3 "$here/harness.py" --workdir "$workdir" --machine-congestion-control "$machine_congestion")
+if [[ "$congestion" != machine ]]; then
+  netns="drover-e2e-$$"
+  ip netns add "$netns"
+  ip -n "$netns" link set lo up
+  ip netns exec "$netns" sysctl -qw "net.ipv4.tcp_congestion_control=$congestion"
+  run=(ip netns exec "$netns" "${run[@]}" --netns "$netns")
+fi
+"${run[@]}" "${args[@]}" &
 harness_pid=$!
 status=0
 wait "$harness_pid" || status=$?
