@@ -68,10 +68,11 @@ def chaos_config(backends: Iterable[Any], *, workers: int = 2, **cluster_overrid
 
 
 class ChaosBackend:
-    """One `chaos_backend.py` process on 127.0.0.1. `restart()` starts a new one on the same port; the
-    request log file (one per backend, appended to by every incarnation) survives restarts."""
+    """One `chaos_backend.py` process on 127.0.0.1. `restart()` starts a new one on the same port (by
+    default one outside the ephemeral range: `harness.restartable_port`); the request log file (one per
+    backend, appended to by every incarnation) survives restarts."""
 
-    def __init__(self, backend_id: str, mode: str = "normal", *, log_dir: str, port: int = 0,
+    def __init__(self, backend_id: str, mode: str = "normal", *, log_dir: str, port: int | None = None,
                  start_timeout: float = 5.0, capacity: int = 0, service_time: float = 0.0):
         self.id = backend_id
         self.mode = mode
@@ -79,7 +80,7 @@ class ChaosBackend:
         self.service_time = service_time    # chaos_backend.py --service-time (seconds)
         self.log_path = os.path.join(log_dir, f"{backend_id}.log")
         self.stderr_path = os.path.join(log_dir, f"{backend_id}.stderr")
-        self.port = port
+        self.port = harness.restartable_port() if port is None else port
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
         self.events: list[tuple[float, str]] = []   # (time, what): start/kill/stop/cont/...

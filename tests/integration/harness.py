@@ -2064,19 +2064,45 @@ def dns_query(server: tuple[str, int], name: str, qtype: str = "A", timeout: flo
     return rcode, answers
 
 
-def _free_udp_and_tcp_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (dnsmasq listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free UDP+TCP port on 127.0.0.1")
+def _ephemeral_port_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def restartable_port(*, udp: bool = False) -> int:
+    """A free TCP (and, with `udp`, UDP) port on 127.0.0.1 outside the kernel's ephemeral range, for a
+    server that a test kills and starts again on the same port. A port picked by binding port 0 comes
+    from the ephemeral range, so while its server is down any socket in any test (a connect(), a DNS
+    client's UDP socket) may be given it, and the restart then fails with "Address already in use".
+    The kernel never hands out a port outside that range on its own, so such a port stays free for the
+    restart. Only another caller of this function could pick the same port: random over thousands."""
+    lo, hi = _ephemeral_port_range()
+    spans = [(s, e) for s, e in ((10000, lo - 1), (hi + 1, 65535)) if e - s >= 1000]
+    rng = random.SystemRandom()
+    for _ in range(200):
+        if spans:
+            start, end = rng.choice(spans)
+            port = rng.randint(start, end)
+        else:
+            port = 0  # the ephemeral range covers nearly everything: the best left is a port it gives
+        kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp else [])
+        socks = [socket.socket(socket.AF_INET, kind) for kind in kinds]
+        try:
+            socks[0].bind(("127.0.0.1", port))
+            port = socks[0].getsockname()[1]
+            for sock in socks[1:]:
+                sock.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free port on 127.0.0.1")
 
 
 class Dnsmasq:
@@ -2087,7 +2113,8 @@ class Dnsmasq:
     SIGHUP, which makes dnsmasq re-read it). srv: SRV records (from dnsmasq's own conf file; `set_srv`
     rewrites it and restarts dnsmasq on the same port, since srv-host= lines are only read at start).
     `stop()` kills it (queries then go unanswered: ICMP port unreachable), `start()` brings it back on the
-    same port. Each change waits until dnsmasq actually serves it, so tests never race the server.
+    same port (one outside the ephemeral range, so nothing takes it meanwhile). Each change waits until
+    dnsmasq actually serves it, so tests never race the server.
     Skips the test when dnsmasq is not installed (scripts/install-deps.sh installs dnsmasq-base).
     """
 
@@ -2107,7 +2134,7 @@ class Dnsmasq:
         self.conf_path = os.path.join(self.dir, "dnsmasq.conf")
         self.hosts: dict[str, list[str]] = dict(hosts or {})
         self.srv: list[SrvRecord] = list(srv)
-        self.port = _free_udp_and_tcp_port()
+        self.port = restartable_port(udp=True)
         self.proc: subprocess.Popen | None = None
         self._log: _StreamReader | None = None
         self._write_hosts()
@@ -2159,7 +2186,7 @@ class Dnsmasq:
             return False
 
     def stop(self) -> None:
-        """Kills dnsmasq (SIGKILL: no goodbye); the port stays reserved for `start()`."""
+        """Kills dnsmasq (SIGKILL: no goodbye); `start()` brings it back on the same port."""
         self._kill()
 
     def _kill(self) -> None:
