@@ -5,7 +5,7 @@ import http.client
 import time
 import unittest
 
-from chaos import ChaosTestCase
+from chaos import ChaosTestCase, harness  # chaos puts tests/integration on the path
 
 
 def get(backend, path="/x", timeout=5.0):
@@ -45,6 +45,15 @@ class ToolsTest(ChaosTestCase):
         paths = [r[2] for r in normal.requests(include_health=True)]
         self.assertEqual(paths[:2], ["/healthz", "/a/b"])
         self.assertEqual([r[2] for r in normal.requests()], ["/a/b"])
+
+    def test_restartable_ports_are_outside_the_ephemeral_range(self):
+        # While a killed backend (or dnsmasq) is down, the kernel must not give its port to another
+        # socket; it only hands out ports from ip_local_port_range, so the port must lie outside it.
+        lo, hi = harness.ephemeral_port_range()
+        ports = [self.chaos_backend(f"p{i}").port for i in range(3)]
+        ports += [harness.restartable_port(udp=True) for _ in range(20)]
+        for port in ports:
+            self.assertFalse(lo <= port <= hi, f"port {port} is in the ephemeral range {lo}-{hi}")
 
     def test_load_kill_restart_same_port(self):
         b = self.chaos_backend("k")

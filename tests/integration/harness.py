@@ -1,8 +1,9 @@
 """Integration-test harness: the real drover binary against real backends on loopback.
 
 Standard library plus prometheus_client only (Debian's /usr/bin/python3). Everything here is hermetic
-and bounded: sockets bind 127.0.0.1:0, every wait has a deadline, and nothing sleeps to "wait for"
-state -- conditions are polled with `wait_until`.
+and bounded: sockets bind 127.0.0.1:0 (a server a test restarts on the same port gets one from
+`restartable_port`, outside the ephemeral range), every wait has a deadline, and nothing sleeps to
+"wait for" state -- conditions are polled with `wait_until`.
 
 Pieces:
   * `Drover`: writes a config, runs `$DROVER_BIN -c file` (or any argv, e.g. --demo), captures stderr
@@ -2064,7 +2065,7 @@ def dns_query(server: tuple[str, int], name: str, qtype: str = "A", timeout: flo
     return rcode, answers
 
 
-def _ephemeral_port_range() -> tuple[int, int]:
+def ephemeral_port_range() -> tuple[int, int]:
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
             lo, hi = (int(x) for x in f.read().split())
@@ -2080,8 +2081,9 @@ def restartable_port(*, udp: bool = False) -> int:
     client's UDP socket) may be given it, and the restart then fails with "Address already in use".
     The kernel never hands out a port outside that range on its own, so such a port stays free for the
     restart. Only another caller of this function could pick the same port: random over thousands."""
-    lo, hi = _ephemeral_port_range()
+    lo, hi = ephemeral_port_range()
     spans = [(s, e) for s, e in ((10000, lo - 1), (hi + 1, 65535)) if e - s >= 1000]
+    kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp else [])
     rng = random.SystemRandom()
     for _ in range(200):
         if spans:
@@ -2089,7 +2091,6 @@ def restartable_port(*, udp: bool = False) -> int:
             port = rng.randint(start, end)
         else:
             port = 0  # the ephemeral range covers nearly everything: the best left is a port it gives
-        kinds = [socket.SOCK_STREAM] + ([socket.SOCK_DGRAM] if udp else [])
         socks = [socket.socket(socket.AF_INET, kind) for kind in kinds]
         try:
             socks[0].bind(("127.0.0.1", port))
