@@ -146,7 +146,9 @@ struct Framing {
             content_length = length;
         } else {
             ++te_count;
-            if (!token_list(field.value)) {
+            // An empty field names no coding; after a chunked one it is a second Transfer-Encoding
+            // that Beast (and so a backend built on it) refuses, so it must not pass here either.
+            if (field.value.empty() || !token_list(field.value)) {
                 te_bad = true;
                 return;
             }

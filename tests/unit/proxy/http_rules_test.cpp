@@ -120,6 +120,14 @@ TEST(CheckRequest, TransferEncodingMustEndInChunked) {
     EXPECT_TRUE(check("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"));
 }
 
+// An empty Transfer-Encoding field after one ending in chunked: Beast refuses any field after that,
+// so Drover must too (found by tests/fuzz/http_request_fuzz against Beast).
+TEST(CheckRequest, EmptyTransferEncodingFieldIsRefused) {
+    EXPECT_TRUE(check("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \r\n\r\n"));
+    EXPECT_TRUE(check("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \t \r\nTransfer-Encoding: chunked\r\n\r\n"));
+    EXPECT_TRUE(check_resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding:\r\n\r\n"));
+}
+
 // A list another parser would read differently (Beast stops at the first element that is not a token)
 // must not pass: found by tests/fuzz/http_request_fuzz against Beast.
 TEST(CheckRequest, FramingAndConnectionListsMustBeTokens) {
