@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Drover three ways and runs every test on each build:
-#   build/fuzz     clang + libFuzzer: the HTTP request front end, fuzzed for a bounded time
+#   build/fuzz     clang + libFuzzer: the HTTP request and response fronts, fuzzed for a bounded time
 #   build/release  RelWithDebInfo, warnings as errors (what ships)
 #   build/asan     AddressSanitizer + UndefinedBehaviorSanitizer, warnings as errors
 # Installs what it needs first (scripts/install-deps.sh). ccache keeps rebuilds fast across clones.
