@@ -99,8 +99,8 @@ class KeepAliveAllocationTest(HttpTestCase):
         errors: list[BaseException] = []
 
         def client(conn, measure: threading.Barrier, n: int) -> None:
-            measure.wait(timeout=30)
             try:
+                measure.wait(timeout=30)
                 self.requests(conn, n)
             except BaseException as e:  # reported by the main thread
                 errors.append(e)
@@ -113,7 +113,9 @@ class KeepAliveAllocationTest(HttpTestCase):
             measure.wait(timeout=30)
             for t in threads:
                 t.join(timeout=60)
+            # A client that failed or hung made fewer requests than counted: that must not pass.
             self.assertFalse(errors, errors[:1])
+            self.assertFalse([t for t in threads if t.is_alive()], "a client's requests did not finish in 60 s")
 
         interleaved(WARM_UP // 4)
         before = self.allocations()
