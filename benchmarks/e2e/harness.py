@@ -52,8 +52,11 @@ IO_TIMEOUT = 10.0
 
 FILES = {"/small": 100, "/16k": 16 * 1024, "/1m": 1024 * 1024}
 PROXIES = ["drover", "haproxy", "nginx"]
-TARGETS = ["direct"] + PROXIES
-LABEL = {"direct": "direct (no proxy)", "drover": "Drover", "haproxy": "HAProxy", "nginx": "NGINX"}
+# "floor" is a bare byte relay (floor_relay.cpp): each client connection gets an upstream connection
+# of its own and bytes go through untouched. No proxy can spend less per request than it does.
+TARGETS = ["direct", "floor"] + PROXIES
+LABEL = {"direct": "direct (no proxy)", "floor": "floor: bare byte relay", "drover": "Drover",
+         "haproxy": "HAProxy", "nginx": "NGINX"}
 
 
 @dataclass(frozen=True)
@@ -64,16 +67,17 @@ class Case:
     path: str
     connections: int
     close: bool = False  # a new connection per request ("Connection: close")
+    floor: bool = False  # the floor relay runs too (small responses: it copies, where proxies splice)
 
 
 CASES = [
-    Case("http-small", "HTTP keep-alive, 100-byte responses", "http", "/small", 50),
+    Case("http-small", "HTTP keep-alive, 100-byte responses", "http", "/small", 50, floor=True),
     Case("http-16k", "HTTP keep-alive, 16 KiB responses", "http", "/16k", 50),
     Case("http-1m", "HTTP keep-alive, 1 MiB responses", "http", "/1m", 10),
-    Case("tcp-small", "TCP relay, keep-alive, 100-byte responses", "tcp", "/small", 50),
+    Case("tcp-small", "TCP relay, keep-alive, 100-byte responses", "tcp", "/small", 50, floor=True),
     Case("tcp-1m", "TCP relay, keep-alive, 1 MiB responses", "tcp", "/1m", 10),
     Case("tcp-conn", "TCP relay, a new connection per request, 100-byte responses", "tcp", "/small", 50,
-         close=True),
+         close=True, floor=True),
 ]
 
 CALLGRIND_PHASES = [
@@ -316,6 +320,7 @@ class Bench:
     workdir: Path
     rawdir: Path
     drover_bin: Path
+    floor_bin: Path | None = None   # None: no floor rows (the relay was not built)
     ports: dict[str, int] = field(default_factory=dict)
     runs: list[dict] = field(default_factory=list)
     memory: list[dict] = field(default_factory=list)
@@ -336,7 +341,7 @@ class Bench:
         for d in ("origin-tmp", "nginx-proxy-tmp"):
             (self.workdir / d).mkdir()
         names = ["origin", "drover_http", "drover_tcp", "drover_admin", "haproxy_http", "haproxy_tcp",
-                 "nginx_http", "nginx_tcp"]
+                 "nginx_http", "nginx_tcp", "floor"]
         self.ports = dict(zip(names, free_ports(len(names))))
         self.stream_module = find_stream_module()
 
@@ -354,7 +359,14 @@ class Bench:
     def port(self, target: str, mode: str) -> int:
         if target == "direct":
             return self.ports["origin"]
+        if target == "floor":   # a byte relay: the same port serves either mode
+            return self.ports["floor"]
         return self.ports[f"{target}_{mode}"]
+
+    def targets(self, case: Case | None = None) -> list[str]:
+        """What runs: every case, or one case (the floor only where it means something)."""
+        return [t for t in TARGETS
+                if t != "floor" or (self.floor_bin is not None and (case is None or case.floor))]
 
     # -- processes ------------------------------------------------------------------------------------
 
@@ -383,6 +395,10 @@ class Bench:
                 "-c", str(conf)]
 
     def start_proxy(self, proxy: str, tag: str) -> Service:
+        if proxy == "floor":
+            return Service("floor", ["taskset", "-c", PROXY_CORE, str(self.floor_bin), str(self.ports["floor"]),
+                                     str(self.ports["origin"])],
+                           self.rawdir / f"floor-{tag}.log", [self.ports["floor"]])
         argv = ["taskset", "-c", PROXY_CORE] + self.proxy_argv(proxy)
         return Service(proxy, argv, self.rawdir / f"{proxy}-{tag}.log",
                        [self.ports[f"{proxy}_http"], self.ports[f"{proxy}_tcp"]])
@@ -392,9 +408,9 @@ class Bench:
     def precheck(self, services: dict[str, Service]) -> None:
         """Every target answers every path with 200 and the exact file; a failure is reported, not fixed."""
         expected = {p: (self.workdir / "docroot" / p.lstrip("/")).read_bytes() for p in FILES}
-        for target in TARGETS:
+        for target in self.targets():
             for mode in ("http", "tcp"):
-                if target == "direct" and mode == "tcp":
+                if target in ("direct", "floor") and mode == "tcp":
                     continue
                 for path in FILES:
                     for close in (False, True):
@@ -602,13 +618,14 @@ class Bench:
             cases = [c for c in CASES if c.name in self.args.cases]
             for rnd in range(1, self.args.rounds + 1):
                 log(f"round {rnd}/{self.args.rounds}")
-                services = {p: self.start_proxy(p, f"r{rnd}") for p in PROXIES}
+                services = {p: self.start_proxy(p, f"r{rnd}") for p in self.targets() if p != "direct"}
                 try:
                     if rnd == 1:
                         self.precheck(services)
                     for ci, case in enumerate(cases):
-                        shift = (rnd - 1 + ci) % len(TARGETS)
-                        for target in TARGETS[shift:] + TARGETS[:shift]:
+                        targets = self.targets(case)
+                        shift = (rnd - 1 + ci) % len(targets)
+                        for target in targets[shift:] + targets[:shift]:
                             self.run_case(rnd, case, target, services)
                 finally:
                     for p, svc in services.items():
@@ -790,6 +807,8 @@ def report(b: Bench, env: dict[str, str]) -> str:
         L.append("|---|---:|---:|---:|---:|---:|---:|---|")
         for t in TARGETS:
             runs = by.get((case.name, t), [])
+            if t == "floor" and not runs:   # not built, not a case for it, or a table from before it
+                continue
             errs = {k: sum(r[k] for r in runs) for k in ("status_errors", "connect_errors", "read_errors",
                                                          "write_errors", "timeout_errors")}
             err_txt = ", ".join(f"{v} {k.replace('_errors', '').replace('status', 'non-2xx')}"
@@ -798,10 +817,12 @@ def report(b: Bench, env: dict[str, str]) -> str:
                      f"{fmt(m(case.name, t, 'bytes_per_s'), 'mibs')} | {fmt(m(case.name, t, 'p50_us'), 'ms')} | "
                      f"{fmt(m(case.name, t, 'p99_us'), 'ms')} | {with_range(case.name, t, 'cpu_per_100k', 'cpu')} | "
                      f"{fmt(m(case.name, t, 'user_cpu_per_100k'), 'cpu') if t != 'direct' else '–'} | {err_txt} |")
-        for other in ("haproxy", "nginx"):
+        for other in ("haproxy", "nginx", "floor"):
+            if other == "floor" and not by.get((case.name, "floor")):
+                continue
             cells = [ratio(m(case.name, "drover", k), m(case.name, other, k))
                      for k in ("rps", "bytes_per_s", "p50_us", "p99_us", "cpu_per_100k", "user_cpu_per_100k")]
-            L.append(f"| **Drover ÷ {LABEL[other]}** | " + " | ".join(cells) + " | |")
+            L.append(f"| **Drover ÷ {'the floor' if other == 'floor' else LABEL[other]}** | " + " | ".join(cells) + " | |")
         if case.name == "http-1m":
             L.append(f"| **Drover ÷ direct** | {ratio(m(case.name, 'drover', 'rps'), m(case.name, 'direct', 'rps'))}"
                      f" | {ratio(m(case.name, 'drover', 'bytes_per_s'), m(case.name, 'direct', 'bytes_per_s'))}"
@@ -892,6 +913,10 @@ def report(b: Bench, env: dict[str, str]) -> str:
                   + (lambda v: "not measured" if v is None else f"{v:.2f}")(
                       rel(m("http-small", "drover", "user_cpu_per_100k"), m("http-small", "haproxy", "user_cpu_per_100k")))
                   + " | – | |")
+    floor = rel(m("http-small", "floor", "cpu_per_100k"), m("http-small", "haproxy", "cpu_per_100k"))
+    if floor is not None:
+        checks.append(f"| (for context) HTTP small: CPU per request of the floor relay (no HTTP work) ÷ HAProxy's | "
+                      f"{floor:.2f} | – | |")
     cg = b.callgrind
     check("HTTP keep-alive: instructions per request, Drover ÷ NGINX",
           rel(cg.get("drover", {}).get("http-keepalive"), cg.get("nginx", {}).get("http-keepalive")), 0.9999, "< 1")
@@ -959,6 +984,9 @@ def main() -> int:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 round of 2 s, 200 idle connections, 200 callgrind requests")
     p.add_argument("--drover", default=str(REPO / "build/release/drover"))
+    p.add_argument("--floor", help="the bare relay of the floor rows (default: benchmarks/drover_floor_relay "
+                                   "next to --drover; built by the drover_floor_relay target)")
+    p.add_argument("--no-floor", dest="use_floor", action="store_false", help="skip the floor rows")
     p.add_argument("--workdir", help="scratch folder (run.sh creates and removes it)")
     p.add_argument("--netns", default="", help="the private network namespace run.sh runs this in, if any")
     p.add_argument("--machine-congestion-control", default="",
@@ -997,6 +1025,13 @@ def main() -> int:
     drover_copy = workdir / "drover"
     shutil.copy2(a.drover, drover_copy)
     b = Bench(a, workdir, rawdir, drover_copy)
+    floor = Path(a.floor) if a.floor else Path(a.drover).parent / "benchmarks/drover_floor_relay"
+    if a.use_floor and os.access(floor, os.X_OK):
+        b.floor_bin = workdir / "drover_floor_relay"
+        shutil.copy2(floor, b.floor_bin)
+    elif a.use_floor:
+        log(f"no floor relay at {floor} (cmake --build build/release --target drover_floor_relay): "
+            "the floor rows are left out")
     env = environment(b.drover_bin)
     env["netns"] = a.netns
     env["congestion_control"] = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()

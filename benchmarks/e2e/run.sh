@@ -6,6 +6,8 @@
 #   benchmarks/e2e/run.sh --callgrind     also instructions per request under callgrind (+2 minutes)
 #   options: --rounds N --duration S --warmup S --idle-connections N --callgrind-requests N
 #            --cases http-small,http-16k,http-1m,tcp-small,tcp-conn  --drover PATH  --out FILE
+#            --floor PATH | --no-floor   the bare byte relay of the floor rows (default: built next
+#                                        to Drover, build/release/benchmarks/drover_floor_relay)
 #            --congestion-control NAME   TCP congestion control of the run (default cubic, the
 #                                        kernel's default; "machine" keeps the machine's own)
 #
@@ -26,7 +28,7 @@ congestion=cubic
 args=()   # what the harness gets: all but --congestion-control, which only this script handles
 while (($#)); do
   case "$1" in
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --congestion-control) congestion="${2:-}"; shift 2 || shift; continue ;;
     --congestion-control=*) congestion="${1#--congestion-control=}"; shift; continue ;;
     --drover) drover="${2:-}" ;;
@@ -47,7 +49,7 @@ if [[ ! -x "$drover" ]]; then
   cat >&2 <<MSG
 e2e: no Drover binary at $drover. Build it first (release, as scripts/demo.sh does):
   cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
-  cmake --build build/release --target drover
+  cmake --build build/release --target drover drover_floor_relay
 MSG
   exit 2
 fi
