@@ -6,6 +6,8 @@
 //
 //   drover_floor_relay LISTEN_PORT ORIGIN_PORT      (both on 127.0.0.1; stops on SIGTERM)
 //
+// LISTEN_PORT 0 takes a free port; the first line on stdout says which ("listening on 127.0.0.1:N").
+//
 // A benchmark tool, not part of Drover: benchmarks/e2e/harness.py runs it as the "floor" target.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -180,6 +182,11 @@ int main(int argc, char** argv) {
     if (bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 || listen(listener, 4096) != 0) {
         die("listen");
     }
+    sockaddr_in bound{};
+    socklen_t bound_size = sizeof bound;
+    getsockname(listener, reinterpret_cast<sockaddr*>(&bound), &bound_size);
+    std::printf("listening on 127.0.0.1:%d\n", ntohs(bound.sin_port));
+    std::fflush(stdout);
     epoll_fd = epoll_create1(0);
     epoll_event event{};
     event.events = EPOLLIN;
