@@ -916,10 +916,14 @@ def report(b: Bench, env: dict[str, str]) -> str:
                   + (lambda v: "not measured" if v is None else f"{v:.2f}")(
                       rel(m("http-small", "drover", "user_cpu_per_100k"), m("http-small", "haproxy", "user_cpu_per_100k")))
                   + " | – | |")
-    floor = rel(m("http-small", "floor", "cpu_per_100k"), m("http-small", "haproxy", "cpu_per_100k"))
-    if floor is not None:
+    floor = m("http-small", "floor", "cpu_per_100k")
+    drover, haproxy = m("http-small", "drover", "cpu_per_100k"), m("http-small", "haproxy", "cpu_per_100k")
+    if None not in (floor, drover, haproxy):
         checks.append(f"| (for context) HTTP small: CPU per request of the floor relay (no HTTP work) ÷ HAProxy's | "
-                      f"{floor:.2f} | – | |")
+                      f"{rel(floor, haproxy):.2f} | – | |")
+        above = rel(drover - floor, haproxy - floor) if haproxy > floor else None
+        checks.append("| (for context) HTTP small: CPU per request above the floor (a proxy's own work), "
+                      f"Drover ÷ HAProxy | {'–' if above is None else f'{above:.2f}'} | – | |")
     cg = b.callgrind
     check("HTTP keep-alive: instructions per request, Drover ÷ NGINX",
           rel(cg.get("drover", {}).get("http-keepalive"), cg.get("nginx", {}).get("http-keepalive")), 0.9999, "< 1")
