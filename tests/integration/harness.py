@@ -1167,6 +1167,15 @@ class DroverTestCase(unittest.TestCase):
         self.addCleanup(sock.close)
         return sock
 
+    def assert_echoed_whole(self, echo: "EchoBackend", sock: socket.socket, data: bytes) -> None:
+        """Sends `data` through `sock` to `echo` and half-closes: all of it must come back intact, and
+        the client's EOF must reach the echo backend after every byte."""
+        received = transfer(sock, data)
+        self.assertEqual(len(received), len(data))
+        self.assertEqual(sha256(received), sha256(data))
+        wait_until(lambda: echo.eofs == 1, 5, message="echo backend saw the client's EOF")
+        self.assertEqual(echo.bytes_received, len(data))
+
     def assertClosedPromptly(self, sock: socket.socket, timeout: float = 3.0) -> str:
         try:
             return wait_closed(sock, timeout)

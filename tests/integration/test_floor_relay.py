@@ -10,7 +10,7 @@ import subprocess
 import threading
 import unittest
 
-from harness import DroverTestCase, ScriptedBackend, recv_all, roundtrip, sha256, transfer, wait_until
+from harness import DroverTestCase, ScriptedBackend, recv_all, roundtrip, sha256, wait_until
 
 START_TIMEOUT = 10.0
 
@@ -46,11 +46,7 @@ class FloorRelayTest(DroverTestCase):
         echo = self.echo_backend()
         addr = self.relay(echo)
         data = os.urandom(16 << 20)
-        received = transfer(self.connect(addr, timeout=20), data)
-        self.assertEqual(len(received), len(data))
-        self.assertEqual(sha256(received), sha256(data))
-        wait_until(lambda: echo.eofs == 1, 5, message="echo backend saw the client's EOF")
-        self.assertEqual(echo.bytes_received, len(data))
+        self.assert_echoed_whole(echo, self.connect(addr, timeout=20), data)
 
     def test_a_side_that_cannot_take_more_holds_the_other_back(self):
         # The backend reads nothing until released, so the relay's sends to it must come back EAGAIN;

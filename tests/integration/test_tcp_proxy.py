@@ -27,12 +27,7 @@ class TcpProxyTest(DroverTestCase):
         echo = self.echo_backend()
         _, addr = self.proxy([echo])
         data = os.urandom(16 << 20)
-        sock = self.connect(addr, timeout=20)
-        received = transfer(sock, data)
-        self.assertEqual(len(received), len(data))
-        self.assertEqual(sha256(received), sha256(data))
-        wait_until(lambda: echo.eofs == 1, 5, message="echo backend saw the client's EOF")
-        self.assertEqual(echo.bytes_received, len(data))
+        self.assert_echoed_whole(echo, self.connect(addr, timeout=20), data)
 
     def test_client_half_close_reaches_backend_and_reply_still_arrives(self):
         echo = self.echo_backend()
