@@ -41,8 +41,8 @@ class FloorRelayTest(DroverTestCase):
         return ("127.0.0.1", int(m.group(1)))
 
     def test_large_transfer_is_intact_both_ways_and_half_close_passes(self):
-        # 16 MiB each way fills every buffer on the path: the relay must hold back reads while a side
-        # cannot take more, and pass the client's EOF on only once everything before it is through.
+        # 16 MiB each way, read and written at once: every byte back intact, and the client's EOF
+        # passed on only once everything before it is through.
         echo = self.echo_backend()
         addr = self.relay(echo)
         data = os.urandom(16 << 20)
