@@ -15,6 +15,7 @@
 
 #include "proxy/http_body.hpp"
 #include "proxy/http_rules.hpp"
+#include "tests/support/beast_reference.hpp"
 
 namespace drover::fuzz {
 
@@ -101,17 +102,7 @@ bool scan_and_parse(const std::uint8_t* data, std::size_t size, Parse parse, Mes
     return true;
 }
 
-// Beast's parser fed the same head: true if it read a whole head from it.
-template <bool isRequest>
-bool beast_reads(boost::beast::http::parser<isRequest, boost::beast::http::buffer_body>& parser,
-                 std::string_view head_bytes) {
-    parser.eager(false);
-    parser.header_limit(64 * 1024);
-    parser.body_limit(boost::none);
-    boost::beast::error_code ec;
-    parser.put(boost::asio::buffer(head_bytes.data(), head_bytes.size()), ec);
-    return !ec && parser.is_header_done();
-}
+using testing::beast_reads;   // Beast fed the same head (tests/support/beast_reference.hpp)
 
 // Beast read the same framing from the head: the same body follows for both.
 template <class Parser>

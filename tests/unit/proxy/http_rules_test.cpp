@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/beast_reference.hpp"
+
 namespace drover::proxy::http_rules {
 namespace {
 
@@ -639,17 +641,6 @@ std::vector<Pair> fields_of_beast(const Header& header) {
     return out;
 }
 
-// Beast gets exactly the head; buffer_body never allocates for a length it is told.
-template <class Parser>
-bool beast_parse(std::string_view head, Parser& parser) {
-    parser.eager(false);
-    parser.header_limit(64 * 1024);
-    parser.body_limit(boost::none);
-    boost::beast::error_code ec;
-    parser.put(boost::asio::buffer(head.data(), head.size()), ec);
-    return !ec && parser.is_header_done();
-}
-
 TEST(ParseRequestHead, AgreesWithBeast) {
     for (std::string_view text : {
              "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -676,7 +667,7 @@ TEST(ParseRequestHead, AgreesWithBeast) {
         Head head;
         ASSERT_FALSE(parse_request(text, head)) << text;
         http::request_parser<http::buffer_body> parser;
-        ASSERT_TRUE(beast_parse(text, parser)) << text;
+        ASSERT_TRUE(drover::testing::beast_reads(parser, text)) << text;
         const auto& header = parser.get().base();
         EXPECT_EQ(head.method, sv(header.method_string())) << text;
         EXPECT_EQ(head.target, sv(header.target())) << text;
@@ -706,7 +697,7 @@ TEST(CheckRequest, NotedFieldsAgreeWithBeast) {
         RequestInfo info;
         ASSERT_FALSE(check_request(head, {}, info)) << text;
         http::request_parser<http::buffer_body> parser;
-        ASSERT_TRUE(beast_parse(text, parser)) << text;
+        ASSERT_TRUE(drover::testing::beast_reads(parser, text)) << text;
         const auto& header = parser.get().base();
         EXPECT_EQ(info.keep_alive, parser.get().keep_alive()) << text;
         EXPECT_EQ(info.keep_alive, keep_alive(head.version, info.connection)) << text;
@@ -740,7 +731,7 @@ TEST(CheckResponse, NotedFieldsAgreeWithBeast) {
         ResponseInfo info;
         ASSERT_FALSE(check_response(head, info)) << text;
         http::response_parser<http::buffer_body> parser;
-        ASSERT_TRUE(beast_parse(text, parser)) << text;
+        ASSERT_TRUE(drover::testing::beast_reads(parser, text)) << text;
         const auto& header = parser.get().base();
         EXPECT_EQ(head.version, header.version()) << text;
         EXPECT_EQ(head.status, header.result_int()) << text;
