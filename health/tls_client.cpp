@@ -97,6 +97,16 @@ TlsClient::Built TlsClient::build(const config::UpstreamTls& settings) {
     const auto fail = [](std::string what, const std::string& path, const std::string& why) {
         return Built{nullptr, fmt::format("cannot load {} {}: {}", what, path, why)};
     };
+    // Every missing or unreadable file at once, so that one run of drover --check names them all.
+    std::string unreadable;
+    for (const auto& [what, path] : {std::pair{"ca", &settings.ca}, std::pair{"cert", &settings.cert},
+                                     std::pair{"key", &settings.key}}) {
+        if (path->empty() || (path == &settings.ca && !settings.verify)) { continue; }
+        if (auto why = unreadable_file(*path); !why.empty()) {
+            unreadable += fmt::format("{}cannot load {} {}: {}", unreadable.empty() ? "" : "; ", what, *path, why);
+        }
+    }
+    if (!unreadable.empty()) { return Built{nullptr, std::move(unreadable)}; }
     error_code ec;
     if (settings.verify) {
         context.set_verify_mode(ssl::verify_peer, ec);
@@ -104,7 +114,6 @@ TlsClient::Built TlsClient::build(const config::UpstreamTls& settings) {
             context.set_default_verify_paths(ec);
             if (ec) { return Built{nullptr, fmt::format("cannot use the system's CA certificates: {}", tls_error_reason(ec))}; }
         } else {
-            if (auto why = unreadable_file(settings.ca); !why.empty()) { return fail("ca", settings.ca, why); }
             context.load_verify_file(settings.ca, ec);
             if (ec) { return fail("ca", settings.ca, tls_error_reason(ec)); }
         }
@@ -112,10 +121,8 @@ TlsClient::Built TlsClient::build(const config::UpstreamTls& settings) {
         context.set_verify_mode(ssl::verify_none, ec);
     }
     if (!settings.cert.empty()) {
-        if (auto why = unreadable_file(settings.cert); !why.empty()) { return fail("cert", settings.cert, why); }
         context.use_certificate_chain_file(settings.cert, ec);
         if (ec) { return fail("cert", settings.cert, tls_error_reason(ec)); }
-        if (auto why = unreadable_file(settings.key); !why.empty()) { return fail("key", settings.key, why); }
         context.use_private_key_file(settings.key, ssl::context::pem, ec);
         if (key_mismatch(ec) || (!ec && SSL_CTX_check_private_key(native) != 1)) {
             ERR_clear_error();

@@ -111,6 +111,20 @@ TEST_F(Tls, ClientSaysWhichFileIsUnusable) {
     EXPECT_EQ(health::TlsClient::build(missing_ca).error,
               "cannot load ca " + path("nope.pem") + ": No such file or directory");
 
+    // Every missing file at once: one run of drover --check names them all.
+    config::UpstreamTls all_missing;
+    all_missing.ca = path("nope.pem");
+    all_missing.cert = path("gone.pem");
+    all_missing.key = path("gone.key");
+    EXPECT_EQ(health::TlsClient::build(all_missing).error,
+              "cannot load ca " + path("nope.pem") + ": No such file or directory; cannot load cert " +
+                  path("gone.pem") + ": No such file or directory; cannot load key " + path("gone.key") +
+                  ": No such file or directory");
+    // Without verification the ca is not read, so it cannot be missing.
+    all_missing.ca.clear();
+    all_missing.verify = false;
+    EXPECT_EQ(health::TlsClient::build(all_missing).error.rfind("cannot load cert ", 0), 0u);
+
     config::UpstreamTls mismatched;
     mismatched.ca = path("ca.pem");
     mismatched.cert = path("a.pem");
