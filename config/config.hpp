@@ -292,7 +292,8 @@ struct Cluster {
 };
 
 struct AccessLogConfig {
-    std::string path = "stderr";   // "stderr" or a file (appended to)
+    std::string path = "stderr";   // "stderr" or a file (appended to), relative to the config's folder
+    Mark mark;
 
     bool operator==(const AccessLogConfig&) const = default;
 };
@@ -306,6 +307,7 @@ struct Config {
     ShutdownConfig shutdown;
     ProcessConfig process;
     std::vector<Listener> listeners;
+    Mark listeners_mark;   // the listeners key's value, or the file's start without one
     std::vector<Cluster> clusters;
 
     const Cluster* find_cluster(std::string_view name) const;

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -95,8 +96,14 @@ Parsed<Duration> duration_of(std::string_view text) {
     } else {
         return failed<Duration>(fmt::format("unknown duration unit '{}' (use ms, s, m or h)", d->rest));
     }
-    // 12 digits of hours still fit in int64 milliseconds; nobody means more.
-    if (d->whole.size() > 12) { return failed<Duration>(fmt::format("duration '{}' is too large", text)); }
+    // A year is more than any timeout or interval means. Larger values would also overflow the
+    // nanosecond clocks the timers add them to (about 292 years), and a deadline that wraps into the
+    // past fires at once: the opposite of what was asked for.
+    constexpr std::int64_t kMaxMs = 8760LL * 60 * 60 * 1000;
+    const auto too_large = [&] {
+        return failed<Duration>(fmt::format("duration '{}' is too large (at most 8760h, a year)", text));
+    };
+    if (d->whole.size() > 12) { return too_large(); }
     if (d->fraction.size() > 9) {
         return failed<Duration>(fmt::format("duration '{}' is not a whole number of milliseconds", text));
     }
@@ -111,7 +118,9 @@ Parsed<Duration> duration_of(std::string_view text) {
     if ((fraction * unit_ms) % scale != 0) {
         return failed<Duration>(fmt::format("duration '{}' is not a whole number of milliseconds", text));
     }
-    return Parsed<Duration>{Duration{whole * unit_ms + fraction * unit_ms / scale}, {}};
+    const std::int64_t ms = whole * unit_ms + fraction * unit_ms / scale;
+    if (ms > kMaxMs) { return too_large(); }
+    return Parsed<Duration>{Duration{ms}, {}};
 }
 
 Parsed<std::uint64_t> size_of(std::string_view text) {
@@ -277,17 +286,25 @@ public:
         errors_.push_back(ConfigError{std::move(mark), std::move(path), std::move(message)});
     }
 
-    std::vector<ConfigError> take() {
-        // Cross-reference checks run last; present everything in file order.
-        std::stable_sort(errors_.begin(), errors_.end(), [](const ConfigError& a, const ConfigError& b) {
-            return std::pair{a.mark.line, a.mark.column} < std::pair{b.mark.line, b.mark.column};
-        });
-        return std::move(errors_);
+    void warning(Mark mark, std::string path, std::string message) {
+        warnings_.push_back(ConfigError{std::move(mark), std::move(path), std::move(message), true});
     }
 
+    std::vector<ConfigError> take() { return in_file_order(std::move(errors_)); }
+    std::vector<ConfigError> take_warnings() { return in_file_order(std::move(warnings_)); }
+
 private:
+    // Cross-reference checks run last; present everything in file order.
+    static std::vector<ConfigError> in_file_order(std::vector<ConfigError> list) {
+        std::stable_sort(list.begin(), list.end(), [](const ConfigError& a, const ConfigError& b) {
+            return std::pair{a.mark.line, a.mark.column} < std::pair{b.mark.line, b.mark.column};
+        });
+        return list;
+    }
+
     std::string file_;
     std::vector<ConfigError> errors_;
+    std::vector<ConfigError> warnings_;
 };
 
 class Fields;
@@ -310,6 +327,7 @@ public:
 
     void error(std::string message) const { diag_->error(mark(), path_, std::move(message)); }
     void key_error(std::string message) const { diag_->error(key_mark_, path_, std::move(message)); }
+    void key_warning(std::string message) const { diag_->warning(key_mark_, path_, std::move(message)); }
 
     // The scalar text, or an error "expected <what>".
     std::optional<std::string> scalar(std::string_view what) const {
@@ -556,7 +574,8 @@ std::optional<Fields> Cursor::map(std::initializer_list<std::string_view> allowe
         if (seen != entries.end()) {
             diag_->error(
                 key_mark, child_path(key),
-                fmt::format("duplicate key '{}' (first at line {})", key, seen->second.key_mark().line));
+                fmt::format("duplicate key '{}' (first at line {}, column {})", key, seen->second.key_mark().line,
+                            seen->second.key_mark().column));
             continue;
         }
         Cursor child{*diag_, pair.second, child_path(key), key_mark};
@@ -619,13 +638,30 @@ bool is_valid_name(std::string_view name) {
     });
 }
 
-// "api.example.com" or "*.example.com".
-bool is_valid_route_host(std::string_view host) {
-    if (host.empty() || host.find_first_of(" \t/") != std::string_view::npos) { return false; }
-    if (host.front() == '*') {
-        return host.size() > 2 && host[1] == '.' && host.find('*', 1) == std::string_view::npos;
+// Why `host` cannot be a route's match.host, or "" when it can: "api.example.com", "*.example.com" or
+// an IP literal ("10.0.0.1", "[::1]"). Requests are matched on their Host without its port and
+// trailing dot (Router::normalize_host), so a route host with a port could never match.
+std::string route_host_problem(std::string_view host) {
+    const auto usage = [&] {
+        return fmt::format("host '{}' must be a name like api.example.com or a wildcard like *.example.com", host);
+    };
+    if (host.empty() || host.find_first_of(" \t/") != std::string_view::npos) { return usage(); }
+    if (host.front() == '[') {
+        const bool literal = host.size() > 2 && host.back() == ']' && host.find_first_of("[]*", 1) == host.size() - 1;
+        return literal ? std::string{} : usage();
     }
-    return host.find('*') == std::string_view::npos;
+    if (const auto colon = host.find(':'); colon != std::string_view::npos) {
+        if (host.find(':', colon + 1) != std::string_view::npos) {
+            return fmt::format("host '{}': an IPv6 address needs brackets, e.g. [::1]", host);
+        }
+        return fmt::format("host '{}': requests are matched on their host without the port; write '{}'", host,
+                           host.substr(0, colon));
+    }
+    if (host.front() == '*') {
+        const bool wildcard = host.size() > 2 && host[1] == '.' && host.find('*', 1) == std::string_view::npos;
+        return wildcard ? std::string{} : usage();
+    }
+    return host.find('*') == std::string_view::npos ? std::string{} : usage();
 }
 
 // A place in the file that a later cross-check may point at.
@@ -637,6 +673,13 @@ struct Site {
 struct NamedSite {
     std::string name;
     Site site;
+};
+
+struct ClusterReference {
+    enum class Use { route, route_template, tcp_listener };
+    std::string name;
+    Site site;
+    Use use;
 };
 
 struct ListenerAddress {
@@ -659,7 +702,10 @@ public:
         if (const auto c = fields->get("admin")) {
             if (const auto admin = c->map({"address"})) {
                 if (const auto a = admin->get("address")) {
-                    if (auto v = a->address(true)) { config.admin.address = *v; }
+                    if (auto v = a->address(true)) {
+                        config.admin.address = *v;
+                        admin_site_ = Site{a->mark(), a->path()};
+                    }
                 }
             }
         }
@@ -679,13 +725,15 @@ public:
         }
         if (const auto c = fields->get("access_log")) {
             config.access_log.emplace();
+            config.access_log->mark = c->mark();
             if (const auto access = c->map({"path"})) {
                 if (const auto p = access->get("path")) {
+                    config.access_log->mark = p->mark();
                     if (auto v = p->string()) {
                         if (v->empty()) {
                             p->error("path must be \"stderr\" or a file");
                         } else {
-                            config.access_log->path = *v;
+                            config.access_log->path = *v == "stderr" ? *v : resolve_path(*v);
                         }
                     }
                 }
@@ -701,11 +749,13 @@ public:
                 process->read_size("max_memory", config.process.max_memory, 0);
             }
         }
-        if (const auto c = fields->get("listeners")) {
-            for (const auto& item : c->list()) {
+        const auto listeners = fields->get("listeners");
+        if (listeners) {
+            for (const auto& item : listeners->list()) {
                 if (auto listener = read_listener(item)) { config.listeners.push_back(std::move(*listener)); }
             }
         }
+        config.listeners_mark = listeners ? listeners->mark() : root.mark();
         if (const auto c = fields->get("clusters")) {
             for (const auto& item : c->list()) {
                 if (auto cluster = read_cluster(item)) { config.clusters.push_back(std::move(*cluster)); }
@@ -713,7 +763,7 @@ public:
         }
         check_unique_names(listener_names_, "listener");
         check_unique_names(cluster_names_, "cluster");
-        check_listener_addresses();
+        check_listener_addresses(config.admin.address);
         check_cluster_references();
         check_templates(config);
         check_hash_keys(config);
@@ -753,7 +803,7 @@ private:
     }
 
     // A cluster named by a listener or route; resolved once all clusters are read.
-    void read_cluster_reference(const Cursor& c, std::string& out) {
+    void read_cluster_reference(const Cursor& c, std::string& out, ClusterReference::Use use) {
         const auto name = c.string();
         if (!name) { return; }
         if (name->empty()) {
@@ -761,7 +811,7 @@ private:
             return;
         }
         out = *name;
-        cluster_references_.push_back(NamedSite{*name, Site{c.mark(), c.path()}});
+        cluster_references_.push_back(ClusterReference{*name, Site{c.mark(), c.path()}, use});
     }
 
     std::optional<Listener> read_listener(const Cursor& c) {
@@ -789,7 +839,9 @@ private:
                 if (auto route = read_route(item)) { listener.routes.push_back(std::move(*route)); }
             }
         }
-        if (const auto cl = f->get("cluster")) { read_cluster_reference(*cl, listener.cluster); }
+        if (const auto cl = f->get("cluster")) {
+            read_cluster_reference(*cl, listener.cluster, ClusterReference::Use::tcp_listener);
+        }
 
         std::optional<Fields> limits;
         if (const auto l = f->get("limits")) {
@@ -884,13 +936,12 @@ private:
             if (const auto mf = m->map({"host", "path_prefix"})) {
                 if (const auto h = mf->get("host")) {
                     if (auto v = h->string()) {
-                        if (is_valid_route_host(*v)) {
+                        // "example.com." names example.com, as in a request's Host.
+                        if (v->size() > 1 && v->back() == '.') { v->pop_back(); }
+                        if (auto problem = route_host_problem(*v); problem.empty()) {
                             route.match.host = std::move(*v);
                         } else {
-                            h->error(
-                                fmt::format("host '{}' must be a name like api.example.com or a wildcard "
-                                            "like *.example.com",
-                                            *v));
+                            h->error(std::move(problem));
                         }
                     }
                 }
@@ -907,10 +958,10 @@ private:
         }
         const auto tmpl = f->get("cluster_template");
         if (tmpl) {
-            read_cluster_reference(*tmpl, route.cluster_template);
+            read_cluster_reference(*tmpl, route.cluster_template, ClusterReference::Use::route_template);
             if (const auto cl = f->get("cluster")) { cl->key_error("a route takes cluster or cluster_template, not both"); }
         } else if (const auto cl = f->require("cluster")) {
-            read_cluster_reference(*cl, route.cluster);
+            read_cluster_reference(*cl, route.cluster, ClusterReference::Use::route);
         }
         return route;
     }
@@ -947,11 +998,12 @@ private:
         }
         if (const auto h = f->get("hash")) {
             cluster.hash = read_hash(*h);
+            if (policy_known && cluster.load_balancing != LbPolicy::maglev) {
+                h->key_warning("hash is ignored: only load_balancing: maglev hashes");
+                cluster.hash.reset();
+            }
             if (cluster.hash && cluster.hash->kind != HashPolicy::Kind::source_ip) {
                 keyed_hashes_.push_back(NamedSite{cluster.name, Site{h->key_mark(), h->path()}});
-            }
-            if (policy_known && cluster.load_balancing != LbPolicy::maglev) {
-                h->key_error("hash applies to load_balancing: maglev only");
             }
         }
         if (const auto h = f->get("health_check")) {
@@ -1084,7 +1136,7 @@ private:
         if (type_known) {
             if (dns.type == DnsDiscovery::Type::srv) {
                 if (const auto p = f->get("port")) {
-                    p->key_error("port is not used with type srv: SRV records carry their own ports");
+                    p->key_warning("port is ignored with type srv: SRV records carry their own ports");
                 }
             } else if (!f->has("port")) {
                 f->error_at("port", fmt::format("dns type {} needs a port", type_word));
@@ -1340,17 +1392,43 @@ private:
     }
 
     // Two listeners on one address and port would both bind with SO_REUSEPORT and split the traffic
-    // between them silently. Port 0 asks the kernel for a fresh port each time, so it cannot clash.
-    void check_listener_addresses() {
-        std::map<std::string, const ListenerAddress*> first;
-        for (const auto& here : listener_addresses_) {
-            if (here.address.port == 0) { continue; }
-            const auto [it, inserted] = first.emplace(here.address.str(), &here);
-            if (!inserted) {
+    // between them silently; so would a wildcard (0.0.0.0, [::]) and a specific address of its family
+    // on one port, where the specific one takes all the traffic sent to it. The admin endpoint binds
+    // without SO_REUSEPORT, so a listener on its address would fail at start. Port 0 asks the kernel
+    // for a fresh port each time, so it cannot clash. IPv6 listeners are v6-only: [::]:P and
+    // 0.0.0.0:P are two different sockets, and both may be configured.
+    void check_listener_addresses(const Address& admin) {
+        const auto is_v6 = [](const Address& a) { return a.host.find(':') != std::string::npos; };
+        const auto is_wildcard = [](const Address& a) { return a.host == "0.0.0.0" || a.host == "::"; };
+        const auto overlap = [&](const Address& a, const Address& b) {
+            return a.port != 0 && a.port == b.port && is_v6(a) == is_v6(b) &&
+                   (a.host == b.host || is_wildcard(a) || is_wildcard(b));
+        };
+        const auto where = [](const Site& site) { return fmt::format("{}:{}", site.mark.file, site.mark.line); };
+        for (std::size_t i = 0; i < listener_addresses_.size(); ++i) {
+            const auto& here = listener_addresses_[i];
+            if (overlap(here.address, admin)) {
                 diag_.error(here.site.mark, here.site.path,
-                            fmt::format("address {} is already used by listener '{}' ({}:{})",
-                                        here.address.str(), it->second->listener, it->second->site.mark.file,
-                                        it->second->site.mark.line));
+                            fmt::format("address {} {} the admin endpoint's {} ({})", here.address.str(),
+                                        here.address == admin ? "is" : "overlaps", admin.str(),
+                                        admin_site_ ? where(*admin_site_) : "the default: see admin.address"));
+            }
+            for (std::size_t j = 0; j < i; ++j) {
+                const auto& before = listener_addresses_[j];
+                if (!overlap(here.address, before.address)) { continue; }
+                if (here.address == before.address) {
+                    diag_.error(here.site.mark, here.site.path,
+                                fmt::format("address {} is already used by listener '{}' ({})", here.address.str(),
+                                            before.listener, where(before.site)));
+                } else {
+                    diag_.error(here.site.mark, here.site.path,
+                                fmt::format("address {} overlaps listener '{}' on {} ({}): connections to {} "
+                                            "would all go to one of them",
+                                            here.address.str(), before.listener, before.address.str(),
+                                            where(before.site),
+                                            is_wildcard(here.address) ? before.address.str() : here.address.str()));
+                }
+                break;
             }
         }
     }
@@ -1369,20 +1447,20 @@ private:
     // Templates are only instantiated per Host by routes that say cluster_template; everything else
     // must name a concrete cluster.
     void check_templates(const Config& config) {
-        for (const auto& listener : config.listeners) {
-            if (const auto* c = config.find_cluster(listener.cluster); c != nullptr && c->is_template()) {
-                diag_.error(listener.mark, "listeners." + listener.name + ".cluster",
-                            fmt::format("cluster '{}' is a template ({{host}} in dns.name); tcp listeners need a concrete cluster", c->name));
+        using Use = ClusterReference::Use;
+        for (const auto& ref : cluster_references_) {
+            const auto* c = config.find_cluster(ref.name);
+            if (c == nullptr) { continue; }   // unknown: check_cluster_references says so
+            std::string_view problem;
+            if (ref.use == Use::route_template && !c->is_template()) {
+                problem = "is not a template: its discovery needs dns.name with {host}";
+            } else if (ref.use == Use::route && c->is_template()) {
+                problem = "is a template ({host} in dns.name); use cluster_template";
+            } else if (ref.use == Use::tcp_listener && c->is_template()) {
+                problem = "is a template ({host} in dns.name); tcp listeners need a concrete cluster";
             }
-            for (const auto& route : listener.routes) {
-                if (const auto* c = config.find_cluster(route.cluster); c != nullptr && c->is_template()) {
-                    diag_.error(route.mark, "routes.cluster",
-                                fmt::format("cluster '{}' is a template ({{host}} in dns.name); use cluster_template", c->name));
-                }
-                if (const auto* c = config.find_cluster(route.cluster_template); c != nullptr && !c->is_template()) {
-                    diag_.error(route.mark, "routes.cluster_template",
-                                fmt::format("cluster '{}' is not a template: its discovery needs dns.name with {{host}}", c->name));
-                }
+            if (!problem.empty()) {
+                diag_.error(ref.site.mark, ref.site.path, fmt::format("cluster '{}' {}", c->name, problem));
             }
         }
     }
@@ -1390,6 +1468,7 @@ private:
     // A tcp connection has no header or cookie to hash: only its source address.
     void check_hash_keys(const Config& config) {
         for (const auto& hash : keyed_hashes_) {
+            if (hash.name.empty()) { continue; }   // a nameless cluster: its name is the error
             const auto tcp = std::find_if(config.listeners.begin(), config.listeners.end(), [&](const Listener& l) {
                 return l.protocol == Protocol::tcp && l.cluster == hash.name;
             });
@@ -1406,15 +1485,72 @@ private:
     std::vector<NamedSite> listener_names_;
     std::vector<NamedSite> cluster_names_;
     std::vector<ListenerAddress> listener_addresses_;
-    std::vector<NamedSite> cluster_references_;
+    std::optional<Site> admin_site_;   // where admin.address is written, when it is
+    std::vector<ClusterReference> cluster_references_;
     std::vector<NamedSite> keyed_hashes_;   // clusters hashing on a header or cookie, at their hash key
 };
 
 LoadResult finish(Diagnostics& diag, std::optional<Config> config) {
     LoadResult result;
     result.errors = diag.take();
+    result.warnings = diag.take_warnings();
     if (result.errors.empty()) { result.config = std::move(config); }
     return result;
+}
+
+}  // namespace
+
+namespace {
+
+// The length of the well-formed UTF-8 sequence at the start of `text` (shortest form, no surrogates,
+// at most U+10FFFF), or 0.
+std::size_t utf8_sequence(std::string_view text) {
+    const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+    const unsigned char lead = byte(0);
+    std::size_t n = 0;
+    unsigned char lo = 0x80;
+    unsigned char hi = 0xbf;
+    if (lead >= 0xc2 && lead <= 0xdf) {
+        n = 2;
+    } else if (lead >= 0xe0 && lead <= 0xef) {
+        n = 3;
+        lo = lead == 0xe0 ? 0xa0 : 0x80;
+        hi = lead == 0xed ? 0x9f : 0xbf;
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+        n = 4;
+        lo = lead == 0xf0 ? 0x90 : 0x80;
+        hi = lead == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (text.size() < n || byte(1) < lo || byte(1) > hi) { return 0; }
+    for (std::size_t i = 2; i < n; ++i) {
+        if (byte(i) < 0x80 || byte(i) > 0xbf) { return 0; }
+    }
+    return n;
+}
+
+// `text` safe to print on a terminal: control bytes and bytes that are not UTF-8 become \xNN (a
+// garbage file's bytes reach messages through yaml-cpp and through the values quoted in them).
+std::string printable(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    while (!text.empty()) {
+        const auto c = static_cast<unsigned char>(text.front());
+        const std::size_t sequence = c >= 0x80 ? utf8_sequence(text) : 0;
+        if (sequence > 0) {
+            out.append(text.substr(0, sequence));
+            text.remove_prefix(sequence);
+            continue;
+        }
+        if (c >= 0x20 && c < 0x7f) {
+            out += text.front();
+        } else {
+            out += fmt::format("\\x{:02x}", c);
+        }
+        text.remove_prefix(1);
+    }
+    return out;
 }
 
 }  // namespace
@@ -1422,12 +1558,12 @@ LoadResult finish(Diagnostics& diag, std::optional<Config> config) {
 std::string ConfigError::str() const {
     std::string out = mark.file;
     if (mark.line > 0) { out += fmt::format(":{}:{}", mark.line, mark.column); }
-    out += ": ";
+    out += warning ? ": warning: " : ": ";
     if (!path.empty()) {
-        out += path;
+        out += printable(path);
         out += ": ";
     }
-    out += message;
+    out += printable(message);
     return out;
 }
 
@@ -1443,13 +1579,35 @@ static YAML::Node load_one_document(std::string_view yaml, Diagnostics& diag, st
     return documents.empty() ? YAML::Node{} : documents.front();
 }
 
+// A NUL byte is no YAML text: yaml-cpp reads it as the end of the stream or as a bad escape, and
+// points elsewhere. Says where the first one is.
+static bool refuse_nul(std::string_view text, Diagnostics& diag) {
+    const auto at = text.find('\0');
+    if (at == std::string_view::npos) { return false; }
+    const auto before = text.substr(0, at);
+    const auto line_start = before.rfind('\n');
+    const auto line = 1 + std::count(before.begin(), before.end(), '\n');
+    const auto column = line_start == std::string_view::npos ? at + 1 : at - line_start;
+    diag.error(Mark{diag.file(), static_cast<int>(line), static_cast<int>(column)}, {},
+               "a NUL byte: this is no text file");
+    return true;
+}
+
+// yaml-cpp's own message for this is "bad file".
+static void refuse_deep(const YAML::DeepRecursion& e, Diagnostics& diag) {
+    diag.error(diag.mark(e.mark), {}, fmt::format("nested more than {} levels deep", e.depth() - 1));
+}
+
 LoadResult load_string(std::string_view yaml, const std::string& source_name) {
     Diagnostics diag{source_name};
+    if (refuse_nul(yaml, diag)) { return finish(diag, std::nullopt); }
     try {
         const YAML::Node root = load_one_document(yaml, diag, "a config file");
         ConfigReader reader{diag};
         Config config = reader.read(Cursor{diag, root, {}, Mark{source_name, 1, 1}});
         return finish(diag, std::move(config));
+    } catch (const YAML::DeepRecursion& e) {
+        refuse_deep(e, diag);
     } catch (const YAML::Exception& e) {
         diag.error(diag.mark(e.mark), {}, e.msg);
     } catch (const std::exception& e) {
@@ -1467,6 +1625,10 @@ struct FileText {
     int error = 0;
 };
 
+// Far more than any config or endpoints file (10,000 endpoints take about 400 KB); a path to
+// something endless (/dev/zero) or huge stops here, not when memory runs out.
+constexpr std::size_t kMaxFileBytes = 16 * 1024 * 1024;
+
 FileText read_whole_file(const std::string& path) {
     errno = 0;
     const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file{std::fopen(path.c_str(), "rb"), &std::fclose};
@@ -1475,6 +1637,7 @@ FileText read_whole_file(const std::string& path) {
     std::array<char, 64 * 1024> buffer{};
     std::size_t n = 0;
     while ((n = std::fread(buffer.data(), 1, buffer.size(), file.get())) > 0) {
+        if (text.size() + n > kMaxFileBytes) { return {std::nullopt, EFBIG}; }
         text.append(buffer.data(), n);
     }
     if (std::ferror(file.get()) != 0) { return {std::nullopt, errno != 0 ? errno : EIO}; }
@@ -1483,7 +1646,8 @@ FileText read_whole_file(const std::string& path) {
 
 ConfigError cannot_read(const std::string& path, int err) {
     return ConfigError{Mark{path, 0, 0}, {},
-                       fmt::format("cannot read file: {}", std::generic_category().message(err))};
+                       err == EFBIG ? fmt::format("cannot read file: larger than {} MiB", kMaxFileBytes >> 20)
+                                    : fmt::format("cannot read file: {}", std::generic_category().message(err))};
 }
 
 }  // namespace
@@ -1501,6 +1665,11 @@ LoadResult load_file(const std::string& path) {
 EndpointsFileResult load_endpoints_string(std::string_view yaml, const std::string& source_name) {
     Diagnostics diag{source_name};
     std::optional<std::vector<StaticEndpoint>> endpoints;
+    if (refuse_nul(yaml, diag)) {
+        EndpointsFileResult result;
+        result.errors = diag.take();
+        return result;
+    }
     try {
         const YAML::Node root = load_one_document(yaml, diag, "an endpoints file");
         const Cursor cursor{diag, root, {}, Mark{source_name, 1, 1}};
@@ -1510,6 +1679,8 @@ EndpointsFileResult load_endpoints_string(std::string_view yaml, const std::stri
         } else if (const auto f = cursor.map({"endpoints"})) {
             if (const auto list = f->require("endpoints")) { endpoints = read_endpoint_list(*list, "endpoints"); }
         }
+    } catch (const YAML::DeepRecursion& e) {
+        refuse_deep(e, diag);
     } catch (const YAML::Exception& e) {
         diag.error(diag.mark(e.mark), {}, e.msg);
     } catch (const std::exception& e) {
@@ -1529,6 +1700,12 @@ EndpointsFileResult load_endpoints_file(const std::string& path) {
         return result;
     }
     return load_endpoints_string(*file.text, path);
+}
+
+std::vector<ConfigError> check_runnable(const Config& config) {
+    if (!config.listeners.empty()) { return {}; }
+    return {ConfigError{config.listeners_mark, "listeners",
+                        "no listeners: add at least one under 'listeners:' (is the file truncated?)"}};
 }
 
 std::optional<Duration> parse_duration(std::string_view text) { return duration_of(text).value; }

@@ -17,14 +17,16 @@ struct ConfigError {
     Mark mark;
     std::string path;      // key path, e.g. "clusters[1].health_check.interval"
     std::string message;
+    bool warning = false;  // a setting that is valid but has no effect; the config still loads
 
-    // "file:line:col: key.path: message"
+    // "file:line:col: key.path: message", or "file:line:col: warning: key.path: message"
     std::string str() const;
 };
 
 struct LoadResult {
     std::optional<Config> config;   // set iff errors is empty
     std::vector<ConfigError> errors;
+    std::vector<ConfigError> warnings;   // reported by --check and logged at start and reload
 
     bool ok() const { return errors.empty(); }
 };
@@ -34,6 +36,12 @@ LoadResult load_file(const std::string& path);
 
 // Same, for text already in memory; `source_name` stands for the file name in marks.
 LoadResult load_string(std::string_view yaml, const std::string& source_name);
+
+// What a config needs before the proxy runs it, beyond what the loader checks key by key: at least
+// one listener. An empty or truncated file reads as a valid config with none, and running it (or
+// reloading to it) would close every port. drover, drover --check and every reload call this; the
+// loader does not, so that a section can be loaded and tested on its own.
+std::vector<ConfigError> check_runnable(const Config& config);
 
 // An endpoints file (discovery.file): `endpoints: [ address | { address, weight } ]`, at least one.
 struct EndpointsFileResult {

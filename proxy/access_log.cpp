@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <ctime>
+#include <filesystem>
 #include <system_error>
 
 namespace drover::proxy {
@@ -16,6 +17,21 @@ AccessLog::AccessLog(const std::string& path) : fd_(STDERR_FILENO), owned_(false
     fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd_ < 0) { throw std::system_error(errno, std::generic_category(), "access log " + path); }
     owned_ = true;
+}
+
+std::string AccessLog::problem(const std::string& path) {
+    if (path == "stderr") { return {}; }
+    std::error_code ec;
+    const std::filesystem::path file{path};
+    if (std::filesystem::exists(file, ec)) {
+        if (std::filesystem::is_directory(file, ec)) { return "it is a directory"; }
+        return ::access(path.c_str(), W_OK) == 0 ? std::string{} : std::generic_category().message(errno);
+    }
+    const auto folder = file.parent_path().empty() ? std::filesystem::path{"."} : file.parent_path();
+    if (::access(folder.c_str(), W_OK | X_OK) != 0) {
+        return fmt::format("its folder {}: {}", folder.string(), std::generic_category().message(errno));
+    }
+    return {};
 }
 
 AccessLog::~AccessLog() {

@@ -25,6 +25,9 @@ public:
 
     // "stderr" or a file path; throws std::system_error when the file cannot be opened.
     explicit AccessLog(const std::string& path);
+
+    // Why `path` could not be opened for appending, or "" if it can; creates nothing (drover --check).
+    static std::string problem(const std::string& path);
     ~AccessLog();
     AccessLog(const AccessLog&) = delete;
     AccessLog& operator=(const AccessLog&) = delete;

@@ -6,9 +6,12 @@
 #include <string>
 #include <string_view>
 
+#include <fmt/format.h>
+
 #include "config/loader.hpp"
 #include "config/log.hpp"
 #include "discovery/endpoint.hpp"
+#include "proxy/access_log.hpp"
 #include "proxy/demo.hpp"
 #include "proxy/server.hpp"
 #include "proxy/tls_server.hpp"
@@ -122,12 +125,22 @@ int main(int argc, char** argv) {
     if (options.config_path.empty()) { return usage_error("no config: use -c FILE (or --demo)"); }
     auto result = drover::config::load_file(options.config_path);
     if (!result.ok()) { return print_errors(result); }
-    // The files the config names (certificates, keys, CAs) are read now, so --check catches them too.
-    result.errors = drover::proxy::check_tls(*result.config);
+    // The files the config names (certificates, keys, CAs, the access log) are opened now, so --check
+    // catches them too.
+    result.errors = drover::config::check_runnable(*result.config);
+    for (auto& e : drover::proxy::check_tls(*result.config)) { result.errors.push_back(std::move(e)); }
+    if (const auto& log = result.config->access_log) {
+        if (auto why = drover::proxy::AccessLog::problem(log->path); !why.empty()) {
+            result.errors.push_back(drover::config::ConfigError{
+                log->mark, "access_log.path", fmt::format("cannot open {} for appending: {}", log->path, why)});
+        }
+    }
     if (!result.ok()) { return print_errors(result); }
     if (options.check) {
+        for (const auto& w : result.warnings) { std::fprintf(stderr, "%s\n", w.str().c_str()); }
         std::printf("%s: ok\n", options.config_path.c_str());
         return 0;
     }
+    for (const auto& w : result.warnings) { drover::log::warn("config: {}", w.str()); }
     return serve(std::move(*result.config), nullptr);
 }

@@ -45,6 +45,18 @@ std::shared_ptr<const TlsServer> startup_tls(const config::Listener& listener, s
     return built.server;
 }
 
+// Asio throws boost::system::system_error, whose what() also names the boost header that threw:
+// only the reason ("Address already in use") is for the user.
+std::string socket_error(const std::exception& e) {
+    const auto* system = dynamic_cast<const boost::system::system_error*>(&e);
+    return system != nullptr ? system->code().message() : e.what();
+}
+
+std::string bind_error(const config::Listener& listener, std::size_t index, const std::exception& e) {
+    return fmt::format("{}:{}: listeners[{}]: cannot listen on {}: {}", listener.mark.file, listener.mark.line, index,
+                       listener.address.str(), socket_error(e));
+}
+
 }  // namespace
 
 Server::Server(config::Config config) : config_(std::move(config)), signals_(control_) {
@@ -273,16 +285,16 @@ void Server::start() {
     try {
         admin_->start();
     } catch (const std::exception& e) {
-        throw std::runtime_error(fmt::format("admin: cannot listen on {}: {}", config_.admin.address.str(), e.what()));
+        throw std::runtime_error(
+            fmt::format("admin.address: cannot listen on {}: {}", config_.admin.address.str(), socket_error(e)));
     }
     std::vector<Worker*> workers;
     for (auto& w : workers_) { workers.push_back(w.get()); }
-    for (auto& listener : listeners_) {
+    for (std::size_t i = 0; i < listeners_.size(); ++i) {
         try {
-            listener->bind(workers);
+            listeners_[i]->bind(workers);
         } catch (const std::exception& e) {
-            throw std::runtime_error(fmt::format("listener {}: cannot listen on {}: {}", listener->state().config.name,
-                                                 listener->state().config.address.str(), e.what()));
+            throw std::runtime_error(bind_error(listeners_[i]->state().config, i, e));
         }
     }
     // Discovery first, so each worker applies the first snapshots before its first accept.
@@ -413,11 +425,13 @@ ReloadResult Server::reload(std::string_view why) {
         return fail({"the embedded demo config has no file to reload"});
     }
     auto loaded = config::load_file(config_.source);
-    if (!loaded.config) {
+    if (loaded.config) { loaded.errors = config::check_runnable(*loaded.config); }
+    if (!loaded.errors.empty()) {
         std::vector<std::string> errors;
         for (const auto& e : loaded.errors) { errors.push_back(e.str()); }
         return fail(std::move(errors));
     }
+    for (const auto& w : loaded.warnings) { log::warn("{}: config: {}", why, w.str()); }
     config::Config next = std::move(*loaded.config);
     if (auto restart = needs_restart(next); !restart.empty()) { return fail(std::move(restart)); }
 
@@ -476,9 +490,8 @@ ReloadResult Server::reload(std::string_view why) {
             fresh[i] = make_listener(next.listeners[i], listener_tls[i]);
             try {
                 fresh[i]->bind(workers);
-            } catch (const std::exception& e) {   // boost::system::system_error, from asio
-                bind_errors.push_back(fmt::format("{}:{}: listeners[{}]: cannot listen on {}: {}", next.listeners[i].mark.file,
-                                                  next.listeners[i].mark.line, i, next.listeners[i].address.str(), e.what()));
+            } catch (const std::exception& e) {
+                bind_errors.push_back(bind_error(next.listeners[i], i, e));
             }
         }
         if (!bind_errors.empty()) { return fail(std::move(bind_errors)); }

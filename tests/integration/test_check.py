@@ -261,6 +261,37 @@ class CheckTest(unittest.TestCase):
         proc = self.drover("-c", name)
         self.assertEqual(proc.returncode, 1, proc.stderr)
         self.assertNotIn("listener front listening on", proc.stderr)
+        # Where, and why, in the user's terms: not the boost header the error came from.
+        self.assertRegex(proc.stderr, rf"{re.escape(name)}:{line_of(text, '- name: front')}: listeners\[0\]: "
+                                      rf"cannot listen on 127\.0\.0\.1:{port}: Address already in use")
+        self.assertNotIn("boost", proc.stderr)
+
+    # -- files that read as valid YAML but cannot run as they are ----------------------------------
+
+    def test_an_empty_or_listenerless_file_is_refused(self):
+        for text in ("", "# truncated\n", "admin:\n  address: 127.0.0.1:0\n"):
+            with self.subTest(text=text):
+                e = self.only_error(text)
+                self.assertEqual((e["line"], e["col"], e["path"]), (1, 1, "listeners"), e["text"])
+                self.assertIn("no listeners", e["message"])
+
+    def test_an_access_log_that_cannot_be_opened_is_refused_by_check(self):
+        text = GOOD + "access_log:\n  path: no/such/folder/access.log\n"
+        e = self.only_error(text)
+        self.assertEqual((e["line"], e["path"]), (line_of(text, "path: no/such"), "access_log.path"), e["text"])
+        self.assertIn("cannot open no/such/folder/access.log for appending", e["message"])
+        self.assertIn("No such file or directory", e["message"])
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "no")))
+
+    def test_a_setting_without_effect_is_a_warning_not_an_error(self):
+        text = GOOD.replace("    load_balancing: round_robin\n",
+                            "    load_balancing: round_robin\n    hash: { source_ip: true }\n")
+        name = self.write("warn.yaml", text)
+        proc = self.drover("--check", "-c", name)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn(f"{name}:{line_of(text, 'hash:')}:5: warning: clusters[0].hash: hash is ignored: only "
+                      "load_balancing: maglev hashes", proc.stderr)
+        self.assertIn(f"{name}: ok", proc.stdout)
 
     # -- other options -----------------------------------------------------------------------------
 

@@ -131,6 +131,17 @@ class ReloadTest(HttpTestCase):
         self.assertEqual(self.get(addr, "/").status, 200)
         wait_until(lambda: self.reloads(drover, "failure") == 2, 3, message="second failure counted")
 
+    def test_a_truncated_file_is_refused_and_every_listener_stays(self):
+        a = Switchable(self, "a")
+        drover = self.start_drover(self.config([route("a", path_prefix="/")], [static_cluster("a", [a])]))
+        addr = drover.listener_addr("web")
+        good = open(drover.config_path, encoding="utf-8").read()
+        self.rewrite(drover, good[:good.index("listeners:")])
+        resp = drover.admin_post("/reload")
+        self.assertEqual(resp.status, 400, resp.text)
+        self.assertIn("no listeners", resp.text)
+        self.assertEqual(self.get(addr, "/").status, 200)
+
     def test_a_listener_changes_settings_on_the_same_socket(self):
         a = Switchable(self, "a")
         config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
@@ -185,7 +196,8 @@ class ReloadTest(HttpTestCase):
         self.rewrite(drover, config)
         resp = drover.admin_post("/reload")
         self.assertEqual(resp.status, 400, resp.text)
-        self.assertIn("cannot listen on", resp.text)
+        self.assertIn(f"cannot listen on 127.0.0.1:{busy.getsockname()[1]}: Address already in use", resp.text)
+        self.assertNotIn("boost", resp.text)
         # Nothing of the file was applied.
         self.assertEqual([c["name"] for c in drover.admin_json("/clusters")["clusters"]], ["a"])
         self.assertEqual(self.get(web, "/").status, 200)

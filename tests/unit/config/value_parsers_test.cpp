@@ -34,6 +34,15 @@ TEST(ParseDuration, RejectsMalformedInput) {
     }
 }
 
+// Up to a year; past it a timer's nanosecond deadline would wrap into the past and fire at once.
+TEST(ParseDuration, RefusesMoreThanAYear) {
+    EXPECT_EQ(parse_duration("8760h"), Duration{8760LL * 60 * 60 * 1000});
+    EXPECT_EQ(parse_duration("525600m"), Duration{8760LL * 60 * 60 * 1000});
+    for (const char* big : {"8761h", "8760.001h", "525601m", "31536000001ms", "3000000h", "999999999999h"}) {
+        EXPECT_EQ(parse_duration(big), std::nullopt) << "'" << big << "'";
+    }
+}
+
 TEST(ParseSize, AcceptsPlainNumbersAndUnits) {
     EXPECT_EQ(parse_size("0"), 0u);
     EXPECT_EQ(parse_size("100"), 100u);
