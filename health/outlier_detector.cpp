@@ -93,6 +93,7 @@ OutlierDetector::Decision OutlierDetector::record(std::string_view host_id, Outc
         case Origin::none:
             host.local_failures = 0;
             host.backend_failures = 0;
+            host.refused = false;
             return decision;
         case Origin::local: streak = &host.local_failures; break;
         case Origin::backend: streak = &host.backend_failures; break;
@@ -104,11 +105,16 @@ OutlierDetector::Decision OutlierDetector::record(std::string_view host_id, Outc
     decision.failures = *streak;
     if (ejected_ + 1 > max_ejected()) {
         // Keep the streak: the next failure tries again, and succeeds once another host is back.
-        decision.action = Decision::Action::refused_by_cap;
-        ++counters_.ejections_refused_by_cap_total;
+        // Reported once per streak.
+        if (!host.refused) {
+            host.refused = true;
+            decision.action = Decision::Action::refused_by_cap;
+            ++counters_.ejections_refused_by_cap_total;
+        }
         return decision;
     }
     host.ejected = true;
+    host.refused = false;
     ++ejected_;
     if (host.ejection_count != UINT32_MAX) { ++host.ejection_count; }
     host.ejected_until = now + ejection_time(host.ejection_count);

@@ -11,8 +11,9 @@
 //  - consecutive_failures in either streak ejects at once; a success resets both streaks;
 //  - never more than max_ejection_percent of the cluster's hosts ejected at once: the cap is
 //    floor(percent x hosts), so with few hosts it rounds *down* (1 host: never; 2 or 3 hosts at 50%: one)
-//    - an ejection refused by the cap is reported and counted, and the streak is kept so the host is
-//    ejected by its next failure once a slot frees;
+//    - an ejection refused by the cap is reported and counted once per streak (not at every further
+//    failure: a dead host behind the cap fails every request sent to it), and the streak is kept so
+//    the host is ejected by its next failure once a slot frees;
 //  - ejection time = base_ejection_time x n (n = times ejected, including this one), capped at
 //    max_ejection_time, spread by +-10% (kept at or below the cap) so hosts ejected together do not
 //    return together;
@@ -119,6 +120,7 @@ private:
         std::uint32_t backend_failures = 0;
         std::uint32_t ejection_count = 0;
         bool ejected = false;
+        bool refused = false;   // the current streak was refused by the cap, and reported
         Origin last_streak = Origin::none;
         Clock::time_point ejected_until{};
         Clock::time_point decay_from{};   // when the host came back, or the last decay step

@@ -56,6 +56,15 @@ std::string probe_host(const config::Cluster& config) {
 }  // namespace
 
 void HostRecord::note(std::chrono::steady_clock::time_point at, std::string what, std::string why) {
+    if (what == "unhealthy") { unhealthy_why = why; }
+    if (what == "ejected") { ejected_why = why; }
+    if (!events.empty() && events.back().what == what) {
+        auto& last = events.back();
+        last.at = at;
+        last.why = std::move(why);
+        if (last.times != UINT32_MAX) { ++last.times; }
+        return;
+    }
     events.push_back({at, std::move(what), std::move(why)});
     while (events.size() > kEvents) { events.pop_front(); }
 }

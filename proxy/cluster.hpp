@@ -136,7 +136,8 @@ struct HostRecord {
     struct Event {
         std::chrono::steady_clock::time_point at;
         std::string what;   // "healthy", "unhealthy", "ejected", "returned", "overloaded", "added"
-        std::string why;
+        std::string why;    // of the latest, when repeated
+        std::uint32_t times = 1;   // the same event this many times in a row (a host answering busy)
     };
     static constexpr std::size_t kEvents = 32;
 
@@ -151,6 +152,10 @@ struct HostRecord {
     std::optional<health::ProbeResult> last_probe;
     std::chrono::steady_clock::time_point last_probe_at{};
     std::deque<Event> events;   // newest last, at most kEvents
+    // Why it last turned unhealthy, and was last ejected: kept apart from `events`, which a long
+    // outage can cycle through, so /clusters can always say why a host is out.
+    std::string unhealthy_why;
+    std::string ejected_why;
     std::optional<boost::asio::steady_timer> probe_timer;
     std::uint64_t probe_generation = 0;   // a reload that changes the checks starts a new probe loop
 

@@ -131,16 +131,10 @@ std::string_view host_state(const Cluster& cluster, const HostRecord& record) {
 
 // Why the host is in that state, in words.
 std::string host_why(const Cluster& cluster, const HostRecord& record, std::string_view state) {
-    const auto last_event = [&record](std::string_view what) -> std::string {
-        for (auto it = record.events.rbegin(); it != record.events.rend(); ++it) {
-            if (it->what == what) { return it->why; }
-        }
-        return {};
-    };
-    if (state == "ejected") { return last_event("ejected"); }
+    if (state == "ejected") { return record.ejected_why; }
     if (state == "draining") { return "draining: no new requests"; }
     if (!cluster.config().health_check.enabled) { return "health checks off"; }
-    if (state == "unhealthy") { return last_event("unhealthy"); }
+    if (state == "unhealthy") { return record.unhealthy_why; }
     if (state == "unknown") {
         return record.last_probe ? "no passing check yet; last: " + record.last_probe->detail : "waiting for its first check";
     }
@@ -520,6 +514,7 @@ AdminResponse render_host_detail(const Server& server, std::string_view rest) {
                 j.key("age_seconds").value(age_seconds(e.at));
                 j.key("event").value(e.what);
                 j.key("why").value(e.why);
+                j.key("times").value(static_cast<std::uint64_t>(e.times));
                 j.end_object();
             }
             j.end_array().end_object();

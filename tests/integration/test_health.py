@@ -124,6 +124,26 @@ class HealthTest(HttpTestCase):
         events = [e["event"] for e in drover.admin_json(f"/clusters/app/{b.addr}")["history"]]
         self.assertIn("ejected", events)
 
+    def test_an_ejection_refused_by_the_cap_is_one_event_not_one_per_failed_request(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        drover, addr = self.proxy([a, b], retries={"attempts": 0},
+                                  outlier_detection={"consecutive_failures": 3, "base_ejection_time": "30s",
+                                                     "max_ejection_percent": "50%"})
+        a.status = b.status = 500
+        conn = self.client(addr)
+        for i in range(20):
+            self.assertEqual(conn.request("GET", f"/{i}").status, 500)
+        states = sorted(self.host(drover, h.addr)["state"] for h in (a, b))
+        self.assertEqual(states, ["ejected", "healthy"])
+        kept = a if self.host(drover, a.addr)["state"] == "healthy" else b
+        self.assertEqual(drover.metric_value("drover_outlier_ejections_refused_total", {"cluster": "app"}), 1)
+        history = drover.admin_json(f"/clusters/app/{kept.addr}")["history"]
+        self.assertEqual([e["event"] for e in history].count("ejection refused"), 1, history)
+        # Its checks now fail too: the reason stays on the host however long the outage goes on.
+        kept.health_status = 500
+        wait_until(lambda: self.host(drover, kept.addr)["state"] == "unhealthy", 5, message="kept unhealthy")
+        self.assertIn("consecutive", self.host(drover, kept.addr)["why"])
+
     def test_admin_drain_takes_a_host_out_and_undrain_brings_it_back(self):
         a, b = Switchable(self, "a"), Switchable(self, "b")
         drover, addr = self.proxy([a, b])

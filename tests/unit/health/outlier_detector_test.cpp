@@ -222,15 +222,28 @@ TEST(OutlierDetector, CapRefusesAndCountsAndKeepsTheStreak) {
     EXPECT_EQ(refused.failures, 3u);
     EXPECT_FALSE(d.is_ejected("h1"));
     EXPECT_EQ(d.counters().ejections_refused_by_cap_total, 1u);
-    // Each further failure tries again and is refused again.
-    EXPECT_EQ(d.record("h1", Outcome::connect_failed, t0).action, Action::refused_by_cap);
-    EXPECT_EQ(d.counters().ejections_refused_by_cap_total, 2u);
+    // Each further failure tries again; the refusal was reported, so it is not reported or counted
+    // again (a dead host behind the cap fails every request sent to it).
+    EXPECT_EQ(d.record("h1", Outcome::connect_failed, t0).action, Action::none);
+    EXPECT_EQ(d.record("h1", Outcome::status_5xx, t0).action, Action::none);
+    EXPECT_EQ(d.counters().ejections_refused_by_cap_total, 1u);
     // Once h0 is back, h1's next failure ejects it at once.
     d.tick(t0 + 5s);
     const auto later = d.record("h1", Outcome::connect_failed, t0 + 5s);
     EXPECT_EQ(later.action, Action::ejected);
     EXPECT_EQ(later.failures, 5u);
     EXPECT_EQ(d.counters().ejections_total, 2u);
+}
+
+TEST(OutlierDetector, ANewStreakRefusedByTheCapIsReportedAgain) {
+    auto s = plain_settings();
+    s.max_ejection_percent = 0.5;
+    auto d = detector(s, 2);
+    fail(d, "h0", Outcome::connect_failed, 3, t0);
+    EXPECT_EQ(fail(d, "h1", Outcome::connect_failed, 3, t0).action, Action::refused_by_cap);
+    EXPECT_EQ(d.record("h1", Outcome::success, t0).action, Action::none);   // the streak ends
+    EXPECT_EQ(fail(d, "h1", Outcome::status_5xx, 3, t0).action, Action::refused_by_cap);
+    EXPECT_EQ(d.counters().ejections_refused_by_cap_total, 2u);
 }
 
 TEST(OutlierDetector, ASingleHostClusterIsNeverEjected) {
