@@ -581,6 +581,7 @@ private:
         const auto hold_deadline = start_ + config.hold_timeout;
         auto& tried = tried_;   // members, not frame locals: see local_reply_
         tried.clear();
+        hold_expired_ = false;
         bool retried_stale = false;
         // Holding (no host available) is for requests no backend has acted on: nothing was sent yet, or
         // every try so far ended by connection failure or reset and the request is idempotent.
@@ -801,10 +802,15 @@ private:
             // A reset taken for retry found no host to go to, even after holding: the try's own answer.
             co_return reply_locally(*unsent_, false);
         }
+        // Every host refused or timed out the connection. Answered at once (no hold: hold_timeout 0s,
+        // or max_pending requests already held) that is the gateway's failure to connect, 502; after
+        // waiting out hold_timeout for one to come back, the service is unavailable: 503 with
+        // Retry-After, as when no host was eligible at all (all down in panic, use_all, ends here).
         LocalError local_error{503, LocalReason::no_healthy_host,
                                "no host of cluster " + config.name + " is available", has_body};
         if (!tried.empty()) {
-            local_error = LocalError{502, LocalReason::upstream_connect_failed,
+            local_error = LocalError{hold_expired_ ? 503 : 502,
+                                     hold_expired_ ? LocalReason::no_healthy_host : LocalReason::upstream_connect_failed,
                                      "no host of cluster " + config.name + " accepted a connection (last: " +
                                          last_connect_error_ + ")",
                                      has_body};
@@ -835,6 +841,7 @@ private:
         snapshot = cluster.snapshot;
         if (aborted_ || snapshot->version == version) {
             stats->held_timed_out.fetch_add(1, std::memory_order_relaxed);
+            hold_expired_ = true;
             co_return false;
         }
         stats->held_served.fetch_add(1, std::memory_order_relaxed);
@@ -1681,6 +1688,7 @@ private:
     // smaller frame is still less memory touched per request.
     std::optional<LocalError> local_reply_;
     HostList tried_;      // hosts this request went to
+    bool hold_expired_ = false;   // this request waited out hold_timeout for a host
     HostList full_;       // hosts found at their cap for this choice
     HostList excluded_;   // tried_ and full_: what the balancer must not choose
     // Heads serialized for each request into buffers that keep their capacity: no allocation per request.

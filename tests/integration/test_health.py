@@ -253,6 +253,22 @@ class HealthTest(HttpTestCase):
         self.assertGreaterEqual(time.monotonic() - started, 0.25)
         self.assertGreaterEqual(int(resp.header("retry-after")), 1)
 
+    def test_every_host_dead_in_panic_is_a_503_after_the_hold_not_a_502(self):
+        # Hosts that served and then died: in panic (use_all, the default) every one is tried, every
+        # connect is refused, and the request waits out the hold. The service is unavailable: 503.
+        hosts = [Switchable(self, n) for n in "ab"]
+        drover, addr = self.proxy(hosts, hold_timeout="300ms")
+        wait_until(lambda: all(self.host(drover, h.addr)["state"] == "healthy" for h in hosts), 5, message="healthy")
+        for h in hosts:
+            h.http.stop()
+        wait_until(lambda: drover.metric_value("drover_cluster_panic", {"cluster": "app"}) == 1, 5, message="panic")
+        resp = self.get(addr, "/")
+        self.assertLocalResponse(resp, "no_healthy_host")
+        self.assertIn("accepted a connection", resp.text)
+        self.assertGreaterEqual(int(resp.header("retry-after")), 1)
+        self.assertGreaterEqual(drover.metric_value("drover_cluster_held_requests_total",
+                                                    {"cluster": "app", "result": "timed_out"}), 1)
+
     # -- overloaded is not dead ----------------------------------------------------------------------
 
     def test_429_with_retry_after_lowers_the_share_instead_of_ejecting(self):
