@@ -824,7 +824,14 @@ void register_status_routes(Admin& admin, const Server& server) {
         return AdminResponse::json(render_clusters(server));
     });
     admin.route("GET", "/clusters/*", [&server](const AdminRequest& request) {
-        return render_host_detail(server, std::string_view(request.path).substr(std::string_view("/clusters/").size()));
+        const std::string_view path = request.path;
+        // .../drain and .../undrain are actions (POST), not hosts: say so, rather than "no such host".
+        if (path.ends_with("/drain") || path.ends_with("/undrain")) {
+            auto response = AdminResponse::text(405, "method not allowed; use POST\n");
+            response.allow = "POST";
+            return response;
+        }
+        return render_host_detail(server, path.substr(std::string_view("/clusters/").size()));
     });
     admin.route("GET", "/config", [&server](const AdminRequest&) { return AdminResponse::json(render_config(server)); });
     admin.route("GET", "/listeners", [&server](const AdminRequest&) {

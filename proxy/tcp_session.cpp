@@ -141,6 +141,8 @@ private:
             pass_failed();
             return;
         }
+        // Another host after a failed connect: a retry, counted as the http path counts it.
+        if (!tried_.empty()) { stats_->retries_connect_failure.fetch_add(1, std::memory_order_relaxed); }
         attempt_ = entry->host;
         tried_.push_back(attempt_.get());
         // The connect timeout is on the worker's deadline queue, which cancels the connect: cheaper

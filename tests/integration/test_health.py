@@ -160,6 +160,8 @@ class HealthTest(HttpTestCase):
         events = [e["event"] for e in drover.admin_json(f"/clusters/app/{b.addr}")["history"]]
         self.assertEqual(events[-2:], ["draining", "undrained"])
         self.assertEqual(drover.admin_post(f"/clusters/app/{b.addr}/pause").status, 404)
+        wrong_method = drover.admin_get(f"/clusters/app/{b.addr}/drain")
+        self.assertEqual((wrong_method.status, wrong_method.header("allow")), (405, "POST"), wrong_method.text)
         self.assertEqual(drover.admin_post("/clusters/app/127.0.0.1:1/drain").status, 404)
         self.assertEqual(drover.admin_post(f"/clusters/nope/{b.addr}/drain").status, 404)
 

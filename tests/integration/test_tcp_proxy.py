@@ -139,8 +139,12 @@ class TcpProxyTest(DroverTestCase):
             self.assertLess(time.monotonic() - start, 3)
             sock.close()
         self.assertEqual(echo.connections, 2)
-        self.assertGreaterEqual(drover.metric_value("drover_upstream_connect_failures_total",
-                                                    {"cluster": "back", "host": hole.addr}, default=0), 1)
+        failed = drover.metric_value("drover_upstream_connect_failures_total", {"cluster": "back", "host": hole.addr},
+                                     default=0)
+        self.assertGreaterEqual(failed, 1)
+        # Each failed connect went on to the other host: a retry, counted like an http one.
+        self.assertEqual(drover.metric_value("drover_cluster_retries_total",
+                                             {"cluster": "back", "cause": "connect_failure"}, default=0), failed)
 
     def test_connect_timeout_on_only_host_closes_client_after_the_timeout(self):
         hole = self.backend(UnresponsivePort())
