@@ -244,6 +244,10 @@ public:
 private:
     void park(std::chrono::milliseconds timeout) {
         parked_ = true;
+        // A last read that filled its buffer (a body of a multiple of the read size) leaves the
+        // socket's note set: the park would wake at once and wait for a head under request_headers,
+        // then answer 408 to a client that sent nothing.
+        readiness::settle(client_.socket());
         // The previous request ended a moment ago (recorded then): its time saves reading the clock.
         park_client(worker_, ClientConnection{std::move(client_.socket()), std::move(listener_), client_remote_,
                                               std::move(client_ip_)},

@@ -141,6 +141,16 @@ ssize_t recv_now(Socket& socket, asio::mutable_buffer buffer) {
     return got;
 }
 
+void settle(Socket& socket) {
+    auto& socket_impl = impl(socket);
+    State* state = socket_impl.reactor_data_;
+    if (!is_watched(state) || !may_read(state) || hung_up(state)) { return; }
+    char byte = 0;
+    if (::recv(socket_impl.socket_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        note_drained(state, true);
+    }
+}
+
 namespace detail {
 
 Place place(Socket& socket) {

@@ -2,6 +2,7 @@
 (slowloris), idle keep-alive, the upstream request timeout, connect failures and retries, the pool's idle
 timeout. Each exceeded limit has its status, its `drover-error` reason and its metric."""
 
+import socket
 import threading
 import time
 import unittest
@@ -179,6 +180,26 @@ class HttpLimitsTest(HttpTestCase):
         self.assertGreaterEqual(time.monotonic() - started, 0.4)
         drover.wait_metric("drover_listener_connections_idle", {"listener": "web"}, lambda v: v == 0)
         drover.wait_metric("drover_listener_connections_active", {"listener": "web"}, lambda v: v == 0)
+
+    def test_a_body_that_ends_on_a_full_read_leaves_the_connection_idle(self):
+        # 16 KiB is the session's read size. A body read to its end by reads that each filled the
+        # buffer left the socket's "may read" note set: the parked connection woke at once with
+        # nothing to read, waited for a head under request_headers, and answered 408 to a client
+        # that had sent nothing (the next request on the connection could get that 408).
+        drover, addr, _ = self.proxy(timeouts={"request_headers": "300ms", "idle": "30s"})
+        for size in (16384, 32768):
+            with self.subTest(size=size):
+                conn = self.client(addr)
+                conn.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+                time.sleep(0.1)   # the body comes after the head, in reads of its own
+                conn.send(b"x" * size)
+                self.assertEqual(conn.read_response("POST").status, 200)
+                conn.sock.settimeout(0.8)   # longer than request_headers: a 408 would come by now
+                with self.assertRaises(socket.timeout):
+                    conn.sock.recv(1)
+                conn.sock.settimeout(5)
+                self.assertEqual(conn.request("GET", "/next").status, 200)
+        self.assertLocalCount(drover, "request_header_timeout", 0)
 
     def test_idle_timeout_does_not_cut_a_request_waiting_for_a_slow_origin(self):
         _, addr, _ = self.proxy(timeouts={"idle": "300ms"})
