@@ -128,6 +128,7 @@ struct Framing {
     std::size_t cl_count = 0;
     std::size_t te_count = 0;
     std::size_t chunked_seen = 0;
+    std::size_t other_codings = 0;   // gzip, deflate, ...: Drover frames bodies but decodes no coding
     std::string_view te_last;
     bool te_bad = false;
     std::string_view problem;   // the first Content-Length problem
@@ -157,7 +158,11 @@ struct Framing {
                     te_bad = true;
                     return false;
                 }
-                if (iequals(token, "chunked")) { ++chunked_seen; }
+                if (iequals(token, "chunked")) {
+                    ++chunked_seen;
+                } else {
+                    ++other_codings;
+                }
                 te_last = token;
                 return true;
             });
@@ -473,6 +478,11 @@ std::optional<Rejection> check_request(const Head& head, const RequestLimits& li
     const auto problem = framing.finish(info.chunked, info.content_length);
     if (!problem.empty()) { return bad(std::string(problem)); }
     if (info.chunked && version == 10) { return bad("Transfer-Encoding in an HTTP/1.0 request"); }
+    // "gzip, chunked" frames fine, but forwarding it as "chunked" would hand the backend coded bytes
+    // as the body, and few backends decode transfer codings: refused, as RFC 9112 section 6.1 advises.
+    if (framing.other_codings > 0) {
+        return Rejection{501, "not_implemented", "transfer codings other than chunked are not supported"};
+    }
 
     info.upgrade_websocket = version == 11 && has_token(info.connection.value, "upgrade") && has_token(upgrade.value, "websocket");
     info.keep_alive = keep_alive(version, info.connection);
@@ -508,6 +518,8 @@ std::optional<Rejection> check_response(const Head& head, ResponseInfo& info) {
     }
     const auto problem = framing.finish(info.chunked, info.content_length);
     if (!problem.empty()) { return bad(std::string(problem)); }
+    // Passed on as plain "chunked", a gzip-coded body would reach the client as gzip bytes.
+    if (framing.other_codings > 0) { return bad("transfer codings other than chunked are not supported"); }
     info.keep_alive = keep_alive(head.version, info.connection);
     return std::nullopt;
 }

@@ -18,7 +18,7 @@
 namespace drover::proxy::http_rules {
 
 struct Rejection {
-    int status = 400;          // 400, 414 or 431 for requests; the caller maps responses to 502
+    int status = 400;          // 400, 414, 431 or 501 for requests; the caller maps responses to 502
     std::string_view reason;   // the drover-error value: "bad_request", "uri_too_long", ...
     std::string detail;        // for the body and the log: what exactly was wrong
 };

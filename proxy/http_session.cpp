@@ -443,6 +443,7 @@ private:
         if (auto rejection = http_rules::check_request(request, limits, info)) {
             const auto reason = rejection->status == 414   ? LocalReason::uri_too_long
                                 : rejection->status == 431 ? LocalReason::headers_too_large
+                                : rejection->status == 501 ? LocalReason::not_implemented
                                                            : LocalReason::bad_request;
             const LocalError local_error{rejection->status, reason, rejection->detail};
             co_await send_local(local_error, &request);

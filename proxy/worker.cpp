@@ -27,6 +27,7 @@ std::string_view local_reason_name(LocalReason reason) {
         case LocalReason::no_healthy_host: return "no_healthy_host";
         case LocalReason::shed: return "shed";
         case LocalReason::upstream_timeout: return "upstream_timeout";
+        case LocalReason::not_implemented: return "not_implemented";
         case LocalReason::count: break;
     }
     return "unknown";

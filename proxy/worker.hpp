@@ -48,7 +48,8 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) {
 // Why Drover answered an HTTP request itself; the drover-error header carries the name.
 enum class LocalReason : std::size_t {
     bad_request, no_route, request_header_timeout, body_too_large, uri_too_long, headers_too_large,
-    upstream_connect_failed, bad_upstream_response, no_healthy_host, upstream_timeout, shed, count
+    upstream_connect_failed, bad_upstream_response, no_healthy_host, upstream_timeout, shed, not_implemented,
+    count
 };
 std::string_view local_reason_name(LocalReason reason);
 

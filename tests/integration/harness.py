@@ -1938,7 +1938,7 @@ class HttpTestCase(DroverTestCase):
     LOCAL_STATUS = {"bad_request": 400, "no_route": 404, "request_header_timeout": 408, "body_too_large": 413,
                     "uri_too_long": 414, "headers_too_large": 431, "upstream_connect_failed": 502,
                     "bad_upstream_response": 502, "no_healthy_host": 503, "upstream_timeout": 504,
-                    "shed": 503}
+                    "shed": 503, "not_implemented": 501}
 
     def origin(self, name: str = "origin", **kw: Any) -> HttpOrigin:
         return self.backend(HttpOrigin(name, **kw))

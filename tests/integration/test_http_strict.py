@@ -75,6 +75,23 @@ class RequestStrictnessTest(HttpTestCase):
             request(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity",
                     body=CHUNKED_HELLO))
 
+    def test_a_transfer_coding_other_than_chunked_is_501(self):
+        # "gzip, chunked" frames fine, but passed on as plain chunked the origin would take the gzip
+        # bytes for the body: refused, and nothing reaches the origin.
+        samples = [request(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: " + value, body=CHUNKED_HELLO)
+                   for value in (b"gzip, chunked", b"deflate,chunked")]
+        samples.append(request(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: gzip", b"Transfer-Encoding: chunked",
+                               body=CHUNKED_HELLO))
+        for raw in samples:
+            with self.subTest(request=raw):
+                heads_before = len(self.origin_.heads)
+                conn = self.client(self.addr)
+                conn.send_tolerant(raw)
+                self.assertRejected(conn, "not_implemented")
+                self.assertEqual(self.origin_.heads[heads_before:], [], "the request was forwarded")
+        self.drover.wait_metric("drover_http_local_responses_total", {"listener": "web", "reason": "not_implemented"},
+                                lambda v: v == len(samples), default=0)
+
     def test_transfer_encoding_in_an_http10_request(self):
         self.assertBadRequests(
             request(b"POST / HTTP/1.0", HOST, b"Transfer-Encoding: chunked", body=CHUNKED_HELLO))
@@ -220,6 +237,12 @@ class ResponseStrictnessTest(HttpTestCase):
     def test_response_transfer_encoding_not_ending_in_chunked(self):
         self.assertBadResponses(*[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + v + b"\r\n\r\n" + CHUNKED_HELLO
                                   for v in (b"gzip", b"chunked, gzip", b"identity")])
+
+    def test_response_with_a_transfer_coding_other_than_chunked(self):
+        # Passed on as plain chunked, the client would get the gzip bytes as the body.
+        self.assertBadResponses(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + CHUNKED_HELLO,
+                                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                + CHUNKED_HELLO)
 
     def test_response_bad_chunk_size(self):
         self.assertBadResponses(*[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size
