@@ -78,6 +78,9 @@ constexpr auto kSlotPoll = std::chrono::milliseconds(5);
 constexpr double kLatencyWeight = 0.1;
 // How long a closing TLS connection waits for the client's close_notify after sending its own.
 constexpr auto kTlsShutdownWait = std::chrono::seconds(1);
+// How long a client whose request body was left unread is read and ignored before its connection
+// is closed (HttpSession::linger).
+constexpr auto kLingerTime = std::chrono::seconds(2);
 // Response bodies at least this long still to come are spliced (kernel to kernel) between plain
 // sockets; shorter ones are copied through one relay buffer (a pipe costs three syscalls to make).
 constexpr std::uint64_t kSpliceBodyMin = 64 * 1024;
@@ -89,7 +92,7 @@ std::size_t status_class(unsigned status) { return std::min<std::size_t>(status 
 // reset_before_response and bad_response with unsent_: not answered yet (the caller may retry).
 // retryable_status: a 502/503/504 the caller retries (the retry budget was already taken).
 enum class Outcome { ok, reset_before_response, timeout, bad_response, client_gone, bad_request_body, body_too_large,
-                     retryable_status };
+                     retryable_status, early_response };
 
 struct LocalError {
     int status;
@@ -138,7 +141,7 @@ public:
         last_connect_error_.clear();
         status_ = 0;
         error_reason_ = {};
-        keep_client_ = request_keep_alive_ = body_consumed_ = false;
+        keep_client_ = request_keep_alive_ = body_consumed_ = request_cut_ = linger_ = false;
         unsent_.reset();
         local_reply_.reset();
         retry_after_.reset();
@@ -233,6 +236,7 @@ public:
             if (!co_await handle_request()) { break; }
             if (worker_.draining()) { break; }
         }
+        if (linger_ && !client_.tls() && !aborted_) { co_await linger(); }
         if (client_.tls() && !aborted_) {
             // close_notify, so the client can tell the end from a cut; its answer is waited for briefly.
             client_.lowest().expires_after(kTlsShutdownWait);
@@ -268,6 +272,21 @@ private:
     const std::string& client_addr() {
         if (client_addr_.empty()) { client_addr_ = discovery::to_string(client_remote_); }
         return client_addr_;
+    }
+
+    // A client whose request body was left unread (answered before it ended: 413, or the backend's
+    // early answer) would get a reset from close(2) with its bytes still coming, and a reset can
+    // destroy the answer before the client has read it. So: FIN after the answer, then its bytes read
+    // and dropped until it closes too, for at most kLingerTime.
+    asio::awaitable<void> linger() {
+        boost::system::error_code ignored;
+        client_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        const auto deadline = Clock::now() + kLingerTime;
+        for (;;) {
+            client_buf_.clear();
+            auto [ec, n] = co_await read_plain(client_.socket(), client_buf_.prepare(kReadChunk), deadline);
+            if (ec) { break; }
+        }
     }
 
     void close_client() {
@@ -455,6 +474,7 @@ private:
         if (max_body > 0 && info.content_length && *info.content_length > max_body) {
             const LocalError local_error{413, LocalReason::body_too_large, "request body larger than the limit"};
             co_await send_local(local_error, &request);
+            linger_ = true;
             co_return false;
         }
 
@@ -1082,6 +1102,7 @@ private:
                                       const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
         const auto& request = request_head_;
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
+        request_cut_ = false;
         // Plain writes do not use the tcp_stream's timer (stream.hpp): setting it is for TLS only.
         if (upstream_->tls()) { upstream_->lowest().expires_at(per_try_deadline_); }
         boost::system::error_code write_ec;
@@ -1099,11 +1120,23 @@ private:
                 static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
                 co_await asio::async_write(client_, asio::buffer(kContinue), use_tuple);
             }
-            const Outcome sent = co_await send_body(info);
+            Outcome sent = co_await send_body(info);
+            if (sent == Outcome::early_response ||
+                (sent == Outcome::reset_before_response && upstream_ != nullptr && answer_waiting(*upstream_))) {
+                // The backend answered before it had the whole body (a 413, a 401, a redirect), and
+                // may have closed: that answer is the client's, not a 502. The rest of the body is not
+                // read, so neither connection is used again.
+                request_keep_alive_ = false;
+                request_cut_ = linger_ = true;
+                const Outcome answered = co_await relay_response(request, info, host, config);
+                if (answered != Outcome::reset_before_response) { co_return answered; }
+                sent = Outcome::reset_before_response;   // nothing came after all
+            }
             if (sent != Outcome::ok) {
                 close_upstream(host);
                 if (sent == Outcome::reset_before_response) { attempt_failure_ = health::Outcome::reset; }
                 if (sent == Outcome::body_too_large) {
+                    linger_ = true;
                     const LocalError local_error{413, LocalReason::body_too_large, "request body larger than the limit"};
                     co_await send_local(local_error, &request);
                 } else if (sent == Outcome::reset_before_response) {
@@ -1211,6 +1244,7 @@ private:
             bump(counters_->bytes_received, got);
             if (max_body > 0 && total > max_body) { co_return Outcome::body_too_large; }
             if (got > 0) {
+                if (answer_waiting(*upstream_)) { co_return Outcome::early_response; }
                 upstream_->lowest().expires_after(listener_->config.timeouts.idle);
                 if (co_await write_piece(*upstream_, step.data, info.chunked)) { co_return Outcome::reset_before_response; }
             }
@@ -1221,6 +1255,12 @@ private:
             if (wec) { co_return Outcome::reset_before_response; }
         }
         co_return Outcome::ok;
+    }
+
+    // The backend sent something (or closed) while the request is still going to it: on a plain,
+    // watched connection, known without a syscall (proxy/readiness.hpp). Over TLS: not known here.
+    static bool answer_waiting(Stream& upstream) {
+        return !upstream.tls() && readiness::watched(upstream.socket()) && !readiness::quiet(upstream.socket());
     }
 
     // Writes what a plain socket takes now, without waiting: an asynchronous write that completes at once
@@ -1487,7 +1527,7 @@ private:
         }
 
         // Back to the pool only when the exchange ended cleanly and nothing stray follows it.
-        const bool reusable = response_info.keep_alive && !close_delimited && upstream_buf.size() == 0 &&
+        const bool reusable = response_info.keep_alive && !close_delimited && upstream_buf.size() == 0 && !request_cut_ &&
                               !worker_.draining() && !host->stats().removed.load(std::memory_order_relaxed) &&
                               !host->stats().draining.load(std::memory_order_relaxed);
         if (reusable) {
@@ -1679,6 +1719,8 @@ private:
     unsigned status_ = 0;
     bool keep_client_ = false;
     bool request_keep_alive_ = false;
+    bool request_cut_ = false;   // the backend answered before the whole request body was sent
+    bool linger_ = false;        // the client's request body was left unread: linger() before closing
     bool body_consumed_ = false;   // request body bytes were read: the request can no longer be replayed
     // The current try: its deadline for the response head, its failure as outlier detection sees it,
     // the answer owed to the client if it is not tried again, a busy host's Retry-After, and the gate

@@ -434,6 +434,33 @@ class HttpProxyTest(HttpTestCase):
         self.assertIn(f"{size - sent} of {size} body bytes missing", str(cut.exception))
         self.assertEqual(backend.late_bytes.get(0, 0), 0)   # nothing more was sent on the cut connection
 
+    def test_a_backend_that_answers_before_the_body_ends_has_its_answer_delivered(self):
+        # An upload the backend refuses at its head (413 and close, no byte of the body read): the
+        # client gets that 413, not a 502 for the connection the backend closed under the body.
+        def read_head(conn, _backend):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+        refusal = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large"
+        backend = self.raw_backend([[read_head, refusal, lambda conn, _b: time.sleep(0.3), RawHttpBackend.CLOSE]])
+        drover, addr = self.http_proxy([backend], cluster_extra={"retries": {"attempts": 0}})
+        size = 16 << 20
+        conn = self.client(addr, timeout=10)
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+        sender = threading.Thread(target=conn.send_tolerant, args=(b"x" * size,), daemon=True)
+        sender.start()
+        resp = conn.read_response("POST", timeout=10)
+        self.assertEqual((resp.status, resp.body), (413, b"too large"), resp)
+        self.assertIn("close", resp.tokens("connection"))
+        self.assertIsNone(resp.header("drover-error"))
+        sender.join(10)
+        self.assertFalse(sender.is_alive())
+        self.assertEqual(drover.metric_value("drover_http_local_responses_total",
+                                             {"listener": "web", "reason": "bad_upstream_response"}, default=0), 0)
+
     # -- the upstream pool ---------------------------------------------------------------------------
 
     def test_pool_reuses_one_origin_connection_across_client_connections(self):
