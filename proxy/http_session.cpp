@@ -1383,7 +1383,24 @@ private:
                 co_await tunnel(upstream_buf, host);
                 co_return Outcome::ok;
             }
-            if (status >= 100 && status < 200) { continue; }   // interim (100 was answered by Drover)
+            if (status >= 100 && status < 200) {
+                // Interim. 100 Continue is Drover's own to send (it answers Expect itself); any other
+                // (102, 103 Early Hints) goes on to an HTTP/1.1 client, as RFC 9110 section 15.2 asks
+                // of a proxy. HTTP/1.0 clients get none. A failed write shows at the final response.
+                if (status != 100 && request.version == 11) {
+                    http_heads::ClientResponse interim;
+                    interim.status = status;
+                    interim.reason = response.reason;
+                    interim.fields = &response.fields;
+                    const auto connection = std::find_if(response.fields.begin(), response.fields.end(),
+                                                         [](const auto& f) { return f.id == http_rules::FieldId::connection; });
+                    if (connection != response.fields.end()) { interim.connection_tokens = connection->value; }
+                    http_heads::client_response(interim, client_head_);
+                    if (client_.tls()) { client_.lowest().expires_after(listener_->config.timeouts.idle); }
+                    co_await asio::async_write(client_, asio::buffer(client_head_), use_tuple);
+                }
+                continue;
+            }
             http_rules::ResponseInfo response_info;
             if (auto rejection = http_rules::check_response(response, response_info)) {
                 close_upstream(host);

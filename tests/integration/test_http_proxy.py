@@ -434,6 +434,25 @@ class HttpProxyTest(HttpTestCase):
         self.assertIn(f"{size - sent} of {size} body bytes missing", str(cut.exception))
         self.assertEqual(backend.late_bytes.get(0, 0), 0)   # nothing more was sent on the cut connection
 
+    def test_early_hints_and_other_interim_responses_reach_http11_clients(self):
+        # RFC 9110 section 15.2: a proxy forwards 1xx responses (but 100 Continue is Drover's own to
+        # send, and an HTTP/1.0 client gets none).
+        hints = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n"
+                 b"Connection: x-hop\r\nX-Hop: 1\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+        backend = self.raw_backend([[RawHttpBackend.READ, hints, RawHttpBackend.READ, hints]])
+        _, addr = self.http_proxy([backend])
+        conn = self.client(addr)
+        resp = conn.request("GET", "/page")
+        self.assertEqual((resp.status, resp.body), (200, b"done"), resp)
+        self.assertEqual([m.status for m in resp.interim], [103, 102], resp.interim)
+        self.assertEqual(resp.interim[0].header("link"), "</a.css>; rel=preload")
+        self.assertIsNone(resp.interim[0].header("x-hop"))   # hop-by-hop fields stay behind
+        old = self.client(addr)
+        old.send(HttpConn.build_request("GET", "/page", version="HTTP/1.0"))
+        resp10 = old.read_response("GET")
+        self.assertEqual((resp10.status, resp10.body, resp10.interim), (200, b"done", []), resp10)
+
     def test_a_backend_that_answers_before_the_body_ends_has_its_answer_delivered(self):
         # An upload the backend refuses at its head (413 and close, no byte of the body read): the
         # client gets that 413, not a 502 for the connection the backend closed under the body.
