@@ -508,6 +508,7 @@ ReloadResult Server::reload(std::string_view why) {
     // Clusters by name: the same discovery and balancing keep their Cluster (hosts, health, pools,
     // counters) with the new settings; anything else is a new cluster, and the old one retires.
     std::size_t updated = 0;
+    std::size_t replaced = 0;   // same name, new discovery or balancing: a new cluster in its place
     std::size_t added = 0;
     std::size_t removed = 0;
     std::map<std::string, std::size_t, std::less<>> next_slots;
@@ -536,7 +537,7 @@ ReloadResult Server::reload(std::string_view why) {
         }
         clusters_[index]->start();
         next_slots[c.name] = index;
-        ++added;
+        ++(it != cluster_slots_.end() ? replaced : added);
     }
     const auto previous_slots = std::exchange(cluster_slots_, std::move(next_slots));
     // Listeners: kept ones get a new generation if anything of theirs changed, new ones start, and the
@@ -587,9 +588,9 @@ ReloadResult Server::reload(std::string_view why) {
     ++reload_counters_.succeeded;
     reload_counters_.last_success = std::chrono::system_clock::now();
     result.ok = true;
-    result.summary = fmt::format("clusters: {} updated, {} added, {} removed; listeners: {} updated, {} added, {} "
-                                 "removed, routes of {} republished; TLS reloaded for {}",
-                                 updated, added, removed, listeners_updated, listeners_added, listeners_removed,
+    result.summary = fmt::format("clusters: {} updated, {} replaced, {} added, {} removed; listeners: {} updated, {} "
+                                 "added, {} removed, routes of {} republished; TLS reloaded for {}",
+                                 updated, replaced, added, removed, listeners_updated, listeners_added, listeners_removed,
                                  listeners_.size(), tls_reloaded);
     log::info("{}: config reloaded from {}: {}", why, config_.source, result.summary);
     return result;

@@ -131,6 +131,18 @@ class ReloadTest(HttpTestCase):
         self.assertEqual(self.get(addr, "/").status, 200)
         wait_until(lambda: self.reloads(drover, "failure") == 2, 3, message="second failure counted")
 
+    def test_a_cluster_with_new_discovery_is_counted_as_replaced(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
+        drover = self.start_drover(config)
+        config["clusters"] = [static_cluster("a", [b]), static_cluster("extra", [a])]
+        self.rewrite(drover, config)
+        resp = drover.admin_post("/reload")
+        self.assertEqual(resp.status, 200, resp.text)
+        self.assertIn("clusters: 0 updated, 1 replaced, 1 added, 0 removed", resp.text)
+        addr = drover.listener_addr("web")
+        wait_until(lambda: self.get(addr, "/").header("x-backend") == "b", 5, message="the replaced cluster serves b")
+
     def test_a_truncated_file_is_refused_and_every_listener_stays(self):
         a = Switchable(self, "a")
         drover = self.start_drover(self.config([route("a", path_prefix="/")], [static_cluster("a", [a])]))
