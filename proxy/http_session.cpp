@@ -377,7 +377,16 @@ private:
         for (;;) {
             if (client_buf_.size() > 0) {
                 const auto data = client_buf_.data();
-                const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+                std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+                // Empty lines before a request line are ignored (RFC 9112 section 2.2): some clients
+                // send a CRLF after a POST body. An endless run of them ends at request_headers.
+                if (scan.scanned == 0 && bytes.starts_with("\r\n")) {
+                    std::size_t crlf = 0;
+                    while (bytes.substr(crlf, 2) == "\r\n") { crlf += 2; }
+                    client_buf_.consume(crlf);
+                    bytes.remove_prefix(crlf);
+                    if (bytes.empty()) { continue; }
+                }
                 if (auto rejection = http_rules::scan_head(bytes, scan)) {
                     error = LocalError{400, LocalReason::bad_request, rejection->detail};
                     return HeadStep::error;

@@ -434,6 +434,19 @@ class HttpProxyTest(HttpTestCase):
         self.assertIn(f"{size - sent} of {size} body bytes missing", str(cut.exception))
         self.assertEqual(backend.late_bytes.get(0, 0), 0)   # nothing more was sent on the cut connection
 
+    def test_empty_lines_before_a_request_line_are_ignored(self):
+        # RFC 9112 section 2.2; some clients send a CRLF after a POST body.
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        conn.send(b"\r\n" + HttpConn.build_request("GET", "/first"))
+        self.assertEqual(conn.read_response("GET").json()["target"], "/first")
+        conn.send(HttpConn.build_request("POST", "/form", body=b"a=1") + b"\r\n")
+        self.assertEqual(conn.read_response("POST").json()["target"], "/form")
+        conn.send(b"\r\n\r\n" + HttpConn.build_request("GET", "/after"))
+        self.assertEqual(conn.read_response("GET").json()["target"], "/after")
+        self.assertEqual(origin.connections, 1)
+
     def test_early_hints_and_other_interim_responses_reach_http11_clients(self):
         # RFC 9110 section 15.2: a proxy forwards 1xx responses (but 100 Continue is Drover's own to
         # send, and an HTTP/1.0 client gets none).
