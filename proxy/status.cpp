@@ -315,16 +315,20 @@ std::string duration_text(std::chrono::milliseconds d) {
 
 constexpr std::string_view kRedacted = "<redacted>";
 
+// A tcp listener has no request heads or bodies: only the keys it can be given are shown.
 void render_limits_and_timeouts(JsonWriter& j, const config::Listener& l) {
+    const bool http = l.protocol == config::Protocol::http;
     j.key("limits").begin_object();
     j.key("max_connections").value(l.limits.max_connections);
-    j.key("max_request_header_bytes").value(l.limits.max_request_header_bytes);
-    j.key("max_request_body_bytes").value(l.limits.max_request_body_bytes);
-    j.key("max_request_headers").value(std::uint64_t{l.limits.max_request_headers});
-    j.key("max_uri_bytes").value(std::uint64_t{l.limits.max_uri_bytes});
+    if (http) {
+        j.key("max_request_header_bytes").value(l.limits.max_request_header_bytes);
+        j.key("max_request_body_bytes").value(l.limits.max_request_body_bytes);
+        j.key("max_request_headers").value(std::uint64_t{l.limits.max_request_headers});
+        j.key("max_uri_bytes").value(std::uint64_t{l.limits.max_uri_bytes});
+    }
     j.end_object();
     j.key("timeouts").begin_object();
-    j.key("request_headers").value(duration_text(l.timeouts.request_headers));
+    if (http) { j.key("request_headers").value(duration_text(l.timeouts.request_headers)); }
     j.key("idle").value(duration_text(l.timeouts.idle));
     j.end_object();
 }

@@ -29,6 +29,12 @@ class TcpProxyTest(DroverTestCase):
         data = os.urandom(16 << 20)
         self.assert_echoed_whole(echo, self.connect(addr, timeout=20), data)
 
+    def test_config_shows_a_tcp_listener_only_the_keys_it_can_have(self):
+        drover, _ = self.proxy([self.echo_backend()])
+        listener = drover.admin_json("/config")["listeners"][0]
+        self.assertEqual(set(listener["limits"]), {"max_connections"})
+        self.assertEqual(set(listener["timeouts"]), {"idle"})
+
     def test_client_half_close_reaches_backend_and_reply_still_arrives(self):
         echo = self.echo_backend()
         _, addr = self.proxy([echo])
