@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <vector>
 
 namespace drover::proxy {
 
@@ -37,7 +38,55 @@ void Router::add(const config::RouteMatch& match, std::size_t cluster) {
     routes_.push_back(std::move(route));
 }
 
-std::optional<std::size_t> Router::match(std::string_view host, std::string_view path) const {
+std::string Router::normalize_path(std::string_view target) {
+    const auto query_at = target.find('?');
+    const std::string_view path = target.substr(0, query_at);
+    const std::string_view query = query_at == std::string_view::npos ? std::string_view{} : target.substr(query_at);
+    // Segments, with %2e (either case) read as '.': what a backend may take for a dot segment.
+    std::vector<std::string> segments;
+    std::string segment;
+    const auto end_segment = [&] {
+        if (segment == ".") {
+        } else if (segment == "..") {
+            if (!segments.empty()) { segments.pop_back(); }
+        } else if (!segment.empty()) {
+            segments.push_back(segment);
+        }
+        segment.clear();
+    };
+    for (std::size_t i = 0; i < path.size(); ++i) {
+        if (path[i] == '/') {
+            end_segment();
+        } else if (path[i] == '%' && i + 2 < path.size() && path[i + 1] == '2' && (path[i + 2] == 'e' || path[i + 2] == 'E')) {
+            segment += '.';
+            i += 2;
+        } else {
+            segment += path[i];
+        }
+    }
+    const bool trailing = !path.empty() && (path.back() == '/' || segment == "." || segment == "..");
+    end_segment();
+    std::string out;
+    for (const auto& s : segments) {
+        out += '/';
+        out += s;
+    }
+    if (out.empty() || trailing) { out += '/'; }
+    out += query;
+    return out;
+}
+
+std::optional<std::size_t> Router::match(std::string_view host, std::string_view target) const {
+    // Only a path that may hold a dot segment or a repeated slash is rewritten for the match (the
+    // usual one is compared as it came, with no allocation).
+    bool plain = true;
+    for (std::size_t i = 0; i < target.size() && target[i] != '?' && plain; ++i) {
+        const char next = i + 1 < target.size() ? target[i + 1] : '\0';
+        plain = target[i] != '%' && !(target[i] == '/' && (next == '.' || next == '/'));
+    }
+    std::string normalized;
+    if (!plain) { normalized = normalize_path(target); }
+    const std::string_view path = normalized.empty() ? target : std::string_view{normalized};
     const std::string name = normalize_host(host);
     for (const auto& route : routes_) {
         if (!route.host.empty()) {

@@ -26,8 +26,16 @@ public:
 
     void add(const config::RouteMatch& match, std::size_t cluster);
 
-    // `host` as the client sent it (any case, optional :port); `path` the request path.
-    std::optional<std::size_t> match(std::string_view host, std::string_view path) const;
+    // `host` as the client sent it (any case, optional :port); `target` the request path (and query).
+    // Path prefixes are matched against normalize_path(target): "/public/../admin" is "/admin" to a
+    // backend that resolves it, so it must be "/admin" to the routes too. The request is forwarded as
+    // it came.
+    std::optional<std::size_t> match(std::string_view host, std::string_view target) const;
+
+    // The path with its dot segments resolved (RFC 3986 section 5.2.4; "%2e" counts as "."), repeated
+    // slashes merged, and the query kept: "/a/./b/../c//d?x" -> "/a/c/d?x". Above the root ".." stays
+    // at the root.
+    static std::string normalize_path(std::string_view target);
 
     // "Example.COM:8080" -> "example.com"; "[::1]:80" -> "[::1]".
     static std::string normalize_host(std::string_view host);

@@ -434,6 +434,17 @@ class HttpProxyTest(HttpTestCase):
         self.assertIn(f"{size - sent} of {size} body bytes missing", str(cut.exception))
         self.assertEqual(backend.late_bytes.get(0, 0), 0)   # nothing more was sent on the cut connection
 
+    def test_path_prefixes_match_the_path_a_backend_resolves(self):
+        admin, public = self.origin("admin"), self.origin("public")
+        _, addr = self.http_proxy(routes=[route("admin", path_prefix="/admin/"), route("public", path_prefix="/")],
+                                  clusters=[static_cluster("admin", [admin]), static_cluster("public", [public])])
+        for target in ("/public/../admin/x", "/public/%2E%2e/admin/x", "//admin/x"):
+            with self.subTest(target=target):
+                resp = self.get(addr, target)
+                self.assertEqual(resp.status, 200, resp)
+                self.assertEqual(resp.json()["target"], target)   # forwarded as it came
+        self.assertEqual((len(admin.requests), len(public.requests)), (3, 0))
+
     def test_empty_lines_before_a_request_line_are_ignored(self):
         # RFC 9112 section 2.2; some clients send a CRLF after a POST body.
         origin = self.origin()

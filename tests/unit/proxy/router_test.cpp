@@ -37,6 +37,35 @@ TEST(Router, WildcardNeedsASubdomain) {
     EXPECT_FALSE(r.match("badexample.com", "/"));
 }
 
+TEST(Router, NormalizePath) {
+    EXPECT_EQ(Router::normalize_path("/"), "/");
+    EXPECT_EQ(Router::normalize_path("/a/b"), "/a/b");
+    EXPECT_EQ(Router::normalize_path("/a/b/"), "/a/b/");
+    EXPECT_EQ(Router::normalize_path("/a/./b/../c//d?x=/../y"), "/a/c/d?x=/../y");
+    EXPECT_EQ(Router::normalize_path("/public/../admin/x"), "/admin/x");
+    EXPECT_EQ(Router::normalize_path("/public/%2e%2E/admin"), "/admin");
+    EXPECT_EQ(Router::normalize_path("/../../etc"), "/etc");
+    EXPECT_EQ(Router::normalize_path("/a/.."), "/");
+    EXPECT_EQ(Router::normalize_path("/a/b/.."), "/a/");
+    EXPECT_EQ(Router::normalize_path("//admin"), "/admin");
+    EXPECT_EQ(Router::normalize_path("/a/..b/.c"), "/a/..b/.c");   // dots inside names are names
+    EXPECT_EQ(Router::normalize_path("/%41%2f"), "/%41%2f");         // other escapes stay as they are
+}
+
+// A path that a backend resolves to another prefix goes where that prefix goes.
+TEST(Router, PathPrefixesMatchTheResolvedPath) {
+    Router r;
+    r.add({"", "/admin/"}, 0);
+    r.add({"", "/public/"}, 1);
+    r.add({"", "/"}, 2);
+    EXPECT_EQ(r.match("a", "/public/../admin/users"), 0u);
+    EXPECT_EQ(r.match("a", "/public/%2e%2e/admin/users"), 0u);
+    EXPECT_EQ(r.match("a", "//admin/users"), 0u);
+    EXPECT_EQ(r.match("a", "/public/./x"), 1u);
+    EXPECT_EQ(r.match("a", "/admin/../public/x?a=/admin/"), 1u);
+    EXPECT_EQ(r.match("a", "/public/x"), 1u);
+}
+
 TEST(Router, NoMatch) {
     Router r;
     r.add({"a.com", "/x"}, 0);
