@@ -1498,9 +1498,6 @@ LoadResult finish(Diagnostics& diag, std::optional<Config> config) {
     return result;
 }
 
-}  // namespace
-
-namespace {
 
 // The length of the well-formed UTF-8 sequence at the start of `text` (shortest form, no surrogates,
 // at most U+10FFFF), or 0.
@@ -1595,7 +1592,7 @@ static bool refuse_nul(std::string_view text, Diagnostics& diag) {
 
 // yaml-cpp's own message for this is "bad file".
 static void refuse_deep(const YAML::DeepRecursion& e, Diagnostics& diag) {
-    diag.error(diag.mark(e.mark), {}, fmt::format("nested more than {} levels deep", e.depth() - 1));
+    diag.error(diag.mark(e.mark), {}, fmt::format("nested {} levels deep or more", e.depth()));
 }
 
 LoadResult load_string(std::string_view yaml, const std::string& source_name) {

@@ -1267,9 +1267,12 @@ private:
     }
 
     // The backend sent something (or closed) while the request is still going to it: on a plain,
-    // watched connection, known without a syscall (proxy/readiness.hpp). Over TLS: not known here.
+    // watched connection the note says so without a syscall (proxy/readiness.hpp); only when it says
+    // "maybe" is the kernel asked, since a last read that filled its buffer leaves it set for nothing.
+    // Over TLS: not known here.
     static bool answer_waiting(Stream& upstream) {
-        return !upstream.tls() && readiness::watched(upstream.socket()) && !readiness::quiet(upstream.socket());
+        return !upstream.tls() && readiness::watched(upstream.socket()) && !readiness::quiet(upstream.socket()) &&
+               !readiness::peek_quiet(upstream.socket());
     }
 
     // Writes what a plain socket takes now, without waiting: an asynchronous write that completes at once

@@ -141,14 +141,20 @@ ssize_t recv_now(Socket& socket, asio::mutable_buffer buffer) {
     return got;
 }
 
-void settle(Socket& socket) {
+bool peek_quiet(Socket& socket) {
     auto& socket_impl = impl(socket);
-    State* state = socket_impl.reactor_data_;
-    if (!is_watched(state) || !may_read(state) || hung_up(state)) { return; }
     char byte = 0;
     if (::recv(socket_impl.socket_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        note_drained(state, true);
+        note_drained(socket_impl.reactor_data_, true);
+        return true;
     }
+    return false;
+}
+
+void settle(Socket& socket) {
+    State* state = impl(socket).reactor_data_;
+    if (!is_watched(state) || !may_read(state) || hung_up(state)) { return; }
+    peek_quiet(socket);
 }
 
 namespace detail {

@@ -57,9 +57,13 @@ bool quiet(Socket& socket);
 // errno (EAGAIN: nothing there, and the next async_wait waits for the next edge).
 ssize_t recv_now(Socket& socket, boost::asio::mutable_buffer buffer);
 
+// Asks the kernel rather than the note: one recv(MSG_PEEK | MSG_DONTWAIT) of one byte. True when
+// nothing is there (EAGAIN), and then the note is cleared; false for bytes, a FIN or an error.
+bool peek_quiet(Socket& socket);
+
 // Makes the note exact before a wait that should last (a parked keep-alive connection): a read that
 // filled its buffer leaves "may read" set, and the wait would then end at once with nothing to read.
-// Only then, one recv(MSG_PEEK) of one byte: EAGAIN clears the note. No syscall when quiet() already.
+// Only then, peek_quiet(). No syscall when quiet() already.
 void settle(Socket& socket);
 
 namespace detail {

@@ -1,9 +1,5 @@
 #include "proxy/upstream_pool.hpp"
 
-#include <sys/socket.h>
-
-#include <cerrno>
-
 #include "proxy/readiness.hpp"
 
 namespace drover::proxy {
@@ -16,14 +12,6 @@ namespace {
 
 constexpr auto kSweepInterval = std::chrono::seconds(1);
 
-// An idle keep-alive connection must have nothing to say: EOF means the backend closed it, bytes mean
-// it sent something outside a response. Either way it is not reusable.
-bool still_quiet(tcp::socket& socket) {
-    char byte;
-    const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
 }  // namespace
 
 UpstreamPool::UpstreamPool(asio::io_context& context) : context_(context), sweeper_(context) {}
@@ -33,11 +21,14 @@ std::unique_ptr<Stream> UpstreamPool::take(const discovery::Host& host, const he
     if (it == hosts_.end()) { return nullptr; }
     auto& idle = it->second.idle;
     const auto now = Clock::now();
+    // An idle keep-alive connection must have nothing to say: EOF means the backend closed it, bytes
+    // mean it sent something outside a response. Either way it is not reusable. With `verify` the
+    // kernel is asked (peek_quiet, which also corrects a note a full last read left set).
     while (!idle.empty()) {
         Idle entry = std::move(idle.back());
         idle.pop_back();
         if (entry.expires > now && entry.stream->tls_client() == tls &&
-            ((!verify && readiness::quiet(entry.stream->socket())) || still_quiet(entry.stream->socket()))) {
+            ((!verify && readiness::quiet(entry.stream->socket())) || readiness::peek_quiet(entry.stream->socket()))) {
             return std::move(entry.stream);
         }
         host.stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
@@ -95,7 +86,7 @@ void UpstreamPool::sweep() {
         auto& idle = it->second.idle;
         const auto before = idle.size();
         std::erase_if(idle, [&](Idle& e) {
-            return e.expires <= now || (!readiness::quiet(e.stream->socket()) && !still_quiet(e.stream->socket()));
+            return e.expires <= now || (!readiness::quiet(e.stream->socket()) && !readiness::peek_quiet(e.stream->socket()));
         });
         it->second.host->stats().connections_active.fetch_sub(static_cast<std::int64_t>(before - idle.size()),
                                                               std::memory_order_relaxed);

@@ -162,6 +162,37 @@ TEST_F(ReadinessTest, AShortReadDrainsTheSocketAFullOneDoesNot) {
 
 // EAGAIN says the socket is empty on any socket; a short read says so only on a watched one, where a
 // FIN behind the bytes would show.
+// A read that filled its buffer exactly leaves the note set with nothing behind it: a wait would end
+// at once for nothing (a parked client woke and got a 408; an upstream looked like it had answered).
+// settle() and peek_quiet() ask the kernel and correct it; they keep a note that is true.
+TEST_F(ReadinessTest, AStaleNoteAfterAFullReadIsCorrectedByAskingTheKernel) {
+    auto pair = connect();
+    ASSERT_TRUE(readiness::watch(pair.near, true));
+    send(pair.far, "0123456789");
+    ASSERT_TRUE(reported(pair.near));
+    EXPECT_EQ(read(pair.near, 10), 10u);
+    EXPECT_FALSE(readiness::quiet(pair.near)) << "a full read cannot tell that nothing follows";
+    readiness::settle(pair.near);
+    EXPECT_TRUE(readiness::quiet(pair.near));
+    auto& result = start_wait(pair.near);
+    settle();
+    EXPECT_FALSE(result) << "the wait must last until the next bytes";
+    send(pair.far, "x");
+    EXPECT_TRUE(woken(result));
+    EXPECT_EQ(read(pair.near), 1u);
+
+    // With bytes behind the full read, the note stays: they are there to read.
+    send(pair.far, "0123456789");
+    ASSERT_TRUE(reported(pair.near));
+    EXPECT_EQ(read(pair.near, 5), 5u);
+    EXPECT_FALSE(readiness::peek_quiet(pair.near));
+    readiness::settle(pair.near);
+    EXPECT_FALSE(readiness::quiet(pair.near));
+    EXPECT_EQ(read(pair.near, 5), 5u);
+    EXPECT_TRUE(readiness::peek_quiet(pair.near));
+    EXPECT_TRUE(readiness::quiet(pair.near));
+}
+
 TEST_F(ReadinessTest, OnASocketNotWatchedOnlyEagainDrains) {
     auto pair = connect();
     EXPECT_EQ(read(pair.near), 0u);
