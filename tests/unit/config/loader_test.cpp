@@ -1383,14 +1383,6 @@ listeners:
         cluster: postgres
       - match: { host: "[::1" }
         cluster: postgres
-      - match: { host: "dot.example.com." }
-        cluster: postgres
-      - match: { host: "*.example.com." }
-        cluster: postgres
-      - match: { host: "[::1]" }
-        cluster: postgres
-      - match: { host: "10.0.0.1" }
-        cluster: postgres
 )"} + std::string{kPostgresCluster});
     EXPECT_TRUE(HasError(r, 5, 24, "listeners[0].routes[0].match.host",
                          "host 'svc.example.com:8080': requests are matched on their host without the port; "
