@@ -81,6 +81,8 @@ constexpr auto kTlsShutdownWait = std::chrono::seconds(1);
 // How long a client whose request body was left unread is read and ignored before its connection
 // is closed (HttpSession::linger).
 constexpr auto kLingerTime = std::chrono::seconds(2);
+// While a request body waits for room at a backend, how often it looks for an early answer.
+constexpr auto kAnswerPoll = std::chrono::milliseconds(250);
 // Response bodies at least this long still to come are spliced (kernel to kernel) between plain
 // sockets; shorter ones are copied through one relay buffer (a pipe costs three syscalls to make).
 constexpr std::uint64_t kSpliceBodyMin = 64 * 1024;
@@ -1254,8 +1256,12 @@ private:
             if (max_body > 0 && total > max_body) { co_return Outcome::body_too_large; }
             if (got > 0) {
                 if (answer_waiting(*upstream_)) { co_return Outcome::early_response; }
-                upstream_->lowest().expires_after(listener_->config.timeouts.idle);
-                if (co_await write_piece(*upstream_, step.data, info.chunked)) { co_return Outcome::reset_before_response; }
+                if (upstream_->tls()) {
+                    upstream_->lowest().expires_after(listener_->config.timeouts.idle);
+                    if (co_await write_piece(*upstream_, step.data, info.chunked)) { co_return Outcome::reset_before_response; }
+                } else if (const auto sent = co_await write_body_plain(step.data, info.chunked); sent != Outcome::ok) {
+                    co_return sent;
+                }
             }
             client_buf_.consume(step.consumed);
         }
@@ -1264,6 +1270,41 @@ private:
             if (wec) { co_return Outcome::reset_before_response; }
         }
         co_return Outcome::ok;
+    }
+
+    // Body bytes to a plain backend, as a chunk when `chunk`. While the backend takes nothing (its
+    // window is full) it may have answered already and stopped reading (a 413 for an upload, the
+    // connection kept open): the wait for room is cut into slices of kAnswerPoll and the answer looked
+    // for between them, so the client gets it then, not after timeouts.idle. ok, early_response, or
+    // reset_before_response (an error, or no room for timeouts.idle).
+    asio::awaitable<Outcome> write_body_plain(std::string_view bytes, bool chunk) {
+        auto& socket = upstream_->socket();
+        if (!socket.non_blocking()) {   // write_now needs it; without, a plain wait (not expected)
+            upstream_->lowest().expires_after(listener_->config.timeouts.idle);
+            co_return co_await write_piece(*upstream_, bytes, chunk) ? Outcome::reset_before_response : Outcome::ok;
+        }
+        std::array<char, 20> size_line;
+        const auto end = std::to_chars(size_line.data(), size_line.data() + size_line.size() - 2, bytes.size(), 16).ptr;
+        std::memcpy(end, "\r\n", 2);
+        const auto data = asio::buffer(bytes.data(), bytes.size());
+        const std::array<asio::const_buffer, 3> parts =
+            chunk ? std::array<asio::const_buffer, 3>{asio::buffer(size_line.data(), static_cast<std::size_t>(end + 2 - size_line.data())),
+                                                      data, asio::buffer("\r\n", 2)}
+                  : std::array<asio::const_buffer, 3>{data, asio::const_buffer{}, asio::const_buffer{}};
+        beast::buffers_suffix<std::array<asio::const_buffer, 3>> rest(parts);
+        const auto give_up = Clock::now() + listener_->config.timeouts.idle;
+        for (;;) {
+            boost::system::error_code ec;
+            rest.consume(write_now(*upstream_, rest, ec));
+            if (ec) { co_return Outcome::reset_before_response; }
+            if (asio::buffer_size(rest) == 0) { co_return Outcome::ok; }
+            if (answer_waiting(*upstream_)) { co_return Outcome::early_response; }
+            if (Clock::now() >= give_up) { co_return Outcome::reset_before_response; }
+            arm_deadline(std::min(give_up, Clock::now() + kAnswerPoll));
+            std::tie(ec) = co_await socket.async_wait(tcp::socket::wait_write, with_deadline());
+            disarm_deadline();
+            if (ec && !deadline_fired_) { co_return Outcome::reset_before_response; }
+        }
     }
 
     // The backend sent something (or closed) while the request is still going to it: on a plain,

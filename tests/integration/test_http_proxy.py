@@ -504,6 +504,30 @@ class HttpProxyTest(HttpTestCase):
         self.assertEqual(drover.metric_value("drover_http_local_responses_total",
                                              {"listener": "web", "reason": "bad_upstream_response"}, default=0), 0)
 
+    def test_an_early_answer_from_a_backend_that_stops_reading_is_delivered_at_once(self):
+        # The backend stops reading, and once Drover's body write has found no room, answers 413 and
+        # keeps its connection open: the answer must reach the client then, not after timeouts.idle
+        # (60 s) when the blocked write would give up.
+        def read_head(conn, _backend):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+        refusal = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large"
+        backend = self.raw_backend([[read_head, lambda conn, _b: time.sleep(1.5), refusal,
+                                     lambda conn, _b: time.sleep(15), RawHttpBackend.CLOSE]])
+        _, addr = self.http_proxy([backend], cluster_extra={"retries": {"attempts": 0}})
+        size = 64 << 20
+        conn = self.client(addr, timeout=15)
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+        sender = threading.Thread(target=conn.send_tolerant, args=(b"x" * size,), daemon=True)
+        sender.start()
+        resp = conn.read_response("POST", timeout=10)
+        self.assertEqual((resp.status, resp.body), (413, b"too large"), resp)
+        self.assertIn("close", resp.tokens("connection"))
+
     # -- the upstream pool ---------------------------------------------------------------------------
 
     def test_pool_reuses_one_origin_connection_across_client_connections(self):
