@@ -477,9 +477,10 @@ class HttpProxyTest(HttpTestCase):
         resp10 = old.read_response("GET")
         self.assertEqual((resp10.status, resp10.body, resp10.interim), (200, b"done", []), resp10)
 
-    def test_a_backend_that_answers_before_the_body_ends_has_its_answer_delivered(self):
-        # An upload the backend refuses at its head (413 and close, no byte of the body read): the
-        # client gets that 413, not a 502 for the connection the backend closed under the body.
+    def upload_answered_early(self, refusal, *, size, wait_before=0.0, keep_open=0.3):
+        """A POST of `size` bytes to a backend that reads the head only, waits `wait_before`, sends
+        `refusal`, and closes `keep_open` later without reading more. Returns drover, the client's
+        response, and the thread still sending the body."""
         def read_head(conn, _backend):
             data = b""
             while b"\r\n\r\n" not in data:
@@ -487,19 +488,26 @@ class HttpProxyTest(HttpTestCase):
                 if not chunk:
                     return
                 data += chunk
-        refusal = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large"
-        backend = self.raw_backend([[read_head, refusal, lambda conn, _b: time.sleep(0.3), RawHttpBackend.CLOSE]])
+        backend = self.raw_backend([[read_head, lambda conn, _b: time.sleep(wait_before), refusal,
+                                     lambda conn, _b: time.sleep(keep_open), RawHttpBackend.CLOSE]])
         drover, addr = self.http_proxy([backend], cluster_extra={"retries": {"attempts": 0}})
-        size = 16 << 20
-        conn = self.client(addr, timeout=10)
+        conn = self.client(addr, timeout=15)
         conn.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
         sender = threading.Thread(target=conn.send_tolerant, args=(b"x" * size,), daemon=True)
         sender.start()
-        resp = conn.read_response("POST", timeout=10)
+        self.addCleanup(sender.join, 15)
+        return drover, conn.read_response("POST", timeout=10), sender
+
+    def test_a_backend_that_answers_before_the_body_ends_has_its_answer_delivered(self):
+        # An upload the backend refuses at its head (413 and close, no byte of the body read): the
+        # client gets that 413, not a 502 for the connection the backend closed under the body.
+        drover, resp, sender = self.upload_answered_early(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large",
+            size=16 << 20)
         self.assertEqual((resp.status, resp.body), (413, b"too large"), resp)
         self.assertIn("close", resp.tokens("connection"))
         self.assertIsNone(resp.header("drover-error"))
-        sender.join(10)
+        sender.join(10)   # the rest of the body was read and dropped (linger), not refused with a reset
         self.assertFalse(sender.is_alive())
         self.assertEqual(drover.metric_value("drover_http_local_responses_total",
                                              {"listener": "web", "reason": "bad_upstream_response"}, default=0), 0)
@@ -508,23 +516,8 @@ class HttpProxyTest(HttpTestCase):
         # The backend stops reading, and once Drover's body write has found no room, answers 413 and
         # keeps its connection open: the answer must reach the client then, not after timeouts.idle
         # (60 s) when the blocked write would give up.
-        def read_head(conn, _backend):
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-        refusal = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large"
-        backend = self.raw_backend([[read_head, lambda conn, _b: time.sleep(1.5), refusal,
-                                     lambda conn, _b: time.sleep(15), RawHttpBackend.CLOSE]])
-        _, addr = self.http_proxy([backend], cluster_extra={"retries": {"attempts": 0}})
-        size = 64 << 20
-        conn = self.client(addr, timeout=15)
-        conn.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
-        sender = threading.Thread(target=conn.send_tolerant, args=(b"x" * size,), daemon=True)
-        sender.start()
-        resp = conn.read_response("POST", timeout=10)
+        _, resp, _ = self.upload_answered_early(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large",
+                                                size=64 << 20, wait_before=1.5, keep_open=15)
         self.assertEqual((resp.status, resp.body), (413, b"too large"), resp)
         self.assertIn("close", resp.tokens("connection"))
 
