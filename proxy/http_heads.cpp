@@ -158,9 +158,10 @@ void client_response(const ClientResponse& response, std::string& head) {
     if (response.fields != nullptr) {
         LineRuns lines(head);
         for (const auto& field : *response.fields) {
-            // A HEAD answer's Content-Length describes the GET body: pass it through unchanged.
+            // A HEAD answer's Content-Length describes the GET body, and a 304's the body a 200 would
+            // have had (RFC 9110 section 8.6): pass it through unchanged.
             if (http_rules::is_hop_by_hop(field, connection) &&
-                !(response.head_request && field.id == http_rules::FieldId::content_length)) {
+                !((response.head_request || response.status == 304) && field.id == http_rules::FieldId::content_length)) {
                 continue;
             }
             lines.add(field);

@@ -44,7 +44,7 @@ struct ClientResponse {
     std::string_view reason;
     const std::vector<http_rules::Field>* fields = nullptr;   // the backend's, as received
     std::string_view connection_tokens;    // its Connection field (tokens named there are hop-by-hop)
-    bool head_request = false;             // a HEAD answer's Content-Length is passed through as is
+    bool head_request = false;             // a HEAD answer's Content-Length is passed through as is (a 304's too)
     std::optional<std::uint64_t> length;   // Content-Length to send (none: chunked or close-delimited)
     bool chunked = false;                  // Drover sends the body chunked
     bool close = false;                    // Connection: close

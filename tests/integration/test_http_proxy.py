@@ -385,6 +385,17 @@ class HttpProxyTest(HttpTestCase):
                 self.assertEqual((resp.status, resp.body_len), (status, 0))
                 self.assertEqual(conn.request("GET", f"/after{status}").json()["target"], f"/after{status}")
 
+    def test_a_304_keeps_its_content_length(self):
+        # RFC 9110 section 8.6: a 304's Content-Length is the size a 200 would have had; caches use it.
+        backend = self.raw_backend([[RawHttpBackend.READ, b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1234\r\n\r\n',
+                                     RawHttpBackend.READ, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"]])
+        _, addr = self.http_proxy([backend])
+        conn = self.client(addr)
+        resp = conn.request("GET", "/cached", headers={"If-None-Match": '"v1"'}, timeout=5)
+        self.assertEqual((resp.status, resp.body_len), (304, 0))
+        self.assertEqual(resp.header_values("content-length"), ["1234"])
+        self.assertEqual(conn.request("GET", "/next", timeout=5).body, b"next")
+
     def test_64mib_upload_and_download_stream_with_bounded_memory(self):
         origin = self.origin(keep_body=0)
         drover, addr = self.http_proxy([origin])
