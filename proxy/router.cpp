@@ -46,10 +46,9 @@ std::string Router::normalize_path(std::string_view target) {
     std::vector<std::string> segments;
     std::string segment;
     const auto end_segment = [&] {
-        if (segment == ".") {
-        } else if (segment == "..") {
+        if (segment == "..") {
             if (!segments.empty()) { segments.pop_back(); }
-        } else if (!segment.empty()) {
+        } else if (!segment.empty() && segment != ".") {
             segments.push_back(segment);
         }
         segment.clear();
