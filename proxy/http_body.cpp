@@ -81,10 +81,9 @@ std::optional<std::string_view> BodyReader::next(std::string_view input, Step& s
                 break;
             }
             case State::size_space:
+                // RFC 9112 §7.1.1: whitespace after the size is BWS before an extension's ";" only.
                 if (c == ';') {
                     state_ = State::extension;
-                } else if (c == '\r') {
-                    state_ = State::size_lf;
                 } else if (c != ' ' && c != '\t') {
                     return "malformed chunk-size line";
                 }

@@ -244,6 +244,9 @@ TEST(BodyChunked, RejectsBadSizes) {
              ";ext\r\nhello\r\n0\r\n\r\n",
              " 5\r\nhello\r\n0\r\n\r\n",
              "5 5\r\nhello\r\n0\r\n\r\n",
+             "5 \r\nhello\r\n0\r\n\r\n",   // whitespace with no extension after it (RFC 9112 §7.1.1)
+             "5\t\r\nhello\r\n0\r\n\r\n",
+             "5\r\nhello\r\n0 \r\n\r\n",
              "10000000000000000\r\n",     // 17 digits: more than 64 bits
              "FFFFFFFFFFFFFFFFF\r\n",
              "123456789abcdef0123\r\n",
