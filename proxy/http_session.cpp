@@ -1133,7 +1133,7 @@ private:
             }
             Outcome sent = co_await send_body(info);
             if (sent == Outcome::early_response ||
-                (sent == Outcome::reset_before_response && upstream_ != nullptr && answer_waiting(*upstream_))) {
+                (sent == Outcome::reset_before_response && upstream_ != nullptr && answer_left(*upstream_))) {
                 // The backend answered before it had the whole body (a 413, a 401, a redirect), and
                 // may have closed: that answer is the client's, not a 502. The rest of the body is not
                 // read, so neither connection is used again.
@@ -1314,6 +1314,17 @@ private:
     static bool answer_waiting(Stream& upstream) {
         return !upstream.tls() && readiness::watched(upstream.socket()) && !readiness::quiet(upstream.socket()) &&
                !readiness::peek_quiet(upstream.socket());
+    }
+
+    // After a body write failed: did the backend send something before it went? Plain: answer_waiting.
+    // Over TLS the bytes are records not yet decrypted (an answer, or only a session ticket, which
+    // relay_response then reads past to the reset, and the 502 stands); the kernel keeps them for
+    // reading after a reset. Over TLS, only this case is seen: a backend that stops reading and
+    // answers is found when the write times out (timeouts.idle), and then its connection is gone.
+    static bool answer_left(Stream& upstream) {
+        if (!upstream.tls()) { return answer_waiting(upstream); }
+        char byte = 0;
+        return ::recv(upstream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
     }
 
     // Writes what a plain socket takes now, without waiting: an asynchronous write that completes at once

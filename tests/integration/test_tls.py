@@ -248,6 +248,31 @@ class TlsEchoBackend(Backend):
             tls.close()
 
 
+class TlsRefusingBackend(Backend):
+    """A TLS server that reads a request head, answers `refusal` at once, and closes 0.3 s later with
+    the body unread (so its kernel resets the connection under the upload)."""
+
+    def __init__(self, certfile: str, keyfile: str, refusal: bytes, **kw) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(certfile, keyfile)
+        self.refusal = refusal
+        super().__init__(name="tls-refusing", **kw)
+
+    def handle(self, conn: socket.socket) -> None:
+        tls = self.context.wrap_socket(conn, server_side=True)
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            tls.sendall(self.refusal)
+            time.sleep(0.3)
+        finally:
+            tls.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # Clients
 
@@ -654,6 +679,26 @@ class UpstreamTlsTest(TlsTestCase):
         wait_until(lambda: len(secure.handshakes) >= 3, 3, message="three handshakes")
         self.assertFalse(secure.handshakes[0]["reused"], secure.handshakes)
         self.assertTrue(any(h["reused"] for h in secure.handshakes[1:]), secure.handshakes)
+
+    def test_a_tls_backend_that_refuses_an_upload_early_has_its_answer_delivered(self):
+        # It answers 413 after the head and closes under the body: the client gets that 413, not a
+        # 502 for the reset Drover's next body write finds.
+        refusing = self.backend(TlsRefusingBackend(
+            self.certs.path("a.pem"), self.certs.path("a.key"),
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large"))
+        drover, addr = self.upstream_tls_proxy(refusing, {"sni": "a.test", "ca": self.certs.path("ca.pem")},
+                                               retries={"attempts": 0})
+        size = 16 << 20
+        conn = self.client(addr, timeout=15)
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+        sender = threading.Thread(target=conn.send_tolerant, args=(b"x" * size,), daemon=True)
+        sender.start()
+        self.addCleanup(sender.join, 15)
+        resp = conn.read_response("POST", timeout=10)
+        self.assertEqual((resp.status, resp.body), (413, b"too large"), resp)
+        self.assertIn("close", resp.tokens("connection"))
+        self.assertEqual(drover.metric_value("drover_http_local_responses_total",
+                                             {"listener": "web", "reason": "bad_upstream_response"}, default=0), 0)
 
     def test_a_tcp_listener_relays_to_a_tls_host(self):
         echo = self.backend(TlsEchoBackend(self.certs.path("b.pem"), self.certs.path("b.key")))
