@@ -118,7 +118,8 @@ void upstream_request(const http_rules::Head& request, const http_rules::Request
         lines.add(field);
     }
     lines.flush();
-    if (!has_host) { append_field(head, "Host", info.host); }   // HTTP/1.0 without Host, or absolute-form
+    // Absolute-form (Host is its authority), or HTTP/1.0 without Host: a backend may refuse an empty one.
+    if (!has_host) { append_field(head, "Host", info.host.empty() ? forwarding.authority : info.host); }
     if (forwarded_for.empty()) {
         append_field(head, "X-Forwarded-For", forwarding.client_ip);
     } else {

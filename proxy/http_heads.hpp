@@ -28,6 +28,9 @@ struct Forwarding {
     std::string_view client_ip;   // appended to X-Forwarded-For
     std::string_view proto;       // X-Forwarded-Proto: "http", or "https" on a TLS listener
     std::mt19937_64* random;      // draws an X-Request-Id when the client sent none
+    // The Host sent for a request that names no authority (HTTP/1.0 without Host): the address the
+    // client connected to, as RFC 9112 section 3.3 reconstructs the target URI. Empty otherwise.
+    std::string_view authority = {};
 };
 
 // The request line in origin-form, the client's fields (as received: order and spelling) minus hop-by-hop

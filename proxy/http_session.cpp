@@ -549,9 +549,20 @@ private:
 
     // The request head to send upstream, built into upstream_head_ (every try sends it).
     const std::string& upstream_head(const http_rules::RequestInfo& info) {
-        http_heads::upstream_request(request_head_, info, {client_ip_, client_.tls() ? "https" : "http", &worker_.random()},
+        const std::string authority = info.host.empty() ? local_authority() : std::string();
+        http_heads::upstream_request(request_head_, info,
+                                     {client_ip_, client_.tls() ? "https" : "http", &worker_.random(), authority},
                                      upstream_head_);
         return upstream_head_;
+    }
+
+    // "ip:port" (IPv6 in brackets) the client connected to; empty if the socket cannot say.
+    std::string local_authority() {
+        boost::system::error_code ec;
+        const auto local = client_.socket().local_endpoint(ec);
+        if (ec) { return {}; }
+        const auto ip = local.address().to_string();
+        return local.address().is_v6() ? fmt::format("[{}]:{}", ip, local.port()) : fmt::format("{}:{}", ip, local.port());
     }
 
     // Whether a failed try may be tried again on another host: the request must be replayable (no

@@ -636,6 +636,18 @@ class HttpProxyTest(HttpTestCase):
         self.assertEqual(second.header("X-Forwarded-For"), "203.0.113.7, 127.0.0.1")
         self.assertEqual(second.header_values("X-Forwarded-Host"), ["app.test"])
 
+    def test_an_http10_request_without_host_is_forwarded_with_the_address_it_came_to(self):
+        # HTTP/1.0 allows no Host; what goes upstream is HTTP/1.1, where an empty Host is refused by
+        # many servers (NGINX answers 400). RFC 9112 section 3.3: the authority is the listener's.
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        conn.send(HttpConn.build_request("GET", "/old", host=None, version="HTTP/1.0"))
+        self.assertEqual(conn.read_response("GET").status, 200)
+        sent = origin.requests[0]
+        self.assertEqual(sent.header_values("Host"), [f"{addr[0]}:{addr[1]}"])
+        self.assertEqual(sent.header_values("X-Forwarded-Host"), [])   # the client named no host
+
     def test_x_request_id_is_added_when_absent_and_kept_when_present(self):
         origin = self.origin()
         _, addr = self.http_proxy([origin])
