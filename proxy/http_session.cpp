@@ -238,11 +238,15 @@ public:
             if (!co_await handle_request()) { break; }
             if (worker_.draining()) { break; }
         }
-        if (linger_ && !client_.tls() && !aborted_) { co_await linger(); }
+        if (linger_ && !client_.tls() && !aborted_) { co_await linger(Clock::now() + kLingerTime); }
         if (client_.tls() && !aborted_) {
             // close_notify, so the client can tell the end from a cut; its answer is waited for briefly.
+            const auto linger_until = Clock::now() + kLingerTime;
             client_.lowest().expires_after(kTlsShutdownWait);
             co_await client_.async_shutdown(use_tuple);
+            // With a body left unread, what the client still sends comes after the close_notify (the
+            // shutdown ends at its first record): it is dropped as it is, undecrypted.
+            if (linger_) { co_await linger(linger_until); }
         }
         close_client();
     }
@@ -279,11 +283,10 @@ private:
     // A client whose request body was left unread (answered before it ended: 413, or the backend's
     // early answer) would get a reset from close(2) with its bytes still coming, and a reset can
     // destroy the answer before the client has read it. So: FIN after the answer, then its bytes read
-    // and dropped until it closes too, for at most kLingerTime.
-    asio::awaitable<void> linger() {
+    // and dropped until it closes too, until `deadline` (kLingerTime from the answer).
+    asio::awaitable<void> linger(Clock::time_point deadline) {
         boost::system::error_code ignored;
         client_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-        const auto deadline = Clock::now() + kLingerTime;
         for (;;) {
             client_buf_.clear();
             auto [ec, n] = co_await read_plain(client_.socket(), client_buf_.prepare(kReadChunk), deadline);

@@ -473,6 +473,25 @@ class ListenerTlsTest(TlsTestCase):
         drover.wait_metric("drover_http_local_responses_total", {"listener": "web", "reason": "request_header_timeout"},
                            lambda v: v == 1, default=0)
 
+    def test_an_upload_refused_over_tls_gets_its_413_not_a_reset(self):
+        # Drover answers 413 at the limit while curl is still sending. Closing then, with the rest of
+        # the upload arriving, would reset the connection, and the reset often destroyed the answer
+        # before curl read it ("Send failure"); after the close_notify the bytes are read and dropped.
+        origin = self.origin()   # reads the whole body before it answers
+        tls = {"certificates": [self.certs.pair("a")]}
+        listener = http_listener("web", [route("back", path_prefix="/")], tls=tls,
+                                 limits={"max_request_body_bytes": "1MiB"})
+        drover = self.start_drover(make_config([listener], [static_cluster("back", [origin])]))
+        upload = os.path.join(self.temp_dir("upload"), "body")
+        with open(upload, "wb") as f:
+            f.write(b"x" * (32 << 20))
+        for attempt in range(4):
+            with self.subTest(attempt=attempt):
+                code, body, status, err = self.curl(drover.listener_addr("web")[1], "a.test", "/up", "-X", "POST",
+                                                    "-H", "Transfer-Encoding: chunked", "-T", upload)
+                self.assertEqual((code, status), (0, "413 1.1"), err)
+                self.assertIn("request body larger than the limit", body)
+
     def test_requests_over_tls_are_forwarded_with_x_forwarded_proto_https(self):
         origin = self.origin()
         _, addr = self.tls_listener_proxy(origin, [self.certs.pair("a")])
