@@ -123,12 +123,7 @@ TlsClient::Built TlsClient::build(const config::UpstreamTls& settings) {
     if (!settings.cert.empty()) {
         context.use_certificate_chain_file(settings.cert, ec);
         if (ec) { return fail("cert", settings.cert, tls_error_reason(ec)); }
-        context.use_private_key_file(settings.key, ssl::context::pem, ec);
-        if (key_mismatch(ec) || (!ec && SSL_CTX_check_private_key(native) != 1)) {
-            ERR_clear_error();
-            return Built{nullptr, fmt::format("key {} does not match cert {}", settings.key, settings.cert)};
-        }
-        if (ec) { return fail("key", settings.key, tls_error_reason(ec)); }
+        if (auto why = use_key(context, settings.key, settings.cert); !why.empty()) { return Built{nullptr, std::move(why)}; }
     }
     for (const auto* path : {&settings.ca, &settings.cert, &settings.key}) {
         if (!path->empty()) { impl->stamps.add(*path); }
@@ -167,9 +162,35 @@ void TlsClient::prepare(ssl_st* ssl, const std::string& peer) const {
 
 bool TlsClient::files_changed() const { return impl_->stamps.changed(); }
 
-bool key_mismatch(const error_code& ec) {
-    return ec.category() == asio::error::get_ssl_category() &&
-           ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH;
+namespace {
+// OpenSSL's passphrase callback: none is given. `asked` (the user data) records that one was wanted.
+int no_passphrase(char*, int, int, void* asked) {
+    if (asked != nullptr) { *static_cast<bool*>(asked) = true; }
+    return 0;
+}
+}  // namespace
+
+std::string use_key(ssl::context& context, const std::string& key, const std::string& cert) {
+    SSL_CTX* native = context.native_handle();
+    bool asked = false;
+    SSL_CTX_set_default_passwd_cb(native, &no_passphrase);   // stays: never a prompt
+    SSL_CTX_set_default_passwd_cb_userdata(native, &asked);
+    error_code ec;
+    context.use_private_key_file(key, ssl::context::pem, ec);
+    SSL_CTX_set_default_passwd_cb_userdata(native, nullptr);
+    if (ec && asked) {
+        ERR_clear_error();
+        return fmt::format("cannot load key {}: it is encrypted, and Drover takes no passphrase "
+                           "(store it decrypted, readable by Drover only: openssl pkey -in {} -out NEW)", key, key);
+    }
+    const bool mismatch = ec ? ec.category() == asio::error::get_ssl_category() &&
+                                   ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH
+                             : SSL_CTX_check_private_key(native) != 1;
+    if (mismatch) {
+        ERR_clear_error();
+        return fmt::format("key {} does not match cert {}", key, cert);
+    }
+    return ec ? fmt::format("cannot load key {}: {}", key, tls_error_reason(ec)) : std::string();
 }
 
 void keep_session(ssl_st* ssl) {

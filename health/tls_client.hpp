@@ -64,8 +64,10 @@ std::string tls_error_reason(const boost::system::error_code& ec);
 // Why `path` can't be read (the system's reason: "No such file or directory"), or empty if it can.
 std::string unreadable_file(const std::string& path);
 
-// Whether loading a private key failed because it does not belong to the certificate loaded before.
-bool key_mismatch(const boost::system::error_code& ec);
+// Loads the private key `key` into `context`, after its certificate `cert`: empty when it is in, else
+// why not (it does not match `cert`; it is encrypted, and Drover never asks for a passphrase, where
+// OpenSSL would prompt on a terminal and a reload would hang; OpenSSL's reason).
+std::string use_key(boost::asio::ssl::context& context, const std::string& key, const std::string& cert);
 
 // A failed handshake in words an operator can search for: OpenSSL's reason, and for a certificate
 // that did not verify, why ("certificate verify failed: self-signed certificate in certificate chain").

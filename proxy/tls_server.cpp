@@ -134,14 +134,8 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
             fail(fmt::format("cannot load cert {}: {}", entry.cert, health::tls_error_reason(ec)));
             continue;
         }
-        context->use_private_key_file(entry.key, ssl::context::pem, ec);
-        if (health::key_mismatch(ec) || (!ec && SSL_CTX_check_private_key(native) != 1)) {
-            ERR_clear_error();
-            fail(fmt::format("key {} does not match cert {}", entry.key, entry.cert));
-            continue;
-        }
-        if (ec) {
-            fail(fmt::format("cannot load key {}: {}", entry.key, health::tls_error_reason(ec)));
+        if (auto why = health::use_key(*context, entry.key, entry.cert); !why.empty()) {
+            fail(std::move(why));
             continue;
         }
         SSL_CTX_set_session_id_context(native, kSessionIdContext, sizeof kSessionIdContext);

@@ -10,7 +10,9 @@ a client certificate, and a self-signed a.test certificate that the CA never saw
 
 import json
 import os
+import pty
 import re
+import select
 import shutil
 import signal
 import socket
@@ -22,7 +24,7 @@ import threading
 import time
 import unittest
 
-from harness import (IO_TIMEOUT, Backend, HttpBackend, HttpTestCase, http_listener, make_config,
+from harness import (IO_TIMEOUT, Backend, HttpBackend, HttpTestCase, drover_bin, http_listener, make_config,
                      parse_http_response, recv_all, recv_exactly, roundtrip, route, run_drover, static_cluster,
                      tcp_listener, to_yaml, wait_until)
 from test_check import line_of
@@ -974,6 +976,57 @@ class TlsConfigTest(TlsTestCase):
                 self.assertTrue(e["path"].startswith(path), e["text"])
                 self.assertEqual(e["line"], line_of(text, block), e["text"])
                 self.assertRegex(e["message"], message)
+
+    def test_an_encrypted_key_is_refused_without_asking_for_a_passphrase(self):
+        self.certs.openssl("pkey", "-in", self.certs.path("a.key"), "-aes256", "-passout", "pass:secret",
+                           "-out", os.path.join(self.dir, "enc.key"))
+        listener_text = self.config("tls: { certificates: [{ cert: a.pem, key: enc.key }] }\n")
+        cluster_text = self.config("", "tls: { sni: a.test, ca: ca.pem, cert: a.pem, key: enc.key }\n")
+        for text, path in ((listener_text, "listeners[0].tls.certificates[0]"), (cluster_text, "clusters[0].tls")):
+            with self.subTest(path):
+                errors = self.errors(text, "--check")
+                self.assertEqual([e["path"] for e in errors], [path], [e["text"] for e in errors])
+                self.assertRegex(errors[0]["message"], r"cannot load key \S*enc\.key: it is encrypted")
+        # On a terminal OpenSSL would prompt for the passphrase and wait: at start, or in a reload
+        # that then blocks the control loop (admin included).
+        config_path = os.path.join(self.dir, "drover.yaml")
+        with open(config_path, "w", encoding="utf-8") as f:
+            f.write(listener_text)
+        program = drover_bin()
+        pid, terminal = pty.fork()
+        if pid == 0:
+            try:
+                os.execv(program, [program, "--check", "-c", config_path])
+            finally:
+                os._exit(127)
+        output = b""
+        deadline = time.monotonic() + 10
+        status = None
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([terminal], [], [], 0.2)
+                chunk = b""
+                if ready:
+                    try:
+                        chunk = os.read(terminal, 4096)
+                    except OSError:   # EIO: the child is gone
+                        pass
+                    output += chunk
+                if not chunk:
+                    waited, wait_status = os.waitpid(pid, os.WNOHANG)
+                    if waited:
+                        status = wait_status
+                        break
+        finally:
+            if status is None:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            os.close(terminal)
+        self.assertIsNotNone(status, f"drover --check still running on a terminal after 10 s: {output!r}")
+        self.assertEqual(os.waitstatus_to_exitcode(status), 2, output)
+        self.assertIn(b"it is encrypted", output)
+        self.assertNotIn(b"pass phrase", output.lower())
+
 
 
 # --------------------------------------------------------------------------------------------------
