@@ -2,7 +2,10 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
@@ -599,7 +602,7 @@ std::optional<std::vector<StaticEndpoint>> read_endpoint_list(const Cursor& c, s
         return std::nullopt;
     }
     std::vector<StaticEndpoint> endpoints;
-    std::vector<std::pair<Address, Mark>> seen;
+    std::map<std::pair<std::string, std::uint16_t>, Mark> seen;   // an orchestrator's file may list thousands
     for (const auto& item : items) {
         StaticEndpoint endpoint;
         std::optional<Cursor> address_cursor;
@@ -617,14 +620,12 @@ std::optional<std::vector<StaticEndpoint>> read_endpoint_list(const Cursor& c, s
         if (!address_cursor) { continue; }
         const auto address = address_cursor->address(false);
         if (!address) { continue; }
-        const auto twin =
-            std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == *address; });
-        if (twin != seen.end()) {
+        const auto [twin, first] = seen.try_emplace({address->host, address->port}, address_cursor->mark());
+        if (!first) {
             address_cursor->error(fmt::format("{} is listed twice (first at line {}); use weight instead",
                                               address->str(), twin->second.line));
             continue;
         }
-        seen.emplace_back(*address, address_cursor->mark());
         endpoint.address = *address;
         endpoints.push_back(endpoint);
     }
@@ -1626,10 +1627,26 @@ struct FileText {
 // something endless (/dev/zero) or huge stops here, not when memory runs out.
 constexpr std::size_t kMaxFileBytes = 16 * 1024 * 1024;
 
-FileText read_whole_file(const std::string& path) {
+// FileText::error for a path that is not a regular file (read_whole_file with `regular_only`).
+constexpr int kNotRegularFile = -1;
+
+// `regular_only`: a FIFO or a device is refused instead of read (opening a FIFO waits for a writer,
+// and an endpoints file is read on the control loop).
+FileText read_whole_file(const std::string& path, bool regular_only = false) {
     errno = 0;
-    const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file{std::fopen(path.c_str(), "rb"), &std::fclose};
-    if (!file) { return {std::nullopt, errno}; }
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
+    if (fd < 0) { return {std::nullopt, errno}; }
+    struct stat st {};
+    if (regular_only && (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        ::close(fd);
+        return {std::nullopt, kNotRegularFile};
+    }
+    const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file{::fdopen(fd, "rb"), &std::fclose};
+    if (!file) {
+        const int error = errno;
+        ::close(fd);
+        return {std::nullopt, error};
+    }
     std::string text;
     std::array<char, 64 * 1024> buffer{};
     std::size_t n = 0;
@@ -1643,8 +1660,9 @@ FileText read_whole_file(const std::string& path) {
 
 ConfigError cannot_read(const std::string& path, int err) {
     return ConfigError{Mark{path, 0, 0}, {},
-                       err == EFBIG ? fmt::format("cannot read file: larger than {} MiB", kMaxFileBytes >> 20)
-                                    : fmt::format("cannot read file: {}", std::generic_category().message(err))};
+                       err == EFBIG             ? fmt::format("cannot read file: larger than {} MiB", kMaxFileBytes >> 20)
+                       : err == kNotRegularFile ? std::string("cannot read file: not a regular file")
+                                                : fmt::format("cannot read file: {}", std::generic_category().message(err))};
 }
 
 }  // namespace
@@ -1690,10 +1708,11 @@ EndpointsFileResult load_endpoints_string(std::string_view yaml, const std::stri
 }
 
 EndpointsFileResult load_endpoints_file(const std::string& path) {
-    auto file = read_whole_file(path);
+    auto file = read_whole_file(path, true);
     if (!file.text) {
         EndpointsFileResult result;
         result.errors.push_back(cannot_read(path, file.error));
+        result.unreadable = true;
         return result;
     }
     return load_endpoints_string(*file.text, path);

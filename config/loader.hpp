@@ -47,6 +47,7 @@ std::vector<ConfigError> check_runnable(const Config& config);
 struct EndpointsFileResult {
     std::optional<std::vector<StaticEndpoint>> endpoints;   // set iff errors is empty
     std::vector<ConfigError> errors;                        // each with file:line:col, like config errors
+    bool unreadable = false;                                // the file could not be read at all
 
     bool ok() const { return errors.empty(); }
 };

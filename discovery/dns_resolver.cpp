@@ -12,7 +12,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -48,8 +47,11 @@ constexpr int kTries = 2;
 constexpr auto kResolutionDeadline = std::chrono::seconds(10);
 // Failures in a row after which the channel is thrown away and a fresh one opened.
 constexpr std::uint32_t kRecreateChannelAfter = 3;
-// More addresses than this in one answer are ignored (c-ares fills a caller-sized array).
-constexpr std::size_t kMaxAddressesPerAnswer = 256;
+// The smallest A record in a message (a compressed name, type, class, TTL, length, 4 bytes): c-ares
+// fills a caller-sized array, sized from this so that no answer is cut short.
+constexpr std::size_t kMinAddressRecordBytes = 16;
+// SRV weights are 16 bits; records adding up on one host stay within them.
+constexpr std::uint32_t kMaxSrvWeight = 65535;
 
 std::string_view type_name(int type) {
     switch (type) {
@@ -167,9 +169,10 @@ int parse_addresses(const Reply& reply, int type, std::vector<asio::ip::address>
                     std::optional<std::uint32_t>& ttl) {
     const auto* data = reply.message.data();
     const auto size = static_cast<int>(reply.message.size());
-    int count = static_cast<int>(kMaxAddressesPerAnswer);
+    const std::size_t room = reply.message.size() / kMinAddressRecordBytes + 1;
+    int count = static_cast<int>(room);
     if (type == kTypeA) {
-        std::array<ares_addrttl, kMaxAddressesPerAnswer> records{};
+        std::vector<ares_addrttl> records(room);
         const int status = ares_parse_a_reply(data, size, nullptr, records.data(), &count);
         if (status != ARES_SUCCESS) { return status; }
         for (int i = 0; i < count; ++i) {
@@ -180,7 +183,7 @@ int parse_addresses(const Reply& reply, int type, std::vector<asio::ip::address>
                          static_cast<std::uint32_t>(std::max(0, records[static_cast<std::size_t>(i)].ttl)));
         }
     } else {
-        std::array<ares_addr6ttl, kMaxAddressesPerAnswer> records{};
+        std::vector<ares_addr6ttl> records(room);
         const int status = ares_parse_aaaa_reply(data, size, nullptr, records.data(), &count);
         if (status != ARES_SUCCESS) { return status; }
         for (int i = 0; i < count; ++i) {
@@ -315,9 +318,13 @@ private:
         EndpointSet endpoints;
         std::optional<std::uint32_t> ttl_seconds;
         std::string error;
+        std::vector<std::string> failed;   // of a usable answer: the questions that failed (see take_answer)
 
-        static Outcome failure(std::string why) { return Outcome{false, {}, std::nullopt, std::move(why)}; }
+        static Outcome failure(std::string why) { return Outcome{false, {}, std::nullopt, std::move(why), {}}; }
     };
+
+    // The addresses each (name, record type) gave at its last answer.
+    using Answers = std::map<std::pair<std::string, int>, std::vector<asio::ip::address>>;
 
     // --- the refresh loop -------------------------------------------------------------------------
 
@@ -355,6 +362,20 @@ private:
             const auto decision = schedule_.on_success(ttl, now, random);
             if (failed_before > 0) {
                 log::info("{}: answering again after {} failed refreshes", label_, failed_before);
+            }
+            // Part of the answer failed: said once per change, not at every refresh (a server that
+            // refuses AAAA does so every time).
+            std::string partial;
+            for (const auto& f : outcome.failed) { partial += (partial.empty() ? "" : "; ") + f; }
+            if (partial != partial_error_) {
+                if (!partial.empty()) {
+                    log::warn("{}: part of the answer failed, its last addresses (if any) are kept: {}", label_,
+                              partial);
+                    last_error_ = partial;
+                } else {
+                    log::info("{}: every part of the answer is back", label_);
+                }
+                partial_error_ = std::move(partial);
             }
             sort_endpoints(outcome.endpoints);
             if (!delivered_ || *delivered_ != outcome.endpoints) {
@@ -407,21 +428,20 @@ private:
         }
         const Replies replies = co_await query(questions);
         Outcome outcome;
+        Answers answers;
         std::vector<asio::ip::address> addresses;
         for (std::size_t i = 0; i < questions.size(); ++i) {
-            int status = replies[i].status;
-            if (status == ARES_SUCCESS) {
-                status = parse_addresses(replies[i], questions[i].type, addresses, outcome.ttl_seconds);
-            }
-            // No records of one type is fine for a+aaaa (an IPv4-only service); any real error is not:
-            // a half answer must not take the other family's hosts out of rotation.
-            if (status == ARES_ENODATA) { continue; }
-            if (status != ARES_SUCCESS) {
-                co_return Outcome::failure(describe(questions[i], status, single_server_));
+            if (const int status = take_answer(questions[i], replies[i], answers, outcome, addresses);
+                status != ARES_SUCCESS) {
+                outcome.failed.push_back(describe(questions[i], status, single_server_));
             }
         }
+        if (outcome.failed.size() == questions.size()) { co_return Outcome::failure(outcome.failed.front()); }
+        answers_ = std::move(answers);
         if (addresses.empty()) {
-            co_return Outcome::failure(fmt::format("{}: empty answer (no address records)", config_.name));
+            co_return Outcome::failure(outcome.failed.empty()
+                                           ? fmt::format("{}: empty answer (no address records)", config_.name)
+                                           : outcome.failed.front());
         }
         for (const auto& address : addresses) {
             outcome.endpoints.push_back(Endpoint{{address, config_.port.value_or(0)}, 1, 0});
@@ -447,10 +467,14 @@ private:
         outcome.ttl_seconds = shortest_answer_ttl(srv_replies[0].message, kTypeSrv);
 
         // Each distinct target once, both address families. A target of "." means "no service here".
+        // A target is a full name (RFC 2782), which c-ares hands over without its final dot: with the
+        // dot back, the search list of resolv.conf is not applied to it (in a Kubernetes pod, ndots:5
+        // would try "target.<ns>.svc.cluster.local" and the rest first, and could find another host).
         std::vector<Question> questions;
         std::map<std::string, std::vector<asio::ip::address>> targets;
-        for (const auto& r : records) {
+        for (auto& r : records) {
             if (r.target.empty() || r.target == ".") { continue; }
+            if (r.target.back() != '.') { r.target.push_back('.'); }
             if (targets.emplace(r.target, std::vector<asio::ip::address>{}).second) {
                 questions.push_back({r.target, kTypeA});
                 questions.push_back({r.target, kTypeAaaa});
@@ -461,35 +485,68 @@ private:
                 fmt::format("SRV {}: no usable target (service not available)", config_.name));
         }
         const Replies replies = co_await query(questions);
+        Answers answers;
         for (std::size_t i = 0; i < questions.size(); ++i) {
-            int target_status = replies[i].status;
-            if (target_status == ARES_SUCCESS) {
-                target_status = parse_addresses(replies[i], questions[i].type, targets[questions[i].name],
-                                                outcome.ttl_seconds);
-            }
-            // A target that does not exist lists no host; a target that could not be looked up makes the
-            // whole answer unusable (the hosts behind it may still be there).
-            if (target_status == ARES_ENODATA || target_status == ARES_ENOTFOUND) { continue; }
-            if (target_status != ARES_SUCCESS) {
-                co_return Outcome::failure(
-                    fmt::format("SRV {}: target {}", config_.name,
-                                describe(questions[i], target_status, single_server_)));
+            if (const int target_status = take_answer(questions[i], replies[i], answers, outcome, targets[questions[i].name]);
+                target_status != ARES_SUCCESS) {
+                outcome.failed.push_back(fmt::format("SRV {}: target {}", config_.name,
+                                                     describe(questions[i], target_status, single_server_)));
             }
         }
+        if (outcome.failed.size() == questions.size()) { co_return Outcome::failure(outcome.failed.front()); }
+        answers_ = std::move(answers);
+        // One host per address and port: records naming the same one (two targets with one address)
+        // add their weights within the best priority that lists it.
+        std::map<asio::ip::tcp::endpoint, std::size_t> index;
         for (const auto& r : records) {
             const auto it = targets.find(r.target);
             if (it == targets.end()) { continue; }
+            // SRV weight 0 means "rarely, when others are available"; the closest we do is weight 1.
+            const std::uint32_t weight = std::max<std::uint32_t>(1, r.weight);
             for (const auto& address : it->second) {
-                // SRV weight 0 means "rarely, when others are available"; the closest we do is weight 1.
-                outcome.endpoints.push_back(
-                    Endpoint{{address, r.port}, std::max<std::uint32_t>(1, r.weight), r.priority});
+                const asio::ip::tcp::endpoint endpoint{address, r.port};
+                const auto [at, added] = index.try_emplace(endpoint, outcome.endpoints.size());
+                if (added) {
+                    outcome.endpoints.push_back(Endpoint{endpoint, weight, r.priority});
+                    continue;
+                }
+                Endpoint& existing = outcome.endpoints[at->second];
+                if (r.priority < existing.priority) {
+                    existing.priority = r.priority;
+                    existing.weight = weight;
+                } else if (r.priority == existing.priority) {
+                    existing.weight = std::min<std::uint32_t>(kMaxSrvWeight, existing.weight + weight);
+                }
             }
         }
         if (outcome.endpoints.empty()) {
-            co_return Outcome::failure(fmt::format("SRV {}: no target resolved to an address", config_.name));
+            co_return Outcome::failure(outcome.failed.empty()
+                                           ? fmt::format("SRV {}: no target resolved to an address", config_.name)
+                                           : outcome.failed.front());
         }
         outcome.ok = true;
         co_return outcome;
+    }
+
+    // One address question's reply into `addresses`: its records, none (no records of that type, or an
+    // SRV target that does not exist), or, when the question failed (SERVFAIL, REFUSED, a timeout), the
+    // addresses its last answer gave (none if it never answered), so that one family failing (a server
+    // that refuses AAAA) neither takes the other family's hosts out nor keeps the name unresolved.
+    // ARES_SUCCESS, or why it failed. The answer (or the one kept) goes into `answers` for the next refresh.
+    int take_answer(const Question& question, const Reply& reply, Answers& answers, Outcome& outcome,
+                    std::vector<asio::ip::address>& addresses) {
+        std::vector<asio::ip::address> got;
+        int status = reply.status;
+        if (status == ARES_SUCCESS) { status = parse_addresses(reply, question.type, got, outcome.ttl_seconds); }
+        const bool answered = status == ARES_SUCCESS || status == ARES_ENODATA ||
+                              (status == ARES_ENOTFOUND && config_.type == config::DnsDiscovery::Type::srv);
+        const auto key = std::pair{question.name, question.type};
+        if (!answered) {
+            if (const auto kept = answers_.find(key); kept != answers_.end()) { got = kept->second; }
+        }
+        addresses.insert(addresses.end(), got.begin(), got.end());
+        answers.emplace(key, std::move(got));
+        return answered ? ARES_SUCCESS : status;
     }
 
     template <class Token>
@@ -707,6 +764,8 @@ private:
     std::uint64_t failures_ = 0;
     std::uint64_t stale_drops_ = 0;
     std::string last_error_;
+    std::string partial_error_;   // the failed questions of the last usable answer, if any
+    Answers answers_;             // of the last usable answer
 };
 
 DnsResolver::DnsResolver(asio::io_context& control, std::string cluster, config::DnsDiscovery config,

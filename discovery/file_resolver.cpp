@@ -36,18 +36,26 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // (no watch possible), inotify limits, and swaps that happen out of the watched folder.
 constexpr auto kRecheck = std::chrono::seconds(2);
 
-// Close-after-write and rename-into-place are the moments a new version is complete. IN_MODIFY is
-// left out on purpose: reading during a write could see a shorter, still valid list and drop hosts.
-constexpr std::uint32_t kWatchMask =
-    IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE | IN_DELETE_SELF | IN_MOVE_SELF;
+// Close-after-write and rename-into-place are the moments a new version is complete. IN_MODIFY never
+// triggers a read (reading during a write could see a shorter, still valid list and drop hosts): it
+// marks the file as being written, so that the periodic check does not read it then either.
+// IN_ATTRIB: a file that could not be read may have been made readable (chmod, chown).
+constexpr std::uint32_t kWatchMask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE |
+                                     IN_DELETE_SELF | IN_MOVE_SELF | IN_MODIFY | IN_ATTRIB;
 
-// Enough to tell "the file changed" without reading it.
+// A writer that keeps the file open and has written nothing for this long is taken to be done (one
+// that never closes it would otherwise never be read).
+constexpr auto kQuietWriter = std::chrono::seconds(30);
+
+// Enough to tell "the file changed" without reading it. ctime moves with any change of the inode,
+// permissions included.
 struct FileIdentity {
     bool exists = false;
     dev_t device = 0;
     ino_t inode = 0;
     off_t size = 0;
     std::int64_t mtime_ns = 0;
+    std::int64_t ctime_ns = 0;
 
     bool operator==(const FileIdentity&) const = default;
 };
@@ -55,8 +63,12 @@ struct FileIdentity {
 FileIdentity identify(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) { return {}; }
-    return FileIdentity{true, st.st_dev, st.st_ino, st.st_size,
-                        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
+    return FileIdentity{true,
+                        st.st_dev,
+                        st.st_ino,
+                        st.st_size,
+                        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec,
+                        static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec};
 }
 
 }  // namespace
@@ -141,7 +153,7 @@ private:
                 if (stopped_) { break; }
                 add_watch();
             }
-            if (identify(path_) != identity_) { load(); }
+            if (!being_written() && identify(path_) != identity_) { load(); }
         }
         (void)self;
     }
@@ -195,8 +207,15 @@ private:
                 } else if (name == name_) {
                     if ((event.mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) != 0) {
                         complete = true;
+                        writing_ = false;
                     } else if ((event.mask & (IN_DELETE | IN_MOVED_FROM)) != 0) {
                         gone = true;
+                        writing_ = false;
+                    } else if ((event.mask & IN_MODIFY) != 0) {
+                        writing_ = true;   // its close follows
+                        last_write_ = std::chrono::steady_clock::now();
+                    } else if ((event.mask & IN_ATTRIB) != 0) {
+                        other = true;
                     }
                     // IN_CREATE of the file itself: the writer has not finished; its close follows.
                 } else {
@@ -206,9 +225,14 @@ private:
         }
         if (complete || gone) {
             load();
-        } else if (other && identify(path_) != identity_) {
+        } else if (other && !being_written() && identify(path_) != identity_) {
             load();
         }
+    }
+
+    // A writer has the file open (it wrote, and has not closed it) and wrote within kQuietWriter.
+    bool being_written() const {
+        return writing_ && std::chrono::steady_clock::now() - last_write_ < kQuietWriter;
     }
 
     void load() {
@@ -226,7 +250,7 @@ private:
             if (result.errors.size() > 1) {
                 error += fmt::format(" (and {} more)", result.errors.size() - 1);
             }
-            fail(std::move(error), "is not valid");
+            fail(std::move(error), result.unreadable ? "cannot be read" : "is not valid");
             return;
         }
         EndpointSet endpoints;
@@ -272,6 +296,8 @@ private:
     asio::posix::stream_descriptor inotify_;   // owns the inotify instance
     int watch_ = -1;
     bool watch_warned_ = false;
+    bool writing_ = false;                            // see being_written()
+    std::chrono::steady_clock::time_point last_write_;
     asio::steady_timer recheck_timer_;
     UpdateCallback on_update_;
     FileIdentity identity_;                  // of the version last read (or found missing)

@@ -305,13 +305,14 @@ class Drover:
 
     config: a dict (emitted as YAML), YAML text (written verbatim), or None (no config file, e.g. for
     `--demo`). args: extra argv; with a config, `-c <file>` is added unless `config_args` is given.
+    run_as: a uid (and gid) to run as, when the tests run as root.
     Start waits for `admin listening on`, every expected listener line, and GET /ready == 200.
     """
 
     def __init__(self, config: dict | str | None = None, *, args: Iterable[str] = (),
                  listeners: Iterable[str] | None = None, wait_ready: bool = True,
                  start_timeout: float = START_TIMEOUT, env: dict[str, str] | None = None,
-                 binary: str | None = None, max_open_files: int | None = None):
+                 binary: str | None = None, max_open_files: int | None = None, run_as: int | None = None):
         self.binary = binary or drover_bin()
         self._tmp = tempfile.TemporaryDirectory(prefix="drover-it-")
         self.dir = self._tmp.name
@@ -334,10 +335,18 @@ class Drover:
         self.listeners: dict[str, tuple[str, int]] = {}
         self.returncode: int | None = None
         echo = bool(os.environ.get("DROVER_TEST_ECHO"))
+        if run_as is not None:   # another user (the caller is root) must be able to read the config
+            os.chmod(self.dir, 0o755)
+            if self.config_path is not None:
+                os.chmod(self.config_path, 0o644)
         def limit_files() -> None:  # in the child only: the test process keeps its own limit
             if max_open_files is not None:
                 import resource
                 resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+            if run_as is not None:
+                os.setgroups([])
+                os.setgid(run_as)
+                os.setuid(run_as)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=self.dir,
                                      env={**os.environ, **(env or {})}, preexec_fn=limit_files)

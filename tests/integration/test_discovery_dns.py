@@ -108,6 +108,16 @@ class DnsDiscoveryTest(DroverTestCase):
         _, hosts = self.discovery(drover)
         self.assertEqual(sorted(h["address"] for h in hosts), sorted([f"127.0.0.2:{a.port}", f"[::1]:{a.port}"]))
 
+    def test_a_name_with_hundreds_of_addresses_lists_them_all(self):
+        # More than fit in a UDP answer (c-ares asks again over TCP) and more than the 256 that used
+        # to be read: every replica is a host.
+        addresses = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(300)]
+        self.replica_port = 9
+        dns = self.dnsmasq({WEB: addresses})
+        drover, _ = self.proxy(self.web_cluster(dns, health_check={"enabled": False}))
+        _, hosts = self.discovery(drover)
+        self.assertEqual(sorted(h["address"] for h in hosts), sorted(f"{a}:9" for a in addresses))
+
     def test_srv_weights_ports_and_priorities_are_honoured(self):
         heavy = self.backend(TaggedBackend("heavy", host="127.0.0.2"))
         light = self.backend(TaggedBackend("light", host="127.0.0.3"))

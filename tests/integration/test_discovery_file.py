@@ -114,6 +114,39 @@ class FileDiscoveryTest(DroverTestCase):
         self.wait_tags(addr, {b"A", b"B"})
         self.assertFalse(self.discovery(drover)[0]["stale"])
 
+    def test_a_slow_writer_is_not_read_half_way(self):
+        # A writer that rewrites the file in place and pauses longer than the 2 s safety-net check:
+        # what it has written so far is a valid, shorter list, which must not be applied.
+        a, b, c = self.tagged_backend("A"), self.tagged_backend("B"), self.tagged_backend("C")
+        write_endpoints_file(self.path, [a, b, c])
+        drover, addr = self.proxy()
+        full = endpoints_yaml([a, b, c])
+        cut = full.index("\n", full.index(a.addr)) + 1   # "endpoints:" and the first host
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.write(full[:cut])
+            f.flush()
+            time.sleep(3.5)
+            self.assertEqual(len(self.discovery(drover)[1]), 3, "the half-written file was applied")
+            f.write(full[cut:])
+        self.wait_tags(addr, {b"A", b"B", b"C"}, n=9)
+        self.assertEqual(drover.metric_value("drover_cluster_host_changes_total",
+                                             {"cluster": "back", "change": "removed"}, default=0), 0)
+
+    @unittest.skipUnless(hasattr(os, "geteuid") and os.geteuid() == 0, "needs root to run drover as another user")
+    def test_an_unreadable_file_is_read_once_it_is_made_readable(self):
+        a = self.tagged_backend("A")
+        os.chmod(self.folder, 0o755)
+        write_endpoints_file(self.path, [a])
+        os.chmod(self.path, 0o600)   # root's: drover runs as nobody
+        cluster = file_cluster("back", self.path, load_balancing="round_robin", hold_timeout="300ms")
+        drover = self.start_drover(make_config([tcp_listener("front", "back")], [cluster]), wait_ready=False,
+                                   run_as=65534)
+        drover.wait_for_log(r"endpoints file \S+ cannot be read; the cluster has no hosts")
+        self.assertIn("Permission denied", self.discovery(drover)[0]["last_error"])
+        os.chmod(self.path, 0o644)
+        wait_until(lambda: len(self.discovery(drover)[1]) == 1, 3.0, message="read after chmod")
+        self.assertEqual(self.tags(drover.listener_addr("front"), 2), {b"A": 2})
+
     def test_malformed_file_keeps_the_last_set(self):
         a = self.tagged_backend("A")
         write_endpoints_file(self.path, [a])

@@ -118,16 +118,44 @@ TEST_F(DnsResolverTest, AnIpv4OnlyNameIsFineForAPlusAaaa) {
     EXPECT_EQ(text(updates[0]), "127.0.0.2:80");
 }
 
-TEST_F(DnsResolverTest, HalfAnAnswerIsAFailureNotASmallerSet) {
+TEST_F(DnsResolverTest, AFamilyThatFailsKeepsItsLastAddresses) {
     server.set("web.test", kA, a("127.0.0.2"));
     server.set("web.test", kAaaa, a("::1"));
     start(settings("web.test.", config::DnsDiscovery::Type::a_aaaa));
     ASSERT_TRUE(wait_updates(1));
-    server.set("web.test", kAaaa, rcode(kServFail));   // the v6 half fails: the v6 hosts must stay
+    server.set("web.test", kA, a("127.0.0.3"));
+    server.set("web.test", kAaaa, rcode(kServFail));   // the v6 half fails: the v6 hosts stay
+    ASSERT_TRUE(wait_updates(2));
+    EXPECT_EQ(text(updates[1]), "127.0.0.3:80 [::1]:80");
+    EXPECT_FALSE(resolver->status().stale);
+    EXPECT_NE(resolver->status().last_error.find("AAAA web.test.: SERVFAIL"), std::string::npos)
+        << resolver->status().last_error;
+    server.set("web.test", kAaaa, a("::2"));   // back, with another address
+    ASSERT_TRUE(wait_updates(3));
+    EXPECT_EQ(text(updates[2]), "127.0.0.3:80 [::2]:80");
+}
+
+TEST_F(DnsResolverTest, BothFamiliesFailingIsAFailure) {
+    server.set("web.test", kA, a("127.0.0.2"));
+    server.set("web.test", kAaaa, a("::1"));
+    start(settings("web.test.", config::DnsDiscovery::Type::a_aaaa));
+    ASSERT_TRUE(wait_updates(1));
+    server.set("web.test", kA, rcode(kRefused));
+    server.set("web.test", kAaaa, rcode(kServFail));
     ASSERT_TRUE(wait_failures(1));
     EXPECT_EQ(updates.size(), 1u);
     EXPECT_TRUE(resolver->status().stale);
-    EXPECT_NE(resolver->status().last_error.find("AAAA web.test.: SERVFAIL"), std::string::npos)
+}
+
+TEST_F(DnsResolverTest, AFamilyThatNeverAnswersDoesNotKeepTheNameUnresolved) {
+    // dnsmasq answers REFUSED for AAAA of a name it only has an IPv4 address for.
+    server.set("web.test", kA, a("127.0.0.2"));
+    server.set("web.test", kAaaa, rcode(kRefused));
+    start(settings("web.test.", config::DnsDiscovery::Type::a_aaaa));
+    ASSERT_TRUE(wait_updates(1));
+    EXPECT_EQ(text(updates[0]), "127.0.0.2:80");
+    EXPECT_TRUE(resolver->status().resolved);
+    EXPECT_NE(resolver->status().last_error.find("AAAA web.test.: REFUSED"), std::string::npos)
         << resolver->status().last_error;
 }
 
@@ -212,25 +240,60 @@ TEST_F(DnsResolverTest, SrvTargetsResolveToAddressesWithTheirPortsWeightsAndPrio
     EXPECT_EQ(text(updates[0]), "127.0.0.5:9001/w5/p10 127.0.0.6:9002/p10 127.0.0.7:9003/p20 [::1]:9002/p10");
 }
 
-TEST_F(DnsResolverTest, SrvTargetThatCannotBeLookedUpFailsTheWholeAnswer) {
+TEST_F(DnsResolverTest, SrvTargetThatCannotBeLookedUpKeepsItsLastAddresses) {
     FakeAnswer srv;
     srv.records = {srv_record(0, 1, 9001, "b1.test"), srv_record(0, 1, 9002, "b2.test")};
     server.set("_svc._tcp.test", kSrv, srv);
     server.set("b1.test", kA, a("127.0.0.5"));
     server.set("b2.test", kA, a("127.0.0.6"));
+    server.set("b3.test", kA, rcode(kServFail));
     start(settings("_svc._tcp.test.", config::DnsDiscovery::Type::srv));
     ASSERT_TRUE(wait_updates(1));
     EXPECT_EQ(updates[0].size(), 2u);
     server.set("b2.test", kA, rcode(kServFail));
-    ASSERT_TRUE(wait_failures(1));
-    EXPECT_EQ(updates.size(), 1u);   // b2 is not dropped because its lookup failed
-    EXPECT_NE(resolver->status().last_error.find("target A b2.test: SERVFAIL"), std::string::npos)
+    srv.records.push_back(srv_record(0, 1, 9003, "b3.test"));   // new, and failing from the start
+    server.set("_svc._tcp.test", kSrv, srv);
+    ASSERT_TRUE(run_until(io, [&] {
+        return resolver->status().last_error.find("target A b3.test.: SERVFAIL") != std::string::npos;
+    }, 3s)) << resolver->status().last_error;
+    EXPECT_EQ(updates.size(), 1u);   // b2 is not dropped because its lookup failed; b3 adds nothing
+    EXPECT_NE(resolver->status().last_error.find("target A b2.test.: SERVFAIL"), std::string::npos)
         << resolver->status().last_error;
     // A target that no longer exists (NXDOMAIN) is a host gone: the rest is delivered.
     server.set("b2.test", kAaaa, rcode(kNxDomain));
     server.set("b2.test", kA, rcode(kNxDomain));
     ASSERT_TRUE(wait_updates(2));
     EXPECT_EQ(text(updates[1]), "127.0.0.5:9001");
+}
+
+TEST_F(DnsResolverTest, SrvRecordsOnOneAddressAddTheirWeights) {
+    FakeAnswer srv;
+    srv.records = {srv_record(10, 1, 9001, "b1.test"), srv_record(10, 3, 9001, "alias.test"),
+                   srv_record(20, 7, 9001, "b1.test")};   // also in a worse group: the best one counts
+    server.set("_svc._tcp.test", kSrv, srv);
+    server.set("b1.test", kA, a("127.0.0.5"));
+    server.set("alias.test", kA, a("127.0.0.5"));
+    start(settings("_svc._tcp.test.", config::DnsDiscovery::Type::srv));
+    ASSERT_TRUE(wait_updates(1));
+    EXPECT_EQ(text(updates[0]), "127.0.0.5:9001/w4/p10");
+}
+
+TEST_F(DnsResolverTest, SrvTargetsAreFullNamesNotSearchedInTheSearchList) {
+    // In a Kubernetes pod: search domains and ndots:5. "b1.test" has one dot, so a name search would
+    // ask "b1.test.svc.test" first, and here that exists, with another address.
+    ::setenv("LOCALDOMAIN", "svc.test", 1);
+    ::setenv("RES_OPTIONS", "ndots:5", 1);
+    FakeAnswer srv;
+    srv.records = {srv_record(0, 1, 9001, "b1.test")};
+    server.set("_svc._tcp.test", kSrv, srv);
+    server.set("b1.test", kA, a("127.0.0.5"));
+    server.set("b1.test.svc.test", kA, a("127.0.0.99"));
+    start(settings("_svc._tcp.test.", config::DnsDiscovery::Type::srv));
+    const bool updated = wait_updates(1);
+    ::unsetenv("LOCALDOMAIN");
+    ::unsetenv("RES_OPTIONS");
+    ASSERT_TRUE(updated);
+    EXPECT_EQ(text(updates[0]), "127.0.0.5:9001");
 }
 
 TEST_F(DnsResolverTest, MaxStaleDropsTheStaleSet) {
