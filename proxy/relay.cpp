@@ -10,7 +10,10 @@
 #include <boost/asio/write.hpp>
 
 #include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 
+#include <array>
 #include <cerrno>
 #include <memory>
 
@@ -26,11 +29,37 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
+// The bytes a socket has queued to send and not yet seen acknowledged; -1 if it cannot say.
+int send_queue(tcp::socket& socket) {
+    int queued = 0;
+    return ::ioctl(socket.native_handle(), SIOCOUTQ, &queued) == 0 ? queued : -1;
+}
+
 struct RelayState {
+    // A direction's write in progress: the receiver's send queue at the last look (IdleWatch).
+    struct Writing {
+        tcp::socket* to = nullptr;   // none
+        int queued = -1;             // not looked at yet: the first look counts as movement
+    };
+
     BufferPool& buffers;
     tcp::socket& a;
     tcp::socket& b;
     Clock::time_point last_activity = Clock::now();
+    std::array<Writing, 2> writing{};
+
+    // Whether a receiver still takes bytes while a write waits on it (a slow reader keeps the send
+    // buffer full, so no read or finished write shows its traffic). Looks at every one.
+    bool writes_moving() {
+        bool moved = false;
+        for (auto& w : writing) {
+            if (w.to == nullptr) { continue; }
+            const int queued = send_queue(*w.to);
+            moved = moved || (queued >= 0 && queued != w.queued);
+            w.queued = queued;
+        }
+        return moved;
+    }
 
     void close_both() {
         boost::system::error_code ignored;
@@ -53,10 +82,13 @@ struct IdleWatch {
         timer.expires_at(state.last_activity + idle);
         timer.async_wait([this, over = over](const boost::system::error_code& ec) {
             if (ec || *over) { return; }
-            if (Clock::now() >= state.last_activity + idle) {
-                state.close_both();
-            } else {
+            if (Clock::now() < state.last_activity + idle) {
                 arm();
+            } else if (state.writes_moving()) {
+                state.last_activity = Clock::now();
+                arm();
+            } else {
+                state.close_both();
             }
         });
     }
@@ -64,14 +96,18 @@ struct IdleWatch {
 
 // TLS on either side: a TLS layer may hold decrypted bytes while its socket is quiet, so a direction
 // cannot wait for readability first; it reads, holding its buffer while the connection lives.
-asio::awaitable<void> stream_pump(RelayState& state, Stream& from, Stream& to, std::atomic<std::uint64_t>& counter) {
+asio::awaitable<void> stream_pump(RelayState& state, RelayState::Writing& writing, Stream& from, Stream& to,
+                                  std::atomic<std::uint64_t>& counter) {
     auto buffer = state.buffers.acquire();
     for (;;) {
         auto [ec, n] = co_await from.async_read_some(asio::buffer(*buffer), use_tuple);
         if (n > 0) {
             state.last_activity = Clock::now();
             bump(counter, n);
+            writing = RelayState::Writing{&to.socket(), -1};
             auto [write_ec, written] = co_await asio::async_write(to, asio::buffer(buffer->data(), n), use_tuple);
+            writing = RelayState::Writing{};
+            state.last_activity = Clock::now();
             if (write_ec) {
                 state.close_both();
                 co_return;
@@ -101,8 +137,8 @@ asio::awaitable<void> run_stream_relay(Stream& client, Stream& upstream, RelaySt
     const auto finished = [&running, &both_done](const std::exception_ptr&) {
         if (--running == 0) { both_done.cancel(); }
     };
-    asio::co_spawn(executor, stream_pump(state, client, upstream, counters.client_to_upstream), finished);
-    asio::co_spawn(executor, stream_pump(state, upstream, client, counters.upstream_to_client), finished);
+    asio::co_spawn(executor, stream_pump(state, state.writing[0], client, upstream, counters.client_to_upstream), finished);
+    asio::co_spawn(executor, stream_pump(state, state.writing[1], upstream, client, counters.upstream_to_client), finished);
     asio::steady_timer idle_timer(executor);
     IdleWatch watch{state, idle_timer, idle};
     watch.arm();
@@ -212,14 +248,41 @@ void SocketRelay::Direction::forward(const char* data, std::size_t n, bool full)
         return;
     }
     const std::size_t done = ec ? 0 : sent;
-    asio::async_write(to_, asio::buffer(data + done, n - done), [this, full](const boost::system::error_code& write_ec, std::size_t) {
+    block();
+    write_rest(data + done, n - done, full);
+}
+
+// The receiver's buffer is full: each time it has room, what it takes (each piece is traffic for the
+// idle deadline), until all of it is out.
+void SocketRelay::Direction::write_rest(const char* data, std::size_t n, bool full) {
+    to_.async_wait(tcp::socket::wait_write, [this, data, n, full](const boost::system::error_code& ec) {
+        boost::system::error_code write_ec = ec;
+        const std::size_t sent = ec ? 0 : to_.write_some(asio::buffer(data, n), write_ec);
+        if (write_ec == asio::error::would_block || write_ec == asio::error::try_again) {
+            write_ec = {};
+        }
         if (write_ec) {
+            unblock();
             relay_.close_both();
             finish();
-        } else {
-            written(full);
+            return;
         }
+        if (sent > 0) { relay_.touch(); }
+        if (sent == n) {
+            unblock();
+            written(full);
+            return;
+        }
+        write_rest(data + sent, n - sent, full);
     });
+}
+
+bool SocketRelay::Direction::moving() {
+    if (!blocked_) { return false; }
+    const int queued = send_queue(to_);
+    const bool moved = queued >= 0 && queued != queued_;
+    queued_ = queued;
+    return moved;
 }
 
 void SocketRelay::Direction::written(bool full) {
@@ -279,12 +342,15 @@ void SocketRelay::Direction::splice_out() {
                                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             in_pipe_ -= static_cast<std::size_t>(n);
+            if (blocked_) { relay_.touch(); }   // a slow receiver took some: traffic (see moving())
             continue;
         }
         if (n < 0 && errno == EINTR) { continue; }
         if (n < 0 && errno == EAGAIN) {   // the receiver is slow: the pipe holds the rest meanwhile
+            block();
             to_.async_wait(tcp::socket::wait_write, [this](const boost::system::error_code& ec) {
                 if (ec) {
+                    unblock();
                     relay_.close_both();
                     finish();
                 } else {
@@ -297,6 +363,7 @@ void SocketRelay::Direction::splice_out() {
         finish();
         return;
     }
+    unblock();
     // Drained: the next chunk through the scheduler, so one bulk transfer cannot starve the worker's
     // other connections.
     asio::post(from_.get_executor(), [this] { splice_in(); });

@@ -60,9 +60,16 @@ private:
         Direction(const Direction&) = delete;
         Direction& operator=(const Direction&) = delete;
         void start();
+        // While a write of this direction waits for room: whether its receiver took bytes since the
+        // last look (its send queue changed; the first look after blocking says yes). A receiver that
+        // reads slowly keeps a full send buffer, so no read or finished write would show its traffic.
+        bool moving();
 
     private:
         void receive();                                           // into small_, asynchronously
+        void write_rest(const char* data, std::size_t n, bool full);   // waits for room, writes on
+        void block() { queued_ = kUnknown; blocked_ = true; }
+        void unblock() { blocked_ = false; }
         void read();                                              // into a pooled buffer, at once
         void forward(const char* data, std::size_t n, bool full); // writes what was read on
         void written(bool full);   // the last read is out: `full` (it filled its buffer) reads on at once
@@ -81,6 +88,9 @@ private:
         Pipe pipe_;                 // splice mode
         std::array<char, kSmallBuffer> small_;
         std::size_t in_pipe_ = 0;   // bytes spliced in and not yet out
+        static constexpr int kUnknown = -1;
+        int queued_ = kUnknown;     // the receiver's send queue at the last look (moving())
+        bool blocked_ = false;      // a write waits for room
     };
 
     // Bytes moved: the idle deadline starts again. A list move on the worker's deadline queue, where a
@@ -91,7 +101,15 @@ private:
 
     struct IdleDeadline final : DeadlineQueue::Entry {
         explicit IdleDeadline(SocketRelay& r) : relay(r) {}
-        void expired() override { relay.close_both(); }   // both directions end, then `done`
+        // No read, and no write finished, for `idle`: unless a blocked write's receiver is still taking
+        // bytes, both directions end, then `done`.
+        void expired() override {
+            if (relay.up_.moving() | relay.down_.moving()) {   // both looked at: each keeps its mark
+                relay.touch();
+                return;
+            }
+            relay.close_both();
+        }
         SocketRelay& relay;
     };
 

@@ -281,6 +281,32 @@ class TcpProxyTest(DroverTestCase):
         self.assertGreaterEqual(time.monotonic() - quiet_since, 0.2)
         wait_until(lambda: echo.active == 0, 3, message="upstream side closed too")
 
+    def test_a_client_that_reads_slowly_is_not_cut_by_the_idle_timeout(self):
+        # The backend sends at once; the client reads steadily, but slower, so the socket buffers fill
+        # and Drover's writes wait: the kernel lets them go on only once a third of its send buffer is
+        # free, far longer than the idle timeout, and no read happens meanwhile. Bytes still move all
+        # the time, so the connection must stay until the end.
+        data = os.urandom(16 << 20)
+
+        def source(conn, _backend):
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+            recv_all(conn)
+        backend = self.backend(ScriptedBackend(source))
+        _, addr = self.proxy([backend], listener_extra={"timeouts": {"idle": "100ms"}})
+        sock = self.connect(addr, timeout=20)
+        got = bytearray()
+        started = time.monotonic()
+        while True:
+            chunk = sock.recv(128 << 10)
+            if not chunk:
+                break
+            got += chunk
+            time.sleep(0.03)   # about 4 MB/s: never 100 ms without reading
+        elapsed = time.monotonic() - started
+        self.assertEqual(len(got), len(data), f"cut after {elapsed:.1f}s")
+        self.assertEqual(sha256(bytes(got)), sha256(data))
+
     def test_cluster_max_connections_closes_the_excess_client(self):
         echo = self.echo_backend()
         drover, addr = self.proxy([echo], cluster_extra={"limits": {"max_connections": 1}})
