@@ -28,6 +28,8 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+// How long a TLS peer is given to answer Drover's close_notify with its own.
+constexpr auto kTlsCloseWait = std::chrono::seconds(1);
 
 // The bytes a socket has queued to send and not yet seen acknowledged; -1 if it cannot say.
 int send_queue(tcp::socket& socket) {
@@ -47,6 +49,7 @@ struct RelayState {
     tcp::socket& b;
     Clock::time_point last_activity = Clock::now();
     std::array<Writing, 2> writing{};
+    bool tls_closing = false;   // a direction sends close_notify (close_notify()): the other ends quietly
 
     // Whether a receiver still takes bytes while a write waits on it (a slow reader keeps the send
     // buffer full, so no read or finished write shows its traffic). Looks at every one.
@@ -94,6 +97,20 @@ struct IdleWatch {
     }
 };
 
+// The end of a direction into a TLS peer: close_notify, TLS's way to say "no more" (a FIN alone reads
+// as a cut connection: "unexpected EOF"). Sending it is a TLS shutdown, which also reads (the peer's
+// close_notify), so the other direction's read of `to` is cancelled first and it ends: after this
+// nothing more is relayed from `to` (TLS clients do not count on a half-close). Bounded by
+// kTlsCloseWait; the relay ends after it.
+asio::awaitable<void> close_notify(RelayState& state, Stream& to) {
+    state.tls_closing = true;
+    boost::system::error_code ignored;
+    to.socket().cancel(ignored);
+    to.lowest().expires_after(kTlsCloseWait);
+    co_await to.async_shutdown(use_tuple);
+    state.close_both();
+}
+
 // TLS on either side: a TLS layer may hold decrypted bytes while its socket is quiet, so a direction
 // cannot wait for readability first; it reads, holding its buffer while the connection lives.
 asio::awaitable<void> stream_pump(RelayState& state, RelayState::Writing& writing, Stream& from, Stream& to,
@@ -114,15 +131,17 @@ asio::awaitable<void> stream_pump(RelayState& state, RelayState::Writing& writin
             }
         }
         if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
-            // The peer is done sending (close_notify, or TCP FIN without one): half-close the other side.
+            // The peer is done sending (close_notify, or TCP FIN without one): so is the other side.
+            if (to.tls()) { co_await close_notify(state, to); }
             boost::system::error_code ignored;
             to.socket().shutdown(tcp::socket::shutdown_send, ignored);
             co_return;
         }
         if (ec) {
-            state.close_both();
+            if (!state.tls_closing) { state.close_both(); }   // else: the read close_notify cancelled
             co_return;
         }
+        if (state.tls_closing) { co_return; }
     }
 }
 

@@ -24,7 +24,7 @@ import threading
 import time
 import unittest
 
-from harness import (IO_TIMEOUT, Backend, HttpBackend, HttpTestCase, drover_bin, http_listener, make_config,
+from harness import (IO_TIMEOUT, Backend, HttpBackend, HttpTestCase, ScriptedBackend, drover_bin, http_listener, make_config,
                      parse_http_response, recv_all, recv_exactly, roundtrip, route, run_drover, static_cluster,
                      tcp_listener, to_yaml, wait_until)
 from test_check import line_of
@@ -493,6 +493,59 @@ class ListenerTlsTest(TlsTestCase):
                                                     "-H", "Transfer-Encoding: chunked", "-T", upload)
                 self.assertEqual((code, status), (0, "413 1.1"), err)
                 self.assertIn("request body larger than the limit", body)
+
+    def tcp_tls_front(self, backend, **listener_extra):
+        config = make_config([tcp_listener("front", "back", tls={"certificates": [self.certs.pair("a")]},
+                                           **listener_extra)],
+                             [static_cluster("back", [backend])])
+        drover = self.start_drover(config)
+        raw = socket.create_connection(drover.listener_addr("front"), timeout=20)
+        context = client_context(self.certs.path("ca.pem"))
+        context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)   # a bare FIN must be an error
+        sock = context.wrap_socket(raw, server_hostname="a.test", suppress_ragged_eofs=False)
+        self.addCleanup(sock.close)
+        return drover, sock
+
+    def test_a_tcp_listener_ends_a_tls_stream_with_close_notify(self):
+        # The backend sends its bytes and closes: the client must see TLS's end (close_notify), not a
+        # bare FIN, which OpenSSL 3 clients report as "unexpected EOF" (a possibly cut stream).
+        data = os.urandom(1 << 20)
+
+        def source(conn, _backend):
+            conn.sendall(data)
+            conn.close()
+        _, sock = self.tcp_tls_front(self.backend(ScriptedBackend(source)))
+        got = bytearray()
+        while True:
+            chunk = sock.recv(65536)   # raises SSLEOFError on a ragged end
+            if not chunk:
+                break
+            got += chunk
+        self.assertEqual(bytes(got), data)
+
+    def test_a_slow_tls_reader_on_a_tcp_listener_is_not_cut_by_the_idle_timeout(self):
+        data = os.urandom(16 << 20)
+
+        def source(conn, _backend):
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+            recv_all(conn)
+        _, sock = self.tcp_tls_front(self.backend(ScriptedBackend(source)), timeouts={"idle": "100ms"})
+        got = bytearray()
+        started = time.monotonic()
+        ended = False
+        while not ended:
+            batch = 0
+            while batch < (128 << 10):   # a TLS read returns one record (16 KiB) at most
+                chunk = sock.recv(128 << 10)
+                if not chunk:
+                    ended = True
+                    break
+                got += chunk
+                batch += len(chunk)
+            time.sleep(0.03)   # about 4 MB/s: never 100 ms without reading
+        self.assertEqual(len(got), len(data), f"cut after {time.monotonic() - started:.1f}s")
+        self.assertEqual(bytes(got), data)
 
     def test_requests_over_tls_are_forwarded_with_x_forwarded_proto_https(self):
         origin = self.origin()
