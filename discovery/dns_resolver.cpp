@@ -269,6 +269,22 @@ public:
         close_channel();
     }
 
+    // New refresh bounds or max_stale for the same question: taken as it runs, and the name asked
+    // again at once so they apply from now. Anything else needs a new resolver.
+    bool update(const config::Discovery& next) {
+        const auto* d = std::get_if<config::DnsDiscovery>(&next);
+        if (d == nullptr || d->name != config_.name || d->type != config_.type || d->port != config_.port ||
+            d->servers != config_.servers) {
+            return false;
+        }
+        config_ = *d;
+        schedule_.set_settings(RefreshSchedule::Settings{config_.refresh_min, config_.refresh_max, config_.max_stale,
+                                                         kRecreateChannelAfter});
+        refresh_timer_.cancel();
+        log::info("{}: refresh settings reloaded", label_);
+        return true;
+    }
+
     ResolverStatus status() const {
         ResolverStatus s;
         s.kind = "dns";
@@ -779,5 +795,7 @@ void DnsResolver::start(UpdateCallback on_update) { impl_->start(std::move(on_up
 void DnsResolver::stop() { impl_->stop(); }
 
 ResolverStatus DnsResolver::status() const { return impl_->status(); }
+
+bool DnsResolver::update(const config::Discovery& next) { return impl_->update(next); }
 
 }  // namespace drover::discovery

@@ -35,6 +35,7 @@ public:
     void start(UpdateCallback on_update) override;
     void stop() override;
     ResolverStatus status() const override;
+    bool update(const config::Discovery& next) override;
 
 private:
     class Impl;

@@ -48,6 +48,8 @@ public:
     };
 
     explicit RefreshSchedule(Settings settings);
+    // New bounds for the decisions from now on (a reload); the state so far is kept.
+    void set_settings(Settings settings) { settings_ = settings; }
 
     // A successful answer with records; `ttl` is the shortest TTL among them (absent: unknown).
     Decision on_success(std::optional<RefreshDuration> ttl, RefreshClock::time_point now, double random);

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "config/config.hpp"
 #include "discovery/endpoint.hpp"
 
 namespace drover::discovery {
@@ -37,6 +38,13 @@ public:
     virtual void start(UpdateCallback on_update) = 0;
     virtual void stop() = 0;
     virtual ResolverStatus status() const = 0;
+    // A reload changed the cluster's discovery: true when this resolver takes `next` as it runs, its
+    // state kept (the same names asked of the same servers, new refresh bounds or max_stale); false
+    // when `next` needs a resolver of its own (another name, list or file).
+    virtual bool update(const config::Discovery& next) {
+        (void)next;
+        return false;
+    }
 };
 
 }  // namespace drover::discovery

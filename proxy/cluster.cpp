@@ -224,6 +224,7 @@ void Cluster::on_endpoints(discovery::EndpointSet endpoints) {
     hosts_ = std::move(next);
     order_ = std::move(order);
     first_set_ = false;
+    inherited_ = false;
     log::info("cluster {}: {} hosts ({} added, {} removed, {} reweighted)", config_->name, order_.size(), added,
               removed, reweighted);
     rebuild();
@@ -460,9 +461,26 @@ void Cluster::on_overload(const std::shared_ptr<const discovery::Host>& host, mi
     rebuild();
 }
 
-void Cluster::reconfigure(config::Cluster config, std::shared_ptr<const health::TlsClient> tls) {
+discovery::ResolverStatus Cluster::discovery_status() const {
+    auto status = resolver_->status();
+    if (inherited_ && !status.resolved) {
+        status.resolved = true;
+        status.stale = true;
+    }
+    return status;
+}
+
+bool Cluster::reconfigure(config::Cluster config, std::shared_ptr<const health::TlsClient> tls) {
     // New TLS changes what a probe proves, like a new check does.
     const bool checks_changed = !(config.health_check == config_->health_check) || tls != tls_;
+    const bool new_source = !(config.discovery == config_->discovery) && !resolver_->update(config.discovery);
+    if (new_source) {
+        resolver_->stop();
+        resolver_ = make_resolver(config, control_);
+        inherited_ = !order_.empty();
+        log::info("cluster {}: discovery replaced; its {} hosts serve until the new one answers", config.name,
+                  order_.size());
+    }
     config_ = std::make_shared<const config::Cluster>(std::move(config));
     tls_ = std::move(tls);
     selection_settings_ = selection_settings(*config_);
@@ -482,6 +500,10 @@ void Cluster::reconfigure(config::Cluster config, std::shared_ptr<const health::
     }
     log::info("cluster {}: settings reloaded{}", config_->name, checks_changed ? " (health checks restarted)" : "");
     rebuild();
+    if (new_source && started_ && !stopped_) {
+        resolver_->start([this](discovery::EndpointSet endpoints) { on_endpoints(std::move(endpoints)); });
+    }
+    return new_source;
 }
 
 bool Cluster::set_draining(std::string_view host, bool draining) {

@@ -192,7 +192,9 @@ public:
         stats_->last_used_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     }
     // Where the hosts come from and how that is going (kind, resolved, stale, failures, last error).
-    discovery::ResolverStatus discovery_status() const { return resolver_->status(); }
+    // The resolver's; while a new one (a reload) has not answered yet and the hosts of the one before
+    // serve, resolved and stale.
+    discovery::ResolverStatus discovery_status() const;
 
     // Host-set changes applied so far (control loop only, like everything in Cluster).
     struct HostChanges {
@@ -223,11 +225,14 @@ public:
     // not sent traffic it would have to hold until its hosts pass their first checks.
     std::size_t warming() const { return warming_; }
 
-    // A reload changed this cluster's settings (its discovery and balancing stay): hosts keep their
-    // health, ejections and counters; the new settings apply from the next probe, outcome and request.
-    // A new `tls` reaches the workers with the next snapshot; connections pooled under the old one
-    // are not lent out again.
-    void reconfigure(config::Cluster config, std::shared_ptr<const health::TlsClient> tls);
+    // A reload changed this cluster's settings: hosts keep their health, ejections, drains and
+    // counters; the new settings apply from the next probe, outcome and request. A new `tls` reaches
+    // the workers with the next snapshot; connections pooled under the old one are not lent out again.
+    // A new load-balancing policy or hash applies from the next snapshot. New discovery settings for
+    // the same source (refresh bounds, max_stale) go to the running resolver; a new source (another
+    // name, list or file) gets a new resolver, and the hosts serve until it delivers a set, which then
+    // replaces them as any discovery update does (hosts it lists again keep their state). True then.
+    bool reconfigure(config::Cluster config, std::shared_ptr<const health::TlsClient> tls);
     const std::shared_ptr<const health::TlsClient>& tls() const { return tls_; }
 
     // Admin drain of one host: no new requests (in-flight ones finish, then its connections close);
@@ -272,6 +277,7 @@ private:
     bool started_ = false;
     bool stopped_ = false;
     bool first_set_ = true;
+    bool inherited_ = false;   // the hosts are from the resolver before a reload's new one (discovery_status)
     bool ramping_ = false;
     std::size_t warming_ = 0;   // an eligible host is in slow start or recovering from overload
 };

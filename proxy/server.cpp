@@ -505,10 +505,10 @@ ReloadResult Server::reload(std::string_view why) {
         for (const auto& [host, index] : t.instances) { clusters_[index]->reconfigure(clusters_[index]->config(), tls); }
     }
 
-    // Clusters by name: the same discovery and balancing keep their Cluster (hosts, health, pools,
-    // counters) with the new settings; anything else is a new cluster, and the old one retires.
+    // Clusters by name keep their Cluster (hosts, health, drains, pools, counters) with the new
+    // settings, new discovery and balancing included (Cluster::reconfigure).
     std::size_t updated = 0;
-    std::size_t replaced = 0;   // same name, new discovery or balancing: a new cluster in its place
+    std::size_t replaced = 0;   // same name, a new discovery source (a new resolver; the hosts serve meanwhile)
     std::size_t added = 0;
     std::size_t removed = 0;
     std::map<std::string, std::size_t, std::less<>> next_slots;
@@ -517,17 +517,11 @@ ReloadResult Server::reload(std::string_view why) {
         const auto it = cluster_slots_.find(c.name);
         if (it != cluster_slots_.end()) {
             auto& cluster = *clusters_[it->second];
-            const auto& old = cluster.config();
-            if (old.discovery == c.discovery && old.load_balancing == c.load_balancing && old.hash == c.hash) {
-                const auto& tls = cluster_tls[c.name];
-                if (tls != cluster.tls()) { ++tls_reloaded; }
-                if (!same_settings(old, c) || tls != cluster.tls()) {
-                    cluster.reconfigure(c, tls);
-                    ++updated;
-                }
-                next_slots[c.name] = it->second;
-                continue;
-            }
+            const auto& tls = cluster_tls[c.name];
+            if (tls != cluster.tls()) { ++tls_reloaded; }
+            if (!same_settings(cluster.config(), c) || tls != cluster.tls()) { ++(cluster.reconfigure(c, tls) ? replaced : updated); }
+            next_slots[c.name] = it->second;
+            continue;
         }
         const std::size_t index = add_cluster(c, cluster_tls[c.name]);
         for (auto& worker : workers_) {
@@ -537,7 +531,7 @@ ReloadResult Server::reload(std::string_view why) {
         }
         clusters_[index]->start();
         next_slots[c.name] = index;
-        ++(it != cluster_slots_.end() ? replaced : added);
+        ++added;
     }
     const auto previous_slots = std::exchange(cluster_slots_, std::move(next_slots));
     // Listeners: kept ones get a new generation if anything of theirs changed, new ones start, and the

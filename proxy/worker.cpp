@@ -189,6 +189,9 @@ void Worker::set_snapshot(std::size_t cluster, std::shared_ptr<const ClusterSnap
     // A reload changed the cluster's settings: the per-worker state built from them follows.
     auto& slot = clusters_[cluster];
     if (previous && previous->config != snapshot->config) {
+        if (previous->config->load_balancing != snapshot->config->load_balancing) {
+            slot.balancer = make_load_balancer(snapshot->config->load_balancing);
+        }
         if (previous->config->retries.budget != snapshot->config->retries.budget) { slot.budget = make_budget(*snapshot->config); }
         if (previous->config->adaptive_concurrency != snapshot->config->adaptive_concurrency) {
             if (slot.limiter) { snapshot->stats->concurrency_limit.fetch_sub(slot.published_limit, std::memory_order_relaxed); }

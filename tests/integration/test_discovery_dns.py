@@ -12,7 +12,7 @@ import time
 import unittest
 
 from harness import (DroverTestCase, Dnsmasq, SrvRecord, TaggedBackend, dns_cluster, make_config, recv_all,
-                     tcp_listener, wait_until)
+                     tcp_listener, to_yaml, wait_until)
 
 WEB = "web.drover.test"
 
@@ -181,6 +181,47 @@ class DnsDiscoveryTest(DroverTestCase):
                    message=lambda: f"discovery: {self.discovery(drover)[0]}")
         self.assertEqual(drover.metric_value("drover_discovery_stale", {"cluster": "back"}), 0)
         self.assertEqual(self.discovery(drover)[0]["consecutive_failures"], 0)
+
+    def test_a_reload_during_a_dns_outage_keeps_the_hosts_and_their_drains(self):
+        self.replicas(["A", "B"])
+        dns = self.dnsmasq({WEB: ["127.0.0.2", "127.0.0.3"], "new.drover.test": ["127.0.0.3"]})
+        cluster = self.web_cluster(dns)
+        config = make_config([tcp_listener("front", "back")], [cluster])
+        drover = self.start_drover(config)
+        addr = drover.listener_addr("front")
+        self.wait_tags(addr, {b"A", b"B"})
+        drained = f"127.0.0.3:{self.replica_port}"
+        self.assertEqual(drover.admin_post(f"/clusters/back/{drained}/drain").status, 200)
+        self.wait_tags(addr, {b"A"})
+
+        dns.stop()
+        wait_until(lambda: self.discovery(drover)[0]["consecutive_failures"] >= 1, 10, message="DNS fails")
+
+        def reload(summary):
+            with open(drover.config_path, "w", encoding="utf-8") as f:
+                f.write(to_yaml(config))
+            resp = drover.admin_post("/reload")
+            self.assertEqual(resp.status, 200, resp.text)
+            self.assertIn(summary, resp.text)
+            self.assertEqual(self.tags(addr, 6), {b"A": 6})   # still served, B still drained
+            self.assertEqual(drover.admin_get("/ready").status, 200)
+            self.assertEqual(sorted(h["address"] for h in self.discovery(drover)[1]),
+                             sorted([f"127.0.0.2:{self.replica_port}", drained]))
+
+        # What an operator does in an outage: let the stale set serve longer. The same question to the
+        # same server: the running resolver takes it, and so does a new balancing policy.
+        cluster["discovery"]["dns"]["max_stale"] = "1h"
+        cluster["load_balancing"] = "least_request"
+        reload("clusters: 1 updated, 0 replaced")
+        # Another name: a new resolver, and the hosts serve until it answers.
+        cluster["discovery"]["dns"]["name"] = "new.drover.test"
+        reload("clusters: 0 updated, 1 replaced")
+        info, _ = self.discovery(drover)
+        self.assertTrue(info["stale"])
+        self.assertTrue(info["resolved"])
+        dns.start()   # the new name answers: its set replaces the old one
+        wait_until(lambda: [h["address"] for h in self.discovery(drover)[1]] == [drained], 10,
+                   message=lambda: f"hosts {self.discovery(drover)[1]}")
 
     def test_nxdomain_keeps_the_last_set(self):
         self.replicas(["A", "B"])
