@@ -205,6 +205,10 @@ public:
         client_.socket().close(ignored);
     }
 
+    void on_listener_closed(const ListenerShared* closed) override {
+        if (listener_ && listener_->shared.get() == closed) { on_drain(); }
+    }
+
     asio::awaitable<void> run() {
         // Plain: no handshake coroutine, whose frame would be one more allocation per parked request.
         tls_server_ = listener_->tls;
@@ -236,7 +240,7 @@ public:
             }
             first = false;
             if (!co_await handle_request()) { break; }
-            if (worker_.draining()) { break; }
+            if (worker_.draining() || listener_closed()) { break; }
         }
         if (linger_ && !client_.tls() && !aborted_) { co_await linger(Clock::now() + kLingerTime); }
         if (client_.tls() && !aborted_) {
@@ -273,6 +277,9 @@ private:
         std::vector<http_rules::Field>().swap(request_head_.fields);
         std::vector<http_rules::Field>().swap(response_head_.fields);
     }
+
+    // A reload removed the listener: after the request being served, the connection closes.
+    bool listener_closed() const { return listener_->shared->closed.load(std::memory_order_relaxed); }
 
     // "ip:port" of the client, for logs; made when first needed.
     const std::string& client_addr() {
@@ -1513,7 +1520,7 @@ private:
         const bool close_delimited = !bodiless && !length && !response_info.chunked;
         // To an HTTP/1.0 client an unknown length can only be told by closing the connection.
         const bool needs_close_to_client = !bodiless && !length && !chunked_out_ok;
-        keep_client_ = request_keep_alive_ && !needs_close_to_client && !worker_.draining();
+        keep_client_ = request_keep_alive_ && !needs_close_to_client && !worker_.draining() && !listener_closed();
 
         const bool chunk_out = !bodiless && !length && chunked_out_ok;
         const std::string& head = client_head_;
@@ -1892,6 +1899,9 @@ public:
 
     void abort() override { close(); }
     void on_drain() override { close(); }
+    void on_listener_closed(const ListenerShared* closed) override {
+        if (connection_.listener->shared.get() == closed) { close(); }
+    }
     void expired() override { close(); }
 
     // A keep-alive connection parks after every response: its blocks are kept for reuse by the thread

@@ -156,10 +156,13 @@ void Listener::start() {
 }
 
 void Listener::close() {
+    const auto shared = state().shared;
+    shared->closed.store(true, std::memory_order_relaxed);
     for (auto& a : acceptors_) {
-        a.worker->post([acceptor = a.acceptor.get()] {
+        a.worker->post([acceptor = a.acceptor.get(), worker = a.worker, shared] {
             boost::system::error_code ignored;
             acceptor->close(ignored);
+            worker->close_listener(shared.get());
         });
     }
 }

@@ -29,6 +29,8 @@ struct ListenerShared {
     // Touched once per connection, so one cache line shared by the workers is fine.
     std::atomic<std::int64_t> connections_active{0};
     std::vector<std::unique_ptr<ListenerCounters>> per_worker;
+    // A reload removed the listener: its HTTP connections close after the request they are serving.
+    std::atomic<bool> closed{false};
 };
 
 // One generation of a listener's settings. Immutable once published: a reload that changes the

@@ -40,6 +40,8 @@
 
 namespace drover::proxy {
 
+struct ListenerShared;   // proxy/listener.hpp
+
 // Adds to a counter only this thread writes: a plain load+store, no locked instruction.
 inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) {
     counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -88,6 +90,8 @@ public:
     virtual void abort() = 0;
     // The drain began: a connection idle between requests closes now; busy ones finish their work.
     virtual void on_drain() {}
+    // A reload removed the listener `closed` (ListenerState::shared): its connections do as on_drain.
+    virtual void on_listener_closed(const ListenerShared* closed) { (void)closed; }
     // A spare session (Worker::spare_sessions, waiting for its next connection) is not needed any
     // more: it ends its suspended coroutine, which owns it.
     virtual void discard() {}
@@ -185,6 +189,10 @@ public:
         draining_ = true;
         // on_drain() may end a session (a parked connection): step past it first.
         for (auto it = sessions_.begin(); it != sessions_.end();) { (it++)->on_drain(); }
+    }
+    // A reload removed a listener: its sessions on this worker hear of it (Session::on_listener_closed).
+    void close_listener(const ListenerShared* closed) {
+        for (auto it = sessions_.begin(); it != sessions_.end();) { (it++)->on_listener_closed(closed); }
     }
     void add_session(Session* session);
     void remove_session(Session* session);

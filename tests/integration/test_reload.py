@@ -177,8 +177,12 @@ class ReloadTest(HttpTestCase):
         config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
         drover = self.start_drover(config)
         web = drover.listener_addr("web")
-        kept = self.client(web)
-        self.assertEqual(kept.request("GET", "/").status, 200)
+        idle = self.client(web)
+        self.assertEqual(idle.request("GET", "/").status, 200)
+        busy = self.client(web)
+        a.delay = 0.8
+        busy.send_request("GET", "/in-flight")
+        wait_until(lambda: a.count() == 2, 3, message="request in flight")
         config["listeners"] = [http_listener("api", [route("a", path_prefix="/")])]
         mark = drover.log_mark()
         self.rewrite(drover, config)
@@ -188,9 +192,14 @@ class ReloadTest(HttpTestCase):
         m = drover.wait_for_log(r"listener api listening on (\S+)", 5, start=mark)
         api = tuple(m.group(1).rsplit(":", 1))
         self.assertEqual(self.get((api[0], int(api[1])), "/").status, 200)
-        # The removed listener accepts nothing new; a connection it had finishes its work.
+        # The removed listener accepts nothing new; a connection it had finishes the request it was
+        # serving, says Connection: close and closes; an idle one closes at once (as in a drain).
         wait_until(lambda: not port_accepts(web), 3, message="the removed listener stops accepting")
-        self.assertEqual(kept.request("GET", "/").status, 200)
+        self.assertClosedPromptly(idle.sock)
+        resp = busy.read_response("GET", timeout=5)
+        self.assertEqual(resp.status, 200)
+        self.assertIn("close", resp.tokens("connection"))
+        self.assertClosedPromptly(busy.sock)
         self.assertEqual(len(drover.admin_json("/listeners")["listeners"]), 1)
 
     def test_a_listener_on_a_port_in_use_refuses_the_reload(self):
