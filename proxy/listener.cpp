@@ -122,10 +122,18 @@ void Listener::update(config::Listener config, std::shared_ptr<const TlsServer> 
     slot_->current.store(std::move(next), std::memory_order_release);
 }
 
-void Listener::bind(std::vector<Worker*> workers) {
+void Listener::bind(std::vector<Worker*> workers, bool exclusive) {
     auto& state_ref = state();
     const auto& address = state_ref.config.address;
     tcp::endpoint endpoint(asio::ip::make_address(address.host), address.port);
+    if (exclusive && endpoint.port() != 0 && !workers.empty()) {
+        // A socket without SO_REUSEPORT cannot bind where anyone listens: then the port is taken.
+        tcp::acceptor probe(workers.front()->context());
+        probe.open(endpoint.protocol());
+        probe.set_option(asio::socket_base::reuse_address(true));   // TIME_WAIT left by the last run is no owner
+        if (endpoint.protocol() == tcp::v6()) { probe.set_option(asio::ip::v6_only(true)); }
+        probe.bind(endpoint);
+    }
     for (Worker* worker : workers) {
         auto acceptor = std::make_unique<tcp::acceptor>(worker->context());
         acceptor->open(endpoint.protocol());

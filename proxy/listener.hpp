@@ -57,7 +57,11 @@ public:
 
     // Binds one acceptor per worker on the same address (SO_REUSEPORT: the kernel spreads
     // connections). Port 0 binds the first and reuses the port it got. Throws std::system_error.
-    void bind(std::vector<Worker*> workers);
+    // `exclusive`: the port must be free first. SO_REUSEPORT would otherwise let this bind join the
+    // listening sockets of another process of the same user (a second Drover), and the kernel would
+    // split the connections between the two. Not exclusive: a listener of this process still holds
+    // the address (a reload replacing it), and the two overlap until the old one closes.
+    void bind(std::vector<Worker*> workers, bool exclusive = true);
     // Starts the accept loops (call on the control thread before the workers run or via post).
     void start();
     // Closes the acceptors: new connections are refused from now on. Thread-safe (posts).

@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <csignal>
 #include <thread>
 
@@ -489,7 +491,11 @@ ReloadResult Server::reload(std::string_view why) {
             if (matched[i] != nullptr) { continue; }
             fresh[i] = make_listener(next.listeners[i], listener_tls[i]);
             try {
-                fresh[i]->bind(workers);
+                // A listener this reload leaves (another name or protocol) may still hold the address.
+                const bool held = std::any_of(listeners_.begin(), listeners_.end(), [&](const auto& old) {
+                    return old->state().config.address == next.listeners[i].address;
+                });
+                fresh[i]->bind(workers, !held);
             } catch (const std::exception& e) {
                 bind_errors.push_back(bind_error(next.listeners[i], i, e));
             }

@@ -249,22 +249,28 @@ class CheckTest(unittest.TestCase):
         self.assertNotIn("listening on", proc.stderr)
 
     def test_startup_failure_exits_1(self):
-        # The listener's port is taken (our socket has no SO_REUSEPORT, so drover's bind must fail).
-        taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        text = GOOD.replace("  - name: front\n    address: 127.0.0.1:0", f"  - name: front\n    address: 127.0.0.1:{port}")
-        self.assertIn(f"127.0.0.1:{port}", text)
-        name = self.write("busy.yaml", text)
-        proc = self.drover("-c", name)
-        self.assertEqual(proc.returncode, 1, proc.stderr)
-        self.assertNotIn("listener front listening on", proc.stderr)
-        # Where, and why, in the user's terms: not the boost header the error came from.
-        self.assertRegex(proc.stderr, rf"{re.escape(name)}:{line_of(text, '- name: front')}: listeners\[0\]: "
-                                      rf"cannot listen on 127\.0\.0\.1:{port}: Address already in use")
-        self.assertNotIn("boost", proc.stderr)
+        # The listener's port is taken. With SO_REUSEPORT on the holder, as another Drover of the same
+        # user has it, the kernel would let drover's own SO_REUSEPORT sockets join and split the
+        # connections between the two processes: that too must be "in use".
+        for reuseport in (False, True):
+            with self.subTest(reuseport=reuseport):
+                taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                self.addCleanup(taken.close)
+                if reuseport:
+                    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                taken.bind(("127.0.0.1", 0))
+                taken.listen(1)
+                port = taken.getsockname()[1]
+                text = GOOD.replace("  - name: front\n    address: 127.0.0.1:0", f"  - name: front\n    address: 127.0.0.1:{port}")
+                self.assertIn(f"127.0.0.1:{port}", text)
+                name = self.write("busy.yaml", text)
+                proc = self.drover("-c", name)
+                self.assertEqual(proc.returncode, 1, proc.stderr)
+                self.assertNotIn("listener front listening on", proc.stderr)
+                # Where, and why, in the user's terms: not the boost header the error came from.
+                self.assertRegex(proc.stderr, rf"{re.escape(name)}:{line_of(text, '- name: front')}: listeners\[0\]: "
+                                              rf"cannot listen on 127\.0\.0\.1:{port}: Address already in use")
+                self.assertNotIn("boost", proc.stderr)
 
     # -- files that read as valid YAML but cannot run as they are ----------------------------------
 

@@ -209,6 +209,7 @@ class ReloadTest(HttpTestCase):
         web = drover.listener_addr("web")
         busy = socket.socket()
         self.addCleanup(busy.close)
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)   # as another Drover's are
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         config["listeners"].append(http_listener("busy", [route("a", path_prefix="/")],
