@@ -77,6 +77,16 @@ void RoundRobin::reset(const ClusterSnapshot& snapshot) {
 
 const HostEntry* RoundRobin::choose_uniform(const ClusterSnapshot& snapshot, const ChooseContext& context) {
     const auto& hosts = snapshot.hosts;
+    if (!context.exclude.empty()) {
+        // A retry: the next eligible host from where the rotation stands, which is left alone.
+        // Advancing it would hand a dead host every first pick: [dead, live] would go dead, (retry)
+        // live, dead, live, ...
+        for (std::size_t i = 0; i < hosts.size(); ++i) {
+            const std::size_t index = (next_ + i) % hosts.size();
+            if (!context.excluded(hosts[index].host.get())) { return &hosts[index]; }
+        }
+        return nullptr;
+    }
     for (std::size_t i = 0; i < hosts.size(); ++i) {
         const std::size_t index = next_ % hosts.size();
         next_ = index + 1;

@@ -143,6 +143,21 @@ TEST(RoundRobin, RetryOfADeadHeavyHostDoesNotDriftTheSchedule) {
     EXPECT_LE(longest_run(pick_sequence(rr, s, 700), 'a'), 3u);
 }
 
+TEST(RoundRobin, UniformRetriesLeaveTheRotationAlone) {
+    // [dead, live]: each connection's first pick, and a retry when that was the dead one. The dead
+    // host must keep its turn, not get every first pick.
+    RoundRobin rr;
+    const auto s = make_snapshot({1, 1});
+    const auto dead = hosts_at(s, {0});
+    std::vector<int> first(2, 0);
+    for (int request = 0; request < 100; ++request) {
+        const HostEntry* e = rr.choose(s, {});
+        ++first[index_of(s, e)];
+        if (index_of(s, e) == 0) { EXPECT_EQ(rr.choose(s, ChooseContext{dead}), &s.hosts[1]); }
+    }
+    EXPECT_EQ(first, (std::vector<int>{50, 50}));
+}
+
 TEST(RoundRobin, ExcludingEveryStartedTurnTakesTheNextOne) {
     RoundRobin rr;
     const auto s = make_snapshot({1, 1, 2});
