@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <unordered_map>
 
 #include "health/tls_client.hpp"
@@ -24,7 +25,6 @@ namespace {
 
 // ALPN wire format: length-prefixed protocol names.
 constexpr unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
-constexpr unsigned char kSessionIdContext[] = {'d', 'r', 'o', 'v', 'e', 'r'};
 
 std::string lower(std::string_view text) {
     std::string out(text);
@@ -77,8 +77,9 @@ struct TlsServer::Impl {
     };
 
     // The certificate for a client's SNI: an exact name, else a wildcard covering its first label, else
-    // the first certificate.
+    // the first certificate. A final dot (a fully qualified name) is not part of the name.
     std::size_t select(std::string_view server_name) const {
+        if (server_name.ends_with('.')) { server_name.remove_suffix(1); }
         const std::string name = lower(server_name);
         if (const auto it = exact.find(name); it != exact.end()) { return it->second; }
         if (const auto dot = name.find('.'); dot != std::string::npos && dot > 0) {
@@ -87,13 +88,70 @@ struct TlsServer::Impl {
         return 0;
     }
 
-    static int on_servername(SSL* ssl, int* /*alert*/, void* arg) {
+    // The certificate is chosen as the ClientHello arrives, before a session is looked for: a session
+    // may only resume under the certificate it was made with (RFC 6066 section 3: not under another
+    // name), and each certificate's context has a session id context of its own, which OpenSSL checks
+    // for cached sessions; tickets carry the certificate (on_new_ticket, on_ticket).
+    static int on_client_hello(SSL* ssl, int* /*alert*/, void* arg) {
         const auto* self = static_cast<const Impl*>(arg);
-        const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-        if (name == nullptr) { return SSL_TLSEXT_ERR_OK; }   // no SNI: the default certificate
-        const std::size_t chosen = self->select(name);
+        const unsigned char* data = nullptr;
+        std::size_t length = 0;
+        if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &data, &length) != 1) {
+            return SSL_CLIENT_HELLO_SUCCESS;   // no SNI: the default certificate
+        }
+        const std::size_t chosen = self->select(host_name(data, length));
         if (chosen != 0) { SSL_set_SSL_CTX(ssl, self->certificates[chosen].context->native_handle()); }
-        return SSL_TLSEXT_ERR_OK;
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+
+    // The host_name of a server_name extension (RFC 6066 section 3); empty if there is none.
+    static std::string_view host_name(const unsigned char* data, std::size_t length) {
+        if (length < 2) { return {}; }
+        const std::size_t list = (std::size_t{data[0]} << 8) | data[1];
+        const unsigned char* p = data + 2;
+        const unsigned char* const end = p + std::min(list, length - 2);
+        while (end - p >= 3) {
+            const unsigned type = p[0];
+            const std::size_t size = (std::size_t{p[1]} << 8) | p[2];
+            p += 3;
+            if (size > static_cast<std::size_t>(end - p)) { break; }
+            if (type == TLSEXT_NAMETYPE_host_name) { return {reinterpret_cast<const char*>(p), size}; }
+            p += size;
+        }
+        return {};
+    }
+
+    // Acknowledges the SNI (the certificate was chosen already).
+    static int on_servername(SSL* /*ssl*/, int* /*alert*/, void* /*arg*/) { return SSL_TLSEXT_ERR_OK; }
+
+    std::uint32_t index_of(const SSL_CTX* context) const {
+        for (std::size_t i = 0; i < certificates.size(); ++i) {
+            if (certificates[i].context->native_handle() == context) { return static_cast<std::uint32_t>(i); }
+        }
+        return 0;
+    }
+
+    // A ticket records the certificate its session was made under...
+    static int on_new_ticket(SSL* ssl, void* arg) {
+        const auto* self = static_cast<const Impl*>(arg);
+        const std::uint32_t index = self->index_of(SSL_get_SSL_CTX(ssl));
+        SSL_SESSION* session = SSL_get_session(ssl);
+        return session != nullptr && SSL_SESSION_set1_ticket_appdata(session, &index, sizeof index) == 1 ? 1 : 0;
+    }
+
+    // ...and resumes only under that one (else a full handshake, and a new ticket).
+    static SSL_TICKET_RETURN on_ticket(SSL* ssl, SSL_SESSION* session, const unsigned char* /*name*/,
+                                       std::size_t /*name_length*/, SSL_TICKET_STATUS status, void* arg) {
+        if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW) { return SSL_TICKET_RETURN_IGNORE_RENEW; }
+        const auto* self = static_cast<const Impl*>(arg);
+        const std::uint32_t index = self->index_of(SSL_get_SSL_CTX(ssl));
+        void* data = nullptr;
+        std::size_t length = 0;
+        if (SSL_SESSION_get0_ticket_appdata(session, &data, &length) != 1 || length != sizeof index ||
+            std::memcmp(data, &index, sizeof index) != 0) {
+            return SSL_TICKET_RETURN_IGNORE_RENEW;
+        }
+        return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
     }
 
     config::ListenerTls settings;
@@ -138,7 +196,9 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
             fail(std::move(why));
             continue;
         }
-        SSL_CTX_set_session_id_context(native, kSessionIdContext, sizeof kSessionIdContext);
+        const std::string session_context = fmt::format("drover-{}", i);   // one per certificate (on_client_hello)
+        SSL_CTX_set_session_id_context(native, reinterpret_cast<const unsigned char*>(session_context.data()),
+                                       static_cast<unsigned>(session_context.size()));
         SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_SERVER);
         if (http) { SSL_CTX_set_alpn_select_cb(native, &select_alpn, nullptr); }
         impl->stamps.add(entry.cert);
@@ -156,6 +216,9 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
     SSL_CTX_callback_ctrl(first, SSL_CTRL_SET_TLSEXT_SERVERNAME_CB,
                           reinterpret_cast<void (*)()>(&Impl::on_servername));
     SSL_CTX_ctrl(first, SSL_CTRL_SET_TLSEXT_SERVERNAME_ARG, 0, impl.get());
+    SSL_CTX_set_client_hello_cb(first, &Impl::on_client_hello, impl.get());
+    // Tickets are made and opened with the first context's keys, whichever certificate serves.
+    SSL_CTX_set_session_ticket_cb(first, &Impl::on_new_ticket, &Impl::on_ticket, impl.get());
     built.server = std::shared_ptr<const TlsServer>(new TlsServer(std::move(impl)));
     return built;
 }

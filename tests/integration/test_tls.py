@@ -410,6 +410,7 @@ class ListenerTlsTest(TlsTestCase):
         plain = self.plain_backend("plain")
         drover, addr = self.tls_listener_proxy(plain, [self.certs.pair("a"), self.certs.pair("b")])
         cases = [("a.test", "a.test"), ("b.test", "b.test"), ("x.b.test", "b.test"), ("X.B.Test", "b.test"),
+                 ("x.b.test.", "b.test"),    # a fully qualified name: the final dot is no part of it
                  ("y.x.b.test", "a.test"),   # a wildcard covers one label only
                  ("c.test", "a.test"),       # no match: the default
                  (None, "a.test")]           # no SNI: the default
@@ -595,6 +596,27 @@ class ListenerTlsTest(TlsTestCase):
         self.assertEqual(resp.status, 200, resp.text)
         with tls_connect(addr, context, "a.test", session=session) as second:
             self.assertTrue(second.session_reused, "a reload without changes lost the TLS sessions")
+
+    def test_a_session_resumes_only_under_the_certificate_it_was_made_with(self):
+        # RFC 6066 section 3: a session made for one name must not resume for another, which would
+        # give the client a certificate that does not cover the name it asked for.
+        plain = self.plain_backend("plain")
+        _, addr = self.tls_listener_proxy(plain, [self.certs.pair("a"), self.certs.pair("b")])
+        ca = self.certs.path("ca.pem")
+        for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+            context = client_context(ca, version=version)
+            context.check_hostname = False   # a wrongly resumed session must show, not fail the test early
+            for made, resumed, want, reused in (("a.test", "x.b.test", "b.test", False),
+                                                ("x.b.test", "a.test", "a.test", False),
+                                                ("x.b.test", "y.b.test", "b.test", True)):   # one certificate
+                with self.subTest(version=name, made=made, resumed=resumed):
+                    with tls_connect(addr, context, made) as first:
+                        self.assertEqual(tls_get(first, "/first").status, 200)   # TLS 1.3 tickets come after
+                        session = first.session
+                    with tls_connect(addr, context, resumed, session=session) as second:
+                        self.assertEqual(second.session_reused, reused)
+                        self.assertEqual(common_name(second.getpeercert()), want)
+                        self.assertEqual(tls_get(second, "/second").status, 200)
 
     def test_plain_text_to_a_tls_listener_is_not_proxied(self):
         plain = self.plain_backend("plain")
