@@ -142,10 +142,59 @@ asio::awaitable<ProbeResult> http_exchange(Stream& socket, const config::HttpPro
     }
 }
 
+// Longest wait for the server's answer to a TLS probe's close_notify (refused_after_handshake).
+constexpr auto kCloseAnswerWait = std::chrono::milliseconds(250);
+
+// Where an SSL's fatal alert from the peer is noted (an int: the alert as the info callback has it).
+int alert_index() {
+    static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return index;
+}
+
+void note_fatal_alert(const SSL* ssl, int where, int alert) {
+    if ((where & SSL_CB_READ_ALERT) == 0 || (alert >> 8) != SSL3_AL_FATAL) { return; }
+    if (auto* seen = static_cast<int*>(SSL_get_ex_data(ssl, alert_index()))) { *seen = alert; }
+}
+
+// With TLS 1.3 a server checks the client's certificate (or its absence) after the client's side of
+// the handshake is over, and says no with an alert that only a read sees: a TLS probe's handshake
+// would pass while every request fails. So the probe ends with a close_notify and reads the answer:
+// the server's close_notify or its end pass, a fatal alert is the refusal (named). A server that
+// does neither within kCloseAnswerWait (or half the time left) passes. The alert is taken from the
+// info callback: OpenSSL's shutdown can report success after one.
+asio::awaitable<std::optional<std::string>> refused_after_handshake(asio::ssl::stream<tcp::socket&>& stream,
+                                                                    tcp::socket& socket,
+                                                                    std::chrono::steady_clock::time_point deadline) {
+    int alert = 0;
+    SSL* ssl = stream.native_handle();
+    SSL_set_ex_data(ssl, alert_index(), &alert);
+    SSL_set_info_callback(ssl, &note_fatal_alert);
+    const auto left = deadline - std::chrono::steady_clock::now();
+    asio::steady_timer timer(socket.get_executor(), std::min<std::chrono::steady_clock::duration>(kCloseAnswerWait, left / 2));
+    timer.async_wait([&socket](const error_code& ec) {
+        error_code ignored;
+        if (!ec) { socket.cancel(ignored); }
+    });
+    co_await stream.async_shutdown(use_tuple);
+    timer.cancel();
+    SSL_set_info_callback(ssl, nullptr);
+    SSL_set_ex_data(ssl, alert_index(), nullptr);
+    if (alert != 0) {
+        // OpenSSL 3.0 has no names for the TLS 1.3 alerts.
+        const int code = alert & 0xff;
+        const std::string_view name = code == 116   ? "certificate required"
+                                      : code == 120 ? "no application protocol"
+                                                    : SSL_alert_desc_string_long(alert);
+        co_return fmt::format("the backend refused the connection: {} (alert {})", name, code);
+    }
+    co_return std::nullopt;
+}
+
 // The handshake, then (for an HTTP probe) the request over TLS. With the cluster's TLS the handshake
 // is the one traffic does; without, it only shows that a TLS stack answers.
 asio::awaitable<ProbeResult> over_tls(tcp::socket& socket, const config::Probe& probe, const std::string& default_host,
-                                      const TlsClient* tls, const std::string& peer) {
+                                      const TlsClient* tls, const std::string& peer,
+                                      std::chrono::steady_clock::time_point deadline) {
     asio::ssl::stream<tcp::socket&> stream(socket, tls != nullptr ? tls->context() : client_tls_context());
     if (tls != nullptr) {
         tls->prepare(stream.native_handle(), peer);
@@ -160,7 +209,13 @@ asio::awaitable<ProbeResult> over_tls(tcp::socket& socket, const config::Probe& 
         co_return failed("TLS: " + describe_handshake_error(ec, verifying ? stream.native_handle() : nullptr));
     }
     ProbeResult result{true, "TLS handshake ok"};
-    if (const auto* http = std::get_if<config::HttpProbe>(&probe)) { result = co_await http_exchange(stream, *http, default_host); }
+    if (const auto* http = std::get_if<config::HttpProbe>(&probe)) {
+        result = co_await http_exchange(stream, *http, default_host);
+    } else if (tls != nullptr && SSL_version(stream.native_handle()) == TLS1_3_VERSION) {
+        if (auto refused = co_await refused_after_handshake(stream, socket, deadline)) {
+            co_return failed("TLS: " + *refused);
+        }
+    }
     keep_session(stream.native_handle());
     co_return result;
 }
@@ -168,13 +223,13 @@ asio::awaitable<ProbeResult> over_tls(tcp::socket& socket, const config::Probe& 
 // Connect, then the probe's own exchange. Returns when it has an answer or its socket is closed.
 asio::awaitable<ProbeResult> exchange(tcp::socket& socket, const tcp::endpoint& address,
                                       const config::Probe& probe, const std::string& default_host,
-                                      const TlsClient* tls) {
+                                      const TlsClient* tls, std::chrono::steady_clock::time_point deadline) {
     auto [connect_ec] = co_await socket.async_connect(address, use_tuple);
     if (connect_ec) { co_return failed(describe(connect_ec)); }
     const bool is_http = std::holds_alternative<config::HttpProbe>(probe);
     if (std::holds_alternative<config::TlsProbe>(probe) || (is_http && tls != nullptr)) {
         const std::string peer = discovery::to_string(address);
-        co_return co_await over_tls(socket, probe, default_host, tls, peer);
+        co_return co_await over_tls(socket, probe, default_host, tls, peer, deadline);
     }
     if (is_http) { co_return co_await http_exchange(socket, std::get<config::HttpProbe>(probe), default_host); }
     co_return ProbeResult{true, "TCP connect ok"};
@@ -201,7 +256,8 @@ asio::awaitable<ProbeResult> run_probe(asio::any_io_executor executor, tcp::endp
         tcp::socket socket(executor);
         asio::steady_timer timer(executor, check.timeout);   // armed now: the bound covers the connect too
         // Named first: GCC 12 mishandles temporaries built inside a co_await expression.
-        auto flow = exchange(socket, address, check.probe, default_host, tls.get());
+        auto flow = exchange(socket, address, check.probe, default_host, tls.get(),
+                             std::chrono::steady_clock::now() + check.timeout);
         auto deadline = close_at_deadline(timer, socket);
         // || waits for both branches to finish, so nothing refers to socket or timer once it returns.
         auto first = co_await (std::move(flow) || std::move(deadline));

@@ -895,6 +895,20 @@ class TlsHealthTest(TlsTestCase):
         self.assertTrue(h["last_check"]["passed"], h)
         self.assertEqual({hs["sni"] for hs in secure.handshakes}, {"x.b.test"})
 
+    def test_tls_probe_sees_a_tls13_backend_refuse_the_client_certificate(self):
+        # TLS 1.3: the backend checks the client certificate after the client's side of the handshake
+        # is over, and refuses with an alert only a read sees; the probe must not call it healthy.
+        mtls = self.https_backend("mtls", "a", client_ca=self.certs.path("ca.pem"))
+        base = {"sni": "a.test", "ca": self.certs.path("ca.pem")}
+        drover, _ = self.checked_proxy(mtls, {"tls": {}}, base)
+        h = self.wait_failing(drover, mtls)
+        self.assertNotEqual(h["state"], "healthy", h)
+        self.assertIn("certificate required", h["last_check"]["detail"], h)
+        with_cert = {**base, "cert": self.certs.path("client.pem"), "key": self.certs.path("client.key")}
+        drover, _ = self.checked_proxy(mtls, {"tls": {}}, with_cert)
+        h = self.wait_state(drover, mtls, "healthy")
+        self.assertTrue(h["last_check"]["passed"], h)
+
     def test_tls_probe_without_cluster_tls_only_needs_a_handshake(self):
         # Self-signed: nothing is verified, a TLS stack answering is enough.
         rogue = self.https_backend("rogue", "self")
