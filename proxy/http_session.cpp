@@ -519,6 +519,9 @@ private:
             snapshot->stats->last_used_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
         }
         const bool keep = co_await forward(info, cluster, *cluster_index);
+        if (snapshot->stats->dynamic) {   // idle from the end of its last request, not the start
+            snapshot->stats->last_used_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+        }
         if (local_reply_) {
             co_await send_local(*local_reply_, &request);
             local_reply_.reset();

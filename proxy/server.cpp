@@ -230,7 +230,9 @@ asio::awaitable<void> Server::sweep_dynamic() {
                 auto& slot = clusters_[it->second];
                 const auto& stats = slot->stats();
                 const auto idle = now - std::chrono::nanoseconds(stats.last_used_ns.load(std::memory_order_relaxed));
-                if (idle < tmpl.config.idle_timeout || stats.upstream_connections_active.load() > 0) {
+                // In use: a request in flight (however long), or a tcp connection open.
+                if (idle < tmpl.config.idle_timeout || stats.requests_active.load() > 0 ||
+                    stats.upstream_connections_active.load() > 0) {
                     ++it;
                     continue;
                 }

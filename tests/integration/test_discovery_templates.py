@@ -2,6 +2,7 @@
 Host on first use, found through DNS (a real dnsmasq on loopback), bounded in number and dropped when
 idle. Also the HTTP_PROXY use: absolute-form requests route by their authority the same way."""
 
+import threading
 import time
 import unittest
 
@@ -78,6 +79,21 @@ class ClusterTemplateTest(HttpTestCase):
         wait_until(lambda: self.cluster_names(drover) == [], 10, message="idle dynamic cluster was not dropped")
         self.assertEqual(self.get(addr, "/", host=f"users.{DOMAIN}").status, 200)
         self.assertEqual(self.cluster_names(drover), [f"svc/users.{DOMAIN}"])
+
+    def test_a_cluster_in_use_by_a_long_request_is_not_dropped(self):
+        # idle_timeout counts from the end of the last request, and never while one is in flight.
+        drover, addr = self.start(idle_timeout="500ms")
+        result = {}
+        slow = threading.Thread(target=lambda: result.setdefault(
+            "resp", self.get(addr, "/slow?delay=1.6", host=f"users.{DOMAIN}", timeout=10)), daemon=True)
+        slow.start()
+        wait_until(lambda: self.cluster_names(drover) == [f"svc/users.{DOMAIN}"], 5, message="cluster made")
+        time.sleep(1.2)   # more than two idle timeouts into the request (per_try_timeout is 2 s)
+        self.assertEqual(self.cluster_names(drover), [f"svc/users.{DOMAIN}"])
+        slow.join(10)
+        self.assertEqual(result["resp"].status, 200)
+        self.assertEqual(self.cluster_names(drover), [f"svc/users.{DOMAIN}"])   # idle from now on
+        wait_until(lambda: self.cluster_names(drover) == [], 10, message="idle dynamic cluster was not dropped")
 
     def test_hosts_that_are_not_service_names_are_refused(self):
         drover, addr = self.start()
