@@ -497,8 +497,10 @@ private:
             }
         }
         if (questions.empty()) {
-            co_return Outcome::failure(
-                fmt::format("SRV {}: no usable target (service not available)", config_.name));
+            // Only "." (RFC 2782: the service is decidedly not available here): an answer, with no
+            // host, not a failure that would keep the last set.
+            outcome.ok = true;
+            co_return outcome;
         }
         const Replies replies = co_await query(questions);
         Answers answers;

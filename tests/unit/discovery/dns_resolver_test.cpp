@@ -266,6 +266,20 @@ TEST_F(DnsResolverTest, SrvTargetThatCannotBeLookedUpKeepsItsLastAddresses) {
     EXPECT_EQ(text(updates[1]), "127.0.0.5:9001");
 }
 
+TEST_F(DnsResolverTest, SrvTargetDotMeansNoServiceAndEmptiesTheSet) {
+    FakeAnswer srv;
+    srv.records = {srv_record(0, 1, 9001, "b1.test")};
+    server.set("_svc._tcp.test", kSrv, srv);
+    server.set("b1.test", kA, a("127.0.0.5"));
+    start(settings("_svc._tcp.test.", config::DnsDiscovery::Type::srv));
+    ASSERT_TRUE(wait_updates(1));
+    srv.records = {srv_record(0, 0, 0, "")};   // the root, ".": RFC 2782 "decidedly not available"
+    server.set("_svc._tcp.test", kSrv, srv);
+    ASSERT_TRUE(wait_updates(2));
+    EXPECT_TRUE(updates[1].empty());
+    EXPECT_FALSE(resolver->status().stale);
+}
+
 TEST_F(DnsResolverTest, SrvRecordsOnOneAddressAddTheirWeights) {
     FakeAnswer srv;
     srv.records = {srv_record(10, 1, 9001, "b1.test"), srv_record(10, 3, 9001, "alias.test"),
