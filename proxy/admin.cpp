@@ -17,6 +17,28 @@ using asio::ip::tcp;
 
 namespace {
 
+// The path with its %XX escapes decoded: clients escape the brackets of IPv6 hosts in
+// /clusters/<cluster>/[::1]:9001 as %5B and %5D. A '%' that starts no escape stays as it is.
+std::string percent_decoded(std::string_view path) {
+    const auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') { return c - '0'; }
+        if (c >= 'a' && c <= 'f') { return c - 'a' + 10; }
+        if (c >= 'A' && c <= 'F') { return c - 'A' + 10; }
+        return -1;
+    };
+    std::string out;
+    out.reserve(path.size());
+    for (std::size_t i = 0; i < path.size(); ++i) {
+        if (path[i] == '%' && i + 2 < path.size() && hex(path[i + 1]) >= 0 && hex(path[i + 2]) >= 0) {
+            out.push_back(static_cast<char>(hex(path[i + 1]) * 16 + hex(path[i + 2])));
+            i += 2;
+        } else {
+            out.push_back(path[i]);
+        }
+    }
+    return out;
+}
+
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr auto kAdminTimeout = std::chrono::seconds(10);
 constexpr std::size_t kAdminBodyLimit = 1024 * 1024;
@@ -48,7 +70,7 @@ asio::awaitable<void> serve_admin(const Admin& admin, tcp::socket socket) {
         request.method = std::string(req.method_string());
         const std::string_view target = req.target();
         const auto q = target.find('?');
-        request.path = std::string(target.substr(0, q));
+        request.path = percent_decoded(target.substr(0, q));
         if (q != std::string_view::npos) { request.query = std::string(target.substr(q + 1)); }
         request.body = std::move(req.body());
 

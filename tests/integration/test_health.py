@@ -102,6 +102,9 @@ class HealthTest(HttpTestCase):
         detail = drover.admin_json(f"/clusters/app/{b.addr}")
         events = [e["event"] for e in detail["history"]]
         self.assertEqual(events[-2:], ["unhealthy", "healthy"], detail)
+        # Clients that escape the path (IPv6 brackets as %5B %5D, or the colon) reach the same host.
+        escaped = drover.admin_json(f"/clusters/app/{b.addr.replace(':', '%3A')}")
+        self.assertEqual(escaped["address"], b.addr)
         self.assertEqual(drover.metric_value("drover_health_transitions_total", {"cluster": "app", "to": "unhealthy"}), 1)
 
     # -- passive: outlier detection -----------------------------------------------------------------
