@@ -529,16 +529,30 @@ private:
         co_return keep;
     }
 
+    // A name DNS can be asked for (RFC 1035 syntax, as hosts use it): at most 253 characters, labels of
+    // 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen. Anything else
+    // ("x..test", "-a.test", an IP literal in brackets) would take a cluster slot for nothing.
+    static bool is_dns_name(std::string_view name) {
+        if (name.empty() || name.size() > 253) { return false; }
+        std::size_t start = 0;
+        while (start <= name.size()) {
+            const std::size_t dot = std::min(name.find('.', start), name.size());
+            const std::string_view label = name.substr(start, dot - start);
+            if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-' ||
+                !std::all_of(label.begin(), label.end(), [](unsigned char c) { return std::isalnum(c) || c == '-'; })) {
+                return false;
+            }
+            start = dot + 1;
+        }
+        return true;
+    }
+
     // The cluster a template makes for this request's Host, made on first use by the control loop;
     // the first request waits (bounded) for its first DNS answer.
     asio::awaitable<std::optional<std::size_t>> dynamic_cluster(std::size_t template_index, std::string_view host,
                                                                 bool has_body, std::optional<LocalError>& refused) {
         const std::string name = Router::normalize_host(host);
-        const bool usable = !name.empty() && name.size() <= 253 && name.front() != '[' &&
-                            std::all_of(name.begin(), name.end(), [](unsigned char c) {
-                                return std::isalnum(c) || c == '-' || c == '.';
-                            });
-        if (!usable) {
+        if (!is_dns_name(name)) {
             refused = LocalError{404, LocalReason::no_route, "host is not a usable service name", has_body};
             co_return std::nullopt;
         }

@@ -97,8 +97,13 @@ class ClusterTemplateTest(HttpTestCase):
 
     def test_hosts_that_are_not_service_names_are_refused(self):
         drover, addr = self.start()
-        resp = self.get(addr, "/", host="[::1]")
-        self.assertEqual(resp.status, 404)
+        for host in ("[::1]", f"x..{DOMAIN}", f"-x.{DOMAIN}", f"x-.{DOMAIN}", f"{'a' * 64}.{DOMAIN}"):
+            with self.subTest(host=host):
+                start = time.monotonic()
+                resp = self.get(addr, "/", host=host)
+                self.assertEqual(resp.status, 404)
+                self.assertLess(time.monotonic() - start, 2, "refused at once, not after waiting for DNS")
+        self.assertEqual(self.cluster_names(drover), [])
 
 
 if __name__ == "__main__":
