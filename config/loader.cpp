@@ -632,6 +632,29 @@ std::optional<std::vector<StaticEndpoint>> read_endpoint_list(const Cursor& c, s
     return endpoints;
 }
 
+// A name for SNI and certificate checks: a DNS name (labels of letters, digits, '-' and '_', at most
+// 253 bytes; a final dot allowed), or an IPv4 or IPv6 literal (checked against IP SANs, not sent).
+bool valid_server_name(std::string_view name) {
+    if (name.empty() || name.size() > 254) { return false; }
+    in6_addr v6{};
+    in_addr v4{};
+    const std::string text(name);
+    if (::inet_pton(AF_INET, text.c_str(), &v4) == 1 || ::inet_pton(AF_INET6, text.c_str(), &v6) == 1) { return true; }
+    if (name.back() == '.') { name.remove_suffix(1); }
+    std::size_t start = 0;
+    while (start <= name.size()) {
+        const std::size_t dot = std::min(name.find('.', start), name.size());
+        const std::string_view label = name.substr(start, dot - start);
+        if (label.empty() || label.size() > 63 || !std::all_of(label.begin(), label.end(), [](char ch) {
+                return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || is_digit(ch) || ch == '-' || ch == '_';
+            })) {
+            return false;
+        }
+        start = dot + 1;
+    }
+    return true;
+}
+
 bool is_valid_name(std::string_view name) {
     return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '_' || c == '.' ||
@@ -1362,7 +1385,14 @@ private:
         UpstreamTls tls;
         tls.mark = c.mark();
         f->read_string("sni", tls.sni);
+        if (const auto sni = f->get("sni"); sni && !valid_server_name(tls.sni)) {
+            sni->error(fmt::format("sni '{}' is not a DNS name or an IP address", tls.sni));
+        }
         if (const auto v = f->get("verify")) { tls.verify = v->boolean().value_or(true); }
+        if (tls.verify && !f->has("sni")) {
+            c.key_warning("no sni: the hosts' certificates are verified against the CAs, but not their names "
+                          "(any certificate the CAs issued is accepted); set sni to the name they carry");
+        }
         for (auto [key, out] : {std::pair{"ca", &tls.ca}, std::pair{"cert", &tls.cert}, std::pair{"key", &tls.key}}) {
             f->read_string(key, *out);
             if (f->has(key) && out->empty()) { f->get(key)->error(fmt::format("{} must not be empty", key)); }

@@ -1055,6 +1055,10 @@ class TlsConfigTest(TlsTestCase):
              "clusters[0].tls", r"cert and key go together"),
             ("ca with verify false", "tls: { sni: a.test, ca: ca.pem, verify: false }",
              "clusters[0].tls", r"ca is unused with verify: false"),
+            ("sni with a space", "tls: { sni: 'bad name', ca: ca.pem }",
+             "clusters[0].tls.sni", r"sni 'bad name' is not a DNS name or an IP address"),
+            ("empty sni", "tls: { sni: '', ca: ca.pem }",
+             "clusters[0].tls.sni", r"sni '' is not a DNS name or an IP address"),
         ]
         for name, block, path, message in cases:
             with self.subTest(name):
@@ -1065,6 +1069,18 @@ class TlsConfigTest(TlsTestCase):
                 self.assertTrue(e["path"].startswith(path), e["text"])
                 self.assertEqual(e["line"], line_of(text, block), e["text"])
                 self.assertRegex(e["message"], message)
+
+    def test_verification_without_sni_is_a_warning(self):
+        text = self.config("", "tls: { ca: ca.pem }\n")
+        path, proc = self.run_drover(text, "--check")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertRegex(proc.stderr, rf"{re.escape(path)}:{line_of(text, 'tls: { ca')}:\d+: warning: "
+                                      r"clusters\[0\]\.tls: no sni: .*not their names")
+        for quiet in ("tls: { sni: 10.0.0.1, ca: ca.pem }\n", "tls: { verify: false }\n"):
+            with self.subTest(quiet):
+                _, proc = self.run_drover(self.config("", quiet), "--check")
+                self.assertEqual(proc.returncode, 0, proc.stderr)
+                self.assertNotIn("warning", proc.stderr)
 
     def test_an_encrypted_key_is_refused_without_asking_for_a_passphrase(self):
         self.certs.openssl("pkey", "-in", self.certs.path("a.key"), "-aes256", "-passout", "pass:secret",
