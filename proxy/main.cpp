@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
     // The files the config names (certificates, keys, CAs, the access log) are opened now, so --check
     // catches them too.
     result.errors = drover::config::check_runnable(*result.config);
-    for (auto& e : drover::proxy::check_tls(*result.config)) { result.errors.push_back(std::move(e)); }
+    for (auto& e : drover::proxy::check_tls(*result.config)) { (e.warning ? result.warnings : result.errors).push_back(std::move(e)); }
     if (const auto& log = result.config->access_log) {
         if (auto why = drover::proxy::AccessLog::problem(log->path); !why.empty()) {
             result.errors.push_back(drover::config::ConfigError{

@@ -479,6 +479,7 @@ ReloadResult Server::reload(std::string_view why) {
         listener_tls.push_back(reload_tls(current, l.tls, [&]() -> std::shared_ptr<const TlsServer> {
             auto built = TlsServer::build(*l.tls, fmt::format("listeners[{}].tls", i), l.protocol == config::Protocol::http);
             for (const auto& e : built.errors) { tls_errors.push_back(e.str()); }
+            for (const auto& w : built.warnings) { log::warn("{}: config: {}", why, w.str()); }
             return built.server;
         }));
     }

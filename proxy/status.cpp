@@ -704,6 +704,16 @@ std::string render_metrics(const Server& server) {
             w.sample("drover_listener_tls_resumed_total", {{"listener", l->state().config.name}},
                      sum(l->state(), &ListenerCounters::tls_resumed));
         }
+        w.family("drover_listener_tls_certificate_expiry_timestamp_seconds", "gauge",
+                 "When each certificate a listener serves expires (its notAfter), in Unix seconds.");
+        for (const auto& l : listeners) {
+            if (!l->state().tls) { continue; }
+            for (const auto& e : l->state().tls->expiries()) {
+                w.sample("drover_listener_tls_certificate_expiry_timestamp_seconds",
+                         {{"listener", l->state().config.name}, {"certificate", e.file}},
+                         static_cast<std::uint64_t>(std::max<std::int64_t>(0, e.not_after)));
+            }
+        }
     }
 
     bool any_http = false;

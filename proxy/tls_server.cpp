@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <ctime>
 #include <cstring>
 #include <unordered_map>
 
@@ -58,6 +59,31 @@ std::vector<std::string> certificate_names(X509* certificate) {
     return names;
 }
 
+// When the certificate stops being valid (its notAfter), in Unix seconds; 0 if it cannot say.
+std::int64_t expiry(X509* certificate) {
+    if (certificate == nullptr) { return 0; }
+    std::tm when{};
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(certificate), &when) != 1) { return 0; }
+    return static_cast<std::int64_t>(::timegm(&when));
+}
+
+// Loading an expired certificate (or one about to expire) is allowed, since a renewal may be on its
+// way, but said: clients will refuse it. Empty when there is nothing to say.
+constexpr std::int64_t kExpiryWarningSeconds = 14 * 24 * 3600;
+
+std::string expiry_warning(const std::string& file, std::int64_t not_after) {
+    if (not_after == 0) { return {}; }
+    const std::int64_t left = not_after - static_cast<std::int64_t>(std::time(nullptr));
+    if (left <= 0) {
+        return fmt::format("certificate {} expired {:.1f} days ago: clients will refuse it", file,
+                           static_cast<double>(-left) / 86400);
+    }
+    if (left < kExpiryWarningSeconds) {
+        return fmt::format("certificate {} expires in {:.1f} days", file, static_cast<double>(left) / 86400);
+    }
+    return {};
+}
+
 int select_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
                 void* /*arg*/) {
     unsigned char* chosen = nullptr;
@@ -74,6 +100,8 @@ struct TlsServer::Impl {
     struct Certificate {
         std::unique_ptr<ssl::context> context;
         std::vector<std::string> names;
+        std::string file;
+        std::int64_t not_after = 0;   // Unix seconds
     };
 
     // The certificate for a client's SNI: an exact name, else a wildcard covering its first label, else
@@ -208,7 +236,12 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
             auto& index = name.starts_with("*.") ? impl->wildcard : impl->exact;
             index.emplace(name.starts_with("*.") ? name.substr(1) : name, impl->certificates.size());   // first one wins
         }
-        impl->certificates.push_back({std::move(context), std::move(names)});
+        const std::int64_t not_after = expiry(SSL_CTX_get0_certificate(native));
+        if (auto warning = expiry_warning(entry.cert, not_after); !warning.empty()) {
+            built.warnings.push_back(config::ConfigError{entry.mark, fmt::format("{}.certificates[{}]", path, i),
+                                                         std::move(warning), true});
+        }
+        impl->certificates.push_back({std::move(context), std::move(names), entry.cert, not_after});
     }
     if (!built.errors.empty()) { return built; }
     // Every handshake starts on the first certificate's context, where SNI may switch it.
@@ -233,6 +266,12 @@ std::vector<std::vector<std::string>> TlsServer::names() const {
     return out;
 }
 
+std::vector<TlsServer::Expiry> TlsServer::expiries() const {
+    std::vector<Expiry> out;
+    for (const auto& c : impl_->certificates) { out.push_back({c.file, c.not_after}); }
+    return out;
+}
+
 bool TlsServer::files_changed() const { return impl_->stamps.changed(); }
 
 std::vector<config::ConfigError> check_tls(const config::Config& config) {
@@ -243,6 +282,7 @@ std::vector<config::ConfigError> check_tls(const config::Config& config) {
         auto built = TlsServer::build(*listener.tls, fmt::format("listeners[{}].tls", i),
                                       listener.protocol == config::Protocol::http);
         for (auto& e : built.errors) { errors.push_back(std::move(e)); }
+        for (auto& w : built.warnings) { errors.push_back(std::move(w)); }
     }
     for (std::size_t i = 0; i < config.clusters.size(); ++i) {
         const auto& cluster = config.clusters[i];

@@ -560,6 +560,19 @@ class ListenerTlsTest(TlsTestCase):
         (request,) = origin.requests
         self.assertEqual(request.header_values("X-Forwarded-Proto"), ["https"])   # the client's own is dropped
 
+    def test_certificate_expiry_is_a_metric_and_a_soon_expiring_one_is_logged(self):
+        plain = self.plain_backend("plain")
+        drover, _ = self.tls_listener_proxy(plain, [self.certs.pair("a"), self.certs.pair("b")])
+        for index, name in enumerate(("a", "b")):
+            path = self.certs.path(f"{name}.pem")
+            not_after = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(path)["notAfter"])
+            self.assertEqual(drover.metric_value("drover_listener_tls_certificate_expiry_timestamp_seconds",
+                                                 {"listener": "web", "certificate": path}), not_after)
+            # The test certificates are valid for two days: inside the 14 days that are worth a warning.
+            drover.wait_for_log(rf"config: \S+:\d+:\d+: warning: listeners\[0\]\.tls\.certificates\[{index}\]: "
+                                rf"certificate {re.escape(path)} expires in [12]\.\d days", 5)
+        self.assertEqual(drover.metric_type("drover_listener_tls_certificate_expiry_timestamp_seconds"), "gauge")
+
     def test_sessions_resume_and_are_counted(self):
         plain = self.plain_backend("plain")
         drover, addr = self.tls_listener_proxy(plain, [self.certs.pair("a"), self.certs.pair("b")])
