@@ -13,6 +13,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/container/small_vector.hpp>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -316,11 +317,36 @@ private:
             bump(counters_->tls_handshake_failures);
             log::debug("listener {}: TLS handshake with {} failed: {}", listener_->config.name, client_addr(),
                        health::describe_handshake_error(ec, nullptr));
+            if (plain_http(ec)) {
+                answer_plain_http();
+                co_await linger(Clock::now() + kLingerTime);   // the rest of the request, if any, is dropped
+            }
             co_return false;
         }
         bump(counters_->tls_handshakes);
         if (SSL_session_reused(client_.native_ssl()) == 1) { bump(counters_->tls_resumed); }
         co_return true;
+    }
+
+    // OpenSSL saw an HTTP request where a ClientHello should be: http:// to an https:// port.
+    static bool plain_http(const boost::system::error_code& ec) {
+        if (ec.category() != asio::error::get_ssl_category()) { return false; }
+        const int reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
+        return reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST;
+    }
+
+    // Says so in plain HTTP, as NGINX does, rather than an empty reply: one write, no wait (it is
+    // small, and the socket is fresh); the connection closes after it.
+    void answer_plain_http() {
+        static constexpr std::string_view kAnswer =
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 59\r\n"
+            "drover-error: bad_request\r\nConnection: close\r\n\r\n"
+            "400 bad_request: plain HTTP sent to a TLS port (use https)\n";
+        boost::system::error_code ignored;
+        auto& socket = client_.socket();
+        if (!socket.non_blocking()) { socket.non_blocking(true, ignored); }
+        socket.write_some(asio::buffer(kAnswer), ignored);
+        bump(counters_->local_responses[static_cast<std::size_t>(LocalReason::bad_request)]);
     }
 
     // Deadlines of the plain client's waits and of a plain upstream's response head (one at a time): the

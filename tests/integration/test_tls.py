@@ -635,23 +635,29 @@ class ListenerTlsTest(TlsTestCase):
         plain = self.plain_backend("plain")
         drover, addr = self.tls_listener_proxy(plain, [self.certs.pair("a")])
         before = self.handshakes(drover, "failed")
+        # Plain HTTP (http:// to an https:// port) gets a plain 400 saying so, as NGINX answers.
         sock = self.connect(addr, timeout=5)
         sock.sendall(b"GET /plain HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        resp = parse_http_response(recv_all(sock))
+        self.assertEqual((resp.status, resp.headers.get("drover-error")), (400, "bad_request"), resp.raw)
+        self.assertIn(b"plain HTTP sent to a TLS port", resp.body)
+        # Other bytes that are no ClientHello get nothing.
+        sock = self.connect(addr, timeout=5)
+        sock.sendall(b"\x00\x01not a client hello at all\r\n\r\n")
         got = b""
         try:
             got = recv_all(sock)   # a TLS alert at most, then the close
         except (ConnectionResetError, ConnectionAbortedError):
             pass
         self.assertNotIn(b"HTTP/", got)
-        self.assertNotIn(b"plain GET", got)
         drover.wait_metric("drover_listener_tls_handshakes_total", {"listener": "web", "result": "failed"},
-                           lambda v: v is not None and v >= before + 1, timeout=5)
+                           lambda v: v is not None and v >= before + 2, timeout=5)
         self.assertEqual(plain.requests, 0)
         # A client that trusts nothing it is shown also fails its handshake: counted too.
         with self.assertRaises(ssl.SSLError):
             tls_connect(addr, client_context(self.certs.path("self.pem")), "a.test").close()
         drover.wait_metric("drover_listener_tls_handshakes_total", {"listener": "web", "result": "failed"},
-                           lambda v: v is not None and v >= before + 2, timeout=5)
+                           lambda v: v is not None and v >= before + 3, timeout=5)
         # And the listener still serves TLS clients.
         with tls_connect(addr, client_context(self.certs.path("ca.pem")), "a.test") as good:
             self.assertEqual(tls_get(good, "/after").status, 200)
