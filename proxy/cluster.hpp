@@ -63,6 +63,7 @@ struct ClusterStats {
     std::atomic<std::uint64_t> held_served{0};
     std::atomic<std::uint64_t> held_timed_out{0};
     std::atomic<std::uint64_t> held_rejected_full{0};   // past limits.max_pending: 503 at once
+    std::atomic<std::uint64_t> held_client_left{0};     // tcp: the client closed while held
     // Admission (HTTP): requests in flight (limits.max_requests), waiting for a slot, and shed by why.
     std::atomic<std::int64_t> requests_active{0};
     std::atomic<std::int64_t> pending_active{0};

@@ -268,6 +268,8 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
         w.sample("drover_cluster_held_requests_total", {{"cluster", c->name()}, {"result", "timed_out"}}, relaxed(st.held_timed_out));
         w.sample("drover_cluster_held_requests_total", {{"cluster", c->name()}, {"result", "rejected_full"}},
                  relaxed(st.held_rejected_full));
+        w.sample("drover_cluster_held_requests_total", {{"cluster", c->name()}, {"result", "client_left"}},
+                 relaxed(st.held_client_left));
     }
     per_cluster(w, server, "drover_cluster_requests_active", "gauge", "HTTP requests in flight (limits.max_requests).",
                 [&](const Cluster& c) { return relaxed(c.stats().requests_active); });

@@ -4,6 +4,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/container/small_vector.hpp>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <chrono>
 
 #include <openssl/ssl.h>
@@ -232,9 +235,23 @@ private:
                                       self->give_up();
                                       return;
                                   }
+                                  if (self->client_left()) {   // nobody to connect for any more
+                                      self->end_hold();
+                                      self->stats_->held_client_left.fetch_add(1, std::memory_order_relaxed);
+                                      return;
+                                  }
                                   self->snapshot_ = current;
                                   self->start_pass();
                               });
+    }
+
+    // The client closed (or reset) its connection while it was held, having sent nothing more: its
+    // FIN is all a read would find. Bytes sent before a half-close still go to a host.
+    bool client_left() {
+        auto& socket = client_stream_ ? client_stream_->socket() : client_;
+        char byte = 0;
+        const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
     }
 
     void end_hold() {

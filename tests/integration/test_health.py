@@ -346,6 +346,22 @@ class TcpHealthTest(HttpTestCase):
         self.assertEqual(result.get("tag"), b"late")
         self.assertEqual(drover.metric_value("drover_cluster_held_requests_total", {"cluster": "pg", "result": "served"}), 1)
 
+    def test_a_held_connection_whose_client_left_is_not_connected_later(self):
+        holder = ClosedPort()
+        port = holder.port
+        drover, addr = self.proxy([holder], hold_timeout="5s")
+        sock = self.connect(addr)
+        wait_until(lambda: drover.metric_value("drover_cluster_held_requests_active", {"cluster": "pg"}) == 1, 5,
+                   message="the connection is held")
+        sock.close()   # the client gives up first
+        holder.stop()
+        self.tagged_backend("late", port=port)
+        drover.wait_metric("drover_cluster_held_requests_total", {"cluster": "pg", "result": "client_left"},
+                           lambda v: v == 1, timeout=5)
+        (cluster,) = drover.admin_json("/clusters")["clusters"]
+        self.assertEqual([h["connections_total"] for h in cluster["hosts"]], [0])   # probes are not counted
+        self.assertEqual(drover.metric_value("drover_cluster_held_requests_total", {"cluster": "pg", "result": "served"}), 0)
+
     def test_a_drain_deadline_ends_a_held_connection_at_once(self):
         holder = ClosedPort()
         clusters = [static_cluster("pg", [holder], self_healing=True, load_balancing="round_robin", hold_timeout="30s",
