@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 
+#include <fmt/format.h>
 #include <openssl/ssl.h>
 
 #include "config/log.hpp"
@@ -205,6 +206,7 @@ private:
             if (why.empty()) { why = ec.message(); }
             attempt_->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
             log::debug("cluster {}: connect to {} failed: {}", snapshot_->config->name, attempt_->name(), why);
+            last_failure_ = fmt::format("{}: {}", attempt_->name(), why);
         }
         boost::system::error_code ignored;
         upstream_.close(ignored);
@@ -265,8 +267,8 @@ private:
         if (held_) { stats_->held_timed_out.fetch_add(1, std::memory_order_relaxed); }
         if (aborted_) { return; }
         stats_->unavailable_no_host.fetch_add(1, std::memory_order_relaxed);
-        log::warn("listener {}: no host of cluster {} reachable, closing client", listener_->config.name,
-                  snapshot_->config->name);
+        log::warn("listener {}: no host of cluster {} reachable, closing client{}{}", listener_->config.name,
+                  snapshot_->config->name, last_failure_.empty() ? "" : "; last failure: ", last_failure_);
     }
 
     void connected() {
@@ -328,6 +330,7 @@ private:
     ConnectDeadline connect_deadline_{upstream_};
     // Set when that side speaks TLS: the stream owns the socket then (the one above is left empty).
     std::optional<Stream> client_stream_;
+    std::string last_failure_;   // "host: why" of the last failed connect, for the give-up warning
     std::optional<Stream> upstream_stream_;
     std::shared_ptr<const TlsServer> tls_server_;
     // Connecting: the cluster, the snapshot being tried (held for the whole connection once

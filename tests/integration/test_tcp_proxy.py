@@ -129,6 +129,9 @@ class TcpProxyTest(DroverTestCase):
         for d in dead:
             self.assertGreater(drover.metric_value("drover_upstream_connect_failures_total",
                                                    {"cluster": "back", "host": d.addr}, default=0), 0)
+        # The warning says why the last host failed, not only that none was reachable.
+        drover.wait_for_log(r"no host of cluster back reachable, closing client; last failure: "
+                            r"127\.0\.0\.1:\d+: Connection refused", 3)
 
     def test_connect_timeout_moves_on_to_the_next_host(self):
         # UnresponsivePort drops SYNs (its accept queue is full), so connecting there only ends by
