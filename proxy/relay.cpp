@@ -132,7 +132,10 @@ asio::awaitable<void> stream_pump(RelayState& state, RelayState::Writing& writin
         }
         if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
             // The peer is done sending (close_notify, or TCP FIN without one): so is the other side.
-            if (to.tls()) { co_await close_notify(state, to); }
+            if (to.tls()) {
+                co_await close_notify(state, to);
+                co_return;
+            }
             boost::system::error_code ignored;
             to.socket().shutdown(tcp::socket::shutdown_send, ignored);
             co_return;

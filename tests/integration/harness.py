@@ -954,6 +954,31 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
+def read_slowly(sock: socket.socket, batch: int = 128 << 10, pause: float = 0.03) -> bytes:
+    """Reads until EOF like a client slower than its sender: `batch` bytes, then `pause` seconds, and
+    again (about 4 MB/s by default). A TLS socket's recv returns one record at most: a batch is
+    several reads."""
+    got = bytearray()
+    while True:
+        taken = 0
+        while taken < batch:
+            data = sock.recv(batch)
+            if not data:
+                return bytes(got)
+            got += data
+            taken += len(data)
+        time.sleep(pause)
+
+
+def sending_script(data: bytes) -> Callable[[socket.socket, Any], None]:
+    """A ScriptedBackend script: sends `data` at once, half-closes, and waits for the client to close."""
+    def send(conn: socket.socket, _backend: Any) -> None:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        recv_all(conn)
+    return send
+
+
 def recv_all(sock: socket.socket, limit: int = 1 << 30) -> bytes:
     """Reads until EOF (the socket's own timeout bounds each recv)."""
     chunks = []

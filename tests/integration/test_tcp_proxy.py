@@ -9,7 +9,8 @@ import time
 import unittest
 
 from harness import (DroverTestCase, EchoBackend, ScriptedBackend, UnresponsivePort, ipv6_loopback_available,
-                     make_config, recv_all, roundtrip, sha256, static_cluster, tcp_listener, transfer, wait_until)
+                     make_config, read_slowly, recv_all, roundtrip, sending_script, sha256, static_cluster,
+                     tcp_listener, transfer, wait_until)
 
 
 class TcpProxyTest(DroverTestCase):
@@ -290,25 +291,12 @@ class TcpProxyTest(DroverTestCase):
         # free, far longer than the idle timeout, and no read happens meanwhile. Bytes still move all
         # the time, so the connection must stay until the end.
         data = os.urandom(16 << 20)
-
-        def source(conn, _backend):
-            conn.sendall(data)
-            conn.shutdown(socket.SHUT_WR)
-            recv_all(conn)
-        backend = self.backend(ScriptedBackend(source))
+        backend = self.backend(ScriptedBackend(sending_script(data)))
         _, addr = self.proxy([backend], listener_extra={"timeouts": {"idle": "100ms"}})
-        sock = self.connect(addr, timeout=20)
-        got = bytearray()
         started = time.monotonic()
-        while True:
-            chunk = sock.recv(128 << 10)
-            if not chunk:
-                break
-            got += chunk
-            time.sleep(0.03)   # about 4 MB/s: never 100 ms without reading
-        elapsed = time.monotonic() - started
-        self.assertEqual(len(got), len(data), f"cut after {elapsed:.1f}s")
-        self.assertEqual(sha256(bytes(got)), sha256(data))
+        got = read_slowly(self.connect(addr, timeout=20))   # never 100 ms without reading
+        self.assertEqual(len(got), len(data), f"cut after {time.monotonic() - started:.1f}s")
+        self.assertEqual(sha256(got), sha256(data))
 
     def test_cluster_max_connections_closes_the_excess_client(self):
         echo = self.echo_backend()

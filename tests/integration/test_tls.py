@@ -24,9 +24,9 @@ import threading
 import time
 import unittest
 
-from harness import (IO_TIMEOUT, Backend, HttpBackend, HttpTestCase, ScriptedBackend, drover_bin, http_listener, make_config,
-                     parse_http_response, recv_all, recv_exactly, roundtrip, route, run_drover, static_cluster,
-                     tcp_listener, to_yaml, wait_until)
+from harness import (IO_TIMEOUT, Backend, HttpBackend, HttpTestCase, ScriptedBackend, drover_bin, http_listener,
+                     make_config, parse_http_response, read_slowly, recv_all, recv_exactly, roundtrip, route,
+                     run_drover, sending_script, static_cluster, tcp_listener, to_yaml, wait_until)
 from test_check import line_of
 
 # `file:line:col: key.path: message` (as in test_check.py).
@@ -526,27 +526,11 @@ class ListenerTlsTest(TlsTestCase):
 
     def test_a_slow_tls_reader_on_a_tcp_listener_is_not_cut_by_the_idle_timeout(self):
         data = os.urandom(16 << 20)
-
-        def source(conn, _backend):
-            conn.sendall(data)
-            conn.shutdown(socket.SHUT_WR)
-            recv_all(conn)
-        _, sock = self.tcp_tls_front(self.backend(ScriptedBackend(source)), timeouts={"idle": "100ms"})
-        got = bytearray()
+        _, sock = self.tcp_tls_front(self.backend(ScriptedBackend(sending_script(data))), timeouts={"idle": "100ms"})
         started = time.monotonic()
-        ended = False
-        while not ended:
-            batch = 0
-            while batch < (128 << 10):   # a TLS read returns one record (16 KiB) at most
-                chunk = sock.recv(128 << 10)
-                if not chunk:
-                    ended = True
-                    break
-                got += chunk
-                batch += len(chunk)
-            time.sleep(0.03)   # about 4 MB/s: never 100 ms without reading
+        got = read_slowly(sock)   # never 100 ms without reading
         self.assertEqual(len(got), len(data), f"cut after {time.monotonic() - started:.1f}s")
-        self.assertEqual(bytes(got), data)
+        self.assertEqual(got, data)
 
     def test_requests_over_tls_are_forwarded_with_x_forwarded_proto_https(self):
         origin = self.origin()
