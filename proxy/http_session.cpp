@@ -602,20 +602,24 @@ private:
 
     // The request head to send upstream, built into upstream_head_ (every try sends it).
     const std::string& upstream_head(const http_rules::RequestInfo& info) {
-        const std::string authority = info.host.empty() ? local_authority() : std::string();
         http_heads::upstream_request(request_head_, info,
-                                     {client_ip_, client_.tls() ? "https" : "http", &worker_.random(), authority},
+                                     {client_ip_, client_.tls() ? "https" : "http", &worker_.random(),
+                                      info.host.empty() ? local_authority() : std::string_view()},
                                      upstream_head_);
         return upstream_head_;
     }
 
-    // "ip:port" (IPv6 in brackets) the client connected to; empty if the socket cannot say.
-    std::string local_authority() {
+    // "ip:port" (IPv6 in brackets) the client connected to; empty if the socket cannot say. Only
+    // for the rare request without a Host: kept in a buffer of the session (for the current head).
+    std::string_view local_authority() {
         boost::system::error_code ec;
         const auto local = client_.socket().local_endpoint(ec);
-        if (ec) { return {}; }
+        local_authority_.clear();
+        if (ec) { return local_authority_; }
         const auto ip = local.address().to_string();
-        return local.address().is_v6() ? fmt::format("[{}]:{}", ip, local.port()) : fmt::format("{}:{}", ip, local.port());
+        local_authority_ = local.address().is_v6() ? fmt::format("[{}]:{}", ip, local.port())
+                                                   : fmt::format("{}:{}", ip, local.port());
+        return local_authority_;
     }
 
     // Whether a failed try may be tried again on another host: the request must be replayable (no
@@ -1848,6 +1852,7 @@ private:
     std::shared_ptr<const TlsServer> tls_server_;   // kept alive for the handshake's context
     std::string last_connect_error_;   // the last host's connect or TLS failure, for the 502
     std::string client_ip_;
+    std::string local_authority_;   // see local_authority()
     tcp::endpoint client_remote_;
     std::string client_addr_;   // made by client_addr()
     bool parked_ = false;   // the connection lives on without this session
