@@ -69,6 +69,11 @@ struct TlsCertificate {
 
 struct ListenerTls {
     std::vector<TlsCertificate> certificates;   // the first is the default: served when SNI matches none
+    // Client certificates (mutual TLS): when set, every client must present one that this bundle's
+    // CAs issued; empty = none asked for.
+    std::string client_ca;
+    enum class Version { tls1_2, tls1_3 };
+    Version min_version = Version::tls1_2;
     Mark mark;
 
     bool operator==(const ListenerTls&) const = default;

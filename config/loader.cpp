@@ -923,10 +923,24 @@ private:
     }
 
     std::optional<ListenerTls> read_listener_tls(const Cursor& c) {
-        const auto f = c.map({"certificates"});
+        const auto f = c.map({"certificates", "client_ca", "min_version"});
         if (!f) { return std::nullopt; }
         ListenerTls tls;
         tls.mark = c.mark();
+        f->read_string("client_ca", tls.client_ca);
+        if (f->has("client_ca") && tls.client_ca.empty()) { f->get("client_ca")->error("client_ca must not be empty"); }
+        if (!tls.client_ca.empty()) { tls.client_ca = resolve_path(tls.client_ca); }
+        if (const auto v = f->get("min_version")) {
+            if (const auto text = v->string()) {
+                if (*text == "1.2") {
+                    tls.min_version = ListenerTls::Version::tls1_2;
+                } else if (*text == "1.3") {
+                    tls.min_version = ListenerTls::Version::tls1_3;
+                } else {
+                    v->error(fmt::format("min_version must be \"1.2\" or \"1.3\", not '{}'", *text));
+                }
+            }
+        }
         const auto certificates = f->require("certificates");
         if (!certificates) { return tls; }
         const auto items = certificates->list();

@@ -345,7 +345,10 @@ void render_listener_config(JsonWriter& j, const config::Listener& l) {
         for (const auto& c : l.tls->certificates) {
             j.begin_object().key("cert").value(c.cert).key("key").value(kRedacted).end_object();
         }
-        j.end_array().end_object();
+        j.end_array();
+        if (!l.tls->client_ca.empty()) { j.key("client_ca").value(l.tls->client_ca); }
+        j.key("min_version").value(l.tls->min_version == config::ListenerTls::Version::tls1_3 ? "1.3" : "1.2");
+        j.end_object();
     }
     if (l.protocol == config::Protocol::tcp) {
         j.key("cluster").value(l.cluster);

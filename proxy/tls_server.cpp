@@ -196,6 +196,27 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
     auto impl = std::make_unique<Impl>();
     impl->settings = settings;
     Built built;
+    // Client certificates: the CAs that may issue them, read once (every certificate's context gets
+    // them: SNI may switch contexts, and verification uses the one in use).
+    std::unique_ptr<STACK_OF(X509_NAME), void (*)(STACK_OF(X509_NAME)*)> client_cas{
+        nullptr, [](STACK_OF(X509_NAME)* names) { sk_X509_NAME_pop_free(names, X509_NAME_free); }};
+    if (!settings.client_ca.empty()) {
+        const auto fail_ca = [&](std::string why) {
+            built.errors.push_back(config::ConfigError{settings.mark, path + ".client_ca",
+                                                       fmt::format("cannot load client_ca {}: {}", settings.client_ca, why)});
+        };
+        if (auto why = health::unreadable_file(settings.client_ca); !why.empty()) {
+            fail_ca(why);
+        } else {
+            client_cas.reset(SSL_load_client_CA_file(settings.client_ca.c_str()));
+            if (client_cas == nullptr || sk_X509_NAME_num(client_cas.get()) == 0) {
+                ERR_clear_error();
+                fail_ca("no PEM certificate in it");
+            }
+        }
+        if (!built.errors.empty()) { return built; }
+        impl->stamps.add(settings.client_ca);
+    }
     for (std::size_t i = 0; i < settings.certificates.size(); ++i) {
         const auto& entry = settings.certificates[i];
         const auto fail = [&](std::string message) {
@@ -205,7 +226,14 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
         SSL_CTX* native = context->native_handle();
         context->set_options(ssl::context::default_workarounds | ssl::context::no_compression | ssl::context::single_dh_use);
         SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-        SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
+        SSL_CTX_set_min_proto_version(native, settings.min_version == config::ListenerTls::Version::tls1_3 ? TLS1_3_VERSION
+                                                                                                       : TLS1_2_VERSION);
+        if (client_cas) {
+            error_code ca_ec;
+            context->load_verify_file(settings.client_ca, ca_ec);   // read and checked above
+            SSL_CTX_set_client_CA_list(native, SSL_dup_CA_list(client_cas.get()));   // named in the request
+            SSL_CTX_set_verify(native, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+        }
         bool ok = true;
         for (const auto& [what, file] : {std::pair{"cert", &entry.cert}, std::pair{"key", &entry.key}}) {
             if (auto why = health::unreadable_file(*file); !why.empty()) {

@@ -532,6 +532,49 @@ class ListenerTlsTest(TlsTestCase):
         self.assertEqual(len(got), len(data), f"cut after {time.monotonic() - started:.1f}s")
         self.assertEqual(got, data)
 
+    def test_client_certificates_are_required_with_client_ca(self):
+        plain = self.plain_backend("plain")
+        tls = {"certificates": [self.certs.pair("a")], "client_ca": self.certs.path("ca.pem")}
+        drover = self.start_drover(make_config([http_listener("web", [route("back", path_prefix="/")], tls=tls)],
+                                               [static_cluster("back", [plain])]))
+        addr = drover.listener_addr("web")
+        ca = self.certs.path("ca.pem")
+        with_cert = client_context(ca)
+        with_cert.load_cert_chain(self.certs.path("client.pem"), self.certs.path("client.key"))
+        for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+            with self.subTest(version=name):
+                context = client_context(ca, version=version)
+                context.load_cert_chain(self.certs.path("client.pem"), self.certs.path("client.key"))
+                with tls_connect(addr, context, "a.test") as sock:
+                    self.assertEqual(tls_get(sock, f"/{name}").status, 200)
+                # Without one: refused (TLS 1.3 says so after the client's handshake, at its first read).
+                with self.assertRaises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+                    with tls_connect(addr, client_context(ca, version=version), "a.test") as sock:
+                        tls_get(sock, "/no-cert")
+                # One from another issuer: refused too.
+                rogue = client_context(ca, version=version)
+                rogue.load_cert_chain(self.certs.path("self.pem"), self.certs.path("self.key"))
+                with self.assertRaises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+                    with tls_connect(addr, rogue, "a.test") as sock:
+                        tls_get(sock, "/rogue")
+        self.assertEqual(plain.requests, 2)
+        self.assertGreaterEqual(self.handshakes(drover, "failed"), 4)
+        listener = drover.admin_json("/config")["listeners"][0]
+        self.assertEqual(listener["tls"]["client_ca"], ca)
+
+    def test_min_version_13_refuses_tls12_clients(self):
+        plain = self.plain_backend("plain")
+        tls = {"certificates": [self.certs.pair("a")], "min_version": "1.3"}
+        drover = self.start_drover(make_config([http_listener("web", [route("back", path_prefix="/")], tls=tls)],
+                                               [static_cluster("back", [plain])]))
+        addr = drover.listener_addr("web")
+        ca = self.certs.path("ca.pem")
+        with self.assertRaises(ssl.SSLError):
+            tls_connect(addr, client_context(ca, version=ssl.TLSVersion.TLSv1_2), "a.test").close()
+        with tls_connect(addr, client_context(ca), "a.test") as sock:
+            self.assertEqual(sock.version(), "TLSv1.3")
+            self.assertEqual(tls_get(sock, "/").status, 200)
+
     def test_requests_over_tls_are_forwarded_with_x_forwarded_proto_https(self):
         origin = self.origin()
         _, addr = self.tls_listener_proxy(origin, [self.certs.pair("a")])
@@ -1029,6 +1072,26 @@ class TlsConfigTest(TlsTestCase):
                     self.assertEqual(e["path"], "listeners[0].tls.certificates[1]", e["text"])
                     self.assertEqual(e["line"], line_of(text, item), e["text"])
                     self.assertRegex(e["message"], message)
+
+    def test_client_ca_and_min_version_errors_name_their_key(self):
+        cases = [
+            ("missing client_ca", "client_ca: nope.pem", "listeners[0].tls.client_ca",
+             r"cannot load client_ca \S*nope\.pem: No such file or directory"),
+            ("not PEM", "client_ca: drover.yaml", "listeners[0].tls.client_ca", r"no PEM certificate in it"),
+            ("bad min_version", "min_version: '1.1'", "listeners[0].tls.min_version",
+             r"min_version must be \"1\.2\" or \"1\.3\", not '1\.1'"),
+        ]
+        for name, line, path, message in cases:
+            with self.subTest(name):
+                text = self.config(f"""\
+                    tls:
+                      certificates: [{{ cert: a.pem, key: a.key }}]
+                      {line}
+                    """)
+                errors = self.errors(text, "--check")
+                self.assertEqual(len(errors), 1, [e["text"] for e in errors])
+                self.assertEqual(errors[0]["path"], path, errors[0]["text"])
+                self.assertRegex(errors[0]["message"], message)
 
     def test_every_bad_certificate_is_reported(self):
         text = self.config("""\

@@ -150,7 +150,8 @@ TEST_F(Tls, CheckTlsReportsListenersAndClustersWithTheirPaths) {
     config::Config config;
     config::Listener listener;
     listener.name = "edge";
-    listener.tls = config::ListenerTls{{certificate("a.pem", "missing.key", 4)}, {}};
+    listener.tls = config::ListenerTls{};
+    listener.tls->certificates = {certificate("a.pem", "missing.key", 4)};
     config.listeners.push_back(listener);
     config::Cluster good;
     good.name = "good";
