@@ -732,7 +732,8 @@ std::string render_metrics(const Server& server) {
     }
     render_health_metrics(w, server);
     w.family("drover_cluster_upstream_connections_active", "gauge",
-             "Upstream connections of the cluster open now (limited by limits.max_connections).");
+             "TCP relay connections to the cluster open now (tcp listeners, limited by limits.max_connections); "
+             "HTTP upstream connections are counted per host (drover_upstream_connections_active).");
     for (const auto& c : clusters) {
         w.sample("drover_cluster_upstream_connections_active", {{"cluster", c->name()}},
                  c->stats().upstream_connections_active.load(std::memory_order_relaxed));
