@@ -110,6 +110,7 @@ void upstream_request(const http_rules::Head& request, const http_rules::Request
             // Set by Drover from what it saw; a client's own values are not trusted.
             case FieldId::x_forwarded_proto:
             case FieldId::x_forwarded_host:
+            case FieldId::x_forwarded_client_cert:
             case FieldId::expect: continue;   // Drover answers 100-continue itself
             case FieldId::x_request_id: has_request_id = true; break;
             case FieldId::host: has_host = true; break;
@@ -127,6 +128,7 @@ void upstream_request(const http_rules::Head& request, const http_rules::Request
     }
     append_field(head, "X-Forwarded-Proto", forwarding.proto);
     if (!info.host.empty()) { append_field(head, "X-Forwarded-Host", info.host); }
+    if (!forwarding.client_cert.empty()) { append_field(head, "X-Forwarded-Client-Cert", forwarding.client_cert); }
     if (!has_request_id) {
         auto& random = *forwarding.random;
         const auto high = random();

@@ -31,6 +31,9 @@ struct Forwarding {
     // The Host sent for a request that names no authority (HTTP/1.0 without Host): the address the
     // client connected to, as RFC 9112 section 3.3 reconstructs the target URI. Empty otherwise.
     std::string_view authority = {};
+    // X-Forwarded-Client-Cert for the backend: the client certificate a mutual-TLS listener verified
+    // (`Hash=...;Subject="..."`), empty for none. A client's own is never passed on.
+    std::string_view client_cert = {};
 };
 
 // The request line in origin-form, the client's fields (as received: order and spelling) minus hop-by-hop

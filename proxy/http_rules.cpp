@@ -66,8 +66,8 @@ bool valid_host(std::string_view host) {
 
 // Names a backend may fold to a framing or forwarding header by mapping '_' to '-' (CGI does).
 bool is_smuggling_lookalike(std::string_view name) {
-    if (name.size() > 17) { return false; }   // longer than every sensitive name
-    std::array<char, 17> folded{};
+    if (name.size() > 23) { return false; }   // longer than every sensitive name
+    std::array<char, 23> folded{};
     std::replace_copy(name.begin(), name.end(), folded.begin(), '_', '-');
     switch (classify_field({folded.data(), name.size()})) {
         case FieldId::content_length:
@@ -78,6 +78,7 @@ bool is_smuggling_lookalike(std::string_view name) {
         case FieldId::x_forwarded_for:
         case FieldId::x_forwarded_proto:
         case FieldId::x_forwarded_host:
+        case FieldId::x_forwarded_client_cert:
         case FieldId::x_request_id: return true;
         default: return false;
     }
@@ -352,6 +353,7 @@ FieldId classify_field(std::string_view name) {
                    : is("x-forwarded-proto") ? FieldId::x_forwarded_proto
                    : is(kPriorityHeader)     ? FieldId::x_drover_priority
                                              : FieldId::other;
+        case 23: return is("x-forwarded-client-cert") ? FieldId::x_forwarded_client_cert : FieldId::other;
         default: return FieldId::other;
     }
 }

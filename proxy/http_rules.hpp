@@ -54,6 +54,7 @@ enum class FieldId : std::uint8_t {
     x_forwarded_proto,
     x_forwarded_host,
     x_request_id,
+    x_forwarded_client_cert,
     x_drover_priority,
     lookalike,
 };

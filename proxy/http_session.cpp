@@ -14,7 +14,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/container/small_vector.hpp>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -139,6 +141,7 @@ public:
         client_ip_ = std::move(connection.client_ip);
         client_remote_ = connection.remote;
         client_addr_.clear();
+        client_cert_.clear();
         client_buf_.clear();
         // What a previous connection's last request may have left (it can end anywhere).
         last_connect_error_.clear();
@@ -325,7 +328,32 @@ private:
         }
         bump(counters_->tls_handshakes);
         if (SSL_session_reused(client_.native_ssl()) == 1) { bump(counters_->tls_resumed); }
+        if (!tls_server_->settings().client_ca.empty()) { client_cert_ = forwarded_client_cert(client_.native_ssl()); }
         co_return true;
+    }
+
+    // The client certificate a mutual-TLS listener verified, as X-Forwarded-Client-Cert says it (the
+    // fields Envoy uses): Hash=<SHA-256 of the DER, hex>;Subject="<RFC 2253 subject>".
+    static std::string forwarded_client_cert(SSL* ssl) {
+        X509* certificate = SSL_get0_peer_certificate(ssl);
+        if (certificate == nullptr) { return {}; }
+        std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+        unsigned length = 0;
+        if (X509_digest(certificate, EVP_sha256(), digest.data(), &length) != 1) { return {}; }
+        std::string out = "Hash=";
+        for (unsigned i = 0; i < length; ++i) { out += fmt::format("{:02x}", digest[i]); }
+        std::unique_ptr<BIO, int (*)(BIO*)> bio{BIO_new(BIO_s_mem()), &BIO_free};
+        if (bio && X509_NAME_print_ex(bio.get(), X509_get_subject_name(certificate), 0, XN_FLAG_RFC2253) >= 0) {
+            char* text = nullptr;
+            const long size = BIO_get_mem_data(bio.get(), &text);
+            out += ";Subject=\"";
+            for (long i = 0; i < size; ++i) {
+                if (text[i] == '"' || text[i] == '\\') { out.push_back('\\'); }
+                out.push_back(text[i]);
+            }
+            out.push_back('"');
+        }
+        return out;
     }
 
     // OpenSSL saw an HTTP request where a ClientHello should be: http:// to an https:// port.
@@ -604,7 +632,7 @@ private:
     const std::string& upstream_head(const http_rules::RequestInfo& info) {
         http_heads::upstream_request(request_head_, info,
                                      {client_ip_, client_.tls() ? "https" : "http", &worker_.random(),
-                                      info.host.empty() ? local_authority() : std::string_view()},
+                                      info.host.empty() ? local_authority() : std::string_view(), client_cert_},
                                      upstream_head_);
         return upstream_head_;
     }
@@ -1853,6 +1881,7 @@ private:
     std::string last_connect_error_;   // the last host's connect or TLS failure, for the 502
     std::string client_ip_;
     std::string local_authority_;   // see local_authority()
+    std::string client_cert_;       // X-Forwarded-Client-Cert of this connection (mutual TLS), or empty
     tcp::endpoint client_remote_;
     std::string client_addr_;   // made by client_addr()
     bool parked_ = false;   // the connection lives on without this session

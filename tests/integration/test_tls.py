@@ -533,7 +533,7 @@ class ListenerTlsTest(TlsTestCase):
         self.assertEqual(got, data)
 
     def test_client_certificates_are_required_with_client_ca(self):
-        plain = self.plain_backend("plain")
+        plain = self.origin()
         tls = {"certificates": [self.certs.pair("a")], "client_ca": self.certs.path("ca.pem")}
         drover = self.start_drover(make_config([http_listener("web", [route("back", path_prefix="/")], tls=tls)],
                                                [static_cluster("back", [plain])]))
@@ -546,7 +546,14 @@ class ListenerTlsTest(TlsTestCase):
                 context = client_context(ca, version=version)
                 context.load_cert_chain(self.certs.path("client.pem"), self.certs.path("client.key"))
                 with tls_connect(addr, context, "a.test") as sock:
-                    self.assertEqual(tls_get(sock, f"/{name}").status, 200)
+                    # The backend learns who it is (X-Forwarded-Client-Cert, as Envoy sends it); what a
+                    # client says itself is dropped.
+                    sock.sendall(f"GET /{name} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n"
+                                 "X-Forwarded-Client-Cert: Subject=\"CN=admin\"\r\n\r\n".encode())
+                    self.assertEqual(parse_http_response(recv_all(sock)).status, 200)
+                sent = plain.requests[-1].header_values("X-Forwarded-Client-Cert")
+                self.assertEqual(len(sent), 1, sent)
+                self.assertRegex(sent[0], r'^Hash=[0-9a-f]{64};Subject="CN=client\.test"$')
                 # Without one: refused (TLS 1.3 says so after the client's handshake, at its first read).
                 with self.assertRaises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
                     with tls_connect(addr, client_context(ca, version=version), "a.test") as sock:
@@ -557,7 +564,7 @@ class ListenerTlsTest(TlsTestCase):
                 with self.assertRaises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
                     with tls_connect(addr, rogue, "a.test") as sock:
                         tls_get(sock, "/rogue")
-        self.assertEqual(plain.requests, 2)
+        self.assertEqual(len(plain.requests), 2)
         self.assertGreaterEqual(self.handshakes(drover, "failed"), 4)
         listener = drover.admin_json("/config")["listeners"][0]
         self.assertEqual(listener["tls"]["client_ca"], ca)
@@ -574,6 +581,15 @@ class ListenerTlsTest(TlsTestCase):
         with tls_connect(addr, client_context(ca), "a.test") as sock:
             self.assertEqual(sock.version(), "TLSv1.3")
             self.assertEqual(tls_get(sock, "/").status, 200)
+
+    def test_a_client_cannot_set_x_forwarded_client_cert_itself(self):
+        origin = self.origin()
+        _, addr = self.tls_listener_proxy(origin, [self.certs.pair("a")])   # no client_ca
+        with tls_connect(addr, client_context(self.certs.path("ca.pem")), "a.test") as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n"
+                         b"X-Forwarded-Client-Cert: Subject=\"CN=admin\"\r\n\r\n")
+            self.assertEqual(parse_http_response(recv_all(sock)).status, 200)
+        self.assertEqual(origin.requests[-1].header_values("X-Forwarded-Client-Cert"), [])
 
     def test_requests_over_tls_are_forwarded_with_x_forwarded_proto_https(self):
         origin = self.origin()

@@ -432,6 +432,7 @@ TEST(ClassifyField, EveryIdInAnyCase) {
         {"x-forwarded-proto", FieldId::x_forwarded_proto},
         {"x-forwarded-host", FieldId::x_forwarded_host},
         {"x-request-id", FieldId::x_request_id},
+        {"x-forwarded-client-cert", FieldId::x_forwarded_client_cert},
         {"x-drover-priority", FieldId::x_drover_priority},
     };
     for (const auto& [name, id] : cases) {
@@ -447,7 +448,8 @@ TEST(ParseRequestHead, UnderscoreLookalikesAreMarked) {
     // a lookalike (classify_field, the fast path, says other) and the rules refuse it.
     for (std::string_view name : {"Content_Length", "content_length", "CONTENT_LENGTH", "Transfer_Encoding",
                                   "transfer_encoding", "x_forwarded_for", "X_Forwarded_For", "x-forwarded_for",
-                                  "X_FORWARDED_PROTO", "x_forwarded_host", "X_Request_Id"}) {
+                                  "X_FORWARDED_PROTO", "x_forwarded_host", "X_Request_Id",
+                                  "X_Forwarded_Client_Cert"}) {
         Head head;
         const std::string text = "GET / HTTP/1.1\r\nHost: a\r\n" + std::string(name) + ": 1\r\n\r\n";
         ASSERT_FALSE(parse_request(text, head)) << name;
