@@ -175,7 +175,13 @@ asio::awaitable<std::optional<std::string>> refused_after_handshake(asio::ssl::s
         error_code ignored;
         if (!ec) { socket.cancel(ignored); }
     });
-    co_await stream.async_shutdown(use_tuple);
+    auto [ec] = co_await stream.async_shutdown(use_tuple);
+    if (alert == 0 && ec && ec != asio::error::operation_aborted) {
+        // The close_notify did not go out: a server that sent its alert and then reset the
+        // connection. The alert is still there to be read (the kernel keeps it past the reset).
+        std::array<char, 256> scratch{};
+        co_await stream.async_read_some(asio::buffer(scratch), use_tuple);
+    }
     timer.cancel();
     SSL_set_info_callback(ssl, nullptr);
     SSL_set_ex_data(ssl, alert_index(), nullptr);

@@ -494,9 +494,10 @@ ReloadResult Server::reload(std::string_view why) {
             if (matched[i] != nullptr) { continue; }
             fresh[i] = make_listener(next.listeners[i], listener_tls[i]);
             try {
-                // A listener this reload leaves (another name or protocol) may still hold the address.
+                // A listener this reload leaves may still hold the port (another name or protocol, or
+                // 127.0.0.1:P becoming 0.0.0.0:P): the two overlap until it closes.
                 const bool held = std::any_of(listeners_.begin(), listeners_.end(), [&](const auto& old) {
-                    return old->state().config.address == next.listeners[i].address;
+                    return old->state().bound.port() == next.listeners[i].address.port;   // port 0: the one it got
                 });
                 fresh[i]->bind(workers, !held);
             } catch (const std::exception& e) {

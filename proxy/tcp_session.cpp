@@ -247,13 +247,17 @@ private:
                               });
     }
 
-    // The client closed (or reset) its connection while it was held, having sent nothing more: its
-    // FIN is all a read would find. Bytes sent before a half-close still go to a host.
+    // The client closed its connection while it was held, having sent nothing more (its FIN is all a
+    // read would find), or reset it (bytes it sent before are readable still, the reset is the
+    // socket's pending error). Bytes sent before a half-close still go to a host.
     bool client_left() {
         auto& socket = client_stream_ ? client_stream_->socket() : client_;
         char byte = 0;
         const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) { return true; }
+        int error = 0;
+        socklen_t length = sizeof error;
+        return n > 0 && ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error != 0;
     }
 
     void end_hold() {

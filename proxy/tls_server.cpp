@@ -59,23 +59,50 @@ std::vector<std::string> certificate_names(X509* certificate) {
     return names;
 }
 
-// When the certificate stops being valid (its notAfter), in Unix seconds; 0 if it cannot say.
-std::int64_t expiry(X509* certificate) {
-    if (certificate == nullptr) { return 0; }
+// A time of a certificate in Unix seconds; 0 if it cannot say.
+std::int64_t unix_time(const ASN1_TIME* time) {
     std::tm when{};
-    if (ASN1_TIME_to_tm(X509_get0_notAfter(certificate), &when) != 1) { return 0; }
+    if (time == nullptr || ASN1_TIME_to_tm(time, &when) != 1) { return 0; }
     return static_cast<std::int64_t>(::timegm(&when));
+}
+
+// When what a context serves is valid: from the latest notBefore to the earliest notAfter of the
+// leaf and the chain sent with it (clients refuse a chain with an expired intermediate too).
+struct Validity {
+    std::int64_t not_before = 0;
+    std::int64_t not_after = 0;   // 0: unknown
+};
+
+Validity validity(SSL_CTX* context) {
+    Validity v;
+    const auto add = [&v](X509* certificate) {
+        const std::int64_t before = unix_time(X509_get0_notBefore(certificate));
+        const std::int64_t after = unix_time(X509_get0_notAfter(certificate));
+        v.not_before = std::max(v.not_before, before);
+        if (after != 0 && (v.not_after == 0 || after < v.not_after)) { v.not_after = after; }
+    };
+    if (X509* leaf = SSL_CTX_get0_certificate(context)) { add(leaf); }
+    STACK_OF(X509)* chain = nullptr;
+    if (SSL_CTX_get0_chain_certs(context, &chain) == 1 && chain != nullptr) {
+        for (int i = 0; i < sk_X509_num(chain); ++i) { add(sk_X509_value(chain, i)); }
+    }
+    return v;
 }
 
 // Loading an expired certificate (or one about to expire) is allowed, since a renewal may be on its
 // way, but said: clients will refuse it. Empty when there is nothing to say.
 constexpr std::int64_t kExpiryWarningSeconds = 14 * 24 * 3600;
 
-std::string expiry_warning(const std::string& file, std::int64_t not_after) {
-    if (not_after == 0) { return {}; }
-    const std::int64_t left = not_after - static_cast<std::int64_t>(std::time(nullptr));
+std::string expiry_warning(const std::string& file, const Validity& valid) {
+    const auto now = static_cast<std::int64_t>(std::time(nullptr));
+    if (valid.not_before > now) {
+        return fmt::format("certificate {} (or its chain) is not valid for {:.1f} more days: clients will refuse it",
+                           file, static_cast<double>(valid.not_before - now) / 86400);
+    }
+    if (valid.not_after == 0) { return {}; }
+    const std::int64_t left = valid.not_after - now;
     if (left <= 0) {
-        return fmt::format("certificate {} expired {:.1f} days ago: clients will refuse it", file,
+        return fmt::format("certificate {} (or its chain) expired {:.1f} days ago: clients will refuse it", file,
                            static_cast<double>(-left) / 86400);
     }
     if (left < kExpiryWarningSeconds) {
@@ -264,8 +291,9 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
             auto& index = name.starts_with("*.") ? impl->wildcard : impl->exact;
             index.emplace(name.starts_with("*.") ? name.substr(1) : name, impl->certificates.size());   // first one wins
         }
-        const std::int64_t not_after = expiry(SSL_CTX_get0_certificate(native));
-        if (auto warning = expiry_warning(entry.cert, not_after); !warning.empty()) {
+        const Validity valid = validity(native);
+        const std::int64_t not_after = valid.not_after;
+        if (auto warning = expiry_warning(entry.cert, valid); !warning.empty()) {
             built.warnings.push_back(config::ConfigError{entry.mark, fmt::format("{}.certificates[{}]", path, i),
                                                          std::move(warning), true});
         }

@@ -4,6 +4,8 @@ admin views that say why a host is where it is. (tests/chaos drives the same fea
 killed, stopped and restarted under steady load.)"""
 
 import signal
+import socket
+import struct
 import threading
 import time
 import unittest
@@ -350,14 +352,18 @@ class TcpHealthTest(HttpTestCase):
         holder = ClosedPort()
         port = holder.port
         drover, addr = self.proxy([holder], hold_timeout="5s")
-        sock = self.connect(addr)
-        wait_until(lambda: drover.metric_value("drover_cluster_held_requests_active", {"cluster": "pg"}) == 1, 5,
-                   message="the connection is held")
-        sock.close()   # the client gives up first
+        closed = self.connect(addr)
+        reset = self.connect(addr)
+        wait_until(lambda: drover.metric_value("drover_cluster_held_requests_active", {"cluster": "pg"}) == 2, 5,
+                   message="both connections are held")
+        closed.close()   # the client gives up first
+        reset.sendall(b"hello")   # ...or sends something, then resets
+        reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reset.close()
         holder.stop()
         self.tagged_backend("late", port=port)
         drover.wait_metric("drover_cluster_held_requests_total", {"cluster": "pg", "result": "client_left"},
-                           lambda v: v == 1, timeout=5)
+                           lambda v: v == 2, timeout=5)
         (cluster,) = drover.admin_json("/clusters")["clusters"]
         self.assertEqual([h["connections_total"] for h in cluster["hosts"]], [0])   # probes are not counted
         self.assertEqual(drover.metric_value("drover_cluster_held_requests_total", {"cluster": "pg", "result": "served"}), 0)

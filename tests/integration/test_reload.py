@@ -202,6 +202,20 @@ class ReloadTest(HttpTestCase):
         self.assertClosedPromptly(busy.sock)
         self.assertEqual(len(drover.admin_json("/listeners")["listeners"]), 1)
 
+    def test_a_listener_moves_to_the_wildcard_address_of_its_port(self):
+        # 127.0.0.1:P -> 0.0.0.0:P: the new socket must bind while the old one, which this reload
+        # closes, still listens (the port in-use check must not count Drover's own listener).
+        a = Switchable(self, "a")
+        config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
+        drover = self.start_drover(config)
+        port = drover.listener_addr("web")[1]
+        config["listeners"] = [http_listener("web", [route("a", path_prefix="/")], address=f"0.0.0.0:{port}")]
+        self.rewrite(drover, config)
+        resp = drover.admin_post("/reload")
+        self.assertEqual(resp.status, 200, resp.text)
+        self.assertIn("listeners: 0 updated, 1 added, 1 removed", resp.text)
+        self.assertEqual(self.get(("127.0.0.1", port), "/").status, 200)
+
     def test_a_listener_on_a_port_in_use_refuses_the_reload(self):
         a = Switchable(self, "a")
         config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])

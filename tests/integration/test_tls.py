@@ -616,6 +616,34 @@ class ListenerTlsTest(TlsTestCase):
                                 rf"certificate {re.escape(path)} expires in [12]\.\d days", 5)
         self.assertEqual(drover.metric_type("drover_listener_tls_certificate_expiry_timestamp_seconds"), "gauge")
 
+    def test_certificate_expiry_counts_the_chain(self):
+        # A leaf valid for two days under an intermediate valid for one: clients refuse the chain when
+        # the intermediate expires, so that is the date that counts.
+        c = self.certs
+        c.openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "int.key",
+                  "-out", "int.csr", "-subj", "/CN=Drover Test Intermediate")
+        with open(c.path("int.ext"), "w", encoding="ascii") as f:
+            f.write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n")
+        c.openssl("x509", "-req", "-in", "int.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "7001",
+                  "-out", "int.pem", "-days", "1", "-extfile", "int.ext")
+        c.openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "chained.key",
+                  "-out", "chained.csr", "-subj", "/CN=chained.test")
+        with open(c.path("chained.ext"), "w", encoding="ascii") as f:
+            f.write("subjectAltName=DNS:chained.test\nextendedKeyUsage=serverAuth\n")
+        c.openssl("x509", "-req", "-in", "chained.csr", "-CA", "int.pem", "-CAkey", "int.key", "-set_serial", "7002",
+                  "-out", "leaf-only.pem", "-days", "2", "-extfile", "chained.ext")
+        with open(c.path("chained.pem"), "wb") as f:
+            f.write(c.read("leaf-only.pem") + c.read("int.pem"))
+        plain = self.plain_backend("plain")
+        drover, addr = self.tls_listener_proxy(plain, [{"cert": c.path("chained.pem"), "key": c.path("chained.key")}])
+        intermediate = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(c.path("int.pem"))["notAfter"])
+        leaf = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(c.path("leaf-only.pem"))["notAfter"])
+        self.assertLess(intermediate, leaf)
+        self.assertEqual(drover.metric_value("drover_listener_tls_certificate_expiry_timestamp_seconds",
+                                             {"listener": "web", "certificate": c.path("chained.pem")}), intermediate)
+        with tls_connect(addr, client_context(c.path("ca.pem")), "chained.test") as sock:   # the chain is served
+            self.assertEqual(tls_get(sock, "/").status, 200)
+
     def test_sessions_resume_and_are_counted(self):
         plain = self.plain_backend("plain")
         drover, addr = self.tls_listener_proxy(plain, [self.certs.pair("a"), self.certs.pair("b")])
@@ -966,6 +994,10 @@ class TlsHealthTest(TlsTestCase):
         h = self.wait_failing(drover, mtls)
         self.assertNotEqual(h["state"], "healthy", h)
         self.assertIn("certificate required", h["last_check"]["detail"], h)
+        # Not even the first check passed (this backend sends its alert, then resets the connection,
+        # and the probe's close_notify finds the reset before it reads the alert).
+        events = [e["event"] for e in drover.admin_json(f"/clusters/app/{mtls.addr}")["history"]]
+        self.assertNotIn("healthy", events)
         with_cert = {**base, "cert": self.certs.path("client.pem"), "key": self.certs.path("client.key")}
         drover, _ = self.checked_proxy(mtls, {"tls": {}}, with_cert)
         h = self.wait_state(drover, mtls, "healthy")
