@@ -1080,6 +1080,13 @@ private:
             cluster.adaptive_concurrency = read_adaptive_concurrency(*a);
         }
         if (const auto t = f->get("tls")) { cluster.tls = read_upstream_tls(*t); }
+        // A TLS cluster's default probe is the TLS handshake traffic does: a host whose certificate no
+        // longer verifies, or that no longer speaks TLS, leaves rotation through its checks rather
+        // than through failed requests (HAProxy's checks follow its servers' ssl the same way).
+        const auto checks = f->get("health_check");
+        const bool probe_given = checks && checks->node().IsMap() &&
+                                 (checks->node()["http"] || checks->node()["tcp"] || checks->node()["tls"]);
+        if (cluster.tls && !probe_given) { cluster.health_check.probe = TlsProbe{}; }
         cluster.max_clusters = dynamic_max;
         cluster.idle_timeout = dynamic_idle;
         if (dynamic && !cluster.is_template()) {

@@ -1003,6 +1003,17 @@ class TlsHealthTest(TlsTestCase):
         h = self.wait_state(drover, mtls, "healthy")
         self.assertTrue(h["last_check"]["passed"], h)
 
+    def test_a_tls_cluster_checks_with_its_handshake_by_default(self):
+        # No probe given: a TLS cluster's check is the handshake traffic does, so a host whose
+        # certificate does not verify is out of rotation by its checks (a TCP check would pass).
+        secure = self.https_backend("secure", "a")
+        drover, _ = self.checked_proxy(secure, {}, {"sni": "b.test", "ca": self.certs.path("ca.pem")})
+        h = self.wait_failing(drover, secure)
+        self.assertNotEqual(h["state"], "healthy", h)
+        self.assertIn("certificate verify failed", h["last_check"]["detail"], h)
+        (cluster,) = drover.admin_json("/config")["clusters"]
+        self.assertIn("tls", cluster["health_check"], cluster["health_check"])
+
     def test_tls_probe_without_cluster_tls_only_needs_a_handshake(self):
         # Self-signed: nothing is verified, a TLS stack answering is enough.
         rogue = self.https_backend("rogue", "self")

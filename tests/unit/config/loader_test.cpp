@@ -848,6 +848,28 @@ clusters:
     EXPECT_EQ(r.config->clusters[0].health_check.interval, 5s);
 }
 
+TEST(Loader, ATlsClusterWithoutProbeChecksWithATlsHandshake) {
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery: { static: [10.0.0.1:80] }
+    tls: { sni: a.internal }
+  - name: interval_only
+    discovery: { static: [10.0.0.1:80] }
+    tls: { sni: a.internal }
+    health_check: { interval: 5s }
+  - name: tcp_chosen
+    discovery: { static: [10.0.0.1:80] }
+    tls: { sni: a.internal }
+    health_check: { tcp: {} }
+)"));
+    ASSERT_TRUE(Loads(r));
+    EXPECT_TRUE(std::holds_alternative<TlsProbe>(r.config->clusters[0].health_check.probe));
+    EXPECT_TRUE(std::holds_alternative<TlsProbe>(r.config->clusters[1].health_check.probe));
+    EXPECT_EQ(r.config->clusters[1].health_check.interval, 5s);
+    EXPECT_TRUE(std::holds_alternative<TcpProbe>(r.config->clusters[2].health_check.probe));
+}
+
 TEST(Loader, SelfHealingCanBeTurnedOffAndHoldAndPanicPolicySet) {
     const auto r = load_all(with_cluster(R"(
 clusters:
