@@ -27,6 +27,33 @@ constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);   // after EMFIL
 // Accepts on one worker's acceptor and hands each connection to its session, until the acceptor
 // closes. Handler-based: each accept's handler owns the loop (no coroutine to resume per connection,
 // benchmarks/profile/http_keepalive_callgrind.py --case tcp-conn).
+// A connection accepted on `worker`: admitted (memory, descriptors, max_connections) and handed to a
+// session under the listener generation current now (a reload may have published new settings).
+void admit(Worker& worker, Listener::Slot& slot, ListenerCounters& counters, tcp::socket socket) {
+    auto listener = slot.current.load(std::memory_order_acquire);
+    bump(counters.accepted);
+    if (g_pressure.memory.load(std::memory_order_relaxed)) {
+        bump(counters.rejected_memory);
+        return;   // the socket closes
+    }
+    if (socket.native_handle() >= descriptor_ceiling()) {
+        // Refuse new work near the descriptor limit instead of failing the work already admitted.
+        bump(counters.rejected_fd_limit);
+        return;
+    }
+    const auto max_connections = static_cast<std::int64_t>(listener->config.limits.max_connections);
+    if (listener->connections_active().fetch_add(1, std::memory_order_relaxed) >= max_connections) {
+        listener->connections_active().fetch_sub(1, std::memory_order_relaxed);
+        bump(counters.rejected_max_connections);
+        return;
+    }
+    if (listener->config.protocol == config::Protocol::http) {
+        accept_http(worker, std::move(listener), std::move(socket));
+    } else {
+        accept_tcp(worker, std::move(listener), std::move(socket));
+    }
+}
+
 class AcceptLoop {
 public:
     AcceptLoop(Worker& worker, std::shared_ptr<Listener::Slot> slot, tcp::acceptor& acceptor)
@@ -52,7 +79,7 @@ public:
                 return;
             }
             try {
-                self.take(std::move(socket));
+                admit(self.worker_, *self.slot_, self.counters_, std::move(socket));
             } catch (const std::exception& e) {
                 // The connection is lost (its socket closed with it); the listener keeps accepting.
                 g_escaped_exceptions.fetch_add(1, std::memory_order_relaxed);
@@ -63,32 +90,6 @@ public:
     }
 
 private:
-    void take(tcp::socket socket) {
-        // The generation current now: a reload may have published new settings since the last one.
-        auto listener = slot_->current.load(std::memory_order_acquire);
-        bump(counters_.accepted);
-        if (g_pressure.memory.load(std::memory_order_relaxed)) {
-            bump(counters_.rejected_memory);
-            return;   // the socket closes
-        }
-        if (socket.native_handle() >= descriptor_ceiling()) {
-            // Refuse new work near the descriptor limit instead of failing the work already admitted.
-            bump(counters_.rejected_fd_limit);
-            return;
-        }
-        const auto max_connections = static_cast<std::int64_t>(listener->config.limits.max_connections);
-        if (listener->connections_active().fetch_add(1, std::memory_order_relaxed) >= max_connections) {
-            listener->connections_active().fetch_sub(1, std::memory_order_relaxed);
-            bump(counters_.rejected_max_connections);
-            return;
-        }
-        if (listener->config.protocol == config::Protocol::http) {
-            accept_http(worker_, std::move(listener), std::move(socket));
-        } else {
-            accept_tcp(worker_, std::move(listener), std::move(socket));
-        }
-    }
-
     Worker& worker_;
     std::shared_ptr<Listener::Slot> slot_;
     tcp::acceptor& acceptor_;
@@ -167,10 +168,28 @@ void Listener::close() {
     const auto shared = state().shared;
     shared->closed.store(true, std::memory_order_relaxed);
     for (auto& a : acceptors_) {
-        a.worker->post([acceptor = a.acceptor.get(), worker = a.worker, shared] {
+        a.worker->post([acceptor = a.acceptor.get(), worker = a.worker, shared, slot = slot_] {
+            // The connections it has end after their request (idle ones now)...
+            worker->close_listener(shared.get());
+            // ...and so do those still in its accept queue, taken now: closing a listening socket
+            // resets them, and their clients may have sent a request already (the kernel accepted
+            // them on the listener's behalf).
+            boost::system::error_code ec;
+            acceptor->non_blocking(true, ec);
+            auto& counters = *shared->per_worker[worker->index()];
+            for (tcp::socket socket = worker->new_socket(); !ec;) {
+                acceptor->accept(socket, ec);
+                if (ec) { break; }
+                try {
+                    admit(*worker, *slot, counters, std::move(socket));
+                } catch (const std::exception& e) {
+                    g_escaped_exceptions.fetch_add(1, std::memory_order_relaxed);
+                    log::error("listener {}: unexpected exception: {}", slot->current.load()->config.name, e.what());
+                }
+                socket = worker->new_socket();
+            }
             boost::system::error_code ignored;
             acceptor->close(ignored);
-            worker->close_listener(shared.get());
         });
     }
 }
