@@ -954,6 +954,17 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
+def recv_head(sock: socket.socket) -> bytes | None:
+    """Reads until the end of a message head (CRLF CRLF), maybe past it; None if EOF comes first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
 def read_slowly(sock: socket.socket, batch: int = 128 << 10, pause: float = 0.03) -> bytes:
     """Reads until EOF like a client slower than its sender: `batch` bytes, then `pause` seconds, and
     again (about 4 MB/s by default). A TLS socket's recv returns one record at most: a batch is

@@ -12,7 +12,7 @@ import unittest
 import urllib.parse
 
 from harness import (HttpConn, HttpTestCase, PeerClosed, RawHttpBackend, http_listener, iter_pattern, make_config, pattern_bytes,
-                     pattern_sha256, route, static_cluster, vm_rss_kib, wait_until)
+                     pattern_sha256, recv_head, route, static_cluster, vm_rss_kib, wait_until)
 
 
 def target(path: str, *pairs: tuple[str, str], **params: object) -> str:
@@ -492,14 +492,7 @@ class HttpProxyTest(HttpTestCase):
         """A POST of `size` bytes to a backend that reads the head only, waits `wait_before`, sends
         `refusal`, and closes `keep_open` later without reading more. Returns drover, the client's
         response, and the thread still sending the body."""
-        def read_head(conn, _backend):
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-        backend = self.raw_backend([[read_head, lambda conn, _b: time.sleep(wait_before), refusal,
+        backend = self.raw_backend([[lambda conn, _b: recv_head(conn), lambda conn, _b: time.sleep(wait_before), refusal,
                                      lambda conn, _b: time.sleep(keep_open), RawHttpBackend.CLOSE]])
         drover, addr = self.http_proxy([backend], cluster_extra={"retries": {"attempts": 0}})
         conn = self.client(addr, timeout=15)

@@ -25,7 +25,7 @@ import time
 import unittest
 
 from harness import (IO_TIMEOUT, Backend, HttpBackend, HttpTestCase, ScriptedBackend, drover_bin, http_listener,
-                     make_config, parse_http_response, read_slowly, recv_all, recv_exactly, roundtrip, route,
+                     make_config, parse_http_response, read_slowly, recv_all, recv_exactly, recv_head, roundtrip, route,
                      run_drover, sending_script, static_cluster, tcp_listener, to_yaml, wait_until)
 from test_check import line_of
 
@@ -71,18 +71,24 @@ class Certs:
         if proc.returncode != 0:
             raise RuntimeError(f"openssl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
 
-    def leaf(self, name: str, cn: str, san: str | None, usage: str = "serverAuth") -> None:
+    def leaf(self, name: str, cn: str, san: str | None, usage: str = "serverAuth", issuer: str = "ca",
+             days: int = 2, intermediate: bool = False) -> None:
+        """A certificate `name`.pem (and .key) signed by `issuer` (a name made here, "ca" by default);
+        `intermediate`: a CA certificate that may sign others."""
         self.openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                      "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
-        ext = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature",
-               f"extendedKeyUsage={usage}", "subjectKeyIdentifier=hash", "authorityKeyIdentifier=keyid,issuer"]
+        if intermediate:
+            ext = ["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign"]
+        else:
+            ext = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature", f"extendedKeyUsage={usage}"]
+        ext += ["subjectKeyIdentifier=hash", "authorityKeyIdentifier=keyid,issuer"]
         if san:
             ext.append(f"subjectAltName={san}")
         with open(os.path.join(self.dir, f"{name}.ext"), "w", encoding="ascii") as f:
             f.write("\n".join(ext) + "\n")
         self._serial += 1
-        self.openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                     "-set_serial", str(self._serial), "-out", f"{name}.pem", "-days", "2",
+        self.openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.pem", "-CAkey", f"{issuer}.key",
+                     "-set_serial", str(self._serial), "-out", f"{name}.pem", "-days", str(days),
                      "-extfile", f"{name}.ext")
 
     def path(self, name: str) -> str:
@@ -263,12 +269,8 @@ class TlsRefusingBackend(Backend):
     def handle(self, conn: socket.socket) -> None:
         tls = self.context.wrap_socket(conn, server_side=True)
         try:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = tls.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
+            if recv_head(tls) is None:
+                return
             tls.sendall(self.refusal)
             time.sleep(0.3)
         finally:
@@ -620,22 +622,12 @@ class ListenerTlsTest(TlsTestCase):
         # A leaf valid for two days under an intermediate valid for one: clients refuse the chain when
         # the intermediate expires, so that is the date that counts.
         c = self.certs
-        c.openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "int.key",
-                  "-out", "int.csr", "-subj", "/CN=Drover Test Intermediate")
-        with open(c.path("int.ext"), "w", encoding="ascii") as f:
-            f.write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n")
-        c.openssl("x509", "-req", "-in", "int.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "7001",
-                  "-out", "int.pem", "-days", "1", "-extfile", "int.ext")
-        c.openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "chained.key",
-                  "-out", "chained.csr", "-subj", "/CN=chained.test")
-        with open(c.path("chained.ext"), "w", encoding="ascii") as f:
-            f.write("subjectAltName=DNS:chained.test\nextendedKeyUsage=serverAuth\n")
-        c.openssl("x509", "-req", "-in", "chained.csr", "-CA", "int.pem", "-CAkey", "int.key", "-set_serial", "7002",
-                  "-out", "leaf-only.pem", "-days", "2", "-extfile", "chained.ext")
+        c.leaf("int", "Drover Test Intermediate", None, days=1, intermediate=True)
+        c.leaf("leaf-only", "chained.test", "DNS:chained.test", issuer="int")
         with open(c.path("chained.pem"), "wb") as f:
             f.write(c.read("leaf-only.pem") + c.read("int.pem"))
         plain = self.plain_backend("plain")
-        drover, addr = self.tls_listener_proxy(plain, [{"cert": c.path("chained.pem"), "key": c.path("chained.key")}])
+        drover, addr = self.tls_listener_proxy(plain, [{"cert": c.path("chained.pem"), "key": c.path("leaf-only.key")}])
         intermediate = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(c.path("int.pem"))["notAfter"])
         leaf = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(c.path("leaf-only.pem"))["notAfter"])
         self.assertLess(intermediate, leaf)
