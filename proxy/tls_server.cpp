@@ -1,6 +1,7 @@
 #include "proxy/tls_server.hpp"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -12,6 +13,7 @@
 #include <cctype>
 #include <ctime>
 #include <cstring>
+#include <memory>
 #include <unordered_map>
 
 #include "health/tls_client.hpp"
@@ -93,22 +95,49 @@ Validity validity(SSL_CTX* context) {
 // way, but said: clients will refuse it. Empty when there is nothing to say.
 constexpr std::int64_t kExpiryWarningSeconds = 14 * 24 * 3600;
 
-std::string expiry_warning(const std::string& file, const Validity& valid) {
+std::string expiry_warning(std::string_view what, const Validity& valid,
+                           std::string_view refused = "clients will refuse it") {
     const auto now = static_cast<std::int64_t>(std::time(nullptr));
     if (valid.not_before > now) {
-        return fmt::format("certificate {} (or its chain) is not valid for {:.1f} more days: clients will refuse it",
-                           file, static_cast<double>(valid.not_before - now) / 86400);
+        return fmt::format("{} is not valid for {:.1f} more days: {}", what,
+                           static_cast<double>(valid.not_before - now) / 86400, refused);
     }
     if (valid.not_after == 0) { return {}; }
     const std::int64_t left = valid.not_after - now;
     if (left <= 0) {
-        return fmt::format("certificate {} (or its chain) expired {:.1f} days ago: clients will refuse it", file,
-                           static_cast<double>(-left) / 86400);
+        return fmt::format("{} expired {:.1f} days ago: {}", what, static_cast<double>(-left) / 86400, refused);
     }
     if (left < kExpiryWarningSeconds) {
-        return fmt::format("certificate {} expires in {:.1f} days", file, static_cast<double>(left) / 86400);
+        return fmt::format("{} expires in {:.1f} days", what, static_cast<double>(left) / 86400);
     }
     return {};
+}
+
+// What the CAs of a client_ca bundle say about their dates: a CA that has expired (or is not valid
+// yet) makes every client certificate it issued fail verification. One line per such CA, with the
+// near-expiry ones too.
+std::vector<std::string> client_ca_warnings(const std::string& file) {
+    std::vector<std::string> out;
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio{BIO_new_file(file.c_str(), "r"), &BIO_free};
+    if (bio == nullptr) {
+        ERR_clear_error();
+        return out;
+    }
+    while (X509* raw = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
+        std::unique_ptr<X509, decltype(&X509_free)> ca{raw, &X509_free};
+        Validity valid;
+        valid.not_before = unix_time(X509_get0_notBefore(ca.get()));
+        valid.not_after = unix_time(X509_get0_notAfter(ca.get()));
+        char subject[256] = {};
+        X509_NAME_oneline(X509_get_subject_name(ca.get()), subject, sizeof subject);
+        if (auto warning = expiry_warning(fmt::format("client_ca {}: CA {}", file, subject), valid,
+                                          "client certificates it issued fail verification");
+            !warning.empty()) {
+            out.push_back(std::move(warning));
+        }
+    }
+    ERR_clear_error();   // the end of the file reads as an error
+    return out;
 }
 
 int select_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
@@ -242,6 +271,9 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
             }
         }
         if (!built.errors.empty()) { return built; }
+        for (auto& warning : client_ca_warnings(settings.client_ca)) {
+            built.warnings.push_back(config::ConfigError{settings.mark, path + ".client_ca", std::move(warning), true});
+        }
         impl->stamps.add(settings.client_ca);
     }
     for (std::size_t i = 0; i < settings.certificates.size(); ++i) {
@@ -293,7 +325,7 @@ TlsServer::Built TlsServer::build(const config::ListenerTls& settings, const std
         }
         const Validity valid = validity(native);
         const std::int64_t not_after = valid.not_after;
-        if (auto warning = expiry_warning(entry.cert, valid); !warning.empty()) {
+        if (auto warning = expiry_warning(fmt::format("certificate {} (or its chain)", entry.cert), valid); !warning.empty()) {
             built.warnings.push_back(config::ConfigError{entry.mark, fmt::format("{}.certificates[{}]", path, i),
                                                          std::move(warning), true});
         }

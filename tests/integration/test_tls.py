@@ -91,6 +91,25 @@ class Certs:
                      "-set_serial", str(self._serial), "-out", f"{name}.pem", "-days", str(days),
                      "-extfile", f"{name}.ext")
 
+    def expired_ca(self, name: str, cn: str) -> None:
+        """A self-signed CA certificate `name`.pem that was valid in January 2020 only (`x509 -req` of
+        OpenSSL 3.0 cannot set past dates; `ca` can)."""
+        db = os.path.join(self.dir, f"{name}-db")
+        os.mkdir(db)
+        open(os.path.join(db, "index.txt"), "w", encoding="ascii").close()
+        with open(os.path.join(db, "serial"), "w", encoding="ascii") as f:
+            f.write("01\n")
+        with open(os.path.join(self.dir, f"{name}.cnf"), "w", encoding="ascii") as f:
+            f.write(f"[ca]\ndefault_ca = old\n[old]\ndatabase = {db}/index.txt\nnew_certs_dir = {db}\n"
+                    f"serial = {db}/serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n"
+                    "x509_extensions = ext\n[any]\ncommonName = supplied\n"
+                    "[ext]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n")
+        self.openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                     "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        self.openssl("ca", "-batch", "-config", f"{name}.cnf", "-selfsign", "-keyfile", f"{name}.key",
+                     "-in", f"{name}.csr", "-out", f"{name}.pem", "-notext",
+                     "-startdate", "20200101000000Z", "-enddate", "20200201000000Z")
+
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
 
@@ -615,8 +634,29 @@ class ListenerTlsTest(TlsTestCase):
                                                  {"listener": "web", "certificate": path}), not_after)
             # The test certificates are valid for two days: inside the 14 days that are worth a warning.
             drover.wait_for_log(rf"config: \S+:\d+:\d+: warning: listeners\[0\]\.tls\.certificates\[{index}\]: "
-                                rf"certificate {re.escape(path)} expires in [12]\.\d days", 5)
+                                rf"certificate {re.escape(path)} \(or its chain\) expires in [12]\.\d days", 5)
         self.assertEqual(drover.metric_type("drover_listener_tls_certificate_expiry_timestamp_seconds"), "gauge")
+
+    def test_expired_and_expiring_client_cas_are_warned_about(self):
+        # A CA of client_ca that has expired makes every client certificate it issued fail; one
+        # about to expire soon will. Each is named; the bundle still loads and the valid CA works.
+        c = self.certs
+        c.expired_ca("old-ca", "Old Client CA")
+        with open(c.path("bundle.pem"), "wb") as f:
+            f.write(c.read("old-ca.pem") + c.read("ca.pem"))
+        tls = {"certificates": [c.pair("a")], "client_ca": c.path("bundle.pem")}
+        drover = self.start_drover(make_config([http_listener("web", [route("back", path_prefix="/")], tls=tls)],
+                                               [static_cluster("back", [self.origin()])]))
+        bundle = re.escape(c.path("bundle.pem"))
+        drover.wait_for_log(rf"config: \S+:\d+:\d+: warning: listeners\[0\]\.tls\.client_ca: client_ca {bundle}: "
+                            r"CA /CN=Old Client CA expired \d+\.\d days ago: client certificates it issued fail "
+                            r"verification", 5)
+        drover.wait_for_log(rf"warning: listeners\[0\]\.tls\.client_ca: client_ca {bundle}: "
+                            r"CA /CN=Drover Test CA expires in [12]\.\d days", 5)
+        context = client_context(c.path("ca.pem"))
+        context.load_cert_chain(c.path("client.pem"), c.path("client.key"))
+        with tls_connect(drover.listener_addr("web"), context, "a.test") as sock:
+            self.assertEqual(tls_get(sock, "/").status, 200)
 
     def test_certificate_expiry_counts_the_chain(self):
         # A leaf valid for two days under an intermediate valid for one: clients refuse the chain when
