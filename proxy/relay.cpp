@@ -28,6 +28,10 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+// A reset passed on waits this long at most for the bytes queued before it, looking this often
+// (SocketRelay::fail).
+constexpr auto kResetWait = std::chrono::seconds(1);
+constexpr auto kResetLook = std::chrono::milliseconds(10);
 // How long a TLS peer is given to answer Drover's close_notify with its own.
 constexpr auto kTlsCloseWait = std::chrono::seconds(1);
 
@@ -190,17 +194,59 @@ void SocketRelay::start() {
 }
 
 void SocketRelay::close_both() {
-    idle_deadline_.cancel();
     boost::system::error_code ignored;
+    if (resetting_ != nullptr) {
+        (resetting_ == &a_ ? b_ : a_).close(ignored);
+        return;
+    }
+    idle_deadline_.cancel();
     a_.close(ignored);
     b_.close(ignored);
 }
 
+// A peer that resets (a crashed process, an abort) is shown to the other side as a reset, not as the
+// orderly FIN a close would send: a client of a close-delimited protocol could not tell a cut answer
+// from a whole one. SO_LINGER 0 makes the close send RST. A reset discards what is still queued in
+// that side's send buffer, and the peer that reset had sent it first: so the reset waits, looking
+// every kResetLook, until the queue is out (acknowledged), for kResetWait at most (a delayed ACK
+// holds it up to 200 ms); a receiver slower than that gets its bytes and a FIN instead, as before.
+// Meanwhile the failed side is closed; a write already under way into `other` finishes.
+void SocketRelay::fail(tcp::socket& other, const boost::system::error_code& ec) {
+    if (resetting_ == nullptr && (ec == asio::error::connection_reset || ec == asio::error::broken_pipe) &&
+        other.is_open()) {
+        resetting_ = &other;
+        reset_by_ = Clock::now() + kResetWait;
+        close_both();   // the failed side: what the other direction still writes into `other` goes on
+        reset_wait_over();
+        return;
+    }
+    close_both();
+}
+
+void SocketRelay::reset_wait_over() {
+    tcp::socket& other = *resetting_;
+    const int queued = send_queue(other);
+    if (queued > 0 && Clock::now() < reset_by_) {
+        deadlines_.schedule(idle_deadline_, kResetLook);
+        return;
+    }
+    boost::system::error_code ignored;
+    if (queued == 0) { other.set_option(tcp::socket::linger(true, 0), ignored); }
+    resetting_ = nullptr;
+    close_both();
+    if (running_ == 0) { end(); }   // else the last direction to see its socket closed ends it
+}
+
 void SocketRelay::direction_finished() {
     if (--running_ > 0) { return; }
+    if (resetting_ != nullptr) { return; }   // reset_wait_over() ends it
     close_both();
-    // The last thing: `done` may destroy this relay (and the Direction whose handler is running, which
-    // touches nothing after finish()).
+    end();
+}
+
+// The last thing: `done` may destroy this relay (and the Direction whose handler is running, which
+// touches nothing after finish()).
+void SocketRelay::end() {
     auto done = std::move(done_);
     done();
 }
@@ -247,7 +293,7 @@ void SocketRelay::Direction::ended(const boost::system::error_code& ec) {
     if (ec == asio::error::eof) {
         pass_fin();
     } else if (ec != asio::error::operation_aborted) {
-        relay_.close_both();   // reset or error: the other direction cannot finish cleanly either
+        relay_.fail(to_, ec);   // reset or error: the other direction cannot finish cleanly either
     }
     finish();
 }
@@ -261,7 +307,7 @@ void SocketRelay::Direction::forward(const char* data, std::size_t n, bool full)
     boost::system::error_code ec;
     const std::size_t sent = to_.write_some(asio::buffer(data, n), ec);
     if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
-        relay_.close_both();
+        relay_.fail(from_, ec);
         finish();
         return;
     }
@@ -285,7 +331,7 @@ void SocketRelay::Direction::write_rest(const char* data, std::size_t n, bool fu
         }
         if (write_ec) {
             unblock();
-            relay_.close_both();
+            relay_.fail(from_, write_ec);
             finish();
             return;
         }
@@ -352,7 +398,7 @@ void SocketRelay::Direction::splice_in() {
             });
             return;
         }
-        relay_.close_both();   // reset or error (a closed socket included)
+        relay_.fail(to_, {errno, boost::system::system_category()});   // reset or error (a closed socket too)
         finish();
         return;
     }
@@ -381,7 +427,7 @@ void SocketRelay::Direction::splice_out() {
             });
             return;
         }
-        relay_.close_both();
+        relay_.fail(from_, {n == 0 ? 0 : errno, boost::system::system_category()});
         finish();
         return;
     }

@@ -43,6 +43,10 @@ public:
 private:
     using Clock = std::chrono::steady_clock;
 
+    // A direction broke on `ec`; `other` is the socket on the far side from the failure. A reset (or a
+    // write into a peer that reset) is passed on to `other` as a reset, then both close.
+    void fail(boost::asio::ip::tcp::socket& other, const boost::system::error_code& ec);
+
     // One direction: reads into a small buffer of its own (an idle direction holds no other), borrows
     // a pooled buffer when that one fills, and writes what it read on. One buffer in flight is the
     // back-pressure: nothing more is read until it is written.
@@ -95,15 +99,23 @@ private:
 
     // Bytes moved: the idle deadline starts again. A list move on the worker's deadline queue, where a
     // timer of the relay's own cost a timer set, cancel and cancelled handler per connection.
-    void touch() { deadlines_.schedule(idle_deadline_, idle_); }
-    void close_both();
+    void touch() {
+        if (resetting_ == nullptr) { deadlines_.schedule(idle_deadline_, idle_); }
+    }
+    void close_both();   // while a reset waits (resetting_): the other socket only
     void direction_finished();
+    void end();
+    void reset_wait_over();
 
     struct IdleDeadline final : DeadlineQueue::Entry {
         explicit IdleDeadline(SocketRelay& r) : relay(r) {}
         // No read, and no write finished, for `idle`: unless a blocked write's receiver is still taking
-        // bytes, both directions end, then `done`.
+        // bytes, both directions end, then `done`. While a reset waits (fail()), the next look at it.
         void expired() override {
+            if (relay.resetting_ != nullptr) {
+                relay.reset_wait_over();
+                return;
+            }
             if (relay.up_.moving() | relay.down_.moving()) {   // both looked at: each keeps its mark
                 relay.touch();
                 return;
@@ -120,6 +132,8 @@ private:
     std::chrono::milliseconds idle_;
     IdleDeadline idle_deadline_{*this};   // unscheduled when done or destroyed
     std::function<void()> done_;
+    boost::asio::ip::tcp::socket* resetting_ = nullptr;   // gets a reset once its send queue is out
+    Clock::time_point reset_by_{};                         // ... or closes normally at this time
     int running_ = 2;
     Direction up_;
     Direction down_;

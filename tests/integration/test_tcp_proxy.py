@@ -2,8 +2,11 @@
 
 import collections
 import concurrent.futures
+import fcntl
 import os
 import socket
+import struct
+import termios
 import threading
 import time
 import unittest
@@ -11,6 +14,17 @@ import unittest
 from harness import (DroverTestCase, EchoBackend, ScriptedBackend, UnresponsivePort, ipv6_loopback_available,
                      make_config, read_slowly, recv_all, roundtrip, sending_script, sha256, static_cluster,
                      tcp_listener, transfer, wait_until)
+
+
+def unacknowledged(sock: socket.socket) -> int:
+    """Bytes `sock` has sent that its peer has not acknowledged yet (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+
+
+def abort(sock: socket.socket) -> None:
+    """Closes with a reset (SO_LINGER 0), as a crashed or aborting peer does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
 
 
 class TcpProxyTest(DroverTestCase):
@@ -68,6 +82,71 @@ class TcpProxyTest(DroverTestCase):
         sock.shutdown(socket.SHUT_WR)
         self.assertTrue(done.wait(5), "backend never saw the client's EOF")
         self.assertEqual(sha256(received[0]), sha256(payload))
+
+    def test_a_backend_reset_reaches_the_client_as_a_reset(self):
+        # A crashed backend is not a finished one: the client sees what was sent, then the reset,
+        # not the FIN of an orderly end.
+        def send_then_reset(conn, _backend):
+            conn.sendall(b"partial answer")
+            wait_until(lambda: unacknowledged(conn) == 0, 5)
+            abort(conn)
+
+        _, addr = self.proxy([self.backend(ScriptedBackend(send_then_reset))])
+        sock = self.connect(addr, timeout=5)
+        got = b""
+        with self.assertRaises(ConnectionResetError, msg="the client got an orderly EOF"):
+            while data := sock.recv(65536):
+                got += data
+        self.assertEqual(got, b"partial answer")
+
+    def test_a_client_reset_reaches_the_backend_as_a_reset(self):
+        seen: list = []
+        done = threading.Event()
+
+        def read_until_the_end(conn, _backend):
+            got = b""
+            try:
+                while data := conn.recv(65536):
+                    got += data
+                seen.append(("eof", got))
+            except ConnectionResetError:
+                seen.append(("reset", got))
+            done.set()
+
+        backend = self.backend(ScriptedBackend(read_until_the_end))
+        _, addr = self.proxy([backend])
+        sock = self.connect(addr, timeout=5)
+        sock.sendall(b"request")
+        wait_until(lambda: backend.connections == 1, 5)
+        time.sleep(0.1)   # the request is across
+        abort(sock)
+        self.assertTrue(done.wait(5), "the backend never saw the end")
+        self.assertEqual(seen, [("reset", b"request")])
+
+    def test_bytes_queued_for_a_slow_client_are_not_lost_to_a_backend_reset(self):
+        # The backend sends, sees it all acknowledged (by Drover) and resets. The client reads
+        # slowly, so Drover still has bytes for it when it reads the reset: a reset now would discard
+        # them, so they are delivered first.
+        data = os.urandom(1 << 20)
+
+        def send_then_reset(conn, _backend):
+            conn.sendall(data)
+            wait_until(lambda: unacknowledged(conn) == 0, 10)
+            abort(conn)
+
+        _, addr = self.proxy([self.backend(ScriptedBackend(send_then_reset))])
+        sock = self.connect(addr, timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        time.sleep(0.5)   # the backend is done and reset; Drover holds the rest
+        got = bytearray()
+        try:
+            while chunk := sock.recv(16384):
+                got += chunk
+                time.sleep(0.001)
+        except ConnectionResetError:
+            pass
+        self.assertEqual(len(got), len(data))
+        self.assertEqual(sha256(bytes(got)), sha256(data))
 
     def test_many_concurrent_connections_are_each_intact(self):
         echo = self.echo_backend()
