@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -1642,6 +1643,31 @@ static bool refuse_nul(std::string_view text, Diagnostics& diag) {
     return true;
 }
 
+// An unquoted IPv6 address (`address: [::1]:8080`) starts a YAML flow sequence, and yaml-cpp's error
+// ("end of map not found") does not say why. When the line the parser stopped at has one, a hint.
+static std::string ipv6_hint(std::string_view text, int line) {
+    std::size_t start = 0;
+    for (int i = 0; i < line && start != std::string_view::npos; ++i) {
+        start = text.find('\n', start);
+        if (start != std::string_view::npos) { ++start; }
+    }
+    if (start == std::string_view::npos) { return {}; }
+    const auto row = text.substr(start, text.find('\n', start) - start);
+    for (auto open = row.find('['); open != std::string_view::npos; open = row.find('[', open + 1)) {
+        if (open > 0 && (row[open - 1] == '"' || row[open - 1] == '\'')) { continue; }
+        std::size_t i = open + 1;
+        bool colon = false;
+        while (i < row.size() && (std::isxdigit(static_cast<unsigned char>(row[i])) != 0 || row[i] == ':' || row[i] == '.')) {
+            colon = colon || row[i] == ':';
+            ++i;
+        }
+        if (colon && row.substr(i).starts_with("]:")) {
+            return fmt::format(" (an IPv6 address must be quoted in YAML: \"{}\")", row.substr(open, row.find_first_of(" ,}", i) - open));
+        }
+    }
+    return {};
+}
+
 // yaml-cpp's own message for this is "bad file".
 static void refuse_deep(const YAML::DeepRecursion& e, Diagnostics& diag) {
     diag.error(diag.mark(e.mark), {}, fmt::format("nested {} levels deep or more", e.depth()));
@@ -1658,7 +1684,7 @@ LoadResult load_string(std::string_view yaml, const std::string& source_name) {
     } catch (const YAML::DeepRecursion& e) {
         refuse_deep(e, diag);
     } catch (const YAML::Exception& e) {
-        diag.error(diag.mark(e.mark), {}, e.msg);
+        diag.error(diag.mark(e.mark), {}, e.msg + ipv6_hint(yaml, e.mark.line));
     } catch (const std::exception& e) {
         // Not expected from a well-formed tree walk; still never let it escape to the caller.
         diag.error(Mark{source_name, 0, 0}, {}, fmt::format("cannot load: {}", e.what()));
@@ -1718,8 +1744,8 @@ ConfigError cannot_read(const std::string& path, int err) {
 
 }  // namespace
 
-LoadResult load_file(const std::string& path) {
-    auto file = read_whole_file(path);
+LoadResult load_file(const std::string& path, bool regular_only) {
+    auto file = read_whole_file(path, regular_only);
     if (!file.text) {
         LoadResult result;
         result.errors.push_back(cannot_read(path, file.error));
@@ -1748,7 +1774,7 @@ EndpointsFileResult load_endpoints_string(std::string_view yaml, const std::stri
     } catch (const YAML::DeepRecursion& e) {
         refuse_deep(e, diag);
     } catch (const YAML::Exception& e) {
-        diag.error(diag.mark(e.mark), {}, e.msg);
+        diag.error(diag.mark(e.mark), {}, e.msg + ipv6_hint(yaml, e.mark.line));
     } catch (const std::exception& e) {
         diag.error(Mark{source_name, 0, 0}, {}, fmt::format("cannot load: {}", e.what()));
     }

@@ -32,7 +32,10 @@ struct LoadResult {
 };
 
 // Reads and validates a file. Never throws: I/O and syntax problems are errors too.
-LoadResult load_file(const std::string& path);
+// `regular_only`: anything but a regular file is an error, not read (a reload: a FIFO would block the
+// control loop until someone writes to it, and a pipe read at start is gone). At start a pipe is fine:
+// `--config <(envsubst < drover.yaml.in)`.
+LoadResult load_file(const std::string& path, bool regular_only = false);
 
 // Same, for text already in memory; `source_name` stands for the file name in marks.
 LoadResult load_string(std::string_view yaml, const std::string& source_name);

@@ -12,7 +12,7 @@
 
 namespace drover::proxy {
 
-AccessLog::AccessLog(const std::string& path) : fd_(STDERR_FILENO), owned_(false) {
+AccessLog::AccessLog(const std::string& path) : path_(path), fd_(STDERR_FILENO), owned_(false) {
     if (path == "stderr") { return; }
     fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd_ < 0) { throw std::system_error(errno, std::generic_category(), "access log " + path); }
@@ -32,6 +32,17 @@ std::string AccessLog::problem(const std::string& path) {
         return fmt::format("its folder {}: {}", folder.string(), std::generic_category().message(errno));
     }
     return {};
+}
+
+std::string AccessLog::reopen() {
+    if (!owned_) { return {}; }
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) { return std::generic_category().message(errno); }
+    // Atomic for the workers writing meanwhile: each write goes to the old file or the new one, whole.
+    const bool moved = ::dup3(fd, fd_, O_CLOEXEC) >= 0;
+    const int error = errno;
+    ::close(fd);
+    return moved ? std::string{} : std::generic_category().message(error);
 }
 
 AccessLog::~AccessLog() {

@@ -34,7 +34,13 @@ public:
 
     void write(const Entry& entry) const;
 
+    // Opens the file again at its path (SIGUSR1, after a log rotation moved it away); writers go on
+    // without a pause: the new file takes the old descriptor's number (dup2). "" when done (or nothing
+    // to do: stderr), else why the old file stays.
+    std::string reopen();
+
 private:
+    std::string path_;
     int fd_;
     bool owned_;
 };

@@ -73,6 +73,7 @@ asio::awaitable<void> serve_admin(const Admin& admin, tcp::socket socket) {
         request.path = percent_decoded(target.substr(0, q));
         if (q != std::string_view::npos) { request.query = std::string(target.substr(q + 1)); }
         request.body = std::move(req.body());
+        if (const auto origin = req.find(http::field::origin); origin != req.end()) { request.origin = origin->value(); }
 
         const AdminResponse result = admin.handle(request);
         http::response<http::string_body> res{static_cast<http::status>(result.status), req.version()};
@@ -143,6 +144,13 @@ tcp::endpoint Admin::local_endpoint() const { return acceptor_->local_endpoint()
 AdminResponse Admin::handle(const AdminRequest& request) const {
     std::string allow;
     const std::string method = request.method == "HEAD" ? "GET" : request.method;
+    // A web page the operator has open could make the browser POST here (a form needs no CORS
+    // preflight): /drain would stop the proxy. Browsers name the page's origin on every POST; curl,
+    // scripts and orchestrators send none. So a change that comes with an Origin is refused.
+    if (method != "GET" && !request.origin.empty()) {
+        return AdminResponse::text(403, "forbidden: the admin endpoint takes no requests from web pages (Origin: " +
+                                            request.origin + ")\n");
+    }
     for (const auto& route : routes_) {
         if (!path_matches(route.path, request.path)) { continue; }
         if (route.method == method) { return route.handler(request); }

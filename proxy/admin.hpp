@@ -20,6 +20,7 @@ struct AdminRequest {
     std::string path;     // without the query string
     std::string query;
     std::string body;
+    std::string origin;   // the Origin header: browsers send one, operators' tools do not
 };
 
 struct AdminResponse {

@@ -1,6 +1,7 @@
 // The drover executable: parses the command line, loads the config, runs the Server.
 // Exit codes: 0 clean stop, 1 startup failure (e.g. a port in use), 2 invalid config or usage.
 
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -76,6 +77,9 @@ int serve(drover::config::Config config, drover::proxy::Demo* demo) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // Until the server takes them (Server::Server): a reload or log signal sent while Drover starts
+    // must not kill it, as their default action would. The config is being read anyway.
+    for (const int signal : {SIGHUP, SIGUSR1, SIGUSR2}) { std::signal(signal, SIG_IGN); }
     Options options;
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];

@@ -59,14 +59,20 @@ std::string bind_error(const config::Listener& listener, std::size_t index, cons
                        listener.address.str(), socket_error(e));
 }
 
+// The workers a `workers` value runs: 0 is `auto`, one per core.
+std::size_t worker_count(std::size_t configured) {
+    return configured != 0 ? configured : std::max(1u, std::thread::hardware_concurrency());
+}
+
 }  // namespace
 
 Server::Server(config::Config config) : config_(std::move(config)), signals_(control_) {
+    // Taken from here on: one that comes while the server starts waits for start() (a SIGHUP then
+    // reloads, a SIGTERM drains), where the default action would kill the process.
+    for (const int signal : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) { signals_.add(signal); }
     log::set_level(config_.log.level);
     if (config_.access_log) { access_log_ = std::make_unique<AccessLog>(config_.access_log->path); }
-    const std::size_t worker_count =
-        config_.workers != 0 ? config_.workers : std::max(1u, std::thread::hardware_concurrency());
-    for (std::size_t i = 0; i < worker_count; ++i) {
+    for (std::size_t i = 0; i < worker_count(config_.workers); ++i) {
         workers_.push_back(std::make_unique<Worker>(i));
     }
     for (const auto& cluster_config : config_.clusters) {
@@ -306,10 +312,7 @@ void Server::start() {
     for (auto& listener : listeners_) { listener->start(); }
     if (config_.process.max_memory > 0) { spawn(control_.get_executor(), watch_memory(), "memory watch"); }
     std::signal(SIGPIPE, SIG_IGN);
-    signals_.add(SIGTERM);
-    signals_.add(SIGINT);
-    signals_.add(SIGHUP);
-    wait_for_signal();
+    wait_for_signal();   // the signals taken since the constructor, then those to come
     for (auto& worker : workers_) { worker->start(); }
     started_ = true;
 
@@ -387,7 +390,8 @@ std::vector<std::string> Server::needs_restart(const config::Config& next) const
     std::vector<std::string> out;
     const auto restart = [&out](std::string what) { out.push_back(what + " changed: that needs a restart"); };
     if (!(next.admin == config_.admin)) { restart("admin.address"); }
-    if (next.workers != config_.workers) { restart("workers"); }
+    // By the count it comes to: `auto` for as many as run now is no change.
+    if (worker_count(next.workers) != workers_.size()) { restart("workers"); }
     if (next.access_log != config_.access_log) { restart("access_log"); }
     std::map<std::string, const config::Cluster*> old_templates;
     for (const auto& c : config_.clusters) {
@@ -428,7 +432,7 @@ ReloadResult Server::reload(std::string_view why) {
     if (config_.source.empty() || config_.source == "<demo>") {
         return fail({"the embedded demo config has no file to reload"});
     }
-    auto loaded = config::load_file(config_.source);
+    auto loaded = config::load_file(config_.source, true);
     if (loaded.config) { loaded.errors = config::check_runnable(*loaded.config); }
     if (!loaded.errors.empty()) {
         std::vector<std::string> errors;
@@ -496,8 +500,14 @@ ReloadResult Server::reload(std::string_view why) {
             try {
                 // A listener this reload leaves may still hold the port (another name or protocol, or
                 // 127.0.0.1:P becoming 0.0.0.0:P): the two overlap until it closes.
+                // Only such an overlap skips the probe for another owner: a listener of ours on
+                // 127.0.0.2:P says nothing about who holds 127.0.0.1:P.
+                const auto wanted = asio::ip::make_address(next.listeners[i].address.host);
                 const bool held = std::any_of(listeners_.begin(), listeners_.end(), [&](const auto& old) {
-                    return old->state().bound.port() == next.listeners[i].address.port;   // port 0: the one it got
+                    const auto& bound = old->state().bound;   // port 0: the one it got
+                    const auto has = bound.address();
+                    return bound.port() == next.listeners[i].address.port && has.is_v6() == wanted.is_v6() &&
+                           (has == wanted || has.is_unspecified() || wanted.is_unspecified());
                 });
                 fresh[i]->bind(workers, !held);
             } catch (const std::exception& e) {
@@ -605,11 +615,29 @@ void Server::wait_for_signal() {
         if (ec) { return; }
         if (signal == SIGHUP) {
             reload("SIGHUP");
+        } else if (signal == SIGUSR1) {
+            reopen_logs();
+        } else if (signal == SIGUSR2) {
+            log::info("SIGUSR2: ignored (it has no meaning for Drover)");
         } else {
             drain(signal == SIGTERM ? "SIGTERM" : "SIGINT");
         }
         wait_for_signal();
     });
+}
+
+// SIGUSR1: after a log rotation (logrotate without copytruncate) moved the access log away, lines go
+// to a new file at the configured path.
+void Server::reopen_logs() {
+    if (!access_log_ || config_.access_log->path == "stderr") {
+        log::info("SIGUSR1: no access log file to reopen");
+        return;
+    }
+    if (auto why = access_log_->reopen(); !why.empty()) {
+        log::error("SIGUSR1: cannot reopen access log {}: {}; writing on to the old file", config_.access_log->path, why);
+        return;
+    }
+    log::info("SIGUSR1: access log {} reopened", config_.access_log->path);
 }
 
 void Server::drain(std::string reason) {

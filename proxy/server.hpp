@@ -73,6 +73,7 @@ public:
     std::chrono::system_clock::time_point start_time() const { return start_time_; }
 
 private:
+    void reopen_logs();
     void wait_for_signal();
     AdminResponse drain_host(std::string_view path);
     boost::asio::awaitable<void> finish_drain();

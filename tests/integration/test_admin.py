@@ -139,6 +139,14 @@ class AdminTest(DroverTestCase):
         self.assertEqual(self.drover.admin_post("/metrics").status, 405)
         self.assertEqual(self.drover.admin_get("/live").status, 200)  # still serving after errors
 
+    def test_a_change_from_a_web_page_is_refused(self):
+        # A page open in the operator's browser could POST a form here; browsers say whose page it is.
+        response = self.drover.admin_request("POST", "/drain", headers={"Origin": "https://evil.example"})
+        self.assertEqual(response.status, 403, response.text)
+        self.assertIn("no requests from web pages", response.text)
+        self.assertEqual(self.drover.admin_get("/ready").status, 200)   # not draining
+        self.assertEqual(self.drover.admin_request("GET", "/live", headers={"Origin": "https://x.example"}).status, 200)
+
     def test_log_lines_are_well_formed(self):
         bad = [line for line in self.drover.stderr_lines if not LOG_LINE_RE.match(line)]
         self.assertEqual(bad, [])

@@ -2,6 +2,7 @@
 a dropped request, clusters keep their hosts' health and counters, new clusters come and old ones go,
 and listeners are added, removed or changed on their sockets, and a bad file or a change that needs a restart is refused with file:line while the old config runs on."""
 
+import os
 import signal
 import socket
 import threading
@@ -245,6 +246,48 @@ class ReloadTest(HttpTestCase):
         # Nothing of the file was applied.
         self.assertEqual([c["name"] for c in drover.admin_json("/clusters")["clusters"]], ["a"])
         self.assertEqual(self.get(web, "/").status, 200)
+
+    def test_a_port_another_process_holds_on_another_address_refuses_the_reload(self):
+        # Drover listens on 127.0.0.2:P; someone else (with SO_REUSEPORT, as another Drover) holds
+        # 127.0.0.1:P. A reload adding 127.0.0.1:P must not join that socket's group and take half
+        # of its connections: Drover's own socket on P is on another address.
+        a = Switchable(self, "a")
+        other = socket.socket()
+        self.addCleanup(other.close)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        port = other.getsockname()[1]
+        config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
+        config["listeners"] = [http_listener("web", [route("a", path_prefix="/")], address=f"127.0.0.2:{port}")]
+        drover = self.start_drover(config)
+        config["listeners"].append(http_listener("taken", [route("a", path_prefix="/")], address=f"127.0.0.1:{port}"))
+        self.rewrite(drover, config)
+        resp = drover.admin_post("/reload")
+        self.assertEqual(resp.status, 400, resp.text)
+        self.assertIn(f"cannot listen on 127.0.0.1:{port}: Address already in use", resp.text)
+        self.assertEqual(self.get(("127.0.0.2", port), "/").status, 200)
+
+    def test_a_fifo_at_the_config_path_is_refused_without_blocking(self):
+        a = Switchable(self, "a")
+        drover = self.start_drover(self.config([route("a", path_prefix="/")], [static_cluster("a", [a])]))
+        os.unlink(drover.config_path)
+        os.mkfifo(drover.config_path)   # nobody writes: opening it to read would wait forever
+        resp = drover.admin_post("/reload", timeout=5)
+        self.assertEqual(resp.status, 400, resp.text)
+        self.assertIn("not a regular file", resp.text)
+        self.assertEqual(drover.admin_get("/live").status, 200)   # the control loop goes on
+
+    def test_workers_auto_for_as_many_as_run_is_no_change(self):
+        a = Switchable(self, "a")
+        cores = os.cpu_count()
+        config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
+        config["workers"] = cores
+        drover = self.start_drover(config)
+        config["workers"] = "auto"
+        self.rewrite(drover, config)
+        resp = drover.admin_post("/reload")
+        self.assertEqual(resp.status, 200, resp.text)
 
     def test_a_worker_count_change_needs_a_restart_and_is_refused(self):
         a = Switchable(self, "a")

@@ -1,12 +1,16 @@
 """Graceful shutdown on SIGTERM/SIGINT: stop accepting, report not ready, drain, exit 0."""
 
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import threading
 import time
 import unittest
 
-from harness import (LOG_LINE_RE, DroverTestCase, HttpTestCase, connect_refused, make_config, roundtrip, sha256,
+from harness import (LOG_LINE_RE, DroverTestCase, HttpTestCase, connect_refused, drover_bin, http_listener,
+                     make_config, roundtrip, route, sha256, to_yaml,
                      static_cluster, tcp_listener, transfer, wait_until)
 
 
@@ -86,6 +90,44 @@ class SignalTest(DroverTestCase):
         self.assertTrue(drover.running())
         live.close()
         self.assertEqual(drover.wait_exit(5), 0)
+
+    def test_sighup_while_starting_does_not_kill_it(self):
+        # SIGHUP's default action ends a process; Drover ignores it from its first line until the
+        # server takes it over (then a reload). Sent while it starts, all along, it must survive.
+        echo = self.echo_backend()
+        clusters = [static_cluster(f"c{i}", [echo]) for i in range(300)]   # a start that takes a while
+        workdir = tempfile.mkdtemp(prefix="drover-hup-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        path = os.path.join(workdir, "drover.yaml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(to_yaml(make_config([tcp_listener("front", "c0")], clusters)))
+        proc = subprocess.Popen([drover_bin(), "-c", path], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait(), proc.stderr.close()))
+
+        def hup_ignored():
+            with open(f"/proc/{proc.pid}/status", encoding="ascii") as f:
+                fields = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+            return int(fields["SigIgn"], 16) & (1 << (signal.SIGHUP - 1)) != 0
+        wait_until(hup_ignored, 5, message="SIGHUP is not ignored while Drover starts")
+        started = threading.Event()
+
+        def watch_log():
+            for line in proc.stderr:
+                if b"admin listening" in line:
+                    started.set()
+        threading.Thread(target=watch_log, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not started.is_set() and time.monotonic() < deadline and proc.poll() is None:
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.005)
+        self.assertIsNone(proc.poll(), f"killed while starting (exit {proc.returncode})")
+        self.assertTrue(started.is_set(), "never started")
+        proc.send_signal(signal.SIGHUP)   # a reload now
+        time.sleep(0.2)
+        self.assertIsNone(proc.poll())
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(10), 0)
 
     def test_sigterm_without_connections_exits_0_promptly(self):
         drover, _, _ = self.proxy(drain_timeout="20s")
@@ -171,6 +213,34 @@ class HttpDrainTest(HttpTestCase):
         self.assertFalse([u for u in unanswered if isinstance(u[1], int)], "non-200 answers during the drain")
         # What failed at the client never reached the origin: safe for any client to retry elsewhere.
         self.assertEqual({t for t, _ in unanswered} & seen, set())
+
+
+
+class LogSignalTest(HttpTestCase):
+
+    def test_sigusr1_reopens_the_access_log_and_sigusr2_is_ignored(self):
+        # After logrotate moved the file away, SIGUSR1 makes Drover write to a new one at the path.
+        echo = self.echo_backend()
+        logdir = tempfile.mkdtemp(prefix="drover-access-")
+        self.addCleanup(shutil.rmtree, logdir, True)
+        path = os.path.join(logdir, "access.log")
+        drover = self.start_drover(make_config([http_listener("web", [route("back", path_prefix="/")])],
+                                               [static_cluster("back", [self.origin()])], access_log={"path": path}))
+        addr = drover.listener_addr("web")
+        self.assertEqual(self.get(addr, "/before").status, 200)
+        wait_until(lambda: "/before" in open(path, encoding="utf-8").read(), 5)
+        os.rename(path, path + ".1")
+        mark = drover.log_mark()
+        drover.send_signal(signal.SIGUSR1)
+        drover.wait_for_log(r"SIGUSR1: access log \S+ reopened", 5, start=mark)
+        self.assertEqual(self.get(addr, "/after").status, 200)
+        wait_until(lambda: os.path.exists(path) and "/after" in open(path, encoding="utf-8").read(), 5)
+        with open(path + ".1", encoding="utf-8") as f:
+            self.assertNotIn("/after", f.read())
+        drover.send_signal(signal.SIGUSR2)
+        drover.wait_for_log(r"SIGUSR2: ignored", 5, start=mark)
+        self.assertTrue(drover.running())
+        self.assertEqual(self.get(addr, "/still").status, 200)
 
 
 if __name__ == "__main__":

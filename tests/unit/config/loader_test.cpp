@@ -1612,6 +1612,22 @@ TEST(Loader, DeepNestingIsNamed) {
     EXPECT_NE(r.errors[0].message.find("levels deep or more"), std::string::npos) << listing(r);
 }
 
+// Unquoted, `[::1]:8080` starts a YAML flow sequence; the parser's message alone does not say why.
+TEST(Loader, AnUnquotedIpv6AddressGetsAHint) {
+    const auto r = load("listeners:\n  - name: web\n    address: [::1]:8080\n");
+    ASSERT_EQ(r.errors.size(), 1u) << listing(r);
+    EXPECT_EQ(r.errors[0].str(),
+              "test.yaml:3:19: end of map not found (an IPv6 address must be quoted in YAML: \"[::1]:8080\")");
+    const auto e = load_endpoints_string("endpoints:\n  - [fd00::1]:80\n  - x\n", "ep.yaml");
+    ASSERT_EQ(e.errors.size(), 1u);
+    EXPECT_NE(e.errors[0].str().find("(an IPv6 address must be quoted in YAML: \"[fd00::1]:80\")"), std::string::npos)
+        << e.errors[0].str();
+    // Quoted, or another syntax error: no hint.
+    const auto quoted = load("listeners:\n  - name: web\n    address: \"[::1]:8080\"\n    x: [\n");
+    ASSERT_FALSE(quoted.errors.empty());
+    EXPECT_EQ(quoted.errors[0].str().find("IPv6"), std::string::npos) << quoted.errors[0].str();
+}
+
 // /dev/zero, or a log written where the config should be: the read stops at 16 MiB.
 TEST(Loader, AHugeFileIsRefusedNotRead) {
     const auto path = std::filesystem::temp_directory_path() / "drover-loader-huge.yaml";
