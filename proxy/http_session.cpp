@@ -714,6 +714,11 @@ private:
         auto& tried = tried_;   // members, not frame locals: see local_reply_
         tried.clear();
         hold_expired_ = false;
+        held_ = false;
+        // Tries that reached a backend. Unlike `tried`, not cleared when a hold ends: a request that
+        // makes its host reset is sent 1 + retries.attempts times at most, however often the cluster
+        // changes while it waits (else it would be replayed on every change, the budget bypassed).
+        std::size_t sent = 0;
         bool retried_stale = false;
         // Holding (no host available) is for requests no backend has acted on: nothing was sent yet, or
         // every try so far ended by connection failure or reset and the request is idempotent.
@@ -855,7 +860,8 @@ private:
             // (Counted, not searched: excluded hosts come from this snapshot but for the rare one that left.)
             const std::size_t untried = snapshot->hosts.size() - std::min(snapshot->hosts.size(), excluded.size());
             gate.untried = untried > 0 ? untried - 1 : 0;
-            gate.tries_left = config.retries.attempts - std::min<std::size_t>(config.retries.attempts, tried.size());
+            gate.tries_left =
+                config.retries.attempts - std::min<std::size_t>(config.retries.attempts, std::max(tried.size(), sent));
             const bool replayable = !has_body;
             // Every try of a request retries may cover (idempotent, no body) is cut at per_try_timeout, the
             // last one too; others have the whole request timeout.
@@ -890,6 +896,8 @@ private:
             if (retry_after_ && snapshot->reporter) { snapshot->reporter->overloaded(host, *retry_after_); }
             report(*snapshot, host, attempt_failure_);
             tried.push_back(host.get());
+            ++sent;
+            if (held_ && outcome == Outcome::ok) { stats->held_served.fetch_add(1, std::memory_order_relaxed); }
 
             std::optional<config::RetryOn> cause;
             if (outcome == Outcome::retryable_status) {
@@ -916,14 +924,8 @@ private:
                     co_await backoff(backoff_step++);
                     continue;
                 }
-                // Out of tries or budget, a reset during an outage still need not fail: wait for the
-                // cluster to change (hosts dying, coming back) and start over.
-                const bool may_recover = config.health_check.enabled || config.outlier_detection.enabled;
-                if (holdable && may_recover && gate.listed(config::RetryOn::reset) &&
-                    co_await hold(cluster, cluster_index, snapshot, hold_deadline)) {
-                    tried.clear();
-                    continue;
-                }
+                // Out of tries or budget: this try's answer. (A reset with tries and budget left but
+                // no host left to try was taken above: it holds for one to come back.)
                 co_return reply_locally(*unsent_, false);
             }
             co_return outcome == Outcome::ok && keep_client_;
@@ -976,7 +978,7 @@ private:
             hold_expired_ = true;
             co_return false;
         }
-        stats->held_served.fetch_add(1, std::memory_order_relaxed);
+        held_ = true;   // counted as served if a backend answers it in the end (forward)
         co_return true;
     }
 
@@ -1915,6 +1917,7 @@ private:
     std::optional<LocalError> local_reply_;
     HostList tried_;      // hosts this request went to
     bool hold_expired_ = false;   // this request waited out hold_timeout for a host
+    bool held_ = false;           // this request waited for a host, and the cluster changed
     HostList full_;       // hosts found at their cap for this choice
     HostList excluded_;   // tried_ and full_: what the balancer must not choose
     // Heads serialized for each request into buffers that keep their capacity: no allocation per request.

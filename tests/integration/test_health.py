@@ -10,8 +10,8 @@ import threading
 import time
 import unittest
 
-from harness import (ClosedPort, HttpBackend, HttpTestCase, http_listener, make_config, recv_all, route,
-                     static_cluster, tcp_listener, wait_until)
+from harness import (ClosedPort, HttpBackend, HttpTestCase, ScriptedBackend, http_listener, make_config, recv_all,
+                     recv_head, route, static_cluster, tcp_listener, wait_until)
 
 FAST_CHECK = {"interval": "200ms", "unhealthy_interval": "100ms", "timeout": "150ms",
               "healthy_threshold": 1, "unhealthy_threshold": 2, "http": {"path": "/healthz"}}
@@ -250,6 +250,49 @@ class HealthTest(HttpTestCase):
         self.assertFalse(t.is_alive())
         self.assertEqual(result["resp"].status, 200, result["resp"])
         self.assertEqual(drover.metric_value("drover_cluster_held_requests_total", {"cluster": "app", "result": "served"}), 1)
+
+    def test_a_request_that_makes_every_host_reset_is_sent_at_most_1_plus_attempts_times(self):
+        # A "poison" GET: every host resets when it gets it (and stays healthy for its checks). Its
+        # tries end in resets, ejections and health changes follow; each change must not send it
+        # again: 1 + retries.attempts (2) sends in all, then the reset's 502.
+        sends = []
+        lock = threading.Lock()
+
+        def poison(conn, backend):
+            while head := recv_head(conn):
+                if b" /poison " in head.split(b"\r\n", 1)[0]:
+                    with lock:
+                        sends.append(backend.name)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+
+        hosts = [self.backend(ScriptedBackend(poison, name=n)) for n in "ab"]
+        drover, addr = self.proxy(hosts, hold_timeout="3s", outlier_detection={"consecutive_failures": 1})
+        resp = self.get(addr, "/poison")
+        self.assertLocalResponse(resp, "bad_upstream_response")
+        with lock:
+            self.assertLessEqual(len(sends), 3, sends)
+        time.sleep(0.5)   # nothing goes on behind the answer either
+        with lock:
+            self.assertLessEqual(len(sends), 3, sends)
+
+    def test_held_requests_that_time_out_are_not_counted_served(self):
+        hosts = [Switchable(self, n) for n in "ab"]
+        drover, addr = self.proxy(hosts, hold_timeout="1s")
+        wait_until(lambda: all(self.host(drover, h.addr)["state"] == "healthy" for h in hosts), 5, message="healthy")
+        for h in hosts:
+            h.http.stop()
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(self.get(addr, "/").status)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(results, [503] * 3)
+        held = {r: drover.metric_value("drover_cluster_held_requests_total", {"cluster": "app", "result": r})
+                for r in ("served", "timed_out")}
+        self.assertEqual(held, {"served": 0, "timed_out": 3})
 
     def test_past_the_hold_timeout_a_503_with_retry_after(self):
         dead = self.closed_port()
