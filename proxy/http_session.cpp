@@ -865,8 +865,10 @@ private:
             const bool replayable = !has_body;
             // Every try of a request retries may cover (idempotent, no body) is cut at per_try_timeout, the
             // last one too; others have the whole request timeout.
+            // timeouts.request runs from sending the request (exchange() starts it again once a body
+            // is all sent: an upload's own time is bounded by timeouts.idle between its pieces).
             const auto attempt_start = Clock::now();
-            per_try_deadline_ = start_ + config.timeouts.request;
+            per_try_deadline_ = attempt_start + config.timeouts.request;
             if (gate.idempotent && replayable) {
                 per_try_deadline_ = std::min(per_try_deadline_, attempt_start + config.retries.per_try_timeout);
             }
@@ -1257,6 +1259,7 @@ private:
                 }
                 co_return Outcome::client_gone;
             }
+            per_try_deadline_ = Clock::now() + config.timeouts.request;   // the request is sent now
         }
         co_return co_await relay_response(request, info, host, config);
     }
@@ -1414,13 +1417,14 @@ private:
                !readiness::peek_quiet(upstream.socket());
     }
 
-    // After a body write failed: did the backend send something before it went? Plain: answer_waiting.
-    // Over TLS the bytes are records not yet decrypted (an answer, or only a session ticket, which
-    // relay_response then reads past to the reset, and the 502 stands); the kernel keeps them for
-    // reading after a reset. Over TLS, only this case is seen: a backend that stops reading and
-    // answers is found when the write times out (timeouts.idle), and then its connection is gone.
+    // After a body write failed: did the backend send something before it went? The kernel is asked
+    // (a rare path): the readiness note may not have seen the answer yet, as when a backend writes its
+    // 413 and closes with the body unread, and its reset breaks the write first. The kernel keeps
+    // what came before a reset for reading. Over TLS the bytes are records not yet decrypted (an
+    // answer, or only a session ticket, which relay_response then reads past to the reset, and the
+    // 502 stands). Over TLS, only this case is seen: a backend that stops reading and answers is found
+    // when the write times out (timeouts.idle), and then its connection is gone.
     static bool answer_left(Stream& upstream) {
-        if (!upstream.tls()) { return answer_waiting(upstream); }
         char byte = 0;
         return ::recv(upstream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
     }

@@ -222,6 +222,20 @@ class HttpLimitsTest(HttpTestCase):
         self.assertEqual(origin.connections, 2)
         self.assertLocalCount(drover, "upstream_timeout", 1)
 
+    def test_request_timeout_starts_when_an_upload_is_sent_not_when_it_began(self):
+        # A slow upload (1.2 s here) against timeouts.request 500ms: the backend has it all and
+        # answers at once, so the client gets that answer, not a 504.
+        _, addr, origin = self.proxy(cluster_extra={"timeouts": {"request": "500ms"}})
+        conn = HttpConn(addr, timeout=5)
+        self.addCleanup(conn.close)
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+        for byte in b"body":
+            time.sleep(0.3)
+            conn.send(bytes([byte]))
+        resp = conn.read_response("POST")
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(origin.requests[-1].body, b"body")
+
     def test_request_timeout_ends_with_the_response_head_not_the_body(self):
         _, addr, _ = self.proxy(cluster_extra={"timeouts": {"request": "500ms"}})
         started = time.monotonic()

@@ -516,6 +516,17 @@ class HttpProxyTest(HttpTestCase):
         self.assertEqual(drover.metric_value("drover_http_local_responses_total",
                                              {"listener": "web", "reason": "bad_upstream_response"}, default=0), 0)
 
+    def test_an_early_answer_from_a_backend_that_closes_at_once_is_delivered(self):
+        # The backend answers and closes straight away with the body unread: its kernel resets the
+        # connection after the answer, and the reset breaks Drover's body write before Drover has
+        # read anything. The answer is still there to read.
+        for attempt in range(3):
+            with self.subTest(attempt=attempt):
+                drover, resp, _ = self.upload_answered_early(
+                    b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large",
+                    size=20 << 20, keep_open=0)
+                self.assertEqual((resp.status, resp.body), (413, b"too large"), resp)
+
     def test_an_early_answer_from_a_backend_that_stops_reading_is_delivered_at_once(self):
         # The backend stops reading, and once Drover's body write has found no room, answers 413 and
         # keeps its connection open: the answer must reach the client then, not after timeouts.idle
