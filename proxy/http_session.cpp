@@ -1342,7 +1342,14 @@ private:
                     client_.lowest().expires_after(idle);
                     std::tie(ec, n) = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
                 } else {
+                    // (Asked first, which also makes the note exact: a wait would end at once on a stale one.)
+                    if (answer_waiting(*upstream_)) { co_return Outcome::early_response; }
+                    const bool watching = watch_upstream();
                     std::tie(ec, n) = co_await read_plain(client_.socket(), client_buf_.prepare(kReadChunk), Clock::now() + idle);
+                    if (watching && stop_watching_upstream()) {
+                        client_buf_.commit(n);
+                        co_return Outcome::early_response;   // an answer, a close or a reset: exchange() reads it
+                    }
                 }
                 client_buf_.commit(n);
                 if (ec && n == 0) { co_return Outcome::client_gone; }
@@ -1371,6 +1378,33 @@ private:
             if (wec) { co_return Outcome::reset_before_response; }
         }
         co_return Outcome::ok;
+    }
+
+    // While an upload waits for the client's next bytes, the backend may answer early, close or reset
+    // (it died): that ends the wait, rather than the client's next bytes or timeouts.idle (a client
+    // that paused would otherwise wait that long for its 502). Plain client and backend: a wait on
+    // the backend's socket beside the client's read, which cancels the read when it ends. False if
+    // not watched (TLS on either side; the next write finds a dead backend then).
+    bool watch_upstream() {
+        if (upstream_->tls() || !readiness::watched(upstream_->socket())) { return false; }
+        upstream_spoke_ = false;
+        const auto generation = ++upstream_watch_generation_;
+        readiness::async_wait(upstream_->socket(),
+                              asio::bind_cancellation_slot(upstream_watch_cancel_.slot(),
+                                  [this, alive = std::weak_ptr<int>(alive_), generation](const boost::system::error_code& ec) {
+                                      if (ec || alive.expired() || generation != upstream_watch_generation_) { return; }
+                                      upstream_spoke_ = true;
+                                      deadline_cancel_.emit(asio::cancellation_type::terminal);   // the client's read
+                                  }));
+        return true;
+    }
+
+    // After the client's read: whether the backend spoke meanwhile. The wait is over either way (a
+    // completion already queued finds its generation stale).
+    bool stop_watching_upstream() {
+        ++upstream_watch_generation_;
+        upstream_watch_cancel_.emit(asio::cancellation_type::terminal);
+        return upstream_spoke_ || answer_waiting(*upstream_);
     }
 
     // Body bytes to a plain backend, as a chunk when `chunk`. While the backend takes nothing (its
@@ -1934,6 +1968,9 @@ private:
     bool idle_ = false;   // waiting for the next request on a keep-alive connection
     asio::steady_timer deadline_timer_{worker_.context()};
     asio::cancellation_signal deadline_cancel_;
+    asio::cancellation_signal upstream_watch_cancel_;   // watch_upstream()'s wait
+    std::uint32_t upstream_watch_generation_ = 0;
+    bool upstream_spoke_ = false;
     std::uint64_t deadline_generation_ = 0;   // of the timer's current wait
     Clock::time_point deadline_ = Clock::time_point::max();   // the waiting operation's; max: none
     Clock::time_point timer_at_ = Clock::time_point::max();   // the timer's pending wait ends; max: none

@@ -5,13 +5,14 @@ import os
 import re
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 import time
 import unittest
 import urllib.parse
 
-from harness import (HttpConn, HttpTestCase, PeerClosed, RawHttpBackend, http_listener, iter_pattern, make_config, pattern_bytes,
+from harness import (HttpConn, HttpTestCase, PeerClosed, RawHttpBackend, ScriptedBackend, http_listener, iter_pattern, make_config, pattern_bytes,
                      pattern_sha256, recv_head, route, static_cluster, vm_rss_kib, wait_until)
 
 
@@ -526,6 +527,29 @@ class HttpProxyTest(HttpTestCase):
                     b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large",
                     size=20 << 20, keep_open=0)
                 self.assertEqual((resp.status, resp.body), (413, b"too large"), resp)
+
+    def test_a_backend_that_dies_while_the_client_pauses_its_upload_gets_a_prompt_502(self):
+        # The client sends part of its body and pauses; the backend dies (a close, or a reset) in the
+        # pause. The client learns it then, not at its next byte or after timeouts.idle.
+        for how in ("close", "reset"):
+            with self.subTest(how=how):
+                def die(conn, _backend, how=how):
+                    got = len(recv_head(conn) or b"")
+                    while got < 100_000:
+                        got += len(conn.recv(65536))
+                    time.sleep(0.2)
+                    if how == "reset":
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    conn.close()
+
+                backend = self.backend(ScriptedBackend(die))
+                _, addr = self.http_proxy([backend], cluster_extra={"retries": {"attempts": 0}})
+                conn = self.client(addr, timeout=10)
+                conn.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 4000000\r\n\r\n" + b"x" * 200_000)
+                started = time.monotonic()
+                resp = conn.read_response("POST", timeout=5)
+                self.assertLocalResponse(resp, "bad_upstream_response")
+                self.assertLess(time.monotonic() - started, 3)
 
     def test_an_early_answer_from_a_backend_that_stops_reading_is_delivered_at_once(self):
         # The backend stops reading, and once Drover's body write has found no room, answers 413 and
