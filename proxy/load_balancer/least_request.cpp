@@ -19,17 +19,34 @@ std::uint64_t active_requests(const HostEntry& entry) {
 
 const HostEntry* LeastRequest::choose(const ClusterSnapshot& snapshot, const ChooseContext& context) {
     const auto& hosts = snapshot.hosts;
+    if (hosts.empty()) { return nullptr; }
+    if (!table_.update(snapshot)) { return choose_weighted(snapshot, context); }
     const std::size_t first = draw(snapshot, context, kNone);
     if (first == kNone) { return nullptr; }
     const std::size_t second = draw(snapshot, context, first);
     if (second == kNone) { return &hosts[first]; }
     const HostEntry& a = hosts[first];
     const HostEntry& b = hosts[second];
-    // weight_a / (active_a + 1) >= weight_b / (active_b + 1), cross-multiplied (< 2^57). A tie goes to
-    // the first draw, which is as random as the second.
-    const std::uint64_t score_a = std::uint64_t{effective_weight(a)} * (active_requests(b) + 1);
-    const std::uint64_t score_b = std::uint64_t{effective_weight(b)} * (active_requests(a) + 1);
-    return score_a >= score_b ? &a : &b;
+    // Equal weights: fewer active wins; a tie goes to the first draw, which is as random as the second.
+    return active_requests(a) <= active_requests(b) ? &a : &b;
+}
+
+const HostEntry* LeastRequest::choose_weighted(const ClusterSnapshot& snapshot, const ChooseContext& context) {
+    const auto& hosts = snapshot.hosts;
+    const auto candidate = [&](const HostEntry* other) -> const HostEntry* {
+        for (int i = 0; i < kDraws; ++i) {
+            const HostEntry& entry = hosts[table_.draw(rng_, hosts.size())];
+            if (&entry != other && !context.excluded(entry.host.get())) { return &entry; }
+        }
+        return AliasTable::draw_eligible(rng_, snapshot, context, other);
+    };
+    const HostEntry* a = candidate(nullptr);
+    if (a == nullptr) { return nullptr; }
+    const HostEntry* b = candidate(a);
+    if (b == nullptr) { return a; }
+    // active_a / weight_a <= active_b / weight_b, cross-multiplied (< 2^57); a tie (nothing in flight)
+    // goes to the first draw, which was drawn by weight.
+    return active_requests(*a) * effective_weight(*b) <= active_requests(*b) * effective_weight(*a) ? a : b;
 }
 
 std::size_t LeastRequest::draw(const ClusterSnapshot& snapshot, const ChooseContext& context, std::size_t other) {

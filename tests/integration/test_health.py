@@ -251,6 +251,24 @@ class HealthTest(HttpTestCase):
         self.assertEqual(result["resp"].status, 200, result["resp"])
         self.assertEqual(drover.metric_value("drover_cluster_held_requests_total", {"cluster": "app", "result": "served"}), 1)
 
+    def test_least_request_ramps_a_returning_host_up_for_a_sequential_client(self):
+        # One request at a time: no host has any in flight, so only the weights decide. A host in slow
+        # start gets a growing share from the start of its ramp, not nothing until the ramp ends.
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        drover, addr = self.proxy([a, b], load_balancing="least_request", slow_start="6s")
+        b.health_status = 500
+        wait_until(lambda: self.host(drover, b.addr)["state"] == "unhealthy", 5, message="b unhealthy")
+        b.health_status = 200
+        wait_until(lambda: self.host(drover, b.addr)["state"] == "healthy", 5, message="b healthy again")
+        conn = self.client(addr)
+        got = []
+        ramp_half = time.monotonic() + 3   # the first half of the ramp: b at 10% to 55% of its weight
+        while time.monotonic() < ramp_half:
+            got.append(self.backend_of(conn.request("GET", f"/{len(got)}")))
+        share = got.count("b") / len(got)
+        self.assertGreater(share, 0.03, "no share while ramping")
+        self.assertLess(share, 0.45, "no ramp at all")
+
     def test_a_request_that_makes_every_host_reset_is_sent_at_most_1_plus_attempts_times(self):
         # A "poison" GET: every host resets when it gets it (and stays healthy for its checks). Its
         # tries end in resets, ejections and health changes follow; each change must not send it

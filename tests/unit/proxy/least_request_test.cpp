@@ -50,21 +50,43 @@ TEST(LeastRequest, ASlowReplicaIsRoutedAround) {
     }
 }
 
-TEST(LeastRequest, WeightScalesTheScore) {
+TEST(LeastRequest, IdleHostsShareByWeight) {
+    // Nothing in flight (a client sending one request at a time): the first draw, made by weight,
+    // wins every tie. A host ramping up at a tenth of its weight gets a tenth of a share, where
+    // comparing weight / (active + 1) gave the heavier host every pick.
     LeastRequest lb(4);
-    // Idle, the heavier host wins every draw it is in: 2 of the 3 possible pairs.
-    const auto idle = make_snapshot({1, 1, 4});
-    const auto counts = count_picks(lb, idle, kPicks);
-    EXPECT_NEAR(counts[2], kPicks * 2 / 3, kPicks / 100);
-    EXPECT_NEAR(counts[0], kPicks / 6, kPicks / 100);
-    // Weight 4 with 3 active scores 4/4 = 1, below the idle weight-2 host's 2/1 but above weight 1 with
-    // 1 active (1/2): a strict order, so the shares are 2/3, 1/3 and 0.
+    const auto ramping = make_snapshot({10, 1});
+    const auto counts = count_picks(lb, ramping, kPicks);
+    EXPECT_NEAR(counts[1], kPicks / 11, kPicks / 100);
+    const auto mixed = make_snapshot({1, 1, 4}, 2);
+    const auto shares = count_picks(lb, mixed, kPicks);
+    EXPECT_NEAR(shares[2], kPicks * 4 / 6, kPicks / 100);
+    EXPECT_NEAR(shares[0], kPicks / 6, kPicks / 100);
+}
+
+TEST(LeastRequest, UnderLoadFewerActiveForTheWeightWins) {
+    // active / weight: 3/4, 0/2 and 1/1: the weight-2 host wins every pair it is in, the weight-4 host
+    // the pair with the weight-1 one, drawn with probability 4/7 * 1/3 + 1/7 * 4/6 = 2/7.
+    LeastRequest lb(9);
     const auto loaded = make_snapshot({4, 2, 1}, 2);
     set_active(loaded, {3, 0, 1});
     const auto shares = count_picks(lb, loaded, kPicks);
-    EXPECT_NEAR(shares[1], kPicks * 2 / 3, kPicks / 100);
-    EXPECT_NEAR(shares[0], kPicks / 3, kPicks / 100);
+    EXPECT_NEAR(shares[1], kPicks * 5 / 7, kPicks / 100);
+    EXPECT_NEAR(shares[0], kPicks * 2 / 7, kPicks / 100);
     EXPECT_EQ(shares[2], 0);
+}
+
+TEST(LeastRequest, MixedWeightsNeverDrawTheSameHostTwiceOrAnExcludedOne) {
+    LeastRequest lb(10);
+    const auto s = make_snapshot({100, 1, 1});
+    set_active(s, {5, 9, 0});
+    // The heavy host is drawn first nearly always; the second draw must find another host, and the
+    // idle one wins whenever it is that other.
+    const auto tried = hosts_at(s, {2});
+    const auto counts = count_picks(lb, s, kPicks, ChooseContext{tried});
+    EXPECT_EQ(counts[2], 0);
+    EXPECT_GT(counts[0], kPicks * 9 / 10);   // 5/100 beats 9/1
+    EXPECT_EQ(lb.choose(s, ChooseContext{hosts_at(s, {0, 1})}), &s.hosts[2]);
 }
 
 TEST(LeastRequest, TwoHostsAlwaysCompareBoth) {
