@@ -14,6 +14,12 @@
 //
 // Retries (a non-empty exclude list) go to the next eligible host in a plain rotation of their own
 // and leave the schedule alone: first picks follow the weights exactly, whatever fails.
+//
+// A new snapshot (health, discovery, and every step of a slow-start or overload ramp) keeps each
+// host's place: how far ahead of or behind its share it was, in turns (at most one either way), is
+// carried into the schedule for the new weights. Starting over instead gave every host a turn within
+// the first few picks after each change: a host whose weight overload lowered to a tenth, and whose
+// busy answers rebuild the snapshot, got a third of the picks with three hosts.
 
 #include <cstdint>
 #include <vector>
@@ -26,14 +32,24 @@ class RoundRobin final : public LoadBalancer {
 public:
     const HostEntry* choose(const ClusterSnapshot& snapshot, const ChooseContext& context) override;
 
+    // Turns are counted in kScale parts (a pick adds kScale): a carried place can be a fraction of one.
+    static constexpr std::uint64_t kScale = 64;
+
     struct Turn {
-        std::uint64_t picks;   // turns taken: the next starts at picks / weight, ends at (picks + 1) / weight
+        std::uint64_t picks;   // turns taken x kScale: the next starts at picks / weight, ends at (picks + kScale) / weight
         std::uint32_t weight;
         std::uint32_t index;   // into snapshot.hosts
+        const discovery::Host* host;   // whose place a new snapshot carries over
     };
 
 private:
+    struct Place {
+        const discovery::Host* host;
+        std::int64_t lead;   // x kScale, in [-kScale, kScale]: ahead of its share (+) or behind (-)
+    };
+
     void reset(const ClusterSnapshot& snapshot);
+    void carry_places();   // the current schedule's places into carried_
     const HostEntry* choose_uniform(const ClusterSnapshot& snapshot, const ChooseContext& context);
     const HostEntry* choose_weighted(const ClusterSnapshot& snapshot, const ChooseContext& context);
     void rebase();
@@ -42,8 +58,9 @@ private:
     // started (a heap by finish). Every host is in exactly one of them between picks.
     std::vector<Turn> waiting_;
     std::vector<Turn> started_;
-    std::uint64_t clock_ = 0;            // picks since the last reset or rebase: virtual time * total
+    std::uint64_t clock_ = 0;            // sum of picks (x kScale): virtual time * total
     std::uint64_t total_weight_ = 0;
+    std::vector<Place> carried_;         // reset(): by host, sorted
 
     std::size_t retry_next_ = 0;         // retries: a plain rotation of their own
 

@@ -180,14 +180,59 @@ TEST(RoundRobin, AllExcludedOrEmptyGivesNothing) {
     EXPECT_EQ(rr.choose(empty, {}), nullptr);
 }
 
-TEST(RoundRobin, NewSnapshotResetsState) {
+TEST(RoundRobin, ANewSnapshotKeepsTheRotationGoing) {
     RoundRobin rr;
     const auto a = make_snapshot({1, 1}, 1);
     rr.choose(a, {});
     const auto b = make_snapshot({1, 1, 1}, 2);
-    EXPECT_EQ(pick_sequence(rr, b, 3), "abc");
+    EXPECT_EQ(pick_sequence(rr, b, 3), "bca");   // not back to the first host at every change
     const auto c = make_snapshot({1, 3}, 3);
-    EXPECT_EQ(pick_sequence(rr, c, 8), "babbbabb");
+    EXPECT_EQ(pick_sequence(rr, c, 8), "babbbabb");   // new hosts: a fresh schedule
+}
+
+// The same hosts with new weights, as the next snapshot of a cluster is.
+ClusterSnapshot reweighted(const ClusterSnapshot& s, const std::vector<std::uint32_t>& weights, std::uint64_t version) {
+    ClusterSnapshot next;
+    next.version = version;
+    for (std::size_t i = 0; i < weights.size(); ++i) { next.hosts.push_back({s.hosts[i].host, weights[i]}); }
+    return next;
+}
+
+TEST(RoundRobin, SharesHoldWhileSnapshotsChangeEveryFewPicks) {
+    // An overloaded host at a tenth of the weight, whose busy answers rebuild the snapshot every
+    // couple of picks: it keeps its tenth. (Restarting the schedule at each change gave it a turn
+    // within the first three picks every time: a third of all picks.)
+    RoundRobin rr;
+    const auto first = make_snapshot({10, 10, 10}, 1);
+    std::vector<int> counts(3, 0);
+    for (int i = 0; i < 30; ++i) { ++counts[index_of(first, rr.choose(first, {}))]; }
+    counts.assign(3, 0);
+    std::uint64_t version = 2;
+    for (int round = 0; round < 1050; ++round) {
+        const auto s = reweighted(first, {10, 10, 1}, version++);
+        for (int i = 0; i < 2; ++i) { ++counts[index_of(s, rr.choose(s, {}))]; }
+    }
+    EXPECT_NEAR(counts[2], 100, 5);
+    EXPECT_NEAR(counts[0], 1000, 10);
+    // And back: the host ramps up again to its full share, without a burst to make up for the past.
+    std::vector<int> after(3, 0);
+    for (int round = 0; round < 300; ++round) {
+        const auto s = reweighted(first, {10, 10, 10}, version++);
+        for (int i = 0; i < 3; ++i) { ++after[index_of(s, rr.choose(s, {}))]; }
+    }
+    EXPECT_NEAR(after[2], 300, 5);
+}
+
+TEST(RoundRobin, ACarriedPlaceIsAtMostOneTurn) {
+    // A host excluded by every retry for a long time is behind its share, but a new snapshot does not
+    // owe it a burst: it gets its turns at its share again.
+    RoundRobin rr;
+    const auto s = make_snapshot({1, 1, 3}, 1);
+    for (int i = 0; i < 500; ++i) { rr.choose(s, {}); }
+    const auto next = reweighted(s, {1, 1, 3}, 2);
+    const std::string sequence = pick_sequence(rr, next, 50);
+    EXPECT_LE(longest_run(sequence, 'c'), 2u) << sequence;
+    EXPECT_EQ(count_picks(rr, next, 500), (std::vector<int>{100, 100, 300}));
 }
 
 }  // namespace
