@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "proxy/http_rules.hpp"
+
 namespace drover::proxy::http_body {
 
 BodyReader BodyReader::length(std::uint64_t length) {
@@ -114,8 +116,19 @@ std::optional<std::string_view> BodyReader::next(std::string_view input, Step& s
                     state_ = State::final_lf;
                     break;
                 }
-                state_ = State::trailer;
+                // A field line, as in a header section (RFC 9112 section 7.1.2): a name of token
+                // characters right at the start (no obs-fold, no empty name), a colon, a value.
+                if (!http_rules::is_token_char(c)) { return "malformed trailer field"; }
+                state_ = State::trailer_name;
                 [[fallthrough]];
+            case State::trailer_name:
+                if (++trailer_bytes_ > kMaxTrailerBytes) { return "trailer section too large"; }
+                if (c == ':') {
+                    state_ = State::trailer;
+                } else if (!http_rules::is_token_char(c)) {
+                    return "malformed trailer field";
+                }
+                break;
             case State::trailer:
                 if (++trailer_bytes_ > kMaxTrailerBytes) { return "trailer section too large"; }
                 if (c == '\r') {

@@ -55,7 +55,8 @@ private:
         data_cr,      // CR after chunk data
         data_lf,      // LF after chunk data
         trailer_start,
-        trailer,
+        trailer_name,   // a trailer field's name, up to its ":"
+        trailer,        // its value
         trailer_lf,
         final_lf,
         done,

@@ -93,6 +93,7 @@ void upstream_request(const http_rules::Head& request, const http_rules::Request
     head.reserve(512);
     head.append(request.method);
     head.push_back(' ');
+    if (info.path_lacks_slash) { head.push_back('/'); }
     head.append(info.path);   // absolute-form goes on in origin-form; Host carries the authority
     head.append(" HTTP/1.1\r\n", 11);
     const http_rules::ConnectionTokens connection(info.connection.value);

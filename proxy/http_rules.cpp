@@ -94,6 +94,12 @@ constexpr std::array<bool, 256> kTokenChar = [] {
     return table;
 }();
 
+}  // namespace
+
+bool is_token_char(unsigned char c) { return kTokenChar[c]; }
+
+namespace {
+
 // The length of the token at the start of `s`.
 std::size_t token_length(std::string_view s) {
     std::size_t i = 0;
@@ -457,7 +463,8 @@ std::optional<Rejection> check_request(const Head& head, const RequestLimits& li
     if (version == 11 && hosts == 0) { return bad("HTTP/1.1 request without Host"); }
     if (hosts == 1 && !valid_host(host)) { return bad("invalid Host"); }
 
-    if (head.verb == Method::connect) { return Rejection{400, "bad_request", "CONNECT is not supported"}; }
+    // A method Drover does not implement (RFC 9110 section 9.1: 501): it proxies requests, not tunnels.
+    if (head.verb == Method::connect) { return Rejection{501, "not_implemented", "CONNECT is not supported"}; }
     if (target == "*") {
         if (head.verb != Method::options) { return bad("'*' target is only valid with OPTIONS"); }
         info.path = target;
@@ -472,6 +479,8 @@ std::optional<Rejection> check_request(const Head& head, const RequestLimits& li
         if (hosts == 1 && !iequals(authority, host)) { return bad("absolute-form authority does not match Host"); }
         host = authority;
         info.path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+        // "http://h?q" has an empty path: in origin-form it is "/?q" (RFC 9112 section 3.2.1).
+        info.path_lacks_slash = info.path.front() == '?';
     } else {
         return bad("request-target must be origin-form, absolute-form or '*'");
     }
@@ -520,6 +529,8 @@ std::optional<Rejection> check_response(const Head& head, ResponseInfo& info) {
     }
     const auto problem = framing.finish(info.chunked, info.content_length);
     if (!problem.empty()) { return bad(std::string(problem)); }
+    // HTTP/1.0 has no transfer codings: such a message's framing is faulty (RFC 9112 section 6.1).
+    if (info.chunked && head.version == 10) { return bad("Transfer-Encoding in an HTTP/1.0 response"); }
     // Passed on as plain "chunked", a gzip-coded body would reach the client as gzip bytes.
     if (framing.other_codings > 0) { return bad("transfer codings other than chunked are not supported"); }
     info.keep_alive = keep_alive(head.version, info.connection);

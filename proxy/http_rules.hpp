@@ -121,10 +121,14 @@ bool keep_alive(unsigned version, const FirstField& connection);
 // Requests that say `x-drover-priority: low` are shed first: they never wait for a slot.
 inline constexpr std::string_view kPriorityHeader = "x-drover-priority";
 
+// tchar (RFC 9110 section 5.6.2): a byte of a method or a field name.
+bool is_token_char(unsigned char c);
+
 // What the proxy needs from a request once its header passed the checks.
 struct RequestInfo {
     std::string_view host;          // authority to route on (Host, or absolute-form authority)
     std::string_view path;          // origin-form path (absolute-form reduced to its path)
+    bool path_lacks_slash = false;  // absolute-form with an empty path and a query: "/" goes before `path`
     bool chunked = false;           // body framed by chunked
     std::optional<std::uint64_t> content_length;
     bool expect_continue = false;

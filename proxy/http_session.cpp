@@ -419,6 +419,13 @@ private:
                                     asio::bind_cancellation_slot(deadline_cancel_.slot(), use_tuple));
     }
 
+    // "/" and `path` (an absolute-form target with an empty path), in upstream_head_: that buffer is
+    // filled only later for this request (upstream_head()), so it can lend its capacity to routing.
+    std::string_view slashed(std::string_view path) {
+        upstream_head_.assign(1, '/').append(path);
+        return upstream_head_;
+    }
+
     // Waits for the next request over TLS. Readable bytes on the socket may be TLS records with nothing
     // for HTTP, and decrypted bytes may wait inside the TLS layer with the socket quiet: only a read can
     // tell. (Plain connections wait for readability, in run().)
@@ -458,7 +465,11 @@ private:
                     return HeadStep::error;
                 }
                 if ((scan.complete ? scan.scanned : bytes.size()) > limit) {
-                    error = LocalError{431, LocalReason::headers_too_large, "request header too large"};
+                    // A request line longer than the whole head may be is a request-target too long
+                    // (RFC 9112 section 3: 414), not a field section.
+                    error = bytes.substr(0, limit).find('\n') == std::string_view::npos
+                                ? LocalError{414, LocalReason::uri_too_long, "request-target too long"}
+                                : LocalError{431, LocalReason::headers_too_large, "request header too large"};
                     return HeadStep::error;
                 }
                 if (scan.complete) {
@@ -553,7 +564,8 @@ private:
             co_return false;
         }
 
-        auto cluster_index = worker_.router(listener_->index).match(info.host, info.path);
+        auto cluster_index = worker_.router(listener_->index).match(
+            info.host, info.path_lacks_slash ? slashed(info.path) : info.path);
         if (cluster_index && (*cluster_index & Router::kTemplate) != 0) {
             std::optional<LocalError> refused;
             cluster_index = co_await dynamic_cluster(*cluster_index & ~Router::kTemplate, info.host, has_body, refused);

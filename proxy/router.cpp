@@ -95,7 +95,8 @@ std::optional<std::size_t> Router::match(std::string_view host, std::string_view
                 continue;
             }
         }
-        if (!path.starts_with(route.path_prefix)) { continue; }
+        // "OPTIONS *" asks about the server as a whole: the catch-all prefix "/" takes it too.
+        if (!path.starts_with(route.path_prefix) && !(path == "*" && route.path_prefix == "/")) { continue; }
         return route.cluster;
     }
     return std::nullopt;

@@ -75,6 +75,14 @@ class HttpLimitsTest(HttpTestCase):
         self.assertEqual(len(origin.heads), 1)
         self.assertLocalCount(drover, "uri_too_long", 1)
 
+    def test_a_request_line_longer_than_the_whole_head_limit_is_414(self):
+        # Past max_request_header_bytes before the request line even ends: the URI is what is too
+        # long. The rest of that line was never read, so the connection closes.
+        drover, addr, origin = self.proxy(limits={"max_request_header_bytes": "4KiB", "max_uri_bytes": "1KiB"})
+        self.rejected(addr, HttpConn.build_request("GET", "/" + "a" * 6000), "uri_too_long")
+        self.assertEqual(len(origin.heads), 0)
+        self.assertLocalCount(drover, "uri_too_long", 1)
+
     def test_default_max_uri_bytes_is_8kib(self):
         _, addr, origin = self.proxy()
         self.assertEqual(self.get(addr, "/" + "a" * 8000).status, 200)

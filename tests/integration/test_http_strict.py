@@ -102,6 +102,12 @@ class RequestStrictnessTest(HttpTestCase):
               for body in (b"5\r\nhelloXX\r\n0\r\n\r\n", b"5\r\nhello0\r\n\r\n", b"5\r\nhello\n0\r\n\r\n")],
             reached_origin_ok=True)
 
+    def test_trailer_lines_that_are_no_field_lines(self):
+        self.assertBadRequests(
+            *[request(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: chunked", body=b"5\r\nhello\r\n0\r\n" + t + b"\r\n")
+              for t in (b"no colon\r\n", b"X: y\r\n folded\r\n", b"GET /smuggled HTTP/1.1\r\n", b"X : y\r\n")],
+            reached_origin_ok=True)
+
     # -- header fields -------------------------------------------------------------------------------
 
     def test_header_name_with_invalid_characters(self):
@@ -165,8 +171,14 @@ class RequestStrictnessTest(HttpTestCase):
             request(b"GET a/b HTTP/1.1", HOST),
             request(b"GET test.example/x HTTP/1.1", HOST),
             request(b"GET ?x=1 HTTP/1.1", HOST),
-            request(b"GET * HTTP/1.1", HOST),
-            request(b"CONNECT test:443 HTTP/1.1", b"Host: test:443"))
+            request(b"GET * HTTP/1.1", HOST))
+
+    def test_connect_is_not_implemented(self):
+        _, addr = self.http_proxy([self.origin()])
+        conn = self.client(addr)
+        conn.send(request(b"CONNECT test:443 HTTP/1.1", b"Host: test:443"))
+        resp = conn.read_response("CONNECT", timeout=5)
+        self.assertLocalResponse(resp, "not_implemented", 501)
 
     def test_absolute_form_host_must_agree_with_host(self):
         self.assertBadRequests(request(b"GET http://other.test/x HTTP/1.1", HOST),
@@ -246,6 +258,9 @@ class ResponseStrictnessTest(HttpTestCase):
         self.assertBadResponses(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n",
                                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello0\r\n\r\n",
                                 found_in_body=True)
+
+    def test_response_with_transfer_encoding_in_http10(self):
+        self.assertBadResponses(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED_HELLO)
 
     def test_response_body_cut_short(self):
         cut = (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
@@ -444,6 +459,15 @@ class ValidButUnusualTest(HttpTestCase):
         self.assertEqual(conn.read_response(timeout=5).status, 200)
         got = origin.requests[0]
         self.assertEqual((got.target, got.header_values("Host")), ("/x?y=1", ["test"]))
+
+    def test_absolute_form_with_an_empty_path_and_a_query_goes_on_with_a_slash(self):
+        # "http://test?y=1" is "/?y=1" in origin-form (RFC 9112 section 3.2.1), routed as such.
+        origin = self.origin()
+        _, addr = self.http_proxy([origin])
+        conn = self.client(addr)
+        conn.send(request(b"GET http://test?y=1 HTTP/1.1", HOST))
+        self.assertEqual(conn.read_response(timeout=5).status, 200)
+        self.assertEqual(origin.requests[0].target, "/?y=1")
 
     def test_unusual_but_valid_request_framing(self):
         origin = self.origin()

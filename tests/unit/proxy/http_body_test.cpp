@@ -272,6 +272,23 @@ TEST(BodyChunked, RejectsBadLineEndings) {
     }
 }
 
+TEST(BodyChunked, RejectsTrailerLinesThatAreNoFieldLines) {
+    for (std::string_view input : {
+             "0\r\nno colon here\r\n\r\n",
+             "0\r\nX: y\r\n  folded\r\n\r\n",   // obs-fold
+             "0\r\n\tX: y\r\n\r\n",
+             "0\r\n: empty name\r\n\r\n",
+             "0\r\nX : space before the colon\r\n\r\n",
+             "0\r\nGET / HTTP/1.1\r\n\r\n",        // a request line where a trailer should be
+             "0\r\nX\r\n\r\n",
+         }) {
+        expect_rejected(input);
+    }
+    const auto out = feed(BodyReader::chunked(), "3\r\nabc\r\n0\r\nX-Sum: 1\r\nY:\r\nZ:  v v \r\n\r\n");
+    EXPECT_FALSE(out.error);
+    EXPECT_TRUE(out.done);
+}
+
 TEST(BodyChunked, RejectsControlBytesInAnExtension) {
     expect_rejected("5;a\x01z\r\nhello\r\n0\r\n\r\n");
     expect_rejected(std::string_view("5;a\0z\r\nhello\r\n0\r\n\r\n", 18));

@@ -75,6 +75,7 @@ struct Info {
     std::string path;
     bool chunked = false;
     bool upgrade_websocket = false;
+    bool path_lacks_slash = false;
 };
 
 // The session's path: scan, parse, then the rules; the first refusal is the answer.
@@ -87,7 +88,9 @@ std::optional<Rejection> check(std::string_view text, Info* out = nullptr, Reque
     if (auto r = parse_request_head(text.substr(0, state.scanned), head)) { return r; }
     RequestInfo info;
     auto r = check_request(head, limits, info);
-    if (out) { *out = Info{std::string(info.host), std::string(info.path), info.chunked, info.upgrade_websocket}; }
+    if (out) { *out = Info{std::string(info.host), std::string(info.path), info.chunked, info.upgrade_websocket,
+                      info.path_lacks_slash};
+    }
     return r;
 }
 
@@ -178,6 +181,10 @@ TEST(CheckRequest, TargetForms) {
     EXPECT_FALSE(check("GET http://a.com/x HTTP/1.1\r\nHost: a.com\r\n\r\n", &info));
     EXPECT_EQ(info.host, "a.com");
     EXPECT_EQ(info.path, "/x");
+    EXPECT_FALSE(info.path_lacks_slash);
+    EXPECT_FALSE(check("GET http://a.com?q=1 HTTP/1.1\r\nHost: a.com\r\n\r\n", &info));
+    EXPECT_EQ(info.path, "?q=1");
+    EXPECT_TRUE(info.path_lacks_slash);
     EXPECT_TRUE(check("GET http://a.com/x HTTP/1.1\r\nHost: b.com\r\n\r\n"));
     EXPECT_TRUE(check("CONNECT a.com:443 HTTP/1.1\r\nHost: a.com:443\r\n\r\n"));
 }
@@ -569,6 +576,10 @@ TEST(CheckResponse, FramingRules) {
     ASSERT_TRUE(coded);
     EXPECT_EQ(coded->detail, "transfer codings other than chunked are not supported");
     EXPECT_FALSE(check_resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    // HTTP/1.0 has no transfer codings (RFC 9112 section 6.1): faulty framing.
+    const auto old = check_resp("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    ASSERT_TRUE(old);
+    EXPECT_EQ(old->detail, "Transfer-Encoding in an HTTP/1.0 response");
 }
 
 TEST(CheckResponse, TransferEncodingListsCombine) {

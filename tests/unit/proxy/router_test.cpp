@@ -22,6 +22,15 @@ TEST(Router, FirstMatchWins) {
     EXPECT_EQ(r.match("other.org", "/"), 3u);
 }
 
+TEST(Router, OptionsStarTakesTheCatchAllRoute) {
+    const auto r = make_router();
+    EXPECT_EQ(r.match("api.example.com", "*"), 1u);   // the wildcard host route has no path_prefix
+    EXPECT_EQ(r.match("other.org", "*"), 3u);         // "/" catches it; "/static/" does not
+    Router narrow;
+    narrow.add({"", "/v1/"}, 0);
+    EXPECT_FALSE(narrow.match("a", "*"));
+}
+
 TEST(Router, HostIsCaseInsensitiveAndIgnoresPort) {
     const auto r = make_router();
     EXPECT_EQ(r.match("API.Example.COM:8080", "/v1/x"), 0u);
