@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <charconv>
+#include <ctime>
 #include <cstring>
 
 namespace drover::proxy::http_heads {
@@ -149,6 +151,26 @@ void upstream_request(const http_rules::Head& request, const http_rules::Request
     head.append("\r\n", 2);
 }
 
+std::string_view http_date() {
+    static constexpr std::string_view kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr std::string_view kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    thread_local std::time_t formatted = -1;
+    thread_local std::array<char, 32> text{};
+    thread_local std::size_t size = 0;
+    const std::time_t now = std::time(nullptr);
+    if (now != formatted) {
+        std::tm tm{};
+        gmtime_r(&now, &tm);
+        const auto end = fmt::format_to_n(text.data(), text.size(), "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+                                          kDays[tm.tm_wday], tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900,
+                                          tm.tm_hour, tm.tm_min, tm.tm_sec);
+        size = end.size;
+        formatted = now;
+    }
+    return {text.data(), size};
+}
+
 void client_response(const ClientResponse& response, std::string& head) {
     head.clear();
     head.reserve(512);
@@ -159,9 +181,11 @@ void client_response(const ClientResponse& response, std::string& head) {
     head.append(response.reason);
     head.append("\r\n", 2);
     const http_rules::ConnectionTokens connection(response.connection_tokens);
+    bool dated = false;
     if (response.fields != nullptr) {
         LineRuns lines(head);
         for (const auto& field : *response.fields) {
+            dated = dated || field.id == http_rules::FieldId::date;
             // A HEAD answer's Content-Length describes the GET body, and a 304's the body a 200 would
             // have had (RFC 9110 section 8.6): pass it through unchanged.
             if (http_rules::is_hop_by_hop(field, connection) &&
@@ -171,6 +195,7 @@ void client_response(const ClientResponse& response, std::string& head) {
             lines.add(field);
         }
     }
+    if (!dated) { append_field(head, "Date", http_date()); }
     if (response.length) { append_field(head, "Content-Length", decimal(*response.length, digits)); }
     if (response.chunked) { append_field(head, "Transfer-Encoding", "chunked"); }
     if (response.close) {

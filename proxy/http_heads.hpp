@@ -58,7 +58,11 @@ struct ClientResponse {
 };
 
 // The status line, the backend's fields minus hop-by-hop ones, then Drover's framing and Connection.
-// Written into `head`, cleared first (as upstream_request).
+// A response without Date gets one (RFC 9110 section 6.6.1: a recipient with a clock adds it before
+// forwarding). Written into `head`, cleared first (as upstream_request).
 void client_response(const ClientResponse& response, std::string& head);
+
+// Now as an HTTP-date ("Sun, 06 Nov 1994 08:49:37 GMT"), formatted once a second per thread.
+std::string_view http_date();
 
 }  // namespace drover::proxy::http_heads

@@ -333,7 +333,10 @@ FieldId classify_field(std::string_view name) {
     };
     switch (name.size()) {
         case 2: return is("te") ? FieldId::te : FieldId::other;
-        case 4: return is("host") ? FieldId::host : FieldId::other;
+        case 4:
+            return is("host")   ? FieldId::host
+                   : is("date") ? FieldId::date
+                                : FieldId::other;
         case 6:
             return is("cookie")   ? FieldId::cookie
                    : is("expect") ? FieldId::expect

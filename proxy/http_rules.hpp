@@ -56,6 +56,7 @@ enum class FieldId : std::uint8_t {
     x_request_id,
     x_forwarded_client_cert,
     x_drover_priority,
+    date,
     lookalike,
 };
 FieldId classify_field(std::string_view name);   // `name`: a token (RFC 9110 §5.6.2)

@@ -940,7 +940,7 @@ private:
                 }
                 // Out of tries or budget: this try's answer. (A reset with tries and budget left but
                 // no host left to try was taken above: it holds for one to come back.)
-                co_return reply_locally(*unsent_, false);
+                co_return reply_unsent(has_body, info.keep_alive);
             }
             co_return outcome == Outcome::ok && keep_client_;
         }
@@ -948,7 +948,7 @@ private:
         if (aborted_) { co_return false; }
         if (unsent_) {
             // A reset taken for retry found no host to go to, even after holding: the try's own answer.
-            co_return reply_locally(*unsent_, false);
+            co_return reply_unsent(has_body, info.keep_alive);
         }
         // Every host refused or timed out the connection. Answered at once (no hold: hold_timeout 0s,
         // or max_pending requests already held) that is the gateway's failure to connect, 502; after
@@ -1102,6 +1102,14 @@ private:
         auto timer = std::make_shared<asio::steady_timer>(worker_.context(), std::min(deadline, Clock::now() + kSlotPoll));
         cluster.slot_waiters.push_back(timer);
         co_await timer->async_wait(use_tuple);
+    }
+
+    // The try's own failure (502, 504) as the answer. A request without a body was read whole, so the
+    // client's connection goes on, as NGINX's does (a client pool need not reconnect after every
+    // backend failure); with a body, part of it may be unread: close.
+    bool reply_unsent(bool has_body, bool keep_alive) {
+        unsent_->close = has_body || !keep_alive;
+        return reply_locally(*unsent_, !unsent_->close);
     }
 
     // Leaves `error` for handle_request to send (local_reply_) and returns `result`.
@@ -1874,10 +1882,10 @@ private:
         };
         const std::string_view reason = local_reason_name(error.reason);
         const std::string body = fmt::format("{} {}: {}\n", error.status, reason, error.detail);
-        std::string head = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n"
-                                       "drover-error: {}\r\n{}",
-                                       error.status, reason_phrase(error.status), body.size(), reason,
-                                       error.close ? "Connection: close\r\n" : "");
+        std::string head = fmt::format("HTTP/1.1 {} {}\r\nDate: {}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                       "Content-Length: {}\r\ndrover-error: {}\r\n{}",
+                                       error.status, reason_phrase(error.status), http_heads::http_date(), body.size(),
+                                       reason, error.close ? "Connection: close\r\n" : "");
         if (error.retry_after > 0) { head += fmt::format("Retry-After: {}\r\n", error.retry_after); }
         head += "\r\n";
         head += body;

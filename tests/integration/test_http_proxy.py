@@ -528,6 +528,39 @@ class HttpProxyTest(HttpTestCase):
                     size=20 << 20, keep_open=0)
                 self.assertEqual((resp.status, resp.body), (413, b"too large"), resp)
 
+    def test_a_response_without_date_gets_one_and_a_dated_one_keeps_its_own(self):
+        # RFC 9110 section 6.6.1: a recipient with a clock adds Date to a response that has none.
+        backend = self.raw_backend([[RawHttpBackend.READ, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                                     RawHttpBackend.READ,
+                                     b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\nok"]])
+        _, addr = self.http_proxy([backend])
+        conn = self.client(addr)
+        undated = conn.request("GET", "/a")
+        self.assertRegex(undated.header("date") or "", r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d [A-Z][a-z]{2} \d{4} "
+                                                       r"\d\d:\d\d:\d\d GMT$")
+        dated = conn.request("GET", "/b")
+        self.assertEqual(dated.header_values("date"), ["Sun, 06 Nov 1994 08:49:37 GMT"])
+
+    def test_drovers_own_502_is_dated_and_keeps_a_bodyless_requests_connection(self):
+        # The backend resets every request: the 502 is Drover's. The client's request was read whole,
+        # so its connection goes on (a pool need not reconnect after every backend failure).
+        def reset(conn, _backend):
+            recv_head(conn)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+        backend = self.backend(ScriptedBackend(reset))
+        _, addr = self.http_proxy([backend], cluster_extra={"retries": {"attempts": 0}})
+        conn = self.client(addr)
+        for i in range(3):
+            resp = conn.request("GET", f"/{i}")
+            self.assertLocalResponse(resp, "bad_upstream_response")
+            self.assertNotIn("close", resp.tokens("connection"))
+            self.assertTrue(resp.header("date"), resp)
+        conn.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+        resp = conn.read_response("POST", timeout=5)
+        self.assertLocalResponse(resp, "bad_upstream_response")
+        self.assertIn("close", resp.tokens("connection"))   # a body: closed, as before
+
     def test_a_backend_that_dies_while_the_client_pauses_its_upload_gets_a_prompt_502(self):
         # The client sends part of its body and pauses; the backend dies (a close, or a reset) in the
         # pause. The client learns it then, not at its next byte or after timeouts.idle.

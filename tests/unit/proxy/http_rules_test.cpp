@@ -482,9 +482,10 @@ TEST(ClassifyField, NearMissesAreOther) {
                                   "content length", "contentlength", "transfer-encodings", "connectio",
                                   "x-forwarded-fo", "x-forwarded-protocol", "x-request", "x-drover-priorit",
                                   "cookies", "set-cookie", "retry", "upgrade-insecure-requests", "expects",
-                                  "Date", "Server", "Accept"}) {
+                                  "Dates", "dat", "Server", "Accept"}) {
         EXPECT_EQ(classify_field(name), FieldId::other) << "'" << name << "'";
     }
+    EXPECT_EQ(classify_field("Date"), FieldId::date);
 }
 
 TEST(Head, LookupsReturnTheFirstField) {
