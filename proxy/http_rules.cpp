@@ -479,7 +479,16 @@ std::optional<Rejection> check_request(const Head& head, const RequestLimits& li
         const auto slash = rest.find_first_of("/?");
         const auto authority = rest.substr(0, slash);
         if (!valid_host(authority) || authority.find('@') != std::string_view::npos) { return bad("invalid authority in the request-target"); }
-        if (hosts == 1 && !iequals(authority, host)) { return bad("absolute-form authority does not match Host"); }
+        // The scheme's default port may be written or left out (RFC 9110 section 4.2.3): http://h:80/
+        // and Host: h name the same authority.
+        const std::string_view default_port = iequals(target.substr(0, 5), "https") ? "443" : "80";
+        const auto bare = [default_port](std::string_view name) {
+            const std::size_t n = name.size();
+            const bool ported = n > default_port.size() + 1 && name.ends_with(default_port) &&
+                                name[n - default_port.size() - 1] == ':';
+            return ported ? name.substr(0, n - default_port.size() - 1) : name;
+        };
+        if (hosts == 1 && !iequals(bare(authority), bare(host))) { return bad("absolute-form authority does not match Host"); }
         host = authority;
         info.path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
         // "http://h?q" has an empty path: in origin-form it is "/?q" (RFC 9112 section 3.2.1).

@@ -96,7 +96,7 @@ std::size_t status_class(unsigned status) { return std::min<std::size_t>(status 
 // ok, client_gone and bad_response without HttpSession::unsent_: the client has its answer. timeout,
 // reset_before_response and bad_response with unsent_: not answered yet (the caller may retry).
 // retryable_status: a 502/503/504 the caller retries (the retry budget was already taken).
-enum class Outcome { ok, reset_before_response, timeout, bad_response, client_gone, bad_request_body, body_too_large,
+enum class Outcome { ok, reset_before_response, timeout, bad_response, client_gone, client_stalled, bad_request_body, body_too_large,
                      retryable_status, early_response };
 
 struct LocalError {
@@ -1276,6 +1276,11 @@ private:
                 } else if (sent == Outcome::bad_request_body) {
                     const LocalError local_error{400, LocalReason::bad_request, "malformed request body"};
                     co_await send_local(local_error, &request);
+                } else if (sent == Outcome::client_stalled) {
+                    // The body stopped for timeouts.idle: the client hears why (as from NGINX), then the
+                    // connection closes; the backend's connection went with the cut body.
+                    const LocalError local_error{408, LocalReason::request_body_timeout, "request body not received in time"};
+                    co_await send_local(local_error, &request);
                 }
                 co_return Outcome::client_gone;
             }
@@ -1372,6 +1377,7 @@ private:
                     }
                 }
                 client_buf_.commit(n);
+                if (ec == beast::error::timeout && n == 0) { co_return Outcome::client_stalled; }
                 if (ec && n == 0) { co_return Outcome::client_gone; }
                 continue;
             }

@@ -1980,7 +1980,8 @@ class HttpTestCase(DroverTestCase):
     """DroverTestCase plus HTTP pieces: origins, raw backends and raw clients cleaned up after the test,
     a one-call proxy, and assertions for drover's locally generated responses."""
 
-    LOCAL_STATUS = {"bad_request": 400, "no_route": 404, "request_header_timeout": 408, "body_too_large": 413,
+    LOCAL_STATUS = {"bad_request": 400, "no_route": 404, "request_header_timeout": 408, "request_body_timeout": 408,
+                    "body_too_large": 413,
                     "uri_too_long": 414, "headers_too_large": 431, "upstream_connect_failed": 502,
                     "bad_upstream_response": 502, "no_healthy_host": 503, "upstream_timeout": 504,
                     "shed": 503, "not_implemented": 501}

@@ -187,6 +187,8 @@ class HttpProxyTest(HttpTestCase):
         conn.send(HttpConn.build_request("POST", "/stalls", headers=[("Content-Length", "10000")]) + b"x" * 100)
         wait_until(lambda: origin.body_progress >= 100, 3, message=lambda: f"origin got {origin.body_progress} bytes")
         started = time.monotonic()
+        # It is told why first (408, as NGINX does), then the connection closes.
+        self.assertLocalResponse(conn.read_response("POST", timeout=3), "request_body_timeout")
         self.assertIn(conn.wait_closed(timeout=3), ("eof", "reset"))
         self.assertGreaterEqual(time.monotonic() - started, 0.3)
         wait_until(lambda: origin.active == 0, 3, message="the origin's connection is still open")

@@ -186,6 +186,12 @@ TEST(CheckRequest, TargetForms) {
     EXPECT_EQ(info.path, "?q=1");
     EXPECT_TRUE(info.path_lacks_slash);
     EXPECT_TRUE(check("GET http://a.com/x HTTP/1.1\r\nHost: b.com\r\n\r\n"));
+    // The default port, written on one side only, is the same authority.
+    EXPECT_FALSE(check("GET http://a.com:80/x HTTP/1.1\r\nHost: a.com\r\n\r\n"));
+    EXPECT_FALSE(check("GET http://a.com/x HTTP/1.1\r\nHost: a.com:80\r\n\r\n"));
+    EXPECT_FALSE(check("GET https://[::1]:443/x HTTP/1.1\r\nHost: [::1]\r\n\r\n"));
+    EXPECT_TRUE(check("GET http://a.com:443/x HTTP/1.1\r\nHost: a.com\r\n\r\n"));
+    EXPECT_TRUE(check("GET http://a.com:8080/x HTTP/1.1\r\nHost: a.com:80\r\n\r\n"));
     EXPECT_TRUE(check("CONNECT a.com:443 HTTP/1.1\r\nHost: a.com:443\r\n\r\n"));
 }
 
