@@ -71,6 +71,7 @@ void RoundRobin::reset(const ClusterSnapshot& snapshot) {
     // the lead it carries. Its turn has started unless the lead put it ahead of the clock.
     std::vector<Turn> turns;
     turns.reserve(hosts.size());
+    hosts_.clear();
     for (std::size_t i = 0; i < hosts.size(); ++i) {
         const std::uint32_t weight = effective_weight(hosts[i]);
         const discovery::Host* host = hosts[i].host.get();
@@ -78,7 +79,8 @@ void RoundRobin::reset(const ClusterSnapshot& snapshot) {
                                          [](const Place& p, const discovery::Host* h) { return p.host < h; });
         const std::int64_t lead = it != carried_.end() && it->host == host ? it->lead : 0;
         const auto picks = static_cast<std::uint64_t>(static_cast<std::int64_t>(kScale * weight) + lead);
-        turns.push_back({picks, weight, static_cast<std::uint32_t>(i), host});
+        turns.push_back({picks, weight, static_cast<std::uint32_t>(i)});
+        hosts_.push_back(host);
         clock_ += picks;
         total_weight_ += weight;
     }
@@ -102,7 +104,7 @@ void RoundRobin::carry_places() {
     const auto add = [this](const Turn& t) {
         const auto share = static_cast<std::int64_t>(Wide{clock_} * t.weight / total_weight_);
         const std::int64_t lead = static_cast<std::int64_t>(t.picks) - share;
-        carried_.push_back({t.host, std::clamp<std::int64_t>(lead, -static_cast<std::int64_t>(kScale),
+        carried_.push_back({hosts_[t.index], std::clamp<std::int64_t>(lead, -static_cast<std::int64_t>(kScale),
                                                              static_cast<std::int64_t>(kScale))});
     };
     for (const Turn& t : waiting_) { add(t); }

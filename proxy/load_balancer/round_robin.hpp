@@ -38,8 +38,7 @@ public:
     struct Turn {
         std::uint64_t picks;   // turns taken x kScale: the next starts at picks / weight, ends at (picks + kScale) / weight
         std::uint32_t weight;
-        std::uint32_t index;   // into snapshot.hosts
-        const discovery::Host* host;   // whose place a new snapshot carries over
+        std::uint32_t index;   // into snapshot.hosts (and hosts_)
     };
 
 private:
@@ -60,7 +59,8 @@ private:
     std::vector<Turn> started_;
     std::uint64_t clock_ = 0;            // sum of picks (x kScale): virtual time * total
     std::uint64_t total_weight_ = 0;
-    std::vector<Place> carried_;         // reset(): by host, sorted
+    std::vector<const discovery::Host*> hosts_;   // by Turn::index: whose place a new snapshot carries
+    std::vector<Place> carried_;                  // reset(): by host, sorted
 
     std::size_t retry_next_ = 0;         // retries: a plain rotation of their own
 
