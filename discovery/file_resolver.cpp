@@ -6,6 +6,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -19,6 +20,8 @@
 #include <exception>
 #include <filesystem>
 #include <system_error>
+#include <thread>
+#include <utility>
 
 #include "config/loader.hpp"
 #include "config/log.hpp"
@@ -235,13 +238,67 @@ private:
         return writing_ && std::chrono::steady_clock::now() - last_write_ < kQuietWriter;
     }
 
+    // What a read of the file gave: the loader's verdict, and the set (sorted) when it is valid.
+    struct Parsed {
+        config::EndpointsFileResult result;
+        EndpointSet endpoints;
+    };
+
+    static Parsed parse(const std::string& path) {
+        Parsed parsed{config::load_endpoints_file(path), {}};
+        if (parsed.result.ok()) {
+            for (const auto& e : *parsed.result.endpoints) {
+                // The loader has checked that the host is an IP literal.
+                parsed.endpoints.push_back(
+                    Endpoint{{asio::ip::make_address(e.address.host), e.address.port}, e.weight, 0});
+            }
+            sort_endpoints(parsed.endpoints);
+        }
+        return parsed;
+    }
+
+    // The first read (at start) is done here, so that workers have the set before they accept. Later
+    // ones are parsed on a thread of their own and applied on the control loop: a file of 50,000
+    // endpoints takes about half a second to parse, and the control loop runs health checks, DNS,
+    // admin and reloads meanwhile. One read at a time; a change seen during one is read after it.
     void load() {
+        if (parsing_) {
+            load_again_ = true;
+            return;
+        }
         identity_ = identify(path_);
         if (!identity_.exists) {
             fail(fmt::format("{}: file not found", path_), "was deleted or does not exist");
             return;
         }
-        auto result = config::load_endpoints_file(path_);
+        if (!delivered_ && successes_ == 0 && failures_ == 0) {
+            apply(parse(path_));
+            return;
+        }
+        parsing_ = true;
+        if (parser_.joinable()) { parser_.join(); }   // done: its result was applied
+        parser_ = std::thread([weak = weak_from_this(), path = path_, &io = io_] {
+            auto parsed = parse(path);
+            // The Impl waits for this thread before it goes (~Impl), so io_ is still there.
+            asio::post(io, [weak, parsed = std::move(parsed)]() mutable {
+                const auto self = weak.lock();
+                if (!self) { return; }
+                self->parsing_ = false;
+                if (self->stopped_) { return; }
+                self->apply(std::move(parsed));
+                if (std::exchange(self->load_again_, false)) { self->load(); }
+            });
+        });
+    }
+
+public:
+    ~Impl() {
+        if (parser_.joinable()) { parser_.join(); }
+    }
+
+private:
+    void apply(Parsed parsed) {
+        auto& result = parsed.result;
         if (!result.ok()) {
             for (const auto& e : result.errors) {
                 log::warn("cluster {}: endpoints file: {}", cluster_, e.str());
@@ -253,13 +310,7 @@ private:
             fail(std::move(error), result.unreadable ? "cannot be read" : "is not valid");
             return;
         }
-        EndpointSet endpoints;
-        for (const auto& e : *result.endpoints) {
-            // The loader has checked that the host is an IP literal.
-            endpoints.push_back(
-                Endpoint{{asio::ip::make_address(e.address.host), e.address.port}, e.weight, 0});
-        }
-        sort_endpoints(endpoints);
+        EndpointSet endpoints = std::move(parsed.endpoints);
         ++successes_;
         if (consecutive_failures_ > 0 && delivered_) {
             log::info("cluster {}: endpoints file {} is valid again", cluster_, path_);
@@ -308,6 +359,9 @@ private:
     std::uint64_t failures_ = 0;
     std::optional<std::chrono::steady_clock::time_point> last_success_;
     std::string last_error_;
+    std::thread parser_;        // the last read after the first (load())
+    bool parsing_ = false;      // a read is under way on parser_
+    bool load_again_ = false;   // the file changed meanwhile: read it again after
 };
 
 FileResolver::FileResolver(asio::io_context& control, std::string cluster, config::FileDiscovery config)

@@ -154,8 +154,9 @@ const HostRecord* Cluster::find_host(std::string_view name) const {
 void Cluster::on_endpoints(discovery::EndpointSet endpoints) {
     const auto now = Clock::now();
     std::size_t change_lines = 0;
-    const auto log_change = [&](const std::string& line) {
-        if (change_lines++ < kChangeLogLines) { log::info("{}", line); }
+    // Formatted only when logged: a set of 50,000 new hosts would format 50,000 lines for nothing.
+    const auto log_change = [&](const auto& line) {
+        if (change_lines++ < kChangeLogLines) { log::info("{}", line()); }
     };
     std::uint64_t reweighted = 0;
     std::size_t added = 0;
@@ -174,15 +175,19 @@ void Cluster::on_endpoints(discovery::EndpointSet endpoints) {
             record = it->second;
             if (record->weight != endpoint.weight) {
                 ++reweighted;
-                log_change(fmt::format("cluster {}: host {} weight {} -> {}", config_->name, record->host->name(),
-                                       record->weight, endpoint.weight));
+                log_change([&] {
+                    return fmt::format("cluster {}: host {} weight {} -> {}", config_->name, record->host->name(),
+                                       record->weight, endpoint.weight);
+                });
             }
         } else {
             record = std::make_shared<HostRecord>(std::make_shared<const discovery::Host>(endpoint.address),
                                                   config_->health_check);
             ++added;
-            log_change(fmt::format("cluster {}: host {} added (weight {})", config_->name, record->host->name(),
-                                   endpoint.weight));
+            log_change([&] {
+                return fmt::format("cluster {}: host {} added (weight {})", config_->name, record->host->name(),
+                                   endpoint.weight);
+            });
             record->note(now, "added", checks ? "discovery listed it; no traffic until its first check passes"
                                               : "discovery listed it");
             outlier_.add_host(record->host->name());
@@ -203,7 +208,7 @@ void Cluster::on_endpoints(discovery::EndpointSet endpoints) {
     const std::size_t removed = hosts_.size() + added - next.size();
     for (const auto& [address, record] : hosts_) {
         if (next.contains(address)) { continue; }
-        log_change(fmt::format("cluster {}: host {} removed", config_->name, record->host->name()));
+        log_change([&] { return fmt::format("cluster {}: host {} removed", config_->name, record->host->name()); });
         // Requests in flight to it finish; their connections then close instead of being pooled.
         record->host->stats().removed.store(true, std::memory_order_relaxed);
         record->removed = true;
