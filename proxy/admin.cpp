@@ -73,7 +73,7 @@ asio::awaitable<void> serve_admin(const Admin& admin, tcp::socket socket) {
         request.path = percent_decoded(target.substr(0, q));
         if (q != std::string_view::npos) { request.query = std::string(target.substr(q + 1)); }
         request.body = std::move(req.body());
-        if (const auto origin = req.find(http::field::origin); origin != req.end()) { request.origin = origin->value(); }
+        if (const auto origin = req.find(http::field::origin); origin != req.end()) { request.origin = std::string(origin->value()); }
 
         const AdminResponse result = admin.handle(request);
         http::response<http::string_body> res{static_cast<http::status>(result.status), req.version()};
@@ -147,9 +147,9 @@ AdminResponse Admin::handle(const AdminRequest& request) const {
     // A web page the operator has open could make the browser POST here (a form needs no CORS
     // preflight): /drain would stop the proxy. Browsers name the page's origin on every POST; curl,
     // scripts and orchestrators send none. So a change that comes with an Origin is refused.
-    if (method != "GET" && !request.origin.empty()) {
+    if (method != "GET" && request.origin) {
         return AdminResponse::text(403, "forbidden: the admin endpoint takes no requests from web pages (Origin: " +
-                                            request.origin + ")\n");
+                                            *request.origin + ")\n");
     }
     for (const auto& route : routes_) {
         if (!path_matches(route.path, request.path)) { continue; }

@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,7 @@ struct AdminRequest {
     std::string path;     // without the query string
     std::string query;
     std::string body;
-    std::string origin;   // the Origin header: browsers send one, operators' tools do not
+    std::optional<std::string> origin;   // the Origin header (even empty): browsers send one, operators' tools do not
 };
 
 struct AdminResponse {

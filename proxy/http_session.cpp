@@ -1894,7 +1894,10 @@ private:
                                        reason, error.close ? "Connection: close\r\n" : "");
         if (error.retry_after > 0) { head += fmt::format("Retry-After: {}\r\n", error.retry_after); }
         head += "\r\n";
-        head += body;
+        // A HEAD answer has no body (RFC 9110 section 9.3.2), though its Content-Length says what a GET's
+        // would be: bytes after the head would be read as the start of the next response.
+        const bool bodiless = request != nullptr && request->verb == http_rules::Method::head;
+        if (!bodiless) { head += body; }
         bump(counters_->local_responses[static_cast<std::size_t>(error.reason)]);
         status_ = static_cast<unsigned>(error.status);
         error_reason_ = reason;
@@ -1903,7 +1906,7 @@ private:
         auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head), use_tuple);
         if (!ec) { bump(counters_->bytes_sent, n); }
         if (request != nullptr) {
-            finish_request(*request, body.size());
+            finish_request(*request, bodiless ? 0 : body.size());
         } else {
             record(nullptr, 0);
         }

@@ -1,7 +1,6 @@
 // The drover executable: parses the command line, loads the config, runs the Server.
 // Exit codes: 0 clean stop, 1 startup failure (e.g. a port in use), 2 invalid config or usage.
 
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -13,6 +12,7 @@
 #include "config/log.hpp"
 #include "discovery/endpoint.hpp"
 #include "proxy/access_log.hpp"
+#include "proxy/early_signals.hpp"
 #include "proxy/demo.hpp"
 #include "proxy/server.hpp"
 #include "proxy/tls_server.hpp"
@@ -77,9 +77,7 @@ int serve(drover::config::Config config, drover::proxy::Demo* demo) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    // Until the server takes them (Server::Server): a reload or log signal sent while Drover starts
-    // must not kill it, as their default action would. The config is being read anyway.
-    for (const int signal : {SIGHUP, SIGUSR1, SIGUSR2}) { std::signal(signal, SIG_IGN); }
+    drover::proxy::catch_early_signals();   // a reload or log signal while Drover starts (early_signals.hpp)
     Options options;
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];

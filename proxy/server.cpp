@@ -15,6 +15,7 @@
 #include "config/loader.hpp"
 #include "config/log.hpp"
 #include "discovery/endpoint.hpp"
+#include "proxy/early_signals.hpp"
 #include "proxy/pressure.hpp"
 #include "proxy/spawn.hpp"
 #include "proxy/systemd_notify.hpp"
@@ -70,6 +71,7 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
     // Taken from here on: one that comes while the server starts waits for start() (a SIGHUP then
     // reloads, a SIGTERM drains), where the default action would kill the process.
     for (const int signal : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) { signals_.add(signal); }
+    replay_early_signals();   // those caught before now, for the handlers just installed
     log::set_level(config_.log.level);
     if (config_.access_log) { access_log_ = std::make_unique<AccessLog>(config_.access_log->path); }
     for (std::size_t i = 0; i < worker_count(config_.workers); ++i) {

@@ -558,6 +558,12 @@ class HttpProxyTest(HttpTestCase):
             self.assertLocalResponse(resp, "bad_upstream_response")
             self.assertNotIn("close", resp.tokens("connection"))
             self.assertTrue(resp.header("date"), resp)
+        # HEAD: the same answer without its body (bytes after the head would be taken for the next
+        # response), and the connection stays in step.
+        conn.send(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\nGET /after-head HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = conn.read_response("HEAD", timeout=5)
+        self.assertEqual((head.status, head.header("drover-error"), head.body), (502, "bad_upstream_response", b""))
+        self.assertLocalResponse(conn.read_response("GET", timeout=5), "bad_upstream_response")
         conn.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
         resp = conn.read_response("POST", timeout=5)
         self.assertLocalResponse(resp, "bad_upstream_response")
