@@ -300,12 +300,17 @@ class HealthTest(HttpTestCase):
         with lock:
             self.assertLessEqual(len(sends), 3, sends)
 
-    def test_held_requests_that_time_out_are_not_counted_served(self):
+    def hosts_that_served_and_died(self, hold_timeout):
+        """Two hosts, healthy and then stopped; returns drover and its listener's address."""
         hosts = [Switchable(self, n) for n in "ab"]
-        drover, addr = self.proxy(hosts, hold_timeout="1s")
+        drover, addr = self.proxy(hosts, hold_timeout=hold_timeout)
         wait_until(lambda: all(self.host(drover, h.addr)["state"] == "healthy" for h in hosts), 5, message="healthy")
         for h in hosts:
             h.http.stop()
+        return drover, addr
+
+    def test_held_requests_that_time_out_are_not_counted_served(self):
+        drover, addr = self.hosts_that_served_and_died("1s")
         results = []
         threads = [threading.Thread(target=lambda: results.append(self.get(addr, "/").status)) for _ in range(3)]
         for t in threads:
@@ -329,11 +334,7 @@ class HealthTest(HttpTestCase):
     def test_every_host_dead_in_panic_is_a_503_after_the_hold_not_a_502(self):
         # Hosts that served and then died: in panic (use_all, the default) every one is tried, every
         # connect is refused, and the request waits out the hold. The service is unavailable: 503.
-        hosts = [Switchable(self, n) for n in "ab"]
-        drover, addr = self.proxy(hosts, hold_timeout="300ms")
-        wait_until(lambda: all(self.host(drover, h.addr)["state"] == "healthy" for h in hosts), 5, message="healthy")
-        for h in hosts:
-            h.http.stop()
+        drover, addr = self.hosts_that_served_and_died("300ms")
         wait_until(lambda: drover.metric_value("drover_cluster_panic", {"cluster": "app"}) == 1, 5, message="panic")
         resp = self.get(addr, "/")
         self.assertLocalResponse(resp, "no_healthy_host")
