@@ -1259,6 +1259,9 @@ private:
                 // read, so neither connection is used again.
                 request_keep_alive_ = false;
                 request_cut_ = linger_ = true;
+                // The answer is there (or the connection's end): an upload longer than
+                // timeouts.request must not find its deadline gone before reading it.
+                per_try_deadline_ = Clock::now() + config.timeouts.request;
                 const Outcome answered = co_await relay_response(request, info, host, config);
                 if (answered != Outcome::reset_before_response) { co_return answered; }
                 sent = Outcome::reset_before_response;   // nothing came after all

@@ -7,7 +7,7 @@ import threading
 import time
 import unittest
 
-from harness import HttpConn, HttpTestCase, PeerClosed, UnresponsivePort, wait_until
+from harness import HttpConn, HttpTestCase, PeerClosed, ScriptedBackend, UnresponsivePort, recv_head, wait_until
 
 
 class HttpLimitsTest(HttpTestCase):
@@ -243,6 +243,29 @@ class HttpLimitsTest(HttpTestCase):
         resp = conn.read_response("POST")
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(origin.requests[-1].body, b"body")
+
+    def test_an_early_answer_to_an_upload_longer_than_the_request_timeout_is_delivered(self):
+        # The backend answers (413) while a slow upload is still coming, well past timeouts.request:
+        # that answer is the client's, not a 504 for a deadline that ran out during the upload.
+        def refuse_later(conn, _backend):
+            got = recv_head(conn) or b""
+            while len(got.split(b"\r\n\r\n", 1)[-1]) < 3:
+                got += conn.recv(100)
+            conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\n")   # the head in two pieces
+            time.sleep(0.3)
+            conn.sendall(b"Content-Length: 3\r\nConnection: close\r\n\r\nbig")
+            time.sleep(2)
+
+        backend = self.backend(ScriptedBackend(refuse_later))
+        _, addr = self.http_proxy([backend], cluster_extra={"timeouts": {"request": "500ms"}})
+        conn = HttpConn(addr, timeout=5)
+        self.addCleanup(conn.close)
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        for byte in b"abc":
+            time.sleep(0.3)
+            conn.send(bytes([byte]))
+        resp = conn.read_response("POST", timeout=5)
+        self.assertEqual((resp.status, resp.body), (413, b"big"), resp)
 
     def test_request_timeout_ends_with_the_response_head_not_the_body(self):
         _, addr, _ = self.proxy(cluster_extra={"timeouts": {"request": "500ms"}})
