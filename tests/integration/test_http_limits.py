@@ -230,17 +230,21 @@ class HttpLimitsTest(HttpTestCase):
         self.assertEqual(origin.connections, 2)
         self.assertLocalCount(drover, "upstream_timeout", 1)
 
+    def slow_upload(self, addr, body, length):
+        """A POST declaring `length` body bytes whose `body` comes a byte every 0.3 s; its response."""
+        conn = HttpConn(addr, timeout=5)
+        self.addCleanup(conn.close)
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % length)
+        for byte in body:
+            time.sleep(0.3)
+            conn.send(bytes([byte]))
+        return conn.read_response("POST", timeout=5)
+
     def test_request_timeout_starts_when_an_upload_is_sent_not_when_it_began(self):
         # A slow upload (1.2 s here) against timeouts.request 500ms: the backend has it all and
         # answers at once, so the client gets that answer, not a 504.
         _, addr, origin = self.proxy(cluster_extra={"timeouts": {"request": "500ms"}})
-        conn = HttpConn(addr, timeout=5)
-        self.addCleanup(conn.close)
-        conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
-        for byte in b"body":
-            time.sleep(0.3)
-            conn.send(bytes([byte]))
-        resp = conn.read_response("POST")
+        resp = self.slow_upload(addr, b"body", length=4)
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(origin.requests[-1].body, b"body")
 
@@ -258,13 +262,7 @@ class HttpLimitsTest(HttpTestCase):
 
         backend = self.backend(ScriptedBackend(refuse_later))
         _, addr = self.http_proxy([backend], cluster_extra={"timeouts": {"request": "500ms"}})
-        conn = HttpConn(addr, timeout=5)
-        self.addCleanup(conn.close)
-        conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
-        for byte in b"abc":
-            time.sleep(0.3)
-            conn.send(bytes([byte]))
-        resp = conn.read_response("POST", timeout=5)
+        resp = self.slow_upload(addr, b"abc", length=10)
         self.assertEqual((resp.status, resp.body), (413, b"big"), resp)
 
     def test_request_timeout_ends_with_the_response_head_not_the_body(self):
