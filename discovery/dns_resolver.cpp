@@ -381,6 +381,8 @@ private:
             }
             // Part of the answer failed: said once per change, not at every refresh (a server that
             // refuses AAAA does so every time).
+            // Sorted: SRV targets are asked in the order each answer lists them, which DNS servers rotate.
+            std::sort(outcome.failed.begin(), outcome.failed.end());
             std::string partial;
             for (const auto& f : outcome.failed) { partial += (partial.empty() ? "" : "; ") + f; }
             if (partial != partial_error_) {

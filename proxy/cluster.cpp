@@ -274,7 +274,15 @@ void Cluster::rebuild() {
     for (const auto& record : order_) { inputs.push_back(input_of(*record, now)); }
 
     // SRV priorities: the best (lowest) group with an available host serves; when none has one, the
-    // best group does (under its panic policy).
+    // best group does (under its panic policy). Panic is the cluster's, judged on every counted host
+    // whatever its group: a group short of healthy hosts while the cluster is not is failover (or a
+    // smaller group), not panic, so the serving group runs on its available hosts; in panic, it runs
+    // under the panic policy. (Judged per group, a best group with 1 of 3 hosts up went to panic and
+    // sent traffic to its dead hosts, or refused it all under fail_closed, while another group was
+    // healthy.)
+    health::select_hosts(inputs, selection_settings_, now, whole_selection_);
+    auto group_settings = selection_settings_;
+    group_settings.panic_threshold = whole_selection_.panic ? 2.0 : 0.0;   // 2: panic whenever any host counts
     std::vector<std::uint32_t> priorities;
     for (const auto& record : order_) { priorities.push_back(record->priority); }
     std::sort(priorities.begin(), priorities.end());
@@ -290,7 +298,7 @@ void Cluster::rebuild() {
             group.push_back(i);
             group_inputs.push_back(inputs[i]);
         }
-        health::select_hosts(group_inputs, selection_settings_, now, group_selection);
+        health::select_hosts(group_inputs, group_settings, now, group_selection);
     };
     std::uint32_t serving = priorities.empty() ? 0 : priorities.front();
     std::optional<std::uint32_t> selected;   // the group group_selection holds
@@ -306,12 +314,12 @@ void Cluster::rebuild() {
 
     selection_.hosts.assign(order_.size(), health::HostSelection{0.0, 1.0, false});
     for (std::size_t g = 0; g < group.size(); ++g) { selection_.hosts[group[g]] = group_selection.hosts[g]; }
-    selection_.counted = group_selection.counted;
-    selection_.available = group_selection.available;
+    selection_.counted = whole_selection_.counted;
+    selection_.available = whole_selection_.available;
     selection_.eligible = group_selection.eligible;
-    selection_.healthy_fraction = group_selection.healthy_fraction;
+    selection_.healthy_fraction = whole_selection_.healthy_fraction;
     selection_.total_weight = group_selection.total_weight;
-    selection_.panic = group_selection.panic;
+    selection_.panic = whole_selection_.panic;
 
     auto snapshot = std::make_shared<ClusterSnapshot>();
     snapshot->config = config_;

@@ -160,7 +160,7 @@ void render_host(JsonWriter& j, const Cluster& cluster, std::size_t index) {
     const auto outlier = cluster.outlier().status(record.host->name());
     j.key("address").value(record.host->name());
     j.key("weight").value(std::uint64_t{record.weight});
-    if (record.priority != 0) { j.key("priority").value(std::uint64_t{record.priority}); }
+    j.key("priority").value(std::uint64_t{record.priority});
     j.key("state").value(state);
     j.key("eligible").value(chosen.eligible);
     j.key("why").value(host_why(cluster, record, state));

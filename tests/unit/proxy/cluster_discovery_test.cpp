@@ -102,6 +102,22 @@ TEST_F(ClusterDiscoveryTest, TheNextPriorityGroupServesWhileTheBestHasNoAvailabl
     EXPECT_EQ(cluster->outlier().ejected_count(), 2u);
 }
 
+TEST_F(ClusterDiscoveryTest, PanicIsTheClustersNotTheBestGroups) {
+    // Two of the best group's three hosts ejected: that group has 1 of 3 up, but the cluster has 2 of
+    // 4, not below the 50% threshold. No panic: the group serves on its one available host, rather
+    // than on its dead ones too (use_all) or on none (fail_closed).
+    resolver->push({endpoint("127.0.0.5", 9001, 1, 10), endpoint("127.0.0.6", 9002, 1, 10),
+                    endpoint("127.0.0.7", 9003, 1, 10), endpoint("127.0.0.8", 9004, 1, 20)});
+    const auto best = cluster->snapshot()->hosts;
+    ASSERT_EQ(best.size(), 3u);
+    for (std::size_t h = 0; h < 2; ++h) {
+        for (int i = 0; i < 3; ++i) { cluster->on_outcome(best[h].host, health::Outcome::connect_failed); }
+    }
+    EXPECT_EQ(hosts(), "127.0.0.7:9003/w1");
+    EXPECT_FALSE(cluster->snapshot()->panic);
+    EXPECT_DOUBLE_EQ(cluster->selection().healthy_fraction, 0.5);
+}
+
 TEST_F(ClusterDiscoveryTest, AFailureStreakIsEjectedAtOnceAndASuccessResetsIt) {
     resolver->push({endpoint("127.0.0.2", 80), endpoint("127.0.0.3", 80)});
     const auto host = cluster->snapshot()->hosts[0].host;
