@@ -89,6 +89,13 @@ public:
         name_ = p.filename().string();
     }
 
+    // A read under way (load()) is waited for: it posts to io_, which must outlive it.
+    ~Impl() {
+        if (parser_.joinable()) { parser_.join(); }
+    }
+    Impl(const Impl&) = delete;
+    Impl& operator=(const Impl&) = delete;
+
     void start(UpdateCallback on_update) {
         on_update_ = std::move(on_update);
         open_inotify();
@@ -279,7 +286,7 @@ private:
         if (parser_.joinable()) { parser_.join(); }   // done: its result was applied
         parser_ = std::thread([weak = weak_from_this(), path = path_, &io = io_] {
             auto parsed = parse(path);
-            // The Impl waits for this thread before it goes (~Impl), so io_ is still there.
+            // The Impl waits for this thread before it goes (~Impl), so io is still there.
             asio::post(io, [weak, parsed = std::move(parsed)]() mutable {
                 const auto self = weak.lock();
                 if (!self) { return; }
@@ -291,12 +298,6 @@ private:
         });
     }
 
-public:
-    ~Impl() {
-        if (parser_.joinable()) { parser_.join(); }
-    }
-
-private:
     void apply(Parsed parsed) {
         auto& result = parsed.result;
         if (!result.ok()) {

@@ -109,6 +109,7 @@ class AdminTest(DroverTestCase):
         echo, dead = cluster["hosts"]
         self.assertEqual(echo["weight"], 1)
         self.assertEqual(dead["weight"], 3)
+        self.assertEqual((echo["priority"], dead["priority"]), (0, 0))   # static hosts: no SRV priority
         for host in (echo, dead):
             for key, kind in (("state", str), ("connections_active", int), ("connections_total", int),
                               ("connect_failures", int)):
@@ -141,9 +142,10 @@ class AdminTest(DroverTestCase):
 
     def test_a_change_from_a_web_page_is_refused(self):
         # A page open in the operator's browser could POST a form here; browsers say whose page it is.
-        response = self.drover.admin_request("POST", "/drain", headers={"Origin": "https://evil.example"})
-        self.assertEqual(response.status, 403, response.text)
-        self.assertIn("no requests from web pages", response.text)
+        for origin in ("https://evil.example", "null", ""):
+            response = self.drover.admin_request("POST", "/drain", headers={"Origin": origin})
+            self.assertEqual(response.status, 403, (origin, response.text))
+            self.assertIn("no requests from web pages", response.text)
         self.assertEqual(self.drover.admin_get("/ready").status, 200)   # not draining
         self.assertEqual(self.drover.admin_request("GET", "/live", headers={"Origin": "https://x.example"}).status, 200)
 

@@ -134,6 +134,8 @@ class DnsDiscoveryTest(DroverTestCase):
         _, hosts = self.discovery(drover)
         self.assertEqual({h["address"]: h["weight"] for h in hosts if h["eligible"]},
                          {heavy.addr: 3, light.addr: 1})  # each its own port; the standby group unused
+        self.assertEqual({h["address"]: h["priority"] for h in hosts},
+                         {heavy.addr: 10, light.addr: 10, standby.addr: 20})
         counts = self.tags(addr, 40)
         self.assertEqual(counts[b"standby"], 0)
         self.assertAlmostEqual(counts[b"heavy"], 30, delta=1)
@@ -151,6 +153,20 @@ class DnsDiscoveryTest(DroverTestCase):
         # The best group leaves DNS: the next priority takes over.
         dns.set_srv([SrvRecord(service, "standby.drover.test", standby.port, priority=20, weight=1)])
         self.wait_tags(addr, {b"standby"})
+
+    def test_a_part_of_the_answer_that_keeps_failing_is_logged_once(self):
+        # Three SRV targets with IPv4 addresses only, outside the domain dnsmasq answers for alone: it
+        # has no AAAA for them to give and no upstream to ask, so their AAAA questions are REFUSED at
+        # every refresh, and it lists the targets in another order each time. One warning, not one
+        # per refresh.
+        service = "_web._tcp.drover.test"
+        targets = [f"t{i}.elsewhere.test" for i in range(3)]
+        dns = self.dnsmasq({t: [f"127.0.0.{2 + i}"] for i, t in enumerate(targets)},
+                           [SrvRecord(service, t, 9, priority=0, weight=1) for t in targets])
+        drover, _ = self.proxy(dns_cluster("back", service, dns, type="srv", health_check={"enabled": False}))
+        wait_until(lambda: self.discovery(drover)[0]["refreshes_succeeded"] >= 5, 15, message="five refreshes")
+        warnings = [line for line in drover.stderr_lines if "part of the answer failed" in line]
+        self.assertEqual(len(warnings), 1, warnings)
 
     # -- failures keep the last good set ---------------------------------------------------------------
 
