@@ -14,6 +14,12 @@ bool Cluster::is_template() const {
     return dns != nullptr && dns->name.find("{host}") != std::string::npos;
 }
 
+std::string Cluster::service_name() const {
+    if (is_template()) { return "{host}"; }
+    const auto slash = name.rfind('/');
+    return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
 const Cluster* Config::find_cluster(std::string_view name) const {
     const auto it = std::find_if(clusters.begin(), clusters.end(),
                                  [&](const Cluster& c) { return c.name == name; });

@@ -38,6 +38,7 @@ struct Address {
 
 struct AdminConfig {
     Address address{"127.0.0.1", 9901};
+    Mark mark;   // where address was written (empty: the default)
 
     bool operator==(const AdminConfig&) const = default;
 };
@@ -278,6 +279,9 @@ struct Cluster {
     OutlierDetection outlier_detection;
     double panic_threshold = 0.50;
     PanicPolicy panic_policy = PanicPolicy::use_all;
+    // SRV priority groups: a group's health is this x its available share (capped at 1); the rest of its
+    // load spills to the next groups (Envoy's overprovisioning factor). At least 1.
+    double priority_overprovisioning = 1.40;
     Duration slow_start = 10s;
     // While no host can take a request (all down, or still unchecked at start), requests wait this long
     // for one to come back before a 503; 0 answers 503 at once.
@@ -294,6 +298,10 @@ struct Cluster {
 
     // A template is instantiated per request Host instead of being resolved itself.
     bool is_template() const;
+    // The service the cluster stands for: the Host of HTTP checks and the SNI of TLS checks when the
+    // config names none. Its name; for a cluster made from a template ("template/host"), the host;
+    // for a template itself, "{host}".
+    std::string service_name() const;
 };
 
 struct AccessLogConfig {

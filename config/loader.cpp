@@ -161,7 +161,8 @@ Parsed<std::uint64_t> size_of(std::string_view text) {
     return Parsed<std::uint64_t>{bytes, {}};
 }
 
-Parsed<double> percent_of(std::string_view text) {
+// A percentage from `lo`% to `hi`%, as a fraction.
+Parsed<double> percent_in(std::string_view text, int lo, int hi) {
     const bool negative = !text.empty() && text.front() == '-';
     const auto d = split_decimal(negative ? text.substr(1) : text);
     if (!d) { return failed<double>(fmt::format("invalid percentage '{}' (e.g. 50%)", text)); }
@@ -172,9 +173,17 @@ Parsed<double> percent_of(std::string_view text) {
     if (ec != std::errc{} || end != d->number.data() + d->number.size()) {
         return failed<double>(fmt::format("invalid percentage '{}' (e.g. 50%)", text));
     }
-    if (negative || value > 100.0) { return failed<double>("percentage must be between 0% and 100%"); }
+    if (negative || value < lo || value > hi) {
+        return failed<double>(fmt::format("percentage must be between {}% and {}%", lo, hi));
+    }
     return Parsed<double>{value / 100.0, {}};
 }
+
+Parsed<double> percent_of(std::string_view text) { return percent_in(text, 0, 100); }
+
+// priority_overprovisioning: 100% (a group keeps only its available share) to 10000% (strict failover
+// unless under 1% of a group is up).
+Parsed<double> overprovisioning_of(std::string_view text) { return percent_in(text, 100, 10000); }
 
 Parsed<Address> address_of(std::string_view text) {
     if (text.empty()) { return failed<Address>("expected an address, e.g. 127.0.0.1:8080"); }
@@ -379,6 +388,9 @@ public:
     std::optional<Duration> duration() const { return parsed(scalar("a duration, e.g. 500ms"), duration_of); }
     std::optional<std::uint64_t> size() const { return parsed(scalar("a size, e.g. 64KiB"), size_of); }
     std::optional<double> percent() const { return parsed(scalar("a percentage, e.g. 50%"), percent_of); }
+    std::optional<double> overprovisioning() const {
+        return parsed(scalar("a percentage, e.g. 140%"), overprovisioning_of);
+    }
 
     // `allow_port_zero`: listeners may ask for "any port"; hosts and DNS servers may not.
     std::optional<Address> address(bool allow_port_zero) const {
@@ -729,6 +741,7 @@ public:
                 if (const auto a = admin->get("address")) {
                     if (auto v = a->address(true)) {
                         config.admin.address = *v;
+                        config.admin.mark = a->mark();
                         admin_site_ = Site{a->mark(), a->path()};
                     }
                 }
@@ -1007,7 +1020,8 @@ private:
 
     std::optional<Cluster> read_cluster(const Cursor& c) {
         const auto f = c.map({"name", "discovery", "load_balancing", "hash", "health_check",
-                              "outlier_detection", "panic_threshold", "panic_policy", "slow_start", "hold_timeout",
+                              "outlier_detection", "panic_threshold", "panic_policy", "priority_overprovisioning",
+                              "slow_start", "hold_timeout",
                               "retries", "timeouts", "limits", "adaptive_concurrency", "tls", "dynamic"});
         if (!f) { return std::nullopt; }
         std::optional<Fields> dynamic;
@@ -1056,6 +1070,13 @@ private:
             const auto v = p->one_of<PanicPolicy>({{"use_all", PanicPolicy::use_all},
                                                    {"fail_closed", PanicPolicy::fail_closed}});
             if (v) { cluster.panic_policy = *v; }
+        }
+        if (const auto o = f->get("priority_overprovisioning")) {
+            if (const auto v = o->overprovisioning()) { cluster.priority_overprovisioning = *v; }
+            const auto* dns = std::get_if<DnsDiscovery>(&cluster.discovery);
+            if (!dns || dns->type != DnsDiscovery::Type::srv) {
+                o->key_warning("priority_overprovisioning has no effect: only dns.type: srv gives priority groups");
+            }
         }
         f->read_duration("slow_start", cluster.slow_start, false);
         f->read_duration("hold_timeout", cluster.hold_timeout, false);

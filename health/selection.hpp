@@ -18,6 +18,16 @@
 //    climbs from slow_start_min_fraction to 1: min + (1 - min) x t^(1/aggression), t = elapsed/slow_start
 //    (aggression 1 is a straight line; > 1 climbs faster early, like Envoy's `aggression`);
 //  - the effective weight is weight x slow-start fraction x weight_factor (overload, in (0, 1]).
+//
+// Priority groups (SRV priorities; lower is better), select_priority_hosts(): panic is the cluster's,
+// judged on every counted host whatever its group. Out of panic, load spills from a group short of
+// available hosts to the next ones in proportion to its health, as Envoy's priority load does: a group's
+// health is overprovisioning x available / counted, capped at 1; the best group takes its health's share
+// of the load, the next group the share of what is left that its own health allows, and so on; when the
+// healths add up to less than 1, the shares are scaled up to fill it. A group with every host available
+// (or, at 1.4, with at least 5 of 7) keeps all of its load. Within a group the effective weights keep
+// their proportions. In panic, one group serves: the best with an available host, else the best with a
+// counted host, under the panic policy.
 
 #include <chrono>
 #include <cstddef>
@@ -48,6 +58,7 @@ struct SelectionSettings {
     Duration slow_start{10000};      // config::Cluster::slow_start; 0 disables it
     double slow_start_min_fraction = 0.10;
     double slow_start_aggression = 1.0;
+    double overprovisioning = 1.4;   // config::Cluster::priority_overprovisioning; >= 1
 };
 
 struct HostSelection {
@@ -56,8 +67,17 @@ struct HostSelection {
     bool eligible = false;
 };
 
+// One priority group's part, from select_priority_hosts().
+struct PriorityLoad {
+    std::uint32_t priority = 0;
+    std::size_t counted = 0;
+    std::size_t available = 0;
+    double load = 0.0;   // the share of requests the group gets, in [0, 1]
+};
+
 struct Selection {
     std::vector<HostSelection> hosts;   // same order as the input
+    std::vector<PriorityLoad> priorities;   // select_priority_hosts() only: each group, best first
     std::size_t counted = 0;            // hosts that count toward panic (not draining, not unknown)
     std::size_t available = 0;          // counted hosts that are healthy and not ejected
     std::size_t eligible = 0;
@@ -70,6 +90,10 @@ struct Selection {
 void select_hosts(std::span<const HostInput> hosts, const SelectionSettings& settings, Clock::time_point now,
             Selection& out);
 Selection select_hosts(std::span<const HostInput> hosts, const SelectionSettings& settings, Clock::time_point now);
+
+// The same over hosts in priority groups (`priority[i]` is host i's; lower is better): see the top.
+void select_priority_hosts(std::span<const HostInput> hosts, std::span<const std::uint32_t> priority,
+                           const SelectionSettings& settings, Clock::time_point now, Selection& out);
 
 // The slow-start fraction alone, in [min_fraction, 1].
 double slow_start_fraction(const SelectionSettings& settings, std::optional<Clock::time_point> since,

@@ -43,15 +43,10 @@ health::SelectionSettings selection_settings(const config::Cluster& config) {
     s.panic_policy = config.panic_policy == config::PanicPolicy::fail_closed ? health::PanicPolicy::fail_closed
                                                                              : health::PanicPolicy::use_all;
     s.slow_start = config.slow_start;
+    s.overprovisioning = config.priority_overprovisioning;
     return s;
 }
 
-// The Host header of HTTP checks when the config names none: the service name. A cluster made from a
-// template is named "template/host"; its service is the host part.
-std::string probe_host(const config::Cluster& config) {
-    const auto slash = config.name.rfind('/');
-    return slash == std::string::npos ? config.name : config.name.substr(slash + 1);
-}
 
 }  // namespace
 
@@ -273,53 +268,15 @@ void Cluster::rebuild() {
     inputs.reserve(order_.size());
     for (const auto& record : order_) { inputs.push_back(input_of(*record, now)); }
 
-    // SRV priorities: the best (lowest) group with an available host serves; when none has one, the
-    // best group does (under its panic policy). Panic is the cluster's, judged on every counted host
-    // whatever its group: a group short of healthy hosts while the cluster is not is failover (or a
-    // smaller group), not panic, so the serving group runs on its available hosts; in panic, it runs
-    // under the panic policy. (Judged per group, a best group with 1 of 3 hosts up went to panic and
-    // sent traffic to its dead hosts, or refused it all under fail_closed, while another group was
-    // healthy.)
-    health::select_hosts(inputs, selection_settings_, now, whole_selection_);
-    auto group_settings = selection_settings_;
-    group_settings.panic_threshold = whole_selection_.panic ? 2.0 : 0.0;   // 2: panic whenever any host counts
+    // SRV priority groups: load spills from a group short of available hosts to the next in proportion
+    // to its health, and panic is the whole cluster's (health/selection.hpp). (Judged per group, a best
+    // group with 1 of 3 hosts up went to panic and sent traffic to its dead hosts, or refused it all
+    // under fail_closed, while another group was healthy; with strict failover, it took all the load on
+    // its one host.)
     std::vector<std::uint32_t> priorities;
+    priorities.reserve(order_.size());
     for (const auto& record : order_) { priorities.push_back(record->priority); }
-    std::sort(priorities.begin(), priorities.end());
-    priorities.erase(std::unique(priorities.begin(), priorities.end()), priorities.end());
-    std::vector<std::size_t> group;
-    std::vector<health::HostInput> group_inputs;
-    health::Selection group_selection;
-    const auto select_group = [&](std::uint32_t priority) {
-        group.clear();
-        group_inputs.clear();
-        for (std::size_t i = 0; i < order_.size(); ++i) {
-            if (order_[i]->priority != priority) { continue; }
-            group.push_back(i);
-            group_inputs.push_back(inputs[i]);
-        }
-        health::select_hosts(group_inputs, group_settings, now, group_selection);
-    };
-    std::uint32_t serving = priorities.empty() ? 0 : priorities.front();
-    std::optional<std::uint32_t> selected;   // the group group_selection holds
-    for (const auto priority : priorities) {
-        select_group(priority);
-        selected = priority;
-        if (group_selection.available > 0) {
-            serving = priority;
-            break;
-        }
-    }
-    if (selected != serving) { select_group(serving); }
-
-    selection_.hosts.assign(order_.size(), health::HostSelection{0.0, 1.0, false});
-    for (std::size_t g = 0; g < group.size(); ++g) { selection_.hosts[group[g]] = group_selection.hosts[g]; }
-    selection_.counted = whole_selection_.counted;
-    selection_.available = whole_selection_.available;
-    selection_.eligible = group_selection.eligible;
-    selection_.healthy_fraction = whole_selection_.healthy_fraction;
-    selection_.total_weight = group_selection.total_weight;
-    selection_.panic = whole_selection_.panic;
+    health::select_priority_hosts(inputs, priorities, selection_settings_, now, selection_);
 
     auto snapshot = std::make_shared<ClusterSnapshot>();
     snapshot->config = config_;
@@ -375,7 +332,7 @@ asio::awaitable<void> Cluster::probe_loop(std::shared_ptr<HostRecord> record, mi
     const auto config = config_;
     const auto tls = tls_;   // a reload with new TLS restarts the loop (a new generation)
     auto& control = control_;
-    const std::string host_header = probe_host(*config);
+    const std::string host_header = config->service_name();
     const auto generation = record->probe_generation;
     const auto stale = [&] {
         return !reporter->attached() || record->removed || record->probe_generation != generation || stopped_;

@@ -274,7 +274,6 @@ private:
     health::Overload overload_;
     health::SelectionSettings selection_settings_;
     health::Selection selection_;
-    health::Selection whole_selection_;   // rebuild(): every host at once, for the cluster's panic
     std::shared_ptr<boost::asio::steady_timer> maintenance_;
     bool started_ = false;
     bool stopped_ = false;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <cmath>
 #include <map>
 
 #include "proxy/admin.hpp"
@@ -304,11 +305,21 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
                      std::uint64_t{eligible ? 1u : 0u});
         }
     }
+    w.family("drover_cluster_priority_load_ratio", "gauge",
+             "Share of requests each priority group (SRV) gets, 0 to 1; one group, priority 0, for other discovery.");
+    for (const auto* c : clusters) {
+        for (const auto& g : c->selection().priorities) {
+            w.sample("drover_cluster_priority_load_ratio", {{"cluster", c->name()}, {"priority", std::to_string(g.priority)}}, g.load);
+        }
+    }
 }
 
 // GET /config: the running configuration as JSON, every key with its effective value (defaults
 // included), so an operator sees what Drover runs with rather than what the file said. Private keys
 // are never shown: their paths are replaced by "<redacted>".
+// A fraction as the percentage the config takes: 0.5 -> "50%".
+std::string percent_text(double fraction) { return fmt::format("{:g}%", fraction * 100.0); }
+
 std::string duration_text(std::chrono::milliseconds d) {
     const auto ms = d.count();
     if (ms != 0 && ms % 1000 == 0) { return fmt::format("{}s", ms / 1000); }
@@ -402,11 +413,12 @@ void render_health_config(JsonWriter& j, const config::Cluster& c) {
     j.key("health_check").begin_object();
     j.key("enabled").value(h.enabled);
     j.key("interval").value(duration_text(h.interval)).key("unhealthy_interval").value(duration_text(h.unhealthy_interval));
-    j.key("timeout").value(duration_text(h.timeout)).key("jitter").value(h.jitter);
+    j.key("timeout").value(duration_text(h.timeout)).key("jitter").value(percent_text(h.jitter));
     j.key("healthy_threshold").value(std::uint64_t{h.healthy_threshold});
     j.key("unhealthy_threshold").value(std::uint64_t{h.unhealthy_threshold});
     if (const auto* http = std::get_if<config::HttpProbe>(&h.probe)) {
-        j.key("http").begin_object().key("path").value(http->path).key("host").value(http->host);
+        j.key("http").begin_object().key("path").value(http->path);
+        j.key("host").value(http->host.empty() ? c.service_name() : http->host);
         j.key("expected_statuses").begin_array();
         for (const auto& r : http->expected_statuses) {
             j.value(r.lo == r.hi ? fmt::format("{}", r.lo) : fmt::format("{}-{}", r.lo, r.hi));
@@ -421,10 +433,11 @@ void render_health_config(JsonWriter& j, const config::Cluster& c) {
     j.key("enabled").value(o.enabled).key("consecutive_failures").value(std::uint64_t{o.consecutive_failures});
     j.key("base_ejection_time").value(duration_text(o.base_ejection_time));
     j.key("max_ejection_time").value(duration_text(o.max_ejection_time));
-    j.key("max_ejection_percent").value(o.max_ejection_percent);
+    j.key("max_ejection_percent").value(percent_text(o.max_ejection_percent));
     j.end_object();
-    j.key("panic_threshold").value(c.panic_threshold);
+    j.key("panic_threshold").value(percent_text(c.panic_threshold));
     j.key("panic_policy").value(c.panic_policy == config::PanicPolicy::use_all ? "use_all" : "fail_closed");
+    j.key("priority_overprovisioning").value(percent_text(c.priority_overprovisioning));
     j.key("slow_start").value(duration_text(c.slow_start));
     j.key("hold_timeout").value(duration_text(c.hold_timeout));
 }
@@ -435,9 +448,9 @@ void render_cluster_config(JsonWriter& j, const config::Cluster& c) {
     j.key("name").value(c.name);
     render_discovery_config(j, c.discovery);
     j.key("load_balancing").value(policy_name(c.load_balancing));
-    if (c.hash) {
+    if (c.hash || c.load_balancing == config::LbPolicy::maglev) {
         j.key("hash").begin_object();
-        if (c.hash->kind == config::HashPolicy::Kind::source_ip) {
+        if (!c.hash || c.hash->kind == config::HashPolicy::Kind::source_ip) {
             j.key("source_ip").value(true);
         } else {
             j.key(c.hash->kind == config::HashPolicy::Kind::header ? "header" : "cookie").value(c.hash->name);
@@ -450,7 +463,7 @@ void render_cluster_config(JsonWriter& j, const config::Cluster& c) {
     j.key("on").begin_array();
     for (const auto on : c.retries.on) { j.value(kRetryOn[static_cast<std::size_t>(on)]); }
     j.end_array();
-    j.key("budget").value(c.retries.budget).key("per_try_timeout").value(duration_text(c.retries.per_try_timeout));
+    j.key("budget").value(percent_text(c.retries.budget)).key("per_try_timeout").value(duration_text(c.retries.per_try_timeout));
     j.end_object();
     j.key("timeouts").begin_object().key("connect").value(duration_text(c.timeouts.connect));
     j.key("request").value(duration_text(c.timeouts.request)).key("idle").value(duration_text(c.timeouts.idle)).end_object();
@@ -787,6 +800,17 @@ std::string render_clusters(const Server& server) {
         j.key("hosts_eligible").value(static_cast<std::uint64_t>(c->selection().eligible));
         j.key("healthy_fraction").value(c->selection().healthy_fraction);
         j.key("panic").value(c->panic());
+        // Priority groups (SRV): what each gets; one group of priority 0 for other discovery.
+        j.key("priorities").begin_array();
+        for (const auto& g : c->selection().priorities) {
+            j.begin_object();
+            j.key("priority").value(std::uint64_t{g.priority});
+            j.key("hosts_counted").value(static_cast<std::uint64_t>(g.counted));
+            j.key("hosts_available").value(static_cast<std::uint64_t>(g.available));
+            j.key("load_percent").value(std::round(g.load * 1000.0) / 10.0);
+            j.end_object();
+        }
+        j.end_array();
         j.key("hosts").begin_array();
         for (std::size_t i = 0; i < c->hosts().size(); ++i) {
             j.begin_object();

@@ -154,6 +154,47 @@ class DnsDiscoveryTest(DroverTestCase):
         dns.set_srv([SrvRecord(service, "standby.drover.test", standby.port, priority=20, weight=1)])
         self.wait_tags(addr, {b"standby"})
 
+    def test_a_best_group_short_of_hosts_spills_to_the_next_by_its_health(self):
+        # Best group: 3 hosts, then 2 of them stop (connections refused, their checks fail); backup: 1
+        # host. The cluster has 2 of 4 up (no panic). The best group's health is 140% x 1/3 = 46.7%:
+        # the rest of the load goes to the backup, not all of it to the one host left (strict
+        # failover), nor all to the backup. At 10000% the best group keeps everything.
+        best = [self.backend(TaggedBackend("best", host="127.0.0.2")) for _ in range(3)]
+        backup = self.backend(TaggedBackend("backup", host="127.0.0.3"))
+        service = "_web._tcp.drover.test"
+        names = {"best.drover.test": ["127.0.0.2"], "backup.drover.test": ["127.0.0.3"]}
+        records = [SrvRecord(service, "best.drover.test", b.port, priority=0, weight=1) for b in best]
+        records.append(SrvRecord(service, "backup.drover.test", backup.port, priority=1, weight=1))
+        dns = self.dnsmasq(names, records)
+        check = {"interval": "200ms", "unhealthy_interval": "100ms", "timeout": "150ms", "tcp": {}}
+        cluster = dns_cluster("back", service, dns, type="srv", load_balancing="round_robin",
+                              health_check=check, slow_start="0s", self_healing=True)
+        drover, addr = self.proxy(cluster)
+
+        def states(want):
+            clusters = drover.admin_json("/clusters")["clusters"]
+            return clusters[0] if sorted(h["state"] for h in clusters[0]["hosts"]) == want else None
+        wait_until(lambda: states(["healthy"] * 4), 10, message="every host healthy")
+        best[1].stop()
+        best[2].stop()
+        view = wait_until(lambda: states(["healthy", "healthy", "unhealthy", "unhealthy"]), 10,
+                          message="two hosts healthy, two unhealthy")
+        self.assertEqual([(g["priority"], g["hosts_counted"], g["hosts_available"]) for g in view["priorities"]],
+                         [(0, 3, 1), (1, 1, 1)])
+        self.assertAlmostEqual(view["priorities"][0]["load_percent"], 46.7, delta=0.1)
+        self.assertFalse(view["panic"])
+        counts = self.tags(addr, 100)
+        self.assertEqual(counts[b"best"] + counts[b"backup"], 100)
+        self.assertAlmostEqual(counts[b"best"], 47, delta=2)
+
+        cluster["priority_overprovisioning"] = "10000%"
+        with open(drover.config_path, "w", encoding="utf-8") as f:
+            f.write(to_yaml(make_config([tcp_listener("front", "back")], [cluster])))
+        self.assertEqual(drover.admin_post("/reload").status, 200)
+        wait_until(lambda: drover.admin_json("/clusters")["clusters"][0]["priorities"][0]["load_percent"] == 100, 5,
+                   message="the best group takes everything at 10000%")
+        self.assertEqual(self.tags(addr, 20), collections.Counter({b"best": 20}))
+
     def test_a_part_of_the_answer_that_keeps_failing_is_logged_once(self):
         # Three SRV targets with IPv4 addresses only, outside the domain dnsmasq answers for alone: it
         # has no AAAA for them to give and no upstream to ask, so their AAAA questions are REFUSED at

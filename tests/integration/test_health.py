@@ -183,6 +183,12 @@ class HealthTest(HttpTestCase):
         self.assertEqual(cluster["hold_timeout"], "3s")
         self.assertEqual(cluster["retries"]["on"], ["connect_failure", "reset", "timeout", "502", "503", "504"])
         self.assertEqual(config["listeners"][0]["routes"][0]["cluster"], "app")
+        # As the config takes them: percentages with their sign, the Host the checks really send.
+        self.assertEqual((cluster["panic_threshold"], cluster["retries"]["budget"], cluster["health_check"]["jitter"],
+                          cluster["outlier_detection"]["max_ejection_percent"], cluster["priority_overprovisioning"]),
+                         ("50%", "20%", "10%", "50%", "140%"))
+        self.assertEqual(cluster["health_check"]["http"]["host"], "app")
+        self.assertNotIn("hash", cluster)   # least_request has none
 
     def test_unknown_host_detail_is_404(self):
         a = Switchable(self, "a")

@@ -306,8 +306,10 @@ class TcpProxyTest(DroverTestCase):
         # key's host is the dead one, each retry walks to the same next host.
         backends = [self.tagged_backend(tag) for tag in ("A", "B", "C")]
         dead = self.closed_port()
-        _, addr = self.proxy([backends[0], dead, *backends[1:]], workers=2,
-                             cluster_extra={"load_balancing": "maglev"})
+        drover, addr = self.proxy([backends[0], dead, *backends[1:]], workers=2,
+                                  cluster_extra={"load_balancing": "maglev"})
+        # /config shows the hash it uses though the file names none.
+        self.assertEqual(drover.admin_json("/config")["clusters"][0]["hash"], {"source_ip": True})
         answers = set()
         for _ in range(12):
             with self.connect(addr) as sock:

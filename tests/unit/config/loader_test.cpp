@@ -746,6 +746,42 @@ clusters:
         HasOnlyError(r, 10, 22, "clusters[0].panic_threshold", "percentage must be between 0% and 100%"));
 }
 
+TEST(Loader, PriorityOverprovisioning) {
+    const auto ok = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      dns: { name: _web._tcp.example, type: srv }
+    priority_overprovisioning: 200%
+)"));
+    ASSERT_TRUE(ok.config) << listing(ok);
+    EXPECT_TRUE(ok.warnings.empty());
+    EXPECT_DOUBLE_EQ(ok.config->clusters[0].priority_overprovisioning, 2.0);
+    EXPECT_DOUBLE_EQ(config::Cluster{}.priority_overprovisioning, 1.4);
+
+    const auto low = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      dns: { name: _web._tcp.example, type: srv }
+    priority_overprovisioning: 90%
+)"));
+    EXPECT_TRUE(HasOnlyError(low, 10, 32, "clusters[0].priority_overprovisioning",
+                             "percentage must be between 100% and 10000%"));
+
+    // Without SRV there are no groups: accepted, with a warning.
+    const auto static_hosts = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    priority_overprovisioning: 150%
+)"));
+    ASSERT_TRUE(static_hosts.config) << listing(static_hosts);
+    EXPECT_TRUE(HasWarning(static_hosts, 10, 5, "clusters[0].priority_overprovisioning",
+                           "priority_overprovisioning has no effect: only dns.type: srv gives priority groups"));
+}
+
 TEST(Loader, PercentNeedsASign) {
     const auto r = load_all(with_cluster(R"(
 clusters:

@@ -191,5 +191,132 @@ TEST(Selection, ReusingTheOutputClearsPreviousResults) {
     EXPECT_DOUBLE_EQ(out.total_weight, 0.0);
 }
 
+// Priority groups (SRV): the share of requests each group's hosts get, from their weights.
+std::vector<double> group_shares(const Selection& s, const std::vector<std::uint32_t>& priority) {
+    std::vector<double> shares;
+    for (const auto& g : s.priorities) {
+        double w = 0.0;
+        for (std::size_t i = 0; i < s.hosts.size(); ++i) { w += priority[i] == g.priority ? s.hosts[i].weight : 0.0; }
+        shares.push_back(w / s.total_weight);
+    }
+    return shares;
+}
+
+TEST(PrioritySelection, AHealthyBestGroupTakesEverything) {
+    const std::vector<HostInput> hosts{healthy(2), healthy(1), healthy(), healthy()};
+    const std::vector<std::uint32_t> priority{10, 10, 20, 20};
+    Selection s;
+    select_priority_hosts(hosts, priority, {}, t0, s);
+    EXPECT_EQ(weights(s), (std::vector<double>{2, 1, 0, 0}));   // a group serving alone keeps its weights
+    ASSERT_EQ(s.priorities.size(), 2u);
+    EXPECT_EQ(s.priorities[0].priority, 10u);
+    EXPECT_DOUBLE_EQ(s.priorities[0].load, 1.0);
+    EXPECT_DOUBLE_EQ(s.priorities[1].load, 0.0);
+    EXPECT_EQ(s.eligible, 2u);
+}
+
+TEST(PrioritySelection, AGroupShortOfHostsSpillsInProportionToItsHealth) {
+    // Best group: 1 of 3 available, health 1.4 x 1/3 = 46.7%; the cluster (2 of 4 up) is not in panic.
+    // The rest goes to the backup group, weights within a group kept in proportion.
+    const std::vector<HostInput> hosts{healthy(), ejected(), unhealthy(), healthy(2), healthy(1)};
+    const std::vector<std::uint32_t> priority{0, 0, 0, 1, 1};
+    Selection s;
+    select_priority_hosts(hosts, priority, {}, t0, s);
+    EXPECT_FALSE(s.panic);
+    ASSERT_EQ(s.priorities.size(), 2u);
+    EXPECT_NEAR(s.priorities[0].load, 1.4 / 3, 1e-12);
+    EXPECT_NEAR(s.priorities[1].load, 1 - 1.4 / 3, 1e-12);
+    EXPECT_EQ(s.priorities[0].counted, 3u);
+    EXPECT_EQ(s.priorities[0].available, 1u);
+    const auto shares = group_shares(s, priority);
+    EXPECT_NEAR(shares[0], 1.4 / 3, 1e-12);
+    EXPECT_NEAR(s.hosts[3].weight, 2 * s.hosts[4].weight, 1e-12);
+    EXPECT_FALSE(s.hosts[1].eligible);
+    EXPECT_FALSE(s.hosts[2].eligible);
+    EXPECT_EQ(s.eligible, 3u);
+}
+
+TEST(PrioritySelection, OverprovisioningLetsAGroupMissAFewHosts) {
+    // 5 of 7 up at 1.4: still the whole load; 4 of 7: 80%.
+    std::vector<HostInput> hosts(7, healthy());
+    hosts.push_back(healthy());
+    std::vector<std::uint32_t> priority(7, 0);
+    priority.push_back(1);
+    hosts[0] = unhealthy();
+    hosts[1] = unhealthy();
+    Selection s;
+    select_priority_hosts(hosts, priority, SelectionSettings{0.0}, t0, s);
+    EXPECT_DOUBLE_EQ(s.priorities[0].load, 1.0);
+    EXPECT_FALSE(s.hosts[7].eligible);
+    hosts[2] = unhealthy();
+    select_priority_hosts(hosts, priority, SelectionSettings{0.0}, t0, s);
+    EXPECT_NEAR(s.priorities[0].load, 0.8, 1e-12);
+    EXPECT_NEAR(group_shares(s, priority)[1], 0.2, 1e-12);
+    // At 100%, every missing host moves its share; at 10000%, strict failover.
+    SelectionSettings exact{0.0};
+    exact.overprovisioning = 1.0;
+    select_priority_hosts(hosts, priority, exact, t0, s);
+    EXPECT_NEAR(s.priorities[0].load, 4.0 / 7, 1e-12);
+    SelectionSettings strict{0.0};
+    strict.overprovisioning = 100.0;
+    select_priority_hosts(hosts, priority, strict, t0, s);
+    EXPECT_DOUBLE_EQ(s.priorities[0].load, 1.0);
+}
+
+TEST(PrioritySelection, LoadFallsThroughSeveralGroupsAndIsScaledUpWhenAllAreShort) {
+    // Healths 0.7, 0.7, 0.7: 70% to the first, 30% to the second, none to the third.
+    const std::vector<HostInput> hosts{healthy(), unhealthy(), healthy(), unhealthy(), healthy(), unhealthy()};
+    const std::vector<std::uint32_t> priority{1, 1, 2, 2, 3, 3};
+    Selection s;
+    select_priority_hosts(hosts, priority, SelectionSettings{0.0}, t0, s);
+    ASSERT_EQ(s.priorities.size(), 3u);
+    EXPECT_NEAR(s.priorities[0].load, 0.7, 1e-12);
+    EXPECT_NEAR(s.priorities[1].load, 0.3, 1e-12);
+    EXPECT_DOUBLE_EQ(s.priorities[2].load, 0.0);
+    EXPECT_FALSE(s.hosts[4].eligible);
+    // Healths 0.35 and 0.35 (1 of 4 up in each, panic off): half each.
+    const std::vector<HostInput> short_hosts{healthy(), unhealthy(), unhealthy(), unhealthy(),
+                                             healthy(), unhealthy(), unhealthy(), unhealthy()};
+    const std::vector<std::uint32_t> two{1, 1, 1, 1, 2, 2, 2, 2};
+    select_priority_hosts(short_hosts, two, SelectionSettings{0.0}, t0, s);
+    EXPECT_NEAR(s.priorities[0].load, 0.5, 1e-12);
+    EXPECT_NEAR(s.priorities[1].load, 0.5, 1e-12);
+}
+
+TEST(PrioritySelection, AGroupWithNothingAvailableOrOnlyUnknownHostsGetsNothing) {
+    const std::vector<HostInput> hosts{unknown(), unknown(), ejected(), healthy(), healthy()};
+    const std::vector<std::uint32_t> priority{0, 0, 1, 2, 2};
+    Selection s;
+    select_priority_hosts(hosts, priority, {}, t0, s);
+    EXPECT_EQ(weights(s), (std::vector<double>{0, 0, 0, 1, 1}));
+    EXPECT_DOUBLE_EQ(s.priorities[2].load, 1.0);
+}
+
+TEST(PrioritySelection, InPanicOneGroupServesUnderThePanicPolicy) {
+    // 1 of 4 up (25% < 50%): panic. use_all: the best group with an available host, dead ones too.
+    const std::vector<HostInput> hosts{unhealthy(), unhealthy(), healthy(), unhealthy()};
+    const std::vector<std::uint32_t> priority{0, 0, 1, 1};
+    Selection s;
+    select_priority_hosts(hosts, priority, {}, t0, s);
+    EXPECT_TRUE(s.panic);
+    EXPECT_EQ(weights(s), (std::vector<double>{0, 0, 1, 1}));
+    // None available anywhere: the best group with a counted host.
+    const std::vector<HostInput> down{unknown(), unhealthy(), unhealthy()};
+    select_priority_hosts(down, std::vector<std::uint32_t>{0, 1, 1}, {}, t0, s);
+    EXPECT_EQ(weights(s), (std::vector<double>{0, 1, 1}));
+    // fail_closed: nothing.
+    select_priority_hosts(hosts, priority, SelectionSettings{0.5, PanicPolicy::fail_closed}, t0, s);
+    EXPECT_EQ(s.eligible, 0u);
+}
+
+TEST(PrioritySelection, OneGroupIsPlainSelection) {
+    const std::vector<HostInput> hosts{healthy(3), unhealthy(), healthy()};
+    Selection s;
+    select_priority_hosts(hosts, std::vector<std::uint32_t>{5, 5, 5}, {}, t0, s);
+    EXPECT_EQ(weights(s), (std::vector<double>{3, 0, 1}));
+    ASSERT_EQ(s.priorities.size(), 1u);
+    EXPECT_DOUBLE_EQ(s.priorities[0].load, 1.0);
+}
+
 }  // namespace
 }  // namespace drover::health

@@ -1,5 +1,6 @@
 // proxy/cluster: how successive endpoint sets become snapshots. Hosts are kept by address (a host that
-// stays keeps its identity and counters), changes are counted, and only the best SRV priority serves.
+// stays keeps its identity and counters), changes are counted, and SRV priority groups share the load
+// by their health.
 
 #include <gtest/gtest.h>
 
@@ -105,7 +106,8 @@ TEST_F(ClusterDiscoveryTest, TheNextPriorityGroupServesWhileTheBestHasNoAvailabl
 TEST_F(ClusterDiscoveryTest, PanicIsTheClustersNotTheBestGroups) {
     // Two of the best group's three hosts ejected: that group has 1 of 3 up, but the cluster has 2 of
     // 4, not below the 50% threshold. No panic: the group serves on its one available host, rather
-    // than on its dead ones too (use_all) or on none (fail_closed).
+    // than on its dead ones too (use_all) or on none (fail_closed), and what its health (1.4 x 1/3)
+    // does not cover spills to the backup group.
     resolver->push({endpoint("127.0.0.5", 9001, 1, 10), endpoint("127.0.0.6", 9002, 1, 10),
                     endpoint("127.0.0.7", 9003, 1, 10), endpoint("127.0.0.8", 9004, 1, 20)});
     const auto best = cluster->snapshot()->hosts;
@@ -113,9 +115,17 @@ TEST_F(ClusterDiscoveryTest, PanicIsTheClustersNotTheBestGroups) {
     for (std::size_t h = 0; h < 2; ++h) {
         for (int i = 0; i < 3; ++i) { cluster->on_outcome(best[h].host, health::Outcome::connect_failed); }
     }
-    EXPECT_EQ(hosts(), "127.0.0.7:9003/w1");
+    const auto& hosts = cluster->snapshot()->hosts;
+    ASSERT_EQ(hosts.size(), 2u);
+    EXPECT_EQ(hosts[0].host->name(), "127.0.0.7:9003");
+    EXPECT_EQ(hosts[1].host->name(), "127.0.0.8:9004");
+    // Weights 1 + 1 shared 46.7 / 53.3, in hundredths.
+    EXPECT_EQ(hosts[0].weight, 93u);
+    EXPECT_EQ(hosts[1].weight, 107u);
     EXPECT_FALSE(cluster->snapshot()->panic);
     EXPECT_DOUBLE_EQ(cluster->selection().healthy_fraction, 0.5);
+    ASSERT_EQ(cluster->selection().priorities.size(), 2u);
+    EXPECT_NEAR(cluster->selection().priorities[0].load, 1.4 / 3, 1e-9);
 }
 
 TEST_F(ClusterDiscoveryTest, AFailureStreakIsEjectedAtOnceAndASuccessResetsIt) {
