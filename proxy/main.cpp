@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -26,9 +27,9 @@ constexpr std::string_view kUsage = R"(usage: drover -c FILE            run with
        drover --check -c FILE    validate FILE: exit 0, or 2 printing every problem as file:line:col
        drover --demo             run the embedded demo (no file needed)
 options:
-  -c, --config FILE      the YAML config (see docs/configuration.md)
+  -c, --config FILE      the YAML config (see docs/configuration.md); also --config=FILE
       --check            validate only, do not start
-      --demo             three demo replicas behind a TCP listener, with admin controls
+      --demo             three demo replicas behind an HTTP listener, with admin controls
       --demo-listen ADDR demo listener address (default 127.0.0.1:8080)
       --demo-admin ADDR  demo admin address (default 127.0.0.1:9901)
   -v, --version          print the version
@@ -41,6 +42,7 @@ struct Options {
     bool demo = false;
     std::string demo_listen = "127.0.0.1:8080";
     std::string demo_admin = "127.0.0.1:9901";
+    bool demo_address_given = false;
 };
 
 int usage_error(const std::string& message) {
@@ -80,13 +82,26 @@ int main(int argc, char** argv) {
     drover::proxy::catch_early_signals();   // a reload or log signal while Drover starts (early_signals.hpp)
     Options options;
     for (int i = 1; i < argc; ++i) {
-        const std::string_view arg = argv[i];
+        std::string_view arg = argv[i];
+        // "--option=value" as well as "--option value".
+        std::optional<std::string_view> inline_value;
+        if (const auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
+            inline_value = arg.substr(eq + 1);
+            arg = arg.substr(0, eq);
+        }
         auto value = [&](std::string& out) {
+            if (inline_value) {
+                out = *inline_value;
+                return !out.empty();
+            }
             if (i + 1 >= argc) { return false; }
             out = argv[++i];
             return true;
         };
+        const bool takes_value = arg == "-c" || arg == "--config" || arg == "--demo-listen" || arg == "--demo-admin";
+        if (inline_value && !takes_value) { return usage_error("'" + std::string(arg) + "' takes no value"); }
         if (arg == "-c" || arg == "--config") {
+            if (!options.config_path.empty()) { return usage_error("more than one config file: Drover reads one"); }
             if (!value(options.config_path)) { return usage_error("-c needs a file"); }
         } else if (arg == "--check") {
             options.check = true;
@@ -94,8 +109,10 @@ int main(int argc, char** argv) {
             options.demo = true;
         } else if (arg == "--demo-listen") {
             if (!value(options.demo_listen)) { return usage_error("--demo-listen needs an address"); }
+            options.demo_address_given = true;
         } else if (arg == "--demo-admin") {
             if (!value(options.demo_admin)) { return usage_error("--demo-admin needs an address"); }
+            options.demo_address_given = true;
         } else if (arg == "-v" || arg == "--version") {
             std::printf("drover %s\n", DROVER_VERSION);
             return 0;
@@ -124,6 +141,7 @@ int main(int argc, char** argv) {
         return serve(std::move(*result.config), &demo);
     }
 
+    if (options.demo_address_given) { return usage_error("--demo-listen and --demo-admin go with --demo"); }
     if (options.config_path.empty()) { return usage_error("no config: use -c FILE (or --demo)"); }
     auto result = drover::config::load_file(options.config_path);
     if (!result.ok()) { return print_errors(result); }

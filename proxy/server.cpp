@@ -297,8 +297,11 @@ void Server::start() {
     try {
         admin_->start();
     } catch (const std::exception& e) {
-        throw std::runtime_error(
-            fmt::format("admin.address: cannot listen on {}: {}", config_.admin.address.str(), socket_error(e)));
+        const auto& mark = config_.admin.mark;
+        const auto where = mark.file.empty() ? std::string{} : fmt::format("{}:{}: ", mark.file, mark.line);
+        throw std::runtime_error(fmt::format("{}admin.address: cannot listen on {}: {}{}", where,
+                                             config_.admin.address.str(), socket_error(e),
+                                             mark.file.empty() ? " (the default admin address: set admin.address)" : ""));
     }
     std::vector<Worker*> workers;
     for (auto& w : workers_) { workers.push_back(w.get()); }
@@ -364,7 +367,8 @@ namespace {
 bool same_settings(const config::Cluster& a, const config::Cluster& b) {
     return a.discovery == b.discovery && a.load_balancing == b.load_balancing && a.hash == b.hash &&
            a.health_check == b.health_check && a.outlier_detection == b.outlier_detection &&
-           a.panic_threshold == b.panic_threshold && a.panic_policy == b.panic_policy && a.slow_start == b.slow_start &&
+           a.panic_threshold == b.panic_threshold && a.panic_policy == b.panic_policy &&
+           a.priority_overprovisioning == b.priority_overprovisioning && a.slow_start == b.slow_start &&
            a.hold_timeout == b.hold_timeout && a.retries == b.retries && a.timeouts == b.timeouts &&
            a.limits == b.limits && a.adaptive_concurrency == b.adaptive_concurrency && a.tls == b.tls &&
            a.max_clusters == b.max_clusters && a.idle_timeout == b.idle_timeout;

@@ -132,8 +132,20 @@ class CheckTest(unittest.TestCase):
 
     def test_long_config_option(self):
         name = self.write("good.yaml", GOOD)
-        proc = self.drover("--check", "--config", name)
-        self.assertEqual(proc.returncode, 0, proc.stderr)
+        for args in (["--config", name], [f"--config={name}"]):
+            proc = self.drover("--check", *args)
+            self.assertEqual(proc.returncode, 0, (args, proc.stderr))
+
+    def test_usage_mistakes_are_refused(self):
+        name = self.write("good.yaml", GOOD)
+        for args, why in ((["--check", "-c", name, "-c", name], "more than one config file"),
+                          (["--check=yes", "-c", name], "'--check' takes no value"),
+                          (["--config=", "--check"], "-c needs a file"),
+                          (["--demo-listen", "127.0.0.1:0", "-c", name], "--demo-listen and --demo-admin go with --demo")):
+            with self.subTest(args=args):
+                proc = self.drover(*args)
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertIn(f"drover: {why}", proc.stderr)
 
     # -- one error each ------------------------------------------------------------------------------
 
@@ -271,6 +283,19 @@ class CheckTest(unittest.TestCase):
                 self.assertRegex(proc.stderr, rf"{re.escape(name)}:{line_of(text, '- name: front')}: listeners\[0\]: "
                                               rf"cannot listen on 127\.0\.0\.1:{port}: Address already in use")
                 self.assertNotIn("boost", proc.stderr)
+
+    def test_an_admin_port_in_use_says_where_it_was_set(self):
+        taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        text = f"admin:\n  address: 127.0.0.1:{port}\n" + GOOD.replace("admin:\n  address: 127.0.0.1:0\n", "")
+        name = self.write("busy-admin.yaml", text)
+        proc = self.drover("-c", name)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertRegex(proc.stderr, rf"{re.escape(name)}:2: admin\.address: cannot listen on 127\.0\.0\.1:{port}: "
+                                      r"Address already in use")
 
     # -- files that read as valid YAML but cannot run as they are ----------------------------------
 
