@@ -212,7 +212,7 @@ Try, in another terminal:
   curl -s http://{1}/clusters                          # each host: its state, and why
   curl -s -X POST http://{1}/demo/replicas/2/stop      # take replica 2 down ...
   for i in 1 2 3 4; do curl -s http://{0}/; done       # ... traffic moves to 1 and 3, no errors
-  curl -s http://{1}/clusters                          # replica 2 ejected, then unhealthy: why says so
+  curl -s http://{1}/clusters                          # replica 2 out of rotation (ejected or unhealthy): why says so
   curl -s -X POST http://{1}/demo/replicas/2/start     # it passes its checks and ramps back up
   curl -s http://{1}/metrics | grep -E 'drover_(http|outlier|health)'   # Prometheus metrics
   curl -si http://{0}/ -H 'Content-Length: 1' -H 'Content-Length: 1'  # ambiguous framing: 400, drover-error
