@@ -288,13 +288,33 @@ void Cluster::rebuild() {
     snapshot->panic = selection_.panic;
     const bool maglev = config_->load_balancing == config::LbPolicy::maglev;
     snapshot->hosts.reserve(order_.size());
+    // Consistent hashing keeps its table stable: slow start and overload do not reshape it, so it takes
+    // the configured weights; with load spilling across priority groups, each group's scaled to its share.
+    const auto& groups = selection_.priorities;
+    const auto group_of = [&](std::size_t i) {
+        return static_cast<std::size_t>(
+            std::lower_bound(groups.begin(), groups.end(), order_[i]->priority,
+                             [](const health::PriorityLoad& g, std::uint32_t p) { return g.priority < p; }) -
+            groups.begin());
+    };
+    std::vector<double> group_weight(maglev && groups.size() > 1 ? groups.size() : 0, 0.0);
+    double serving_weight = 0.0;
+    if (!group_weight.empty()) {
+        for (std::size_t i = 0; i < order_.size(); ++i) {
+            if (selection_.hosts[i].eligible) { group_weight[group_of(i)] += inputs[i].weight; }
+        }
+        for (const double w : group_weight) { serving_weight += w; }
+    }
     ramping_ = false;
     for (std::size_t i = 0; i < order_.size(); ++i) {
         const auto& chosen = selection_.hosts[i];
         if (!chosen.eligible) { continue; }
         ramping_ = ramping_ || chosen.slow_start_fraction < 1.0 || inputs[i].weight_factor < 1.0;
-        // Consistent hashing keeps its table stable: slow start and overload do not reshape it.
-        const double weight = maglev ? static_cast<double>(inputs[i].weight) : chosen.weight;
+        double weight = maglev ? static_cast<double>(inputs[i].weight) : chosen.weight;
+        if (!group_weight.empty()) {
+            const auto g = group_of(i);
+            weight = weight / group_weight[g] * groups[g].load * serving_weight;
+        }
         const auto scaled = static_cast<std::uint32_t>(std::max(1.0, std::round(weight * kWeightScale)));
         snapshot->hosts.push_back({order_[i]->host, scaled});
     }

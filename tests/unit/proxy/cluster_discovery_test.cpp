@@ -189,5 +189,36 @@ TEST(ClusterMaglev, TableIsKeptWhenHostsAndWeightsAreUnchanged) {
     cluster.stop();
 }
 
+// Maglev takes configured weights (its table ignores slow start and overload), but spilled load across
+// priority groups still shapes them: the backup group gets its share, not its raw weight.
+TEST(ClusterMaglev, PriorityGroupsShareTheTableByLoad) {
+    asio::io_context control;
+    config::Cluster config;
+    config.name = "web";
+    config.load_balancing = config::LbPolicy::maglev;
+    config.health_check.enabled = false;
+    config.slow_start = std::chrono::milliseconds::zero();
+    config.outlier_detection.max_ejection_percent = 1.0;
+    auto scripted = std::make_unique<ScriptedResolver>();
+    auto* resolver = scripted.get();
+    Cluster cluster(config, std::move(scripted), [](std::shared_ptr<const ClusterSnapshot>) {}, control);
+    cluster.start();
+    resolver->push({endpoint("127.0.0.5", 9001, 1, 0), endpoint("127.0.0.6", 9002, 1, 0),
+                    endpoint("127.0.0.7", 9003, 1, 0), endpoint("127.0.0.8", 9004, 3, 1)});
+    EXPECT_EQ(cluster.snapshot()->hosts.size(), 3u);   // the best group alone
+    for (int i = 0; i < 3; ++i) { cluster.on_outcome(cluster.snapshot()->hosts[0].host, health::Outcome::connect_failed); }
+    for (int i = 0; i < 3; ++i) { cluster.on_outcome(cluster.snapshot()->hosts[0].host, health::Outcome::connect_failed); }
+    // 1 of 3 left in the best group: 46.7% there, 53.3% to the backup, whose weight 3 counts for
+    // nothing against the other group (weights 1 + 3 shared 46.7 / 53.3, in hundredths).
+    const auto& hosts = cluster.snapshot()->hosts;
+    ASSERT_EQ(hosts.size(), 2u);
+    EXPECT_EQ(hosts[0].host->name(), "127.0.0.7:9003");
+    EXPECT_EQ(hosts[0].weight, 187u);
+    EXPECT_EQ(hosts[1].weight, 213u);
+    ASSERT_NE(cluster.snapshot()->maglev, nullptr);
+    EXPECT_EQ(cluster.snapshot()->maglev->host_count(), 2u);
+    cluster.stop();
+}
+
 }  // namespace
 }  // namespace drover::proxy
