@@ -60,22 +60,22 @@ void select_hosts(std::span<const HostInput> hosts, const SelectionSettings& set
     }
 }
 
+std::size_t group_index(std::span<const PriorityLoad> groups, std::uint32_t priority) {
+    const auto at = std::lower_bound(groups.begin(), groups.end(), priority,
+                                     [](const PriorityLoad& g, std::uint32_t p) { return g.priority < p; });
+    return static_cast<std::size_t>(at - groups.begin());
+}
+
 void select_priority_hosts(std::span<const HostInput> hosts, std::span<const std::uint32_t> priority,
                            const SelectionSettings& settings, Clock::time_point now, Selection& out) {
     select_hosts(hosts, settings, now, out);
     auto& groups = out.priorities;
     groups.clear();
     for (const auto p : priority) {
-        const auto at = std::lower_bound(groups.begin(), groups.end(), p,
-                                         [](const PriorityLoad& g, std::uint32_t q) { return g.priority < q; });
+        const auto at = groups.begin() + static_cast<std::ptrdiff_t>(group_index(groups, p));
         if (at == groups.end() || at->priority != p) { groups.insert(at, PriorityLoad{p, 0, 0, 0.0}); }
     }
-    const auto group_of = [&](std::size_t i) {
-        return static_cast<std::size_t>(
-            std::lower_bound(groups.begin(), groups.end(), priority[i],
-                             [](const PriorityLoad& g, std::uint32_t q) { return g.priority < q; }) -
-            groups.begin());
-    };
+    const auto group_of = [&](std::size_t i) { return group_index(groups, priority[i]); };
     // Few groups (one or two, rarely more): small vectors, no map.
     std::vector<double> weight(groups.size(), 0.0);
     for (std::size_t i = 0; i < hosts.size() && i < priority.size(); ++i) {

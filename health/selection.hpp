@@ -95,6 +95,9 @@ Selection select_hosts(std::span<const HostInput> hosts, const SelectionSettings
 void select_priority_hosts(std::span<const HostInput> hosts, std::span<const std::uint32_t> priority,
                            const SelectionSettings& settings, Clock::time_point now, Selection& out);
 
+// The index in `groups` (sorted by priority, as Selection::priorities) of the group of `priority`.
+std::size_t group_index(std::span<const PriorityLoad> groups, std::uint32_t priority);
+
 // The slow-start fraction alone, in [min_fraction, 1].
 double slow_start_fraction(const SelectionSettings& settings, std::optional<Clock::time_point> since,
                            Clock::time_point now);

@@ -291,12 +291,7 @@ void Cluster::rebuild() {
     // Consistent hashing keeps its table stable: slow start and overload do not reshape it, so it takes
     // the configured weights; with load spilling across priority groups, each group's scaled to its share.
     const auto& groups = selection_.priorities;
-    const auto group_of = [&](std::size_t i) {
-        return static_cast<std::size_t>(
-            std::lower_bound(groups.begin(), groups.end(), order_[i]->priority,
-                             [](const health::PriorityLoad& g, std::uint32_t p) { return g.priority < p; }) -
-            groups.begin());
-    };
+    const auto group_of = [&](std::size_t i) { return health::group_index(groups, order_[i]->priority); };
     std::vector<double> group_weight(maglev && groups.size() > 1 ? groups.size() : 0, 0.0);
     double serving_weight = 0.0;
     if (!group_weight.empty()) {
