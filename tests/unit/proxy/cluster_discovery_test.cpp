@@ -156,13 +156,18 @@ TEST_F(ClusterDiscoveryTest, AnEmptySetEmptiesTheCluster) {
 
 // A maglev table takes milliseconds to build: a rebuild that leaves the hosts and their weights as
 // they were (a DNS refresh with the same answer) keeps the table; any change to them makes a new one.
-TEST(ClusterMaglev, TableIsKeptWhenHostsAndWeightsAreUnchanged) {
-    asio::io_context control;
+config::Cluster maglev_config() {
     config::Cluster config;
     config.name = "web";
     config.load_balancing = config::LbPolicy::maglev;
     config.health_check.enabled = false;
     config.slow_start = std::chrono::milliseconds::zero();
+    return config;
+}
+
+TEST(ClusterMaglev, TableIsKeptWhenHostsAndWeightsAreUnchanged) {
+    asio::io_context control;
+    const auto config = maglev_config();
     auto scripted = std::make_unique<ScriptedResolver>();
     auto* resolver = scripted.get();
     std::vector<std::shared_ptr<const ClusterSnapshot>> published;
@@ -193,11 +198,7 @@ TEST(ClusterMaglev, TableIsKeptWhenHostsAndWeightsAreUnchanged) {
 // priority groups still shapes them: the backup group gets its share, not its raw weight.
 TEST(ClusterMaglev, PriorityGroupsShareTheTableByLoad) {
     asio::io_context control;
-    config::Cluster config;
-    config.name = "web";
-    config.load_balancing = config::LbPolicy::maglev;
-    config.health_check.enabled = false;
-    config.slow_start = std::chrono::milliseconds::zero();
+    auto config = maglev_config();
     config.outlier_detection.max_ejection_percent = 1.0;
     auto scripted = std::make_unique<ScriptedResolver>();
     auto* resolver = scripted.get();
