@@ -37,6 +37,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -326,6 +327,13 @@ class Drover:
         if listeners is None and isinstance(config, dict):
             listeners = [l["name"] for l in config.get("listeners", [])]
         self.expected_listeners = list(listeners or [])
+        if run_as is not None:
+            # The build may sit where another user cannot reach it (a clone in /root, mode 0700, as on a
+            # fresh machine): that user runs a copy from the test's own folder.
+            copy = os.path.join(self.dir, "drover")
+            shutil.copy2(self.binary, copy)
+            os.chmod(copy, 0o755)
+            self.binary = copy
         argv = [self.binary]
         if self.config_path is not None:
             argv += ["-c", self.config_path]
