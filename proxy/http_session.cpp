@@ -740,7 +740,8 @@ private:
         // Admission: the cluster's request breaker first, then each host's cap at every choice. Past
         // them a request waits up to queue_timeout for a slot, then is shed: 503, drover-error: shed.
         const bool low_priority = http_rules::iequals(info.priority.value, "low");
-        const auto queue_deadline = start_ + config.limits.queue_timeout;
+        // From now, not from the request's arrival: a slow head must not use up the wait for a slot.
+        const auto queue_deadline = Clock::now() + config.limits.queue_timeout;
         if (g_pressure.memory.load(std::memory_order_relaxed)) {
             stats->shed_memory.fetch_add(1, std::memory_order_relaxed);
             co_return reply_locally(shed_error(cluster, *stats, config, "the process is near its memory limit", has_body),
@@ -777,6 +778,9 @@ private:
         auto& excluded = excluded_;
         full.clear();
         bool waiting_for_host = false;
+        // Each wait for a host below its cap has queue_timeout of its own: a request held while every
+        // host was down, or retried after a hung host's per_try_timeout, has spent the first one.
+        Clock::time_point host_wait_deadline{};
 
         const auto budget = cluster.budget;   // a reload may replace the worker's; this request keeps its own
         budget->on_request(start_);
@@ -794,20 +798,22 @@ private:
             }
             if (entry == nullptr && !full.empty()) {
                 // Every host left is at its cap: wait for one to finish a request, up to queue_timeout.
+                static constexpr std::string_view kHostsFull = "every host is at limits.max_requests_per_host";
                 if (!waiting_for_host) {
-                    if (auto shed = start_waiting(*stats, config, low_priority, has_body, cluster)) {
+                    if (auto shed = start_waiting(*stats, config, low_priority, has_body, cluster,
+                                                  stats->shed_host_capacity, kHostsFull)) {
                         co_return reply_locally(std::move(*shed), !has_body && info.keep_alive);
                     }
                     waiting_for_host = true;
+                    host_wait_deadline = Clock::now() + config.limits.queue_timeout;
                 }
-                if (Clock::now() >= queue_deadline) {
+                if (Clock::now() >= host_wait_deadline) {
                     stats->pending_active.fetch_sub(1, std::memory_order_relaxed);
                     stats->shed_host_capacity.fetch_add(1, std::memory_order_relaxed);
-                    co_return reply_locally(
-                        shed_error(cluster, *stats, config, "every host is at limits.max_requests_per_host", has_body),
-                        !has_body && info.keep_alive);
+                    co_return reply_locally(shed_error(cluster, *stats, config, kHostsFull, has_body),
+                                            !has_body && info.keep_alive);
                 }
-                co_await wait_slot(cluster, queue_deadline);
+                co_await wait_slot(cluster, host_wait_deadline);
                 full.clear();
                 snapshot = cluster.snapshot;
                 continue;
@@ -1065,7 +1071,7 @@ private:
     asio::awaitable<bool> admit(WorkerCluster& cluster, ClusterStats& stats, const config::Cluster& config, bool low_priority,
                                 Clock::time_point deadline, bool has_body, TryTake try_take,
                                 std::atomic<std::uint64_t>& shed_counter, std::string_view why) {
-        if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster)) {
+        if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster, shed_counter, why)) {
             co_return reply_locally(std::move(*shed), true);
         }
         do {
@@ -1080,13 +1086,18 @@ private:
         co_return false;
     }
 
-    // A request found no slot: it may wait unless it is low priority or max_pending already wait.
+    // A request found no slot (`why`; counted in `shed_counter` if it is shed for it): it may wait unless
+    // it is low priority, queue_timeout is 0, or max_pending already wait.
     std::optional<LocalError> start_waiting(ClusterStats& stats, const config::Cluster& config, bool low_priority,
-                                            bool has_body, const WorkerCluster& cluster) {
-        if (low_priority || config.limits.queue_timeout <= std::chrono::milliseconds::zero()) {
-            stats.shed_low_priority.fetch_add(low_priority ? 1 : 0, std::memory_order_relaxed);
-            stats.shed_max_requests.fetch_add(low_priority ? 0 : 1, std::memory_order_relaxed);
-            return shed_error(cluster, stats, config, low_priority ? "no free slot for a low-priority request" : "no free slot", has_body);
+                                            bool has_body, const WorkerCluster& cluster,
+                                            std::atomic<std::uint64_t>& shed_counter, std::string_view why) {
+        if (low_priority) {
+            stats.shed_low_priority.fetch_add(1, std::memory_order_relaxed);
+            return shed_error(cluster, stats, config, "no free slot for a low-priority request", has_body);
+        }
+        if (config.limits.queue_timeout <= std::chrono::milliseconds::zero()) {
+            shed_counter.fetch_add(1, std::memory_order_relaxed);
+            return shed_error(cluster, stats, config, why, has_body);
         }
         if (stats.pending_active.fetch_add(1, std::memory_order_relaxed) >= static_cast<std::int64_t>(config.limits.max_pending)) {
             stats.pending_active.fetch_sub(1, std::memory_order_relaxed);

@@ -8,7 +8,7 @@ import time
 import unittest
 
 from harness import HttpTestCase, http_listener, make_config, route, static_cluster, wait_until
-from test_health import Switchable
+from test_health import FAST_CHECK, Switchable
 
 
 class SheddingTest(HttpTestCase):
@@ -98,6 +98,39 @@ class SheddingTest(HttpTestCase):
         drover, addr = self.proxy([a, b], {"max_requests_per_host": 1, "queue_timeout": "50ms"})
         statuses = sorted(s for s, _, _ in self.concurrently(addr, ["/1", "/2", "/3"]))
         self.assertEqual(statuses, [200, 200, 503])   # two hosts, one slot each
+
+
+    def test_requests_held_while_no_host_was_up_get_their_own_queue_timeout_when_one_comes_back(self):
+        # Held ~1 s (no host has passed a check), far past queue_timeout: when the host comes up with
+        # one slot, the three wait their turn for it rather than two being shed at once.
+        a = Switchable(self, "a")
+        a.delay = 0.1
+        a.health_status = 500
+        drover, addr = self.proxy([a], {"max_requests_per_host": 1, "queue_timeout": "600ms"},
+                                  health_check=FAST_CHECK, hold_timeout="8s")
+        results = []
+        threads = [threading.Thread(target=lambda p=p: results.append(self.client(addr).request("GET", p).status))
+                   for p in ("/1", "/2", "/3")]
+        for t in threads:
+            t.start()
+        wait_until(lambda: drover.metric_value("drover_cluster_held_requests_active", {"cluster": "app"}, default=0) == 3,
+                   5, message="three requests held")
+        time.sleep(1.0)
+        a.health_status = 200
+        for t in threads:
+            t.join(10)
+        self.assertEqual(sorted(results), [200, 200, 200])
+        self.assertEqual(self.shed_count(drover, "host_capacity"), 0)
+
+    def test_queue_timeout_zero_counts_the_shed_under_its_real_reason(self):
+        slow = Switchable(self, "slow")
+        slow.delay = 0.6
+        drover, addr = self.proxy([slow], {"max_requests_per_host": 1, "queue_timeout": "0s"})
+        (first, _, _), (second, _, resp) = self.concurrently(addr, ["/a", "/b"])
+        self.assertEqual(first, 200)
+        self.assertLocalResponse(resp, "shed")
+        self.assertIn("every host is at limits.max_requests_per_host", resp.text)
+        self.assertEqual((self.shed_count(drover, "host_capacity"), self.shed_count(drover, "max_requests")), (1, 0))
 
 
 class ProcessLimitTest(HttpTestCase):
