@@ -83,7 +83,17 @@ void ConcurrencyLimiter::release(Clock::time_point now, Duration latency, bool o
         // Only requests admitted under the probe's cap measure it: older ones waited in the old queue.
         const Clock::time_point admitted = now - latency;
         if (ok && admitted >= window_start_ && admitted <= probe_admit_until_) { add_sample(latency.count()); }
-        if (now >= probe_until_) { finish_probe(now); }
+        if (now < probe_until_) { return; }
+        if (window_ok_ < settings_.min_samples && now - window_start_ < settings_.max_window) {
+            // Light traffic: too few requests admitted under the cap have finished for a verdict. Admit
+            // under it a while longer (max_window at most in all), rather than learn nothing and probe
+            // again a few windows later, halving admission each time for nothing.
+            const Duration tail = probe_until_ - probe_admit_until_;
+            probe_admit_until_ = now + settings_.window;
+            probe_until_ = probe_admit_until_ + tail;
+            return;
+        }
+        finish_probe(now);
         return;
     }
 

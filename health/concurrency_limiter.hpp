@@ -39,6 +39,9 @@
 //    probe_factor x limit (half) for about `window` plus three of the last sample RTTs, and measures the
 //    same percentile over requests admitted under the cap (earlier ones waited in the old queue), early
 //    enough that all of them finished (the first completions alone would be the fastest ones).
+//    With light traffic the probe admits under its cap until min_samples of its requests finished (at
+//    most max_window): a probe that ended with too few would learn nothing and come back a few windows
+//    later, halving admission again each time.
 //    Halving is the experiment: if latency did not drop by more than the tolerance when load halved, it
 //    is the backend's own latency and becomes min_rtt, up or down. If it did drop, there was a queue, and
 //    the measurement may still hold some of it: min_rtt only takes it if lower, and the streak the next
@@ -125,6 +128,8 @@ public:
     }
 
     std::uint32_t limit() const { return limit_u32_; }
+    // What try_acquire() admits up to now: the limit, or less during a probe.
+    std::uint32_t cap() const { return cap_; }
     std::uint32_t in_flight() const { return in_flight_; }
     // Zero until the first window closed.
     Duration min_rtt() const { return Duration(min_rtt_); }

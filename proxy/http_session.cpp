@@ -1054,10 +1054,10 @@ private:
                 case LimiterVerdict::failed: limiter->release(now, now - admitted, false); break;
             }
             // A reload may have replaced the worker's limiter meanwhile: only the current one publishes.
-            if (limiter == cluster->limiter && limiter->limit() != cluster->published_limit) {
-                stats->concurrency_limit.fetch_add(static_cast<std::int64_t>(limiter->limit()) - cluster->published_limit,
+            if (limiter == cluster->limiter && limiter->cap() != cluster->published_limit) {
+                stats->concurrency_limit.fetch_add(static_cast<std::int64_t>(limiter->cap()) - cluster->published_limit,
                                                    std::memory_order_relaxed);
-                cluster->published_limit = limiter->limit();
+                cluster->published_limit = limiter->cap();
             }
             cluster->wake_one_slot_waiter();
         }

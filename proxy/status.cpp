@@ -279,7 +279,8 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
                 [&](const Cluster& c) { return relaxed(c.stats().pending_active); });
     w.family("drover_cluster_shed_total", "counter",
              "Requests shed (503, drover-error: shed), by reason: max_requests (no cluster slot within queue_timeout), "
-             "host_capacity (every host at max_requests_per_host), queue_full (max_pending waiting), low_priority.");
+             "host_capacity (every host at max_requests_per_host), queue_full (max_pending waiting), low_priority, "
+             "adaptive_concurrency (no slot under the learned limit within queue_timeout), memory (past process.max_memory).");
     for (const auto* c : clusters) {
         const auto& st = c->stats();
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "max_requests"}}, relaxed(st.shed_max_requests));
@@ -290,7 +291,8 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "memory"}}, relaxed(st.shed_memory));
     }
     w.family("drover_cluster_concurrency_limit", "gauge",
-             "adaptive_concurrency: the learned limit of requests in flight, summed over workers (absent when off).");
+             "adaptive_concurrency: the requests in flight admitted now, summed over workers: the learned limit, halved "
+             "during a worker's min-latency probe (absent when off).");
     for (const auto* c : clusters) {
         if (c->config().adaptive_concurrency) {
             w.sample("drover_cluster_concurrency_limit", {{"cluster", c->name()}}, relaxed(c->stats().concurrency_limit));

@@ -130,7 +130,7 @@ void attach_limiter(WorkerCluster& slot, const config::Cluster& config) {
     slot.limiter.reset();
     if (!config.adaptive_concurrency) { return; }
     slot.limiter = std::make_shared<health::ConcurrencyLimiter>(health::ConcurrencyLimiter::Settings::from(*config.adaptive_concurrency));
-    slot.published_limit = slot.limiter->limit();
+    slot.published_limit = slot.limiter->cap();
     slot.snapshot->stats->concurrency_limit.fetch_add(slot.published_limit, std::memory_order_relaxed);
 }
 

@@ -390,6 +390,31 @@ TEST(ConcurrencyLimiter, ProbeWithoutTrafficLearnsNothing) {
     EXPECT_EQ(l.min_rtt(), 10ms);
 }
 
+TEST(ConcurrencyLimiter, ProbeUnderLightTrafficWaitsForEnoughSamples) {
+    // A backend gone from 10 to 20 ms with a few requests a window: the probe's span ends with fewer than
+    // min_samples measured. It keeps admitting under its cap until it has them, then learns the new
+    // latency, instead of ending with nothing learned and coming back a few windows later.
+    ConcurrencyLimiter l(settings(4, 1000, 100));
+    const auto t = start_probe_after_slowdown(l);
+    const std::uint32_t limit = l.limit();
+    while (l.in_flight() > 0) { l.release(t + 10ms, 50ms, true); }   // sent before the probe: not measured
+    auto now = t + 10ms;
+    int sent = 0;
+    while (l.probing() && sent < 80) {   // one request every 60 ms, at 20 ms each
+        EXPECT_EQ(l.cap(), (limit + 1) / 2);
+        now += 60ms;
+        ASSERT_TRUE(l.try_acquire());
+        l.release(now + 20ms, 20ms, true);
+        ++sent;
+    }
+    EXPECT_FALSE(l.probing());
+    EXPECT_GT(sent, 10) << "it went on past its 160 ms span";
+    EXPECT_LT(now - t, 5s) << "and ended within max_window";
+    EXPECT_EQ(l.cap(), limit);
+    EXPECT_EQ(l.min_rtt(), 20ms);
+    EXPECT_EQ(l.counters().min_rtt_probes, 1u);
+}
+
 TEST(ConcurrencyLimiter, NeverLeavesTheConfiguredBounds) {
     ConcurrencyLimiter l(settings(4, 50, 20));
     std::uint64_t x = 12345;   // fixed LCG: the trace is the same every run
