@@ -898,7 +898,11 @@ private:
             if (outcome == Outcome::ok) {
                 const auto elapsed = attempt_end_ - attempt_start;
                 const double seconds = std::chrono::duration<double>(elapsed).count();
-                cluster.latency_ewma_seconds += kLatencyWeight * (seconds - cluster.latency_ewma_seconds);
+                // Seeded by the first exchange: from 0, a shed's Retry-After (from this average) stayed
+                // far too short for the first dozens of requests after a start or reload.
+                cluster.latency_ewma_seconds = cluster.latency_ewma_seconds == 0.0
+                                                   ? seconds
+                                                   : cluster.latency_ewma_seconds + kLatencyWeight * (seconds - cluster.latency_ewma_seconds);
                 if (worker_.index() < stats->latency.size()) {
                     stats->latency[worker_.index()]->add(std::chrono::duration_cast<std::chrono::microseconds>(elapsed));
                 }
@@ -1134,10 +1138,11 @@ private:
     static LocalError shed_error(const WorkerCluster& cluster, const ClusterStats& stats, const config::Cluster& config,
                                  std::string_view why, bool has_body) {
         const auto& limits = config.limits;
-        const std::uint64_t slots = std::min<std::uint64_t>(
+        std::uint64_t slots = std::min<std::uint64_t>(
             limits.max_requests, limits.max_requests_per_host > 0
                                      ? limits.max_requests_per_host * std::max<std::size_t>(1, cluster.snapshot->hosts.size())
                                      : limits.max_requests);
+        if (cluster.limiter) { slots = std::min<std::uint64_t>(slots, std::max<std::uint32_t>(1, cluster.limiter->cap())); }
         LocalError error{503, LocalReason::shed, fmt::format("overloaded, request shed: {}", why), has_body};
         error.retry_after = shed_retry_after(stats.pending_active.load(std::memory_order_relaxed), slots,
                                              cluster.latency_ewma_seconds);

@@ -122,6 +122,19 @@ class SheddingTest(HttpTestCase):
         self.assertEqual(sorted(results), [200, 200, 200])
         self.assertEqual(self.shed_count(drover, "host_capacity"), 0)
 
+    def test_retry_after_reflects_the_queue_from_the_first_request_on(self):
+        # One slot, two waiting, 1 s per request: the queue drains in about 3 s. Right after start (one
+        # request served), a shed's Retry-After must say so, not 1 s from an average still near 0.
+        slow = Switchable(self, "slow")
+        slow.delay = 1.0
+        drover, addr = self.proxy([slow], {"max_requests": 1, "max_pending": 2, "queue_timeout": "10s"})
+        self.assertEqual(self.client(addr).request("GET", "/first").status, 200)
+        results = self.concurrently(addr, ["/a", "/b", "/c", "/d"])
+        shed = [r for s, _, r in results if s == 503]
+        self.assertEqual(len(shed), 1, [s for s, _, _ in results])
+        self.assertLocalResponse(shed[0], "shed")
+        self.assertGreaterEqual(int(shed[0].header("retry-after")), 3)
+
     def test_queue_timeout_zero_counts_the_shed_under_its_real_reason(self):
         slow = Switchable(self, "slow")
         slow.delay = 0.6
