@@ -1,6 +1,7 @@
 #include "proxy/admin.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -43,6 +44,7 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr auto kAdminTimeout = std::chrono::seconds(10);
 constexpr std::size_t kAdminBodyLimit = 1024 * 1024;
 constexpr std::size_t kAdminHeaderLimit = 16 * 1024;
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);   // after EMFILE/ENFILE/ENOBUFS, as the listeners
 
 asio::awaitable<void> serve_admin(const Admin& admin, tcp::socket socket) {
     beast::tcp_stream stream(std::move(socket));
@@ -96,8 +98,13 @@ asio::awaitable<void> accept_admin(const Admin& admin, tcp::acceptor& acceptor) 
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
         if (ec) {
-            if (!acceptor.is_open()) { co_return; }
-            log::warn("admin: accept failed: {}", ec.message());
+            if (!acceptor.is_open() || ec == asio::error::operation_aborted) { co_return; }
+            // Out of descriptors (or buffers): the connection stays in the accept queue, so accepting
+            // again at once fails again. Back off, as the listeners do, instead of spinning the control
+            // loop (and its log) at full speed.
+            log::warn("admin: accept failed: {}; trying again in {} ms", ec.message(), kAcceptBackoff.count());
+            asio::steady_timer pause(acceptor.get_executor(), kAcceptBackoff);
+            co_await pause.async_wait(use_tuple);
             continue;
         }
         spawn(acceptor.get_executor(), serve_admin(admin, std::move(socket)), "admin session");

@@ -1265,7 +1265,7 @@ private:
         if (has_body) {
             if (info.expect_continue && request.version == 11) {
                 static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-                co_await asio::async_write(client_, asio::buffer(kContinue), use_tuple);
+                co_await write_client(asio::buffer(kContinue), listener_->config.timeouts.idle);
             }
             Outcome sent = co_await send_body(info);
             if (sent == Outcome::early_response ||
@@ -1528,21 +1528,41 @@ private:
         return {static_cast<const char*>(data.data()), data.size()};
     }
 
-    // Writes body bytes, as a chunk when `chunk` (the size line, the bytes, CRLF in one gathered write).
-    // Returns the write's error.
+    // `bytes` as one chunk: its size line (written into `size_line`), the bytes, CRLF, for one gathered write.
+    static std::array<asio::const_buffer, 3> chunk_parts(std::string_view bytes, std::array<char, 20>& size_line) {
+        const auto end = std::to_chars(size_line.data(), size_line.data() + size_line.size() - 2, bytes.size(), 16).ptr;
+        std::memcpy(end, "\r\n", 2);
+        return {asio::buffer(size_line.data(), static_cast<std::size_t>(end + 2 - size_line.data())),
+                asio::buffer(bytes.data(), bytes.size()), asio::buffer("\r\n", 2)};
+    }
+
+    // Writes body bytes, as a chunk when `chunk`. Returns the write's error.
     static asio::awaitable<boost::system::error_code> write_piece(Stream& to, std::string_view bytes, bool chunk) {
         if (!chunk) {
             auto [ec, n] = co_await asio::async_write(to, asio::buffer(bytes.data(), bytes.size()), use_tuple);
             co_return ec;
         }
         std::array<char, 20> size_line;
-        const auto end = std::to_chars(size_line.data(), size_line.data() + size_line.size() - 2, bytes.size(), 16).ptr;
-        std::memcpy(end, "\r\n", 2);
-        const std::array<asio::const_buffer, 3> parts = {
-            asio::buffer(size_line.data(), static_cast<std::size_t>(end + 2 - size_line.data())),
-            asio::buffer(bytes.data(), bytes.size()), asio::buffer("\r\n", 2)};
-        auto [ec, n] = co_await asio::async_write(to, parts, use_tuple);
+        auto [ec, n] = co_await asio::async_write(to, chunk_parts(bytes, size_line), use_tuple);
         co_return ec;
+    }
+
+    // Writes all of `buffers` to the client, or fails with beast::error::timeout once `timeout` passed
+    // first: a client that stops reading must not keep its connection, the backend's and a request slot
+    // for ever. A TLS stream carries its own timer; plain writes go straight to the socket, so the
+    // session's deadline cancels them.
+    template <class Buffers>
+    asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> write_client(const Buffers& buffers,
+                                                                                    std::chrono::milliseconds timeout) {
+        if (client_.tls()) {
+            client_.lowest().expires_after(timeout);
+            co_return co_await asio::async_write(client_, buffers, use_tuple);
+        }
+        arm_deadline(Clock::now() + timeout);
+        auto [ec, n] = co_await asio::async_write(client_, buffers, with_deadline());
+        disarm_deadline();
+        if (deadline_fired_) { ec = beast::error::timeout; }
+        co_return std::tuple{ec, n};
     }
 
     // Reads the response head (skipping interim 1xx), checks it, and streams it to the client.
@@ -1641,8 +1661,7 @@ private:
                                                          [](const auto& f) { return f.id == http_rules::FieldId::connection; });
                     if (connection != response.fields.end()) { interim.connection_tokens = connection->value; }
                     http_heads::client_response(interim, client_head_);
-                    if (client_.tls()) { client_.lowest().expires_after(listener_->config.timeouts.idle); }
-                    co_await asio::async_write(client_, asio::buffer(client_head_), use_tuple);
+                    co_await write_client(asio::buffer(client_head_), listener_->config.timeouts.idle);
                 }
                 continue;
             }
@@ -1702,7 +1721,7 @@ private:
         if (!chunk_out && upstream_buf.size() > 0 && !body.done()) {
             early_bad = body.next(buffered(upstream_buf), early).has_value();
         }
-        if (client_.tls()) { client_.lowest().expires_after(listener_->config.timeouts.idle); }   // plain writes: no timer
+        if (client_.tls()) { client_.lowest().expires_after(listener_->config.timeouts.idle); }   // plain: write_client's deadline
         // A small body is copied behind the head: one buffer is a send(2), where two are a sendmsg(2)
         // with more kernel work, and over TLS one record instead of two.
         std::string_view early_apart = early.data;
@@ -1718,7 +1737,7 @@ private:
             beast::buffers_suffix<std::array<asio::const_buffer, 2>> rest(head_parts);
             rest.consume(hn);
             std::size_t more = 0;
-            std::tie(hec, more) = co_await asio::async_write(client_, rest, use_tuple);
+            std::tie(hec, more) = co_await write_client(rest, listener_->config.timeouts.idle);
             hn += more;
         }
         upstream_buf.consume(early.consumed);
@@ -1769,10 +1788,16 @@ private:
             }
             if (!step.data.empty()) {
                 body_bytes += step.data.size();
-                client_.lowest().expires_after(listener_->config.timeouts.idle);
+                if (client_.tls()) { client_.lowest().expires_after(listener_->config.timeouts.idle); }
                 boost::system::error_code wec;
                 const std::size_t now = chunk_out ? 0 : write_now(client_, asio::buffer(step.data.data(), step.data.size()), wec);
-                if (!wec && now < step.data.size()) { wec = co_await write_piece(client_, step.data.substr(now), chunk_out); }
+                if (!wec && now < step.data.size()) {
+                    const auto rest = step.data.substr(now);
+                    std::array<char, 20> size_line;
+                    std::tie(wec, std::ignore) =
+                        chunk_out ? co_await write_client(chunk_parts(rest, size_line), listener_->config.timeouts.idle)
+                                  : co_await write_client(asio::buffer(rest.data(), rest.size()), listener_->config.timeouts.idle);
+                }
                 if (wec) {
                     close_upstream(host);
                     keep_client_ = false;
@@ -1784,7 +1809,7 @@ private:
             upstream_buf.consume(step.consumed);
         }
         if (chunk_out) {
-            auto [wec, wn] = co_await asio::async_write(client_, asio::buffer("0\r\n\r\n", 5), use_tuple);
+            auto [wec, wn] = co_await write_client(asio::buffer("0\r\n\r\n", 5), listener_->config.timeouts.idle);
             if (wec) { keep_client_ = false; }
         }
 
@@ -1856,8 +1881,11 @@ private:
                 // A long body yields to the worker's other connections now and then.
                 if (in_pipe == 0 && ++chunks % 16 == 0) { co_await asio::post(worker_.context(), asio::use_awaitable); }
             } else if (n < 0 && errno == EAGAIN) {
-                auto [ec] = co_await client_.socket().async_wait(tcp::socket::wait_write, use_tuple);
-                if (ec) { co_return SpliceEnd::client_gone; }
+                // A client that stops reading gets `idle` to start again, as in the copy loop.
+                arm_deadline(Clock::now() + idle);
+                auto [ec] = co_await client_.socket().async_wait(tcp::socket::wait_write, with_deadline());
+                disarm_deadline();
+                if (ec || deadline_fired_) { co_return SpliceEnd::client_gone; }
             } else if (n == 0 || errno != EINTR) {
                 co_return SpliceEnd::client_gone;   // `pipe` may hold bytes: it is closed, not kept
             }
@@ -1884,10 +1912,10 @@ private:
         head.append("\r\n", 2);
         status_ = 101;
         keep_client_ = false;
-        auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head), use_tuple);
+        auto [ec, n] = co_await write_client(asio::buffer(head), listener_->config.timeouts.idle);
         // Bytes either side sent right behind the handshake are already buffered: deliver them first.
         if (!ec && upstream_buf.size() > 0) {
-            std::tie(ec, n) = co_await asio::async_write(client_, upstream_buf.data(), use_tuple);
+            std::tie(ec, n) = co_await write_client(upstream_buf.data(), listener_->config.timeouts.idle);
         }
         if (!ec && client_buf_.size() > 0) {
             std::tie(ec, n) = co_await asio::async_write(*upstream_, client_buf_.data(), use_tuple);
@@ -1921,8 +1949,7 @@ private:
         status_ = static_cast<unsigned>(error.status);
         error_reason_ = reason;
         keep_client_ = !error.close;
-        client_.lowest().expires_after(std::chrono::seconds(5));
-        auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head), use_tuple);
+        auto [ec, n] = co_await write_client(asio::buffer(head), std::chrono::seconds(5));
         if (!ec) { bump(counters_->bytes_sent, n); }
         if (request != nullptr) {
             finish_request(*request, bodiless ? 0 : body.size());

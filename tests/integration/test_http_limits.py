@@ -214,6 +214,52 @@ class HttpLimitsTest(HttpTestCase):
         resp = self.get(addr, "/slow?delay=1", timeout=5)
         self.assertEqual(resp.status, 200, resp)
 
+    def test_a_client_that_stops_reading_is_closed_after_idle_and_frees_the_backend(self):
+        # The backend streams without end; the client sends its request and never reads. Once the
+        # socket buffers are full, Drover's write waits: after timeouts.idle it gives up, closes both
+        # connections and frees the request's slot. For a large Content-Length body (moved by splice)
+        # and for a chunked one (copied).
+        def endless(kind):
+            def script(conn, _backend):
+                conn.settimeout(10)
+                try:
+                    recv_head(conn)
+                    if kind == "length":
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+                        block = b"x" * 65536
+                    elif kind == "chunked":
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                        block = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+                    else:
+                        raise AssertionError(kind)
+                    while True:
+                        conn.sendall(block)
+                except OSError:
+                    pass
+            return script
+
+        for kind in ("length", "chunked"):
+            with self.subTest(kind=kind):
+                backend = self.backend(ScriptedBackend(endless(kind)))
+                drover, addr, _ = self.proxy(origin=backend, timeouts={"idle": "1s"},
+                                             cluster_extra={"timeouts": {"idle": "1s"}, "limits": {"max_requests": 1}})
+                sock = socket.create_connection(addr, timeout=5)
+                self.addCleanup(sock.close)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.sendall(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+                wait_until(lambda: drover.metric_value("drover_cluster_requests_active", {"cluster": "back"}) == 1, 5,
+                           message="the request in flight")
+                wait_until(lambda: drover.metric_value("drover_cluster_requests_active", {"cluster": "back"}) == 0, 8,
+                           message="the request's slot freed after timeouts.idle without progress")
+                self.assertEqual(drover.metric_value("drover_upstream_connections_active",
+                                                     {"cluster": "back", "host": backend.addr}), 0)
+                # The cluster's one slot is free again: another client is served (by a fresh request that
+                # also never reads, it is enough to see it admitted).
+                other = socket.create_connection(addr, timeout=5)
+                self.addCleanup(other.close)
+                other.sendall(b"GET /again HTTP/1.1\r\nHost: test\r\n\r\n")
+                self.assertTrue(recv_head(other).startswith(b"HTTP/1.1 200"))
+
     # -- upstream timeouts and failures ----------------------------------------------------------------
 
     def test_slow_origin_gets_504_and_its_late_answer_is_never_delivered(self):
