@@ -1792,11 +1792,16 @@ private:
                 boost::system::error_code wec;
                 const std::size_t now = chunk_out ? 0 : write_now(client_, asio::buffer(step.data.data(), step.data.size()), wec);
                 if (!wec && now < step.data.size()) {
+                    // (An if, not ?: with a co_await on each side: GCC 12 miscompiles that.)
                     const auto rest = step.data.substr(now);
-                    std::array<char, 20> size_line;
-                    std::tie(wec, std::ignore) =
-                        chunk_out ? co_await write_client(chunk_parts(rest, size_line), listener_->config.timeouts.idle)
-                                  : co_await write_client(asio::buffer(rest.data(), rest.size()), listener_->config.timeouts.idle);
+                    const auto idle = listener_->config.timeouts.idle;
+                    if (chunk_out) {
+                        std::array<char, 20> size_line;
+                        const auto parts = chunk_parts(rest, size_line);
+                        std::tie(wec, std::ignore) = co_await write_client(parts, idle);
+                    } else {
+                        std::tie(wec, std::ignore) = co_await write_client(asio::buffer(rest.data(), rest.size()), idle);
+                    }
                 }
                 if (wec) {
                     close_upstream(host);

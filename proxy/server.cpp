@@ -1,5 +1,7 @@
 #include "proxy/server.hpp"
 
+#include <malloc.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -265,21 +267,34 @@ asio::awaitable<void> Server::sweep_dynamic() {
 // again below 90% (a gap, so it does not flap at the line).
 asio::awaitable<void> Server::watch_memory() {
     constexpr auto kPeriod = std::chrono::milliseconds(250);
-    const auto limit = static_cast<double>(config_.process.max_memory);
     asio::steady_timer timer(control_);
     while (!draining_) {
-        const auto resident = resident_memory_bytes();
-        g_pressure.resident_bytes.store(resident, std::memory_order_relaxed);
+        // Read every time: a reload may set, change or remove the limit (it takes effect at once).
+        const auto max_memory = config_.process.max_memory;
+        const auto limit = static_cast<double>(max_memory);
         const bool was = g_pressure.memory.load(std::memory_order_relaxed);
-        const bool now = was ? static_cast<double>(resident) > 0.90 * limit : static_cast<double>(resident) > 0.95 * limit;
-        if (now != was) {
-            g_pressure.memory.store(now, std::memory_order_relaxed);
-            if (now) {
-                log::warn("memory: {} MiB resident, past 95% of process.max_memory ({} MiB): refusing new connections "
-                          "and shedding new requests", resident >> 20, config_.process.max_memory >> 20);
-            } else {
-                log::info("memory: {} MiB resident, below 90% of process.max_memory: taking new work again",
-                          resident >> 20);
+        if (max_memory == 0) {
+            if (was) {
+                g_pressure.memory.store(false, std::memory_order_relaxed);
+                log::info("memory: process.max_memory removed: taking new work again");
+            }
+        } else {
+            // Under pressure, memory freed since (connections gone) may still sit in malloc's free
+            // lists, counted as resident: give it back first, or a spike would leave Drover refusing
+            // work with nothing in use.
+            if (was) { ::malloc_trim(0); }
+            const auto resident = resident_memory_bytes();
+            g_pressure.resident_bytes.store(resident, std::memory_order_relaxed);
+            const bool now = was ? static_cast<double>(resident) > 0.90 * limit : static_cast<double>(resident) > 0.95 * limit;
+            if (now != was) {
+                g_pressure.memory.store(now, std::memory_order_relaxed);
+                if (now) {
+                    log::warn("memory: {} MiB resident, past 95% of process.max_memory ({} MiB): refusing new connections "
+                              "and shedding new requests", resident >> 20, max_memory >> 20);
+                } else {
+                    log::info("memory: {} MiB resident, below 90% of process.max_memory: taking new work again",
+                              resident >> 20);
+                }
             }
         }
         timer.expires_after(kPeriod);
@@ -315,7 +330,7 @@ void Server::start() {
     // Discovery first, so each worker applies the first snapshots before its first accept.
     for (auto& cluster : clusters_) { cluster->start(); }   // templates are started per Host, on first use
     for (auto& listener : listeners_) { listener->start(); }
-    if (config_.process.max_memory > 0) { spawn(control_.get_executor(), watch_memory(), "memory watch"); }
+    spawn(control_.get_executor(), watch_memory(), "memory watch");   // also without a limit: a reload may set one
     std::signal(SIGPIPE, SIG_IGN);
     wait_for_signal();   // the signals taken since the constructor, then those to come
     for (auto& worker : workers_) { worker->start(); }

@@ -214,51 +214,70 @@ class HttpLimitsTest(HttpTestCase):
         resp = self.get(addr, "/slow?delay=1", timeout=5)
         self.assertEqual(resp.status, 200, resp)
 
-    def test_a_client_that_stops_reading_is_closed_after_idle_and_frees_the_backend(self):
-        # The backend streams without end; the client sends its request and never reads. Once the
-        # socket buffers are full, Drover's write waits: after timeouts.idle it gives up, closes both
-        # connections and frees the request's slot. For a large Content-Length body (moved by splice)
-        # and for a chunked one (copied).
-        def endless(kind):
-            def script(conn, _backend):
-                conn.settimeout(10)
-                try:
-                    recv_head(conn)
-                    if kind == "length":
-                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
-                        block = b"x" * 65536
-                    elif kind == "chunked":
-                        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-                        block = b"10000\r\n" + b"x" * 65536 + b"\r\n"
-                    else:
-                        raise AssertionError(kind)
-                    while True:
-                        conn.sendall(block)
-                except OSError:
-                    pass
-            return script
+    @staticmethod
+    def endless_response(kind):
+        """A ScriptedBackend script: answers with a body without end, a large Content-Length (moved by
+        splice) or chunked (copied), until the connection breaks."""
+        def script(conn, _backend):
+            conn.settimeout(10)
+            try:
+                recv_head(conn)
+                if kind == "length":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+                    block = b"x" * 65536
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    block = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+                while True:
+                    conn.sendall(block)
+            except OSError:
+                pass
+        return script
 
+    def stream_to_a_reader_that_never_reads(self, kind, idle):
+        """drover (timeouts.idle `idle` both sides, one request slot) and a client whose request gets an
+        endless response it never reads, in flight. Returns (drover, addr, backend, client socket)."""
+        backend = self.backend(ScriptedBackend(self.endless_response(kind)))
+        drover, addr, _ = self.proxy(origin=backend, timeouts={"idle": idle},
+                                     cluster_extra={"timeouts": {"idle": idle}, "limits": {"max_requests": 1}})
+        sock = socket.create_connection(addr, timeout=5)
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        wait_until(lambda: self.requests_active(drover) == 1, 5, message="the request in flight")
+        return drover, addr, backend, sock
+
+    @staticmethod
+    def requests_active(drover):
+        return drover.metric_value("drover_cluster_requests_active", {"cluster": "back"})
+
+    def test_a_client_that_stops_reading_is_closed_after_idle_and_frees_the_backend(self):
+        # Once the socket buffers are full, Drover's write waits: after timeouts.idle without progress
+        # it gives up, closes both connections and frees the request's slot.
         for kind in ("length", "chunked"):
             with self.subTest(kind=kind):
-                backend = self.backend(ScriptedBackend(endless(kind)))
-                drover, addr, _ = self.proxy(origin=backend, timeouts={"idle": "1s"},
-                                             cluster_extra={"timeouts": {"idle": "1s"}, "limits": {"max_requests": 1}})
-                sock = socket.create_connection(addr, timeout=5)
-                self.addCleanup(sock.close)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                sock.sendall(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
-                wait_until(lambda: drover.metric_value("drover_cluster_requests_active", {"cluster": "back"}) == 1, 5,
-                           message="the request in flight")
-                wait_until(lambda: drover.metric_value("drover_cluster_requests_active", {"cluster": "back"}) == 0, 8,
+                drover, addr, backend, _ = self.stream_to_a_reader_that_never_reads(kind, "1s")
+                wait_until(lambda: self.requests_active(drover) == 0, 8,
                            message="the request's slot freed after timeouts.idle without progress")
                 self.assertEqual(drover.metric_value("drover_upstream_connections_active",
                                                      {"cluster": "back", "host": backend.addr}), 0)
-                # The cluster's one slot is free again: another client is served (by a fresh request that
-                # also never reads, it is enough to see it admitted).
+                # The cluster's one slot is free again: another request is admitted.
                 other = socket.create_connection(addr, timeout=5)
                 self.addCleanup(other.close)
                 other.sendall(b"GET /again HTTP/1.1\r\nHost: test\r\n\r\n")
                 self.assertTrue(recv_head(other).startswith(b"HTTP/1.1 200"))
+
+    def test_a_client_that_goes_away_mid_response_frees_the_backend_at_once(self):
+        # The client closes with unread bytes (a reset) while Drover waits to write: the write fails
+        # at once, long before timeouts.idle.
+        for kind in ("length", "chunked"):
+            with self.subTest(kind=kind):
+                drover, _, backend, sock = self.stream_to_a_reader_that_never_reads(kind, "30s")
+                time.sleep(0.3)
+                sock.close()
+                wait_until(lambda: self.requests_active(drover) == 0, 3, message="the slot freed when the client left")
+                self.assertEqual(drover.metric_value("drover_upstream_connections_active",
+                                                     {"cluster": "back", "host": backend.addr}), 0)
 
     # -- upstream timeouts and failures ----------------------------------------------------------------
 

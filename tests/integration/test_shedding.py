@@ -7,7 +7,7 @@ import threading
 import time
 import unittest
 
-from harness import HttpTestCase, http_listener, make_config, route, static_cluster, wait_until
+from harness import HttpTestCase, http_listener, make_config, route, static_cluster, to_yaml, wait_until
 from test_health import FAST_CHECK, Switchable
 
 
@@ -189,6 +189,25 @@ class ProcessLimitTest(HttpTestCase):
         drover = self.start_drover(config)
         self.assertEqual(self.get(drover.listener_addr("web"), "/").status, 200)
         self.assertEqual(drover.metric_value("drover_memory_pressure"), 0)
+
+    def test_a_reload_changes_the_memory_limit_at_once(self):
+        # Past a tiny limit, then no limit, then a tiny one again, all by reload: the pressure follows
+        # (it used to keep the limit the process started with, so raising it could not end a lockout).
+        origin = self.origin()
+        listeners = [http_listener("web", [route("app", path_prefix="/")])]
+        clusters = [static_cluster("app", [origin])]
+        drover = self.start_drover(make_config(listeners, clusters, workers=1, process={"max_memory": "1MiB"}))
+        wait_until(lambda: drover.metric_value("drover_memory_pressure") == 1, 5, message="memory pressure")
+
+        def reload(process):
+            with open(drover.config_path, "w", encoding="utf-8") as f:
+                f.write(to_yaml(make_config(listeners, clusters, workers=1, process=process)))
+            self.assertEqual(drover.admin_post("/reload").status, 200)
+        reload({"max_memory": "0"})
+        wait_until(lambda: drover.metric_value("drover_memory_pressure") == 0, 5, message="no limit, no pressure")
+        self.assertEqual(self.get(drover.listener_addr("web"), "/").status, 200)
+        reload({"max_memory": "1MiB"})
+        wait_until(lambda: drover.metric_value("drover_memory_pressure") == 1, 5, message="pressure again")
 
 
 if __name__ == "__main__":
