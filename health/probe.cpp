@@ -231,6 +231,9 @@ asio::awaitable<ProbeResult> exchange(tcp::socket& socket, const tcp::endpoint& 
                                       const config::Probe& probe, const std::string& default_host,
                                       const TlsClient* tls, std::chrono::steady_clock::time_point deadline) {
     auto [connect_ec] = co_await socket.async_connect(address, use_tuple);
+    if (connect_ec && is_local_shortage(connect_ec)) {
+        co_return ProbeResult{false, "not checked: " + connect_ec.message() + " (on Drover's side)", true};
+    }
     if (connect_ec) { co_return failed(describe(connect_ec)); }
     const bool is_http = std::holds_alternative<config::HttpProbe>(probe);
     if (std::holds_alternative<config::TlsProbe>(probe) || (is_http && tls != nullptr)) {
@@ -277,6 +280,11 @@ asio::awaitable<ProbeResult> run_probe(asio::any_io_executor executor, tcp::endp
         result = failed("probe error");
     }
     co_return result;
+}
+
+bool is_local_shortage(const boost::system::error_code& ec) {
+    return ec == asio::error::no_descriptors || ec == boost::system::error_code(ENFILE, boost::system::system_category()) ||
+           ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
 }
 
 }  // namespace drover::health

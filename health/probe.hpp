@@ -21,7 +21,13 @@ struct ProbeResult {
     // Short, for logs and the admin view: "HTTP 200", "connection refused", "timed out after 500ms",
     // "HTTP 503 not in 200-399", "TLS handshake ok", "TLS: <openssl reason>".
     std::string detail;
+    // The check could not run on Drover's side (out of descriptors or buffers): no verdict on the host.
+    bool local_failure = false;
 };
+
+// Whether `ec`, from opening or connecting a socket, is Drover's own shortage rather than the host's
+// answer: out of descriptors (per process or system-wide), of buffer space or of memory.
+bool is_local_shortage(const boost::system::error_code& ec);
 
 // One probe of `check` against `address`, bounded as a whole (connect + exchange) by check.timeout.
 // Never throws; every socket and timer it uses is created on `executor` and all their operations have

@@ -368,6 +368,16 @@ asio::awaitable<void> Cluster::probe_loop(std::shared_ptr<HostRecord> record, mi
 
 void Cluster::on_probe(HostRecord& record, const health::ProbeResult& result) {
     const auto now = Clock::now();
+    if (result.local_failure) {
+        // Drover is out of descriptors (or buffers): that says nothing about the host. Marking it down
+        // would turn a local shortage into an outage (panic, ejections) on top of it.
+        ++health_counters_.probes_not_run;
+        if (now - last_local_probe_warning_ >= std::chrono::seconds(10)) {
+            last_local_probe_warning_ = now;
+            log::warn("cluster {}: health check of {} not run: {}", config_->name, record.host->name(), result.detail);
+        }
+        return;
+    }
     ++health_counters_.probes;
     if (!result.passed) { ++health_counters_.probe_failures; }
     record.last_probe = result;

@@ -211,6 +211,7 @@ public:
         std::uint64_t became_unhealthy = 0;
         std::uint64_t probes = 0;
         std::uint64_t probe_failures = 0;
+        std::uint64_t probes_not_run = 0;   // Drover out of descriptors or buffers: no verdict
         std::uint64_t panics = 0;   // times the cluster entered panic
     };
     const HealthCounters& health_counters() const { return health_counters_; }
@@ -269,6 +270,7 @@ private:
     std::uint64_t version_ = 0;
     HostChanges host_changes_;
     HealthCounters health_counters_;
+    Clock::time_point last_local_probe_warning_{};   // on_probe: one warning per 10 s
     std::mt19937_64 random_{std::random_device{}()};
     health::OutlierDetector outlier_;
     health::Overload overload_;

@@ -34,6 +34,7 @@
 #include <random>
 
 #include "config/log.hpp"
+#include "health/probe.hpp"
 #include "health/tls_client.hpp"
 #include "proxy/access_log.hpp"
 #include "proxy/admission.hpp"
@@ -856,7 +857,10 @@ private:
                 if (ec) {
                     host->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
                     log::debug("cluster {}: {}", config.name, last_connect_error_);
-                    report(*snapshot, host, ec == beast::error::timeout ? health::Outcome::timeout : health::Outcome::connect_failed);
+                    // Out of descriptors here is Drover's shortage, not the host's failure: no outcome.
+                    if (!health::is_local_shortage(ec)) {
+                        report(*snapshot, host, ec == beast::error::timeout ? health::Outcome::timeout : health::Outcome::connect_failed);
+                    }
                     upstream_.reset();
                     host_slot.release();
                     tried.push_back(host.get());

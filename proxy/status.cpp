@@ -221,11 +221,13 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
                 [](const Cluster& c) { return std::uint64_t{c.panic() ? 1u : 0u}; });
     per_cluster(w, server, "drover_cluster_panics_total", "counter", "Times the cluster went below its panic_threshold.",
                 [](const Cluster& c) { return c.health_counters().panics; });
-    w.family("drover_health_checks_total", "counter", "Active health checks run, by result.");
+    w.family("drover_health_checks_total", "counter",
+             "Active health checks, by result: pass, fail, not_run (Drover out of descriptors or buffers: no verdict).");
     for (const auto* c : clusters) {
         const auto& h = c->health_counters();
         w.sample("drover_health_checks_total", {{"cluster", c->name()}, {"result", "pass"}}, h.probes - h.probe_failures);
         w.sample("drover_health_checks_total", {{"cluster", c->name()}, {"result", "fail"}}, h.probe_failures);
+        w.sample("drover_health_checks_total", {{"cluster", c->name()}, {"result", "not_run"}}, h.probes_not_run);
     }
     w.family("drover_health_transitions_total", "counter", "Hosts whose checks changed their health, by new state.");
     for (const auto* c : clusters) {

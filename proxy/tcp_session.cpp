@@ -13,6 +13,7 @@
 #include <openssl/ssl.h>
 
 #include "config/log.hpp"
+#include "health/probe.hpp"
 #include "health/tls_client.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/relay.hpp"
@@ -192,7 +193,8 @@ private:
     }
 
     void attempt_done(boost::system::error_code ec, std::string why) {
-        if (snapshot_->reporter && !aborted_) {
+        // Out of descriptors here is Drover's shortage, not the host's failure: no outcome for it.
+        if (snapshot_->reporter && !aborted_ && !health::is_local_shortage(ec)) {
             snapshot_->reporter->report(attempt_, !ec                              ? health::Outcome::success
                                                   : ec == asio::error::timed_out || ec == boost::beast::error::timeout
                                                       ? health::Outcome::timeout

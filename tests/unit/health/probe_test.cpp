@@ -5,6 +5,8 @@
 #include "health/probe.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -196,6 +198,29 @@ TEST(ProbeTcp, RefusedPortFails) {
     const auto result = probe(io, closed_port, check);
     EXPECT_FALSE(result.passed);
     EXPECT_EQ(result.detail, "connection refused");
+}
+
+TEST(ProbeTcp, OutOfDescriptorsIsNoVerdictOnTheHost) {
+    // The process may open no more descriptors: the probe cannot even make its socket. That is Drover's
+    // shortage, not the host's failure (the cluster then keeps the host's state).
+    asio::io_context io;
+    Backend backend(io, Backend::Script::close);
+    const auto check = check_with(config::TcpProbe{});
+    rlimit saved{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+    const int lowest_free = ::dup(0);
+    ASSERT_GE(lowest_free, 0);
+    ::close(lowest_free);
+    rlimit tight = saved;
+    tight.rlim_cur = static_cast<rlim_t>(lowest_free);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+    const auto result = probe(io, backend.endpoint(), check);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+    EXPECT_FALSE(result.passed);
+    EXPECT_TRUE(result.local_failure) << result.detail;
+    EXPECT_NE(result.detail.find("on Drover's side"), std::string::npos) << result.detail;
+    EXPECT_TRUE(is_local_shortage(asio::error::no_descriptors));
+    EXPECT_FALSE(is_local_shortage(asio::error::connection_refused));
 }
 
 TEST(ProbeTimeout, SilentBackendTimesOutWithinTheBound) {
