@@ -70,6 +70,8 @@ using HostList = boost::container::small_vector<const discovery::Host*, 4>;
 // in one write, where 16 KiB steps took two of each (benchmarks/e2e http-16k, strace). The session's
 // upstream buffer keeps this capacity while the session lives (spare sessions included).
 constexpr std::size_t kUpstreamReadChunk = 64 * 1024;
+// Body runs shorter than this (small chunks) are gathered into one write (HttpSession::next_body_run).
+constexpr std::size_t kGatherBelow = 1024;
 constexpr std::size_t kMaxResponseHeaderBytes = 64 * 1024;
 // Body bytes up to this size that came in with a response head are sent in the head's buffer (a copy
 // this small costs less than a gathered write; see stream_response).
@@ -1381,6 +1383,7 @@ private:
         auto body = info.chunked ? http_body::BodyReader::chunked() : http_body::BodyReader::length(info.content_length.value_or(0));
         const auto max_body = listener_->config.limits.max_request_body_bytes;
         std::uint64_t total = 0;
+        BufferPool::Lease gather;   // next_body_run(): small chunks passed on together
         while (!body.done()) {
             if (client_buf_.size() == 0) {
                 const auto idle = listener_->config.timeouts.idle;
@@ -1405,7 +1408,7 @@ private:
                 continue;
             }
             http_body::Step step;
-            if (body.next(buffered(client_buf_), step)) { co_return Outcome::bad_request_body; }
+            if (next_body_run(body, buffered(client_buf_), gather, step)) { co_return Outcome::bad_request_body; }
             const std::size_t got = step.data.size();
             body_consumed_ = body_consumed_ || got > 0;
             total += got;
@@ -1468,13 +1471,9 @@ private:
             co_return co_await write_piece(*upstream_, bytes, chunk) ? Outcome::reset_before_response : Outcome::ok;
         }
         std::array<char, 20> size_line;
-        const auto end = std::to_chars(size_line.data(), size_line.data() + size_line.size() - 2, bytes.size(), 16).ptr;
-        std::memcpy(end, "\r\n", 2);
-        const auto data = asio::buffer(bytes.data(), bytes.size());
         const std::array<asio::const_buffer, 3> parts =
-            chunk ? std::array<asio::const_buffer, 3>{asio::buffer(size_line.data(), static_cast<std::size_t>(end + 2 - size_line.data())),
-                                                      data, asio::buffer("\r\n", 2)}
-                  : std::array<asio::const_buffer, 3>{data, asio::const_buffer{}, asio::const_buffer{}};
+            chunk ? chunk_parts(bytes, size_line)
+                  : std::array<asio::const_buffer, 3>{asio::buffer(bytes.data(), bytes.size()), asio::const_buffer{}, asio::const_buffer{}};
         beast::buffers_suffix<std::array<asio::const_buffer, 3>> rest(parts);
         const auto give_up = Clock::now() + listener_->config.timeouts.idle;
         for (;;) {
@@ -1530,6 +1529,33 @@ private:
     static std::string_view buffered(const beast::flat_buffer& buffer) {
         const auto data = buffer.data();
         return {static_cast<const char*>(data.data()), data.size()};
+    }
+
+    // The next body bytes in `input` to pass on in one write. A small run (a body of small chunks) is
+    // copied into `gather` (a pooled buffer, leased on first need) with the runs after it, as many as
+    // the buffered input holds and the buffer takes: a body of 1-byte chunks took a system call per
+    // byte, and the peer got each byte as a chunk of its own. Returns the problem on broken framing.
+    std::optional<std::string_view> next_body_run(http_body::BodyReader& body, std::string_view input,
+                                                  BufferPool::Lease& gather, http_body::Step& out) {
+        if (auto bad = body.next(input, out)) { return bad; }
+        if (out.data.empty() || out.data.size() >= kGatherBelow || out.consumed == input.size() || body.done()) {
+            return std::nullopt;
+        }
+        if (!gather) { gather = worker_.buffers().acquire(); }
+        char* const base = gather->data();
+        std::memcpy(base, out.data.data(), out.data.size());
+        std::size_t used = out.data.size();
+        while (out.consumed < input.size() && !body.done() && used < gather->size()) {
+            http_body::Step more;
+            // At most the room left: data never outgrows the buffer (framing only shortens it).
+            if (auto bad = body.next(input.substr(out.consumed, gather->size() - used), more)) { return bad; }
+            if (more.consumed == 0) { break; }
+            out.consumed += more.consumed;
+            std::memcpy(base + used, more.data.data(), more.data.size());
+            used += more.data.size();
+        }
+        out.data = std::string_view(base, used);
+        return std::nullopt;
     }
 
     // `bytes` as one chunk: its size line (written into `size_line`), the bytes, CRLF, for one gathered write.
@@ -1770,6 +1796,7 @@ private:
                     co_return Outcome::client_gone;
             }
         }
+        BufferPool::Lease gather;   // next_body_run(): small chunks passed on together
         while (!body.done()) {
             if (upstream_buf.size() == 0) {
                 const auto space = upstream_buf.prepare(kUpstreamReadChunk);
@@ -1787,7 +1814,7 @@ private:
                 co_return cut_response(ec ? ec : beast::error_code(http::error::partial_message), host, request, body_bytes);
             }
             http_body::Step step;
-            if (body.next(buffered(upstream_buf), step)) {
+            if (next_body_run(body, buffered(upstream_buf), gather, step)) {
                 co_return cut_response(http::error::bad_chunk, host, request, body_bytes);
             }
             if (!step.data.empty()) {

@@ -13,7 +13,7 @@ import unittest
 import urllib.parse
 
 from harness import (HttpConn, HttpTestCase, PeerClosed, RawHttpBackend, ScriptedBackend, http_listener, iter_pattern, make_config, pattern_bytes,
-                     pattern_sha256, recv_head, route, static_cluster, vm_rss_kib, wait_until)
+                     pattern_sha256, recv_all, recv_head, route, static_cluster, vm_rss_kib, wait_until)
 
 
 def target(path: str, *pairs: tuple[str, str], **params: object) -> str:
@@ -309,6 +309,54 @@ class HttpProxyTest(HttpTestCase):
         self.assertIn(forwarded.framing, ("chunked", "length"))
         self.assertFalse(forwarded.header_values("Content-Length") and forwarded.header_values("Transfer-Encoding"),
                          f"ambiguous framing forwarded: {forwarded.headers}")
+
+    @staticmethod
+    def read_chunks(sock, head_end_marker=b"\r\n\r\n"):
+        """Reads a head and a chunked body from `sock`: (head bytes, [chunk data, ...])."""
+        data = b""
+        while head_end_marker not in data:
+            got = sock.recv(65536)
+            if not got:
+                raise AssertionError(f"closed in the head: {data[:200]!r}")
+            data += got
+        head, rest = data.split(head_end_marker, 1)
+        chunks = []
+        while True:
+            while b"\r\n" not in rest:
+                rest += sock.recv(65536)
+            line, rest = rest.split(b"\r\n", 1)
+            size = int(line.split(b";")[0], 16)
+            while len(rest) < size + 2:
+                rest += sock.recv(65536)
+            if size == 0:
+                return head, chunks
+            chunks.append(rest[:size])
+            rest = rest[size + 2:]
+
+    def test_many_small_chunks_go_on_together_both_ways(self):
+        # 3,000 one-byte chunks, sent in one go: Drover passes what it has buffered on in a few larger
+        # chunks (it used to make a write, and a chunk, per byte), the bytes intact, both ways.
+        body = pattern_bytes(3000)
+        tiny = b"".join(b"1\r\n" + body[i:i + 1] + b"\r\n" for i in range(len(body))) + b"0\r\n\r\n"
+        seen = {}
+
+        def script(conn, _backend):
+            conn.settimeout(10)
+            _, chunks = self.read_chunks(conn)
+            seen["upload"] = chunks
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + tiny)
+            recv_all(conn)
+        backend = self.backend(ScriptedBackend(script))
+        _, addr = self.http_proxy([backend])
+        sock = socket.create_connection(addr, timeout=10)
+        self.addCleanup(sock.close)
+        sock.sendall(b"POST /up HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n" + tiny)
+        head, chunks = self.read_chunks(sock)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+        self.assertEqual(b"".join(chunks), body)
+        self.assertEqual(b"".join(seen["upload"]), body)
+        self.assertLess(len(seen["upload"]), 300, "upload: a chunk per byte")
+        self.assertLess(len(chunks), 300, "download: a chunk per byte")
 
     def test_request_body_is_streamed_to_the_origin_before_it_is_complete(self):
         origin = self.origin()
