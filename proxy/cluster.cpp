@@ -47,7 +47,6 @@ health::SelectionSettings selection_settings(const config::Cluster& config) {
     return s;
 }
 
-
 }  // namespace
 
 void HostRecord::note(std::chrono::steady_clock::time_point at, std::string what, std::string why) {
