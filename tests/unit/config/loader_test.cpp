@@ -2,6 +2,7 @@
 // Inline YAML starts on the line after `R"(`; load() drops that first newline so line 1 is the first
 // line written, which keeps the expected line numbers readable next to the text.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -747,26 +748,21 @@ clusters:
 }
 
 TEST(Loader, PriorityOverprovisioning) {
-    const auto ok = load_all(with_cluster(R"(
+    const auto srv_cluster = [](std::string_view value) {
+        return load_all(with_cluster(fmt::format(R"(
 clusters:
   - name: web
     discovery:
-      dns: { name: _web._tcp.example, type: srv }
-    priority_overprovisioning: 200%
-)"));
+      dns: {{ name: _web._tcp.example, type: srv }}
+    priority_overprovisioning: {}
+)", value)));
+    };
+    const auto ok = srv_cluster("200%");
     ASSERT_TRUE(ok.config) << listing(ok);
     EXPECT_TRUE(ok.warnings.empty());
     EXPECT_DOUBLE_EQ(ok.config->clusters[0].priority_overprovisioning, 2.0);
     EXPECT_DOUBLE_EQ(config::Cluster{}.priority_overprovisioning, 1.4);
-
-    const auto low = load_all(with_cluster(R"(
-clusters:
-  - name: web
-    discovery:
-      dns: { name: _web._tcp.example, type: srv }
-    priority_overprovisioning: 90%
-)"));
-    EXPECT_TRUE(HasOnlyError(low, 10, 32, "clusters[0].priority_overprovisioning",
+    EXPECT_TRUE(HasOnlyError(srv_cluster("90%"), 10, 32, "clusters[0].priority_overprovisioning",
                              "percentage must be between 100% and 10000%"));
 
     // Without SRV there are no groups: accepted, with a warning.
