@@ -1551,6 +1551,7 @@ private:
             if (auto bad = body.next(input.substr(out.consumed, gather->size() - used), more)) { return bad; }
             if (more.consumed == 0) { break; }
             out.consumed += more.consumed;
+            if (more.data.empty()) { continue; }   // framing only (and no null pointer for memcpy)
             std::memcpy(base + used, more.data.data(), more.data.size());
             used += more.data.size();
         }
