@@ -804,6 +804,17 @@ std::string render_clusters(const Server& server) {
         j.key("hosts_eligible").value(static_cast<std::uint64_t>(c->selection().eligible));
         j.key("healthy_fraction").value(c->selection().healthy_fraction);
         j.key("panic").value(c->panic());
+        // Admission now (http): what /metrics has as drover_cluster_*_requests and shed totals.
+        const auto& st = c->stats();
+        const auto load = [](const auto& counter) { return counter.load(std::memory_order_relaxed); };
+        j.key("admission").begin_object();
+        j.key("requests_active").value(load(st.requests_active));
+        j.key("pending").value(load(st.pending_active));
+        j.key("held").value(load(st.held_active));
+        j.key("shed_total").value(load(st.shed_max_requests) + load(st.shed_host_capacity) + load(st.shed_queue_full) +
+                                  load(st.shed_low_priority) + load(st.shed_adaptive) + load(st.shed_memory));
+        if (c->config().adaptive_concurrency) { j.key("concurrency_limit").value(load(st.concurrency_limit)); }
+        j.end_object();
         // Priority groups (SRV): what each gets; one group of priority 0 for other discovery.
         j.key("priorities").begin_array();
         for (const auto& g : c->selection().priorities) {

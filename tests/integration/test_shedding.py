@@ -50,6 +50,8 @@ class SheddingTest(HttpTestCase):
         self.assertLess(took2, 0.4, "shed only after queue_timeout, not after the slow request")
         self.assertEqual(self.shed_count(drover, "host_capacity"), 1)
         self.assertEqual(slow.count(), 1, "the shed request never reached the backend")
+        admission = drover.admin_json("/clusters")["clusters"][0]["admission"]
+        self.assertEqual((admission["shed_total"], admission["pending"], admission["held"]), (1, 0, 0))
 
     def test_a_request_waits_for_a_slot_within_queue_timeout(self):
         slow = Switchable(self, "slow")
@@ -115,6 +117,7 @@ class SheddingTest(HttpTestCase):
             t.start()
         wait_until(lambda: drover.metric_value("drover_cluster_held_requests_active", {"cluster": "app"}, default=0) == 3,
                    5, message="three requests held")
+        self.assertEqual(drover.admin_json("/clusters")["clusters"][0]["admission"]["held"], 3)
         time.sleep(1.0)
         a.health_status = 200
         for t in threads:
