@@ -13,9 +13,9 @@ namespace drover::discovery {
 struct Endpoint {
     boost::asio::ip::tcp::endpoint address;
     std::uint32_t weight = 1;
-    // SRV priority: lower is preferred; 0 for sources without priorities. The cluster serves only the
-    // best (lowest) group present; once health checking exists, the next group takes over while the
-    // best one has no healthy host.
+    // SRV priority: lower is preferred; 0 for sources without priorities. The best (lowest) group takes
+    // the load while healthy; what its unavailable hosts cannot carry spills to the next groups
+    // (health::select_priority_hosts).
     std::uint32_t priority = 0;
 
     bool operator==(const Endpoint&) const = default;
