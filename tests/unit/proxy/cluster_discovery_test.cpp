@@ -81,7 +81,7 @@ TEST_F(ClusterDiscoveryTest, HostsAreDiffedByAddressAndChangesCounted) {
     EXPECT_EQ(published[0]->hosts[0].host->name(), "127.0.0.2:80");
 }
 
-TEST_F(ClusterDiscoveryTest, OnlyTheBestPriorityGroupServes) {
+TEST_F(ClusterDiscoveryTest, AHealthyBestPriorityGroupServesAlone) {
     resolver->push({endpoint("127.0.0.5", 9001, 5, 10), endpoint("127.0.0.6", 9002, 1, 10),
                     endpoint("127.0.0.7", 9003, 1, 20)});
     EXPECT_EQ(hosts(), "127.0.0.5:9001/w5 127.0.0.6:9002/w1");
