@@ -73,6 +73,7 @@ struct ClusterStats {
     std::atomic<std::uint64_t> shed_low_priority{0};   // x-drover-priority: low, not queued
     std::atomic<std::uint64_t> shed_adaptive{0};       // no adaptive-concurrency slot within queue_timeout
     std::atomic<std::uint64_t> shed_memory{0};         // the process was past process.max_memory
+    std::atomic<std::uint64_t> shed_descriptors{0};    // no descriptor left for the upstream connection
     std::atomic<std::int64_t> concurrency_limit{0};    // adaptive_concurrency: the workers' limits summed
     // Clusters made from a template on first use: when a request last used it (steady clock, ns), so
     // the control loop can drop it once idle. Written by workers only for such clusters.

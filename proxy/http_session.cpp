@@ -856,13 +856,19 @@ private:
             if (!reused) {
                 upstream_ = std::make_unique<Stream>(beast::tcp_stream(worker_.context()));
                 auto ec = co_await connect_upstream(*host, snapshot->tls, config.timeouts.connect);
+                if (ec && health::is_local_shortage(ec)) {
+                    // Drover has no descriptor (or buffer) for the connection: its own shortage, not the
+                    // host's failure, and another host would fare no better. Shed, as when out of memory.
+                    upstream_.reset();
+                    stats->shed_descriptors.fetch_add(1, std::memory_order_relaxed);
+                    co_return reply_locally(
+                        shed_error(cluster, *stats, config, "no file descriptor left for the upstream connection", has_body),
+                        !has_body && info.keep_alive);
+                }
                 if (ec) {
                     host->stats().connect_failures.fetch_add(1, std::memory_order_relaxed);
                     log::debug("cluster {}: {}", config.name, last_connect_error_);
-                    // Out of descriptors here is Drover's shortage, not the host's failure: no outcome.
-                    if (!health::is_local_shortage(ec)) {
-                        report(*snapshot, host, ec == beast::error::timeout ? health::Outcome::timeout : health::Outcome::connect_failed);
-                    }
+                    report(*snapshot, host, ec == beast::error::timeout ? health::Outcome::timeout : health::Outcome::connect_failed);
                     upstream_.reset();
                     host_slot.release();
                     tried.push_back(host.get());

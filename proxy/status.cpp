@@ -282,7 +282,8 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
     w.family("drover_cluster_shed_total", "counter",
              "Requests shed (503, drover-error: shed), by reason: max_requests (no cluster slot within queue_timeout), "
              "host_capacity (every host at max_requests_per_host), queue_full (max_pending waiting), low_priority, "
-             "adaptive_concurrency (no slot under the learned limit within queue_timeout), memory (past process.max_memory).");
+             "adaptive_concurrency (no slot under the learned limit within queue_timeout), memory (past process.max_memory), "
+             "descriptors (no descriptor left for the upstream connection).");
     for (const auto* c : clusters) {
         const auto& st = c->stats();
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "max_requests"}}, relaxed(st.shed_max_requests));
@@ -291,6 +292,7 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "low_priority"}}, relaxed(st.shed_low_priority));
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "adaptive_concurrency"}}, relaxed(st.shed_adaptive));
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "memory"}}, relaxed(st.shed_memory));
+        w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "descriptors"}}, relaxed(st.shed_descriptors));
     }
     w.family("drover_cluster_concurrency_limit", "gauge",
              "adaptive_concurrency: the requests in flight admitted now, summed over workers: the learned limit, halved "
@@ -812,7 +814,8 @@ std::string render_clusters(const Server& server) {
         j.key("pending").value(load(st.pending_active));
         j.key("held").value(load(st.held_active));
         j.key("shed_total").value(load(st.shed_max_requests) + load(st.shed_host_capacity) + load(st.shed_queue_full) +
-                                  load(st.shed_low_priority) + load(st.shed_adaptive) + load(st.shed_memory));
+                                  load(st.shed_low_priority) + load(st.shed_adaptive) + load(st.shed_memory) +
+                                  load(st.shed_descriptors));
         if (c->config().adaptive_concurrency) { j.key("concurrency_limit").value(load(st.concurrency_limit)); }
         j.end_object();
         // Priority groups (SRV): what each gets; one group of priority 0 for other discovery.

@@ -172,6 +172,47 @@ class ProcessLimitTest(HttpTestCase):
                    message="held connections closed")
         self.assertEqual(self.get(addr, "/after").status, 200)
 
+    def test_requests_that_find_no_descriptor_are_shed_and_the_host_stays_healthy(self):
+        # 64 descriptors (16 kept in reserve): 40 idle connections are admitted, then all send at once
+        # to a backend that holds its answers. Their upstream connections need more descriptors than
+        # are left: those requests are shed (Drover's shortage), and the host is not blamed for it.
+        slow = Switchable(self, "slow")
+        slow.delay = 1.5
+        config = make_config([http_listener("web", [route("app", path_prefix="/")])],
+                             [static_cluster("app", [slow], self_healing=True, health_check=FAST_CHECK)], workers=1)
+        drover = self.start_drover(config, max_open_files=64)
+        addr = drover.listener_addr("web")
+        wait_until(lambda: drover.admin_json("/clusters")["clusters"][0]["hosts"][0]["state"] == "healthy", 5,
+                   message="host healthy")
+        conns = []
+        for _ in range(40):
+            try:
+                conns.append(self.client(addr))
+            except OSError:
+                break
+        results = []
+
+        def one(conn):
+            try:
+                results.append(conn.request("GET", "/x"))
+            except (OSError, AssertionError):
+                results.append(None)
+        threads = [threading.Thread(target=one, args=(c,), daemon=True) for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        for conn in conns:   # the admin endpoint needs a descriptor too
+            conn.close()
+        shed = [r for r in results if r is not None and r.status == 503]
+        self.assertTrue(shed, [r.status if r else None for r in results])
+        self.assertLocalResponse(shed[0], "shed")
+        self.assertIn("no file descriptor left", shed[0].text)
+        wait_until(lambda: drover.metric_value("drover_cluster_shed_total", {"cluster": "app", "reason": "descriptors"})
+                   == len(shed), 5, message="the sheds counted")
+        host = drover.admin_json("/clusters")["clusters"][0]["hosts"][0]
+        self.assertEqual((host["state"], host["ejected"]), ("healthy", False))
+
     def test_past_the_memory_mark_new_connections_are_refused(self):
         origin = self.origin()
         config = make_config([http_listener("web", [route("app", path_prefix="/")])],
