@@ -81,6 +81,17 @@ def drover_bin() -> str:
     return path
 
 
+@functools.lru_cache(maxsize=None)
+def sanitized_build() -> bool:
+    """Whether DROVER_BIN is the AddressSanitizer build. Its runtime needs descriptors of its own for
+    some checks (a pipe to test memory), so a process out of them reports false errors there."""
+    path = os.environ.get("DROVER_BIN", "")
+    if not path:
+        return False
+    linked = subprocess.run(["ldd", path], capture_output=True, text=True, check=False).stdout
+    return "libasan" in linked
+
+
 class DroverError(AssertionError):
     """drover did not start, exited early, or never printed an expected line. Carries its stderr."""
 
