@@ -157,4 +157,23 @@ std::optional<std::string_view> BodyReader::next(std::string_view input, Step& s
     return std::nullopt;
 }
 
+std::optional<std::string_view> gather(BodyReader& body, std::string_view input, const Step& first,
+                                       std::span<char> scratch, Step& out) {
+    const std::size_t start = std::min(first.data.size(), scratch.size());
+    std::copy_n(first.data.data(), start, scratch.data());
+    std::size_t used = start;
+    std::size_t consumed = first.consumed;
+    while (consumed < input.size() && !body.done() && used < scratch.size()) {
+        Step more;
+        if (auto bad = body.next(input.substr(consumed, scratch.size() - used), more)) { return bad; }
+        if (more.consumed == 0) { break; }
+        consumed += more.consumed;
+        std::copy(more.data.begin(), more.data.end(), scratch.begin() + static_cast<std::ptrdiff_t>(used));
+        used += more.data.size();
+    }
+    out.consumed = consumed;
+    out.data = std::string_view(scratch.data(), used);
+    return std::nullopt;
+}
+
 }  // namespace drover::proxy::http_body

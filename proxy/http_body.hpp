@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 
 namespace drover::proxy::http_body {
@@ -71,5 +72,13 @@ private:
     std::size_t line_bytes_ = 0;     // of the current chunk-size line
     std::size_t trailer_bytes_ = 0;  // of the whole trailer section
 };
+
+// After `first`, a step of `input` with a small run of data (a body of small chunks): copies that run
+// and the runs behind it in `input` into `scratch`, as many as fit, so that they go on in one write
+// rather than one per chunk. `out` then covers them all: its data is a view into `scratch`, its
+// `consumed` counts from the start of `input`. The data never outgrows `scratch` (the reader is given
+// no more input than there is room for). Returns the problem on broken framing, as next() does.
+std::optional<std::string_view> gather(BodyReader& body, std::string_view input, const Step& first,
+                                       std::span<char> scratch, Step& out);
 
 }  // namespace drover::proxy::http_body

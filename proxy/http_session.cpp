@@ -1537,10 +1537,9 @@ private:
         return {static_cast<const char*>(data.data()), data.size()};
     }
 
-    // The next body bytes in `input` to pass on in one write. A small run (a body of small chunks) is
-    // copied into `gather` (a pooled buffer, leased on first need) with the runs after it, as many as
-    // the buffered input holds and the buffer takes: a body of 1-byte chunks took a system call per
-    // byte, and the peer got each byte as a chunk of its own. Returns the problem on broken framing.
+    // The next body bytes in `input` to pass on in one write: a small run (a body of small chunks) goes
+    // with the runs behind it, gathered (http_body::gather) into a pooled buffer leased on first need.
+    // A body of 1-byte chunks took a system call per byte, and the peer got each byte as a chunk.
     std::optional<std::string_view> next_body_run(http_body::BodyReader& body, std::string_view input,
                                                   BufferPool::Lease& gather, http_body::Step& out) {
         if (auto bad = body.next(input, out)) { return bad; }
@@ -1548,21 +1547,8 @@ private:
             return std::nullopt;
         }
         if (!gather) { gather = worker_.buffers().acquire(); }
-        char* const base = gather->data();
-        std::memcpy(base, out.data.data(), out.data.size());
-        std::size_t used = out.data.size();
-        while (out.consumed < input.size() && !body.done() && used < gather->size()) {
-            http_body::Step more;
-            // At most the room left: data never outgrows the buffer (framing only shortens it).
-            if (auto bad = body.next(input.substr(out.consumed, gather->size() - used), more)) { return bad; }
-            if (more.consumed == 0) { break; }
-            out.consumed += more.consumed;
-            if (more.data.empty()) { continue; }   // framing only (and no null pointer for memcpy)
-            std::memcpy(base + used, more.data.data(), more.data.size());
-            used += more.data.size();
-        }
-        out.data = std::string_view(base, used);
-        return std::nullopt;
+        const http_body::Step first = out;
+        return http_body::gather(body, input, first, *gather, out);
     }
 
     // `bytes` as one chunk: its size line (written into `size_line`), the bytes, CRLF, for one gathered write.
@@ -1758,7 +1744,6 @@ private:
         if (!chunk_out && upstream_buf.size() > 0 && !body.done()) {
             early_bad = body.next(buffered(upstream_buf), early).has_value();
         }
-        if (client_.tls()) { client_.lowest().expires_after(listener_->config.timeouts.idle); }   // plain: write_client's deadline
         // A small body is copied behind the head: one buffer is a send(2), where two are a sendmsg(2)
         // with more kernel work, and over TLS one record instead of two.
         std::string_view early_apart = early.data;
@@ -1826,7 +1811,6 @@ private:
             }
             if (!step.data.empty()) {
                 body_bytes += step.data.size();
-                if (client_.tls()) { client_.lowest().expires_after(listener_->config.timeouts.idle); }
                 boost::system::error_code wec;
                 const std::size_t now = chunk_out ? 0 : write_now(client_, asio::buffer(step.data.data(), step.data.size()), wec);
                 if (!wec && now < step.data.size()) {

@@ -4,6 +4,7 @@
 #include <boost/beast/http.hpp>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -372,6 +373,52 @@ TEST(BodyChunked, AgreesWithBeast) {
         EXPECT_EQ(ours.data, *beast) << body;
         EXPECT_EQ(feed_bytewise(BodyReader::chunked(), body).data, *beast) << body;
     }
+}
+
+// gather(): small chunks that arrived together go on as one run, copied, within the scratch space.
+TEST(BodyGather, SmallChunksBehindTheFirstAreCopiedTogether) {
+    std::string input;
+    for (char c : std::string("abcdefghij")) { input += std::string("1\r\n") + c + "\r\n"; }
+    input += "0\r\n\r\n";
+    auto reader = BodyReader::chunked();
+    Step first;
+    ASSERT_FALSE(reader.next(input, first));   // the size line and the first byte
+    ASSERT_EQ(first.data, "a");
+    std::array<char, 64> scratch{};
+    Step out;
+    ASSERT_FALSE(gather(reader, input, first, scratch, out));
+    EXPECT_EQ(out.data, "abcdefghij");
+    EXPECT_EQ(out.data.data(), scratch.data());
+    EXPECT_EQ(out.consumed, input.size());
+    EXPECT_TRUE(reader.done());
+}
+
+TEST(BodyGather, StopsWhereTheScratchIsFullAndLeavesTheRestUnread) {
+    std::string input;
+    for (int i = 0; i < 8; ++i) { input += "3\r\nxyz\r\n"; }
+    auto reader = BodyReader::chunked();
+    Step first;
+    ASSERT_FALSE(reader.next(input, first));
+    ASSERT_EQ(first.data, "xyz");
+    std::array<char, 7> scratch{};
+    Step out;
+    ASSERT_FALSE(gather(reader, input, first, scratch, out));
+    EXPECT_EQ(out.data, "xyzxyzx");   // full: the last chunk cut where the room ended
+    // The rest reads on from out.consumed: 2 bytes of that chunk, then the others.
+    const Outcome rest = feed(std::move(reader), {std::string_view(input).substr(out.consumed)});
+    EXPECT_EQ(rest.data, "yz" + std::string("xyzxyzxyzxyzxyz"));   // 24 bytes in all
+    EXPECT_FALSE(rest.error);
+}
+
+TEST(BodyGather, BrokenFramingBehindIsReported) {
+    const std::string input = "1\r\na\r\nzz\r\nb\r\n";
+    auto reader = BodyReader::chunked();
+    Step first;
+    ASSERT_FALSE(reader.next(input, first));
+    ASSERT_EQ(first.data, "a");
+    std::array<char, 64> scratch{};
+    Step out;
+    EXPECT_TRUE(gather(reader, input, first, scratch, out));
 }
 
 }  // namespace
