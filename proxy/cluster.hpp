@@ -31,6 +31,7 @@
 #include "health/probe.hpp"
 #include "health/selection.hpp"
 #include "health/tls_client.hpp"
+#include "proxy/connection_budget.hpp"
 
 namespace drover::proxy {
 
@@ -50,7 +51,8 @@ inline constexpr std::array<double, 13> kUpstreamDurationBuckets = {0.001, 0.002
 struct ClusterStats {
     // One per worker, made before any worker sees the cluster (Server::add_cluster); empty in tests.
     std::vector<std::unique_ptr<LatencyHistogram>> latency;
-    std::atomic<std::int64_t> upstream_connections_active{0};
+    // Upstream connections open (limits.max_connections): tcp relays, HTTP in use or parked idle.
+    ConnectionBudget connections;
     std::atomic<std::uint64_t> unavailable_no_host{0};
     std::atomic<std::uint64_t> unavailable_max_connections{0};
     // Retries (HTTP): sent, refused by the retry budget, and by cause.
@@ -74,6 +76,7 @@ struct ClusterStats {
     std::atomic<std::uint64_t> shed_adaptive{0};       // no adaptive-concurrency slot within queue_timeout
     std::atomic<std::uint64_t> shed_memory{0};         // the process was past process.max_memory
     std::atomic<std::uint64_t> shed_descriptors{0};    // no descriptor left for the upstream connection
+    std::atomic<std::uint64_t> shed_max_connections{0};   // no room for a connection within queue_timeout
     std::atomic<std::int64_t> concurrency_limit{0};    // adaptive_concurrency: the workers' limits summed
     // Clusters made from a template on first use: when a request last used it (steady clock, ns), so
     // the control loop can drop it once idle. Written by workers only for such clusters.

@@ -843,18 +843,41 @@ private:
             HostSlot host_slot{host.get(), &cluster};
 
             bool reused = false;
-            if (!retried_stale) {
-                // A request that could not simply go again has the pool check the connection with a
-                // syscall rather than trust what the reactor last reported (UpstreamPool::take).
-                const bool verify = has_body || !gate.idempotent;
-                if (auto pooled = worker_.pool().take(*host, snapshot->tls.get(), verify)) {
-                    upstream_ = std::move(pooled);
-                    reused = true;
-                    host->stats().pool_reuses.fetch_add(1, std::memory_order_relaxed);
+            // A request that could not simply go again has the pool check the connection with a
+            // syscall rather than trust what the reactor last reported (UpstreamPool::take).
+            const bool verify = has_body || !gate.idempotent;
+            const auto take_pooled = [&] {
+                if (retried_stale) { return false; }
+                auto pooled = worker_.pool().take(*host, snapshot->tls.get(), verify);
+                if (!pooled) { return false; }
+                upstream_ = std::move(pooled);
+                reused = true;
+                host->stats().pool_reuses.fetch_add(1, std::memory_order_relaxed);
+                return true;
+            };
+            if (!take_pooled() && !reserve_connection(stats->connections, config.limits.max_connections)) {
+                // At limits.max_connections: an idle pooled connection of the cluster (to another host)
+                // is closed for the place, else the request waits up to queue_timeout for one, or for
+                // a connection to this host to come back to the pool.
+                const auto room = [&] {
+                    return take_pooled() || reserve_connection(stats->connections, config.limits.max_connections) ||
+                           (worker_.pool().close_idle(stats->connections) &&
+                            reserve_connection(stats->connections, config.limits.max_connections));
+                };
+                if (!room()) {
+                    if (worker_.close_idle_elsewhere) {
+                        worker_.close_idle_elsewhere(std::shared_ptr<ConnectionBudget>(stats_holder, &stats->connections));
+                    }
+                    const bool shed = co_await admit(cluster, *stats, config, low_priority, Clock::now() + config.limits.queue_timeout,
+                                                     has_body, room, stats->shed_max_connections,
+                                                     "cluster at limits.max_connections");
+                    if (shed) { co_return !has_body && info.keep_alive; }
                 }
             }
             if (!reused) {
+                // Counted from here: whatever closes the connection gives the place back.
                 upstream_ = std::make_unique<Stream>(beast::tcp_stream(worker_.context()));
+                upstream_->count_in(ConnectionToken(std::shared_ptr<ConnectionBudget>(stats_holder, &stats->connections)));
                 auto ec = co_await connect_upstream(*host, snapshot->tls, config.timeouts.connect);
                 if (ec && health::is_local_shortage(ec)) {
                     // Drover has no descriptor (or buffer) for the connection: its own shortage, not the

@@ -95,6 +95,12 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
         worker->dynamic_full = [this](std::size_t t) {
             return templates_[t].count->load(std::memory_order_relaxed) >= templates_[t].config.max_clusters;
         };
+        worker->close_idle_elsewhere = [this, self = worker.get()](std::shared_ptr<ConnectionBudget> budget) {
+            for (auto& other : workers_) {
+                if (other.get() == self) { continue; }
+                other->post([w = other.get(), budget] { w->pool().close_idle(*budget); });
+            }
+        };
     }
     for (std::size_t i = 0; i < config_.listeners.size(); ++i) {
         const auto& listener_config = config_.listeners[i];
@@ -228,7 +234,8 @@ void Server::ensure_dynamic(std::size_t template_index, const std::string& host)
     }
 }
 
-// Drops dynamic clusters unused for their template's idle_timeout (no request, no open connection).
+// Drops dynamic clusters unused for their template's idle_timeout (no request, no open connection but
+// idle pooled ones, which go with the cluster).
 asio::awaitable<void> Server::sweep_dynamic() {
     asio::steady_timer timer(control_);
     while (!draining_) {
@@ -242,7 +249,7 @@ asio::awaitable<void> Server::sweep_dynamic() {
                 const auto idle = now - std::chrono::nanoseconds(stats.last_used_ns.load(std::memory_order_relaxed));
                 // In use: a request in flight (however long), or a tcp connection open.
                 if (idle < tmpl.config.idle_timeout || stats.requests_active.load() > 0 ||
-                    stats.upstream_connections_active.load() > 0) {
+                    stats.connections.open.load() > stats.connections.idle.load()) {
                     ++it;
                     continue;
                 }

@@ -283,7 +283,8 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
              "Requests shed (503, drover-error: shed), by reason: max_requests (no cluster slot within queue_timeout), "
              "host_capacity (every host at max_requests_per_host), queue_full (max_pending waiting), low_priority, "
              "adaptive_concurrency (no slot under the learned limit within queue_timeout), memory (past process.max_memory), "
-             "descriptors (no descriptor left for the upstream connection).");
+             "descriptors (no descriptor left for the upstream connection), max_connections (no room for a new upstream "
+             "connection under limits.max_connections within queue_timeout).");
     for (const auto* c : clusters) {
         const auto& st = c->stats();
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "max_requests"}}, relaxed(st.shed_max_requests));
@@ -293,6 +294,8 @@ void render_health_metrics(PrometheusWriter& w, const Server& server) {
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "adaptive_concurrency"}}, relaxed(st.shed_adaptive));
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "memory"}}, relaxed(st.shed_memory));
         w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "descriptors"}}, relaxed(st.shed_descriptors));
+        w.sample("drover_cluster_shed_total", {{"cluster", c->name()}, {"reason", "max_connections"}},
+                 relaxed(st.shed_max_connections));
     }
     w.family("drover_cluster_concurrency_limit", "gauge",
              "adaptive_concurrency: the requests in flight admitted now, summed over workers: the learned limit, halved "
@@ -751,11 +754,17 @@ std::string render_metrics(const Server& server) {
     }
     render_health_metrics(w, server);
     w.family("drover_cluster_upstream_connections_active", "gauge",
-             "TCP relay connections to the cluster open now (tcp listeners, limited by limits.max_connections); "
-             "HTTP upstream connections are counted per host (drover_upstream_connections_active).");
+             "Upstream connections to the cluster open now, which limits.max_connections bounds: tcp relays, and HTTP "
+             "connections in use or parked idle in a worker's pool.");
     for (const auto& c : clusters) {
         w.sample("drover_cluster_upstream_connections_active", {{"cluster", c->name()}},
-                 c->stats().upstream_connections_active.load(std::memory_order_relaxed));
+                 c->stats().connections.open.load(std::memory_order_relaxed));
+    }
+    w.family("drover_cluster_upstream_connections_idle", "gauge",
+             "Of the cluster's upstream connections, the HTTP ones parked idle in a worker's pool now.");
+    for (const auto& c : clusters) {
+        w.sample("drover_cluster_upstream_connections_idle", {{"cluster", c->name()}},
+                 c->stats().connections.idle.load(std::memory_order_relaxed));
     }
     w.family("drover_cluster_upstream_unavailable_total", "counter",
              "Client connections closed because no host could be reached or the cluster limit was hit.");
@@ -801,7 +810,8 @@ std::string render_clusters(const Server& server) {
         j.begin_object();
         j.key("name").value(c->name());
         j.key("load_balancing").value(policy_name(c->config().load_balancing));
-        j.key("upstream_connections_active").value(c->stats().upstream_connections_active.load());
+        j.key("upstream_connections_active").value(c->stats().connections.open.load());
+        j.key("upstream_connections_idle").value(c->stats().connections.idle.load());
         render_discovery(j, c->discovery_status());
         j.key("hosts_eligible").value(static_cast<std::uint64_t>(c->selection().eligible));
         j.key("healthy_fraction").value(c->selection().healthy_fraction);
@@ -815,7 +825,7 @@ std::string render_clusters(const Server& server) {
         j.key("held").value(load(st.held_active));
         j.key("shed_total").value(load(st.shed_max_requests) + load(st.shed_host_capacity) + load(st.shed_queue_full) +
                                   load(st.shed_low_priority) + load(st.shed_adaptive) + load(st.shed_memory) +
-                                  load(st.shed_descriptors));
+                                  load(st.shed_descriptors) + load(st.shed_max_connections));
         if (c->config().adaptive_concurrency) { j.key("concurrency_limit").value(load(st.concurrency_limit)); }
         j.end_object();
         // Priority groups (SRV): what each gets; one group of priority 0 for other discovery.

@@ -21,6 +21,8 @@
 #include <optional>
 #include <string>
 
+#include "proxy/connection_budget.hpp"
+
 struct ssl_st;
 namespace boost::asio::ssl {
 class context;
@@ -49,6 +51,9 @@ public:
     void start_tls_client(std::shared_ptr<const health::TlsClient> client, const std::string& peer);
 
     bool tls() const { return tls_ != nullptr; }
+    // An upstream connection counts against its cluster's limits.max_connections for as long as it lives.
+    void count_in(ConnectionToken token) { counted_ = std::move(token); }
+    ConnectionBudget* counted_in() const { return counted_.budget(); }
     // The TLS client it was started with (null for plain and server-side streams): pooled connections
     // are only lent to requests of the same cluster TLS settings.
     const health::TlsClient* tls_client() const;
@@ -109,6 +114,7 @@ private:
 
     std::optional<boost::beast::tcp_stream> plain_;   // empty once TLS owns the connection
     std::unique_ptr<Tls> tls_;
+    ConnectionToken counted_;
 };
 
 }  // namespace drover::proxy

@@ -52,7 +52,7 @@ public:
             host_->stats().requests_active.fetch_sub(1, std::memory_order_relaxed);
         }
         end_hold();
-        if (stats_) { stats_->upstream_connections_active.fetch_sub(1, std::memory_order_relaxed); }
+        if (stats_) { stats_->connections.open.fetch_sub(1, std::memory_order_relaxed); }
         worker_.remove_session(this);
         listener_->connections_active().fetch_sub(1, std::memory_order_relaxed);
     }
@@ -104,9 +104,7 @@ private:
         snapshot_ = worker_.cluster(cluster_index_).snapshot;
         const auto& config = *snapshot_->config;
         auto& stats = *snapshot_->stats;
-        if (stats.upstream_connections_active.fetch_add(1, std::memory_order_relaxed) >=
-            static_cast<std::int64_t>(config.limits.max_connections)) {
-            stats.upstream_connections_active.fetch_sub(1, std::memory_order_relaxed);
+        if (!reserve_connection(stats.connections, config.limits.max_connections)) {
             stats.unavailable_max_connections.fetch_add(1, std::memory_order_relaxed);
             log::debug("listener {}: cluster {} at max_connections, closing client", listener_->config.name,
                        config.name);
@@ -352,7 +350,7 @@ private:
     bool held_ = false;      // counted in held_total
     bool holding_ = false;   // counted in held_active: waiting for a new snapshot
     // Counted once taken (the destructor gives back what they count).
-    std::shared_ptr<ClusterStats> stats_;               // an upstream_connections_active slot
+    std::shared_ptr<ClusterStats> stats_;               // a place in connections (max_connections)
     std::shared_ptr<const discovery::Host> host_;       // a connection and a request on the host
     std::optional<SocketRelay> relay_;                  // plain TCP, once connected
     std::shared_ptr<TcpSession> keep_alive_;            // while relay_ runs

@@ -44,8 +44,24 @@ void UpstreamPool::put(const std::shared_ptr<const discovery::Host>& host, std::
         host->stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
         return;   // `stream` closes on return
     }
-    per_host.idle.push_back({std::move(stream), Clock::now() + idle});
+    auto* budget = stream->counted_in();
+    per_host.idle.push_back({std::move(stream), Clock::now() + idle, IdleMark(budget)});
     schedule_sweep();
+}
+
+bool UpstreamPool::close_idle(const ConnectionBudget& budget) {
+    // A host belongs to one cluster: its connections count in one budget. The oldest of each host is
+    // its first; of those, the one that expires first was parked the longest (one idle timeout per
+    // cluster).
+    PerHost* oldest = nullptr;
+    for (auto& [key, per_host] : hosts_) {
+        if (per_host.idle.empty() || per_host.idle.front().stream->counted_in() != &budget) { continue; }
+        if (oldest == nullptr || per_host.idle.front().expires < oldest->idle.front().expires) { oldest = &per_host; }
+    }
+    if (oldest == nullptr) { return false; }
+    oldest->idle.erase(oldest->idle.begin());   // closes it, and gives its place back
+    oldest->host->stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
+    return true;
 }
 
 void UpstreamPool::drop(const discovery::Host& host) {

@@ -37,6 +37,10 @@ public:
     // Parks a reusable connection until `idle` passes.
     void put(const std::shared_ptr<const discovery::Host>& host, std::unique_ptr<Stream> stream,
              std::chrono::milliseconds idle);
+    // Closes the idle connection counted in `budget` that was parked the longest: a request of its
+    // cluster needs the place (limits.max_connections) for a connection to another host. False if
+    // this pool has none.
+    bool close_idle(const ConnectionBudget& budget);
     // Closes the idle connections to a host discovery no longer lists (its in-flight requests finish
     // on the connections they hold).
     void drop(const discovery::Host& host);
@@ -48,6 +52,7 @@ private:
     struct Idle {
         std::unique_ptr<Stream> stream;
         std::chrono::steady_clock::time_point expires;
+        IdleMark parked;   // counted idle in the stream's cluster budget until the entry goes
     };
     struct PerHost {
         std::shared_ptr<const discovery::Host> host;   // keeps counters alive while parked

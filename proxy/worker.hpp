@@ -172,6 +172,9 @@ public:
     // Set by the server: asks the control loop to make cluster `key` from template `index`.
     std::function<void(std::size_t template_index, std::string host)> request_dynamic;
     std::function<bool(std::size_t template_index)> dynamic_full;   // at the template's max_clusters
+    // Set by the server: asks every other worker to close one idle pooled connection counted in
+    // `budget` (a request here waits for room under limits.max_connections).
+    std::function<void(std::shared_ptr<ConnectionBudget> budget)> close_idle_elsewhere;
     // A closed socket on this worker's context, moved from a prototype: constructing one looks its
     // service up under the service registry's lock each time (benchmarks/profile/
     // http_keepalive_callgrind.py --case tcp-conn). A moved-from socket is as if newly constructed.

@@ -1,5 +1,5 @@
-"""Admission and load shedding through the real binary: the cluster's request breaker
-(limits.max_requests), per-host caps (limits.max_requests_per_host), waiting up to queue_timeout
+"""Admission and load shedding through the real binary: the cluster's request and connection breakers
+(limits.max_requests, limits.max_connections), per-host caps (limits.max_requests_per_host), waiting up to queue_timeout
 bounded by max_pending, and the explicit refusal past them: 503, drover-error: shed, Retry-After.
 (tests/chaos/test_overload.py checks the same under sustained overload with a replica lost.)"""
 
@@ -148,6 +148,73 @@ class SheddingTest(HttpTestCase):
         self.assertLocalResponse(resp, "shed")
         self.assertIn("every host is at limits.max_requests_per_host", resp.text)
         self.assertEqual((self.shed_count(drover, "host_capacity"), self.shed_count(drover, "max_requests")), (1, 0))
+
+
+    # -- limits.max_connections: the cluster's connection breaker, for HTTP too ---------------------------
+
+    def upstream_connections(self, drover, *backends):
+        """The cluster's count and the hosts' counts of open upstream connections, from /metrics."""
+        cluster = drover.metric_value("drover_cluster_upstream_connections_active", {"cluster": "app"})
+        hosts = sum(drover.metric_value("drover_upstream_connections_active", {"cluster": "app", "host": b.addr},
+                                        default=0) for b in backends)
+        return cluster, hosts
+
+    def test_past_max_connections_a_request_is_shed_after_queue_timeout(self):
+        slow = Switchable(self, "slow")
+        slow.delay = 0.6
+        drover, addr = self.proxy([slow], {"max_connections": 1, "queue_timeout": "50ms"})
+        (first, _, _), (second, took2, resp) = self.concurrently(addr, ["/a", "/b"])
+        self.assertEqual(first, 200)
+        self.assertLocalResponse(resp, "shed")
+        self.assertIn("limits.max_connections", resp.text)
+        self.assertGreaterEqual(int(resp.header("retry-after")), 1)
+        self.assertLess(took2, 0.4, "shed after queue_timeout, not after the slow request")
+        self.assertEqual(slow.count(), 1, "the shed request never reached the backend")
+        self.assertEqual(self.shed_count(drover, "max_connections"), 1)
+        # The one connection stays, parked in the pool, and still counts.
+        self.assertEqual(self.upstream_connections(drover, slow), (1, 1))
+        view = drover.admin_json("/clusters")["clusters"][0]
+        self.assertEqual((view["upstream_connections_active"], view["upstream_connections_idle"]), (1, 1))
+        self.assertEqual(drover.metric_value("drover_cluster_upstream_connections_idle", {"cluster": "app"}), 1)
+
+    def test_a_request_waits_for_the_connection_to_come_back_to_the_pool(self):
+        slow = Switchable(self, "slow")
+        slow.delay = 0.3
+        drover, addr = self.proxy([slow], {"max_connections": 1, "queue_timeout": "2s"})
+        (first, _, _), (second, took2, _) = self.concurrently(addr, ["/a", "/b"])
+        self.assertEqual((first, second), (200, 200))
+        self.assertGreater(took2, 0.4, "the second waited for the first one's connection")
+        self.assertEqual(drover.metric_value("drover_upstream_connections_total", {"cluster": "app", "host": slow.addr}),
+                         1, "both went over the one connection")
+        self.assertEqual(self.shed_count(drover, "max_connections"), 0)
+
+    def test_an_idle_connection_to_another_host_is_closed_to_make_room(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        drover, addr = self.proxy([a, b], {"max_connections": 1, "queue_timeout": "50ms"})
+        for i in range(6):   # round robin: a, b, a, ... each needs the place the other's idle one holds
+            resp = self.client(addr).request("GET", f"/{i}")
+            self.assertEqual(resp.status, 200, resp.text)
+            self.assertEqual(self.upstream_connections(drover, a, b), (1, 1))
+        self.assertEqual((a.count(), b.count()), (3, 3))
+        self.assertEqual(self.shed_count(drover, "max_connections"), 0)
+
+    def test_with_several_workers_an_idle_connection_on_another_worker_makes_room(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        clusters = [static_cluster("app", [a, b], load_balancing="round_robin", retries={"attempts": 0},
+                                   limits={"max_connections": 1, "queue_timeout": "1s"})]
+        drover = self.start_drover(make_config([http_listener("web", [route("app", path_prefix="/")])], clusters,
+                                               workers=2))
+        addr = drover.listener_addr("web")
+        # New client connections land on either worker; each worker's round robin goes a, b, a, ...
+        for i in range(12):
+            resp = self.client(addr).request("GET", f"/{i}")
+            self.assertEqual(resp.status, 200, resp.text)
+            cluster, hosts = self.upstream_connections(drover, a, b)
+            self.assertLessEqual(hosts, 1, "open upstream connections, over both workers")
+            self.assertEqual(cluster, hosts)
+        self.assertEqual(a.count() + b.count(), 12)
+        self.assertGreater(min(a.count(), b.count()), 0)
+        self.assertEqual(self.shed_count(drover, "max_connections"), 0)
 
 
 class ProcessLimitTest(HttpTestCase):
