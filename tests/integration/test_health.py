@@ -255,7 +255,8 @@ class HealthTest(HttpTestCase):
         t.join(8)
         self.assertFalse(t.is_alive())
         self.assertEqual(result["resp"].status, 200, result["resp"])
-        self.assertEqual(drover.metric_value("drover_cluster_held_requests_total", {"cluster": "app", "result": "served"}), 1)
+        # Counted once the exchange is over, which is after the client has its response.
+        drover.wait_metric("drover_cluster_held_requests_total", {"cluster": "app", "result": "served"}, lambda v: v == 1)
 
     def test_least_request_ramps_a_returning_host_up_for_a_sequential_client(self):
         # One request at a time: no host has any in flight, so only the weights decide. A host in slow

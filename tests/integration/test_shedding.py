@@ -149,7 +149,6 @@ class SheddingTest(HttpTestCase):
         self.assertIn("every host is at limits.max_requests_per_host", resp.text)
         self.assertEqual((self.shed_count(drover, "host_capacity"), self.shed_count(drover, "max_requests")), (1, 0))
 
-
     # -- limits.max_connections: the cluster's connection breaker, for HTTP too ---------------------------
 
     def upstream_connections(self, drover, *backends):
