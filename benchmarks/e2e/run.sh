@@ -9,7 +9,8 @@
 #            --floor PATH | --no-floor   the bare byte relay of the floor rows (default: built next
 #                                        to Drover, build/release/benchmarks/drover_floor_relay)
 #            --congestion-control NAME   TCP congestion control of the run (default cubic, the
-#                                        kernel's default; "machine" keeps the machine's own)
+#                                        kernel's default, or reno where the machine does not allow
+#                                        cubic in a namespace; "machine" keeps the machine's own)
 #
 # Installs haproxy, nginx (+ stream module), wrk and valgrind (scripts/install-deps.sh --bench), builds
 # nothing, starts everything on 127.0.0.1 with free ports, and stops every process it started on exit.
@@ -25,12 +26,13 @@ repo="$(cd "$here/../.." && pwd)"
 
 drover="$repo/build/release/drover"
 congestion=cubic
+congestion_asked=0   # --congestion-control given: no fallback
 args=()   # what the harness gets: all but --congestion-control, which only this script handles
 while (($#)); do
   case "$1" in
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    --congestion-control) congestion="${2:-}"; shift 2 || shift; continue ;;
-    --congestion-control=*) congestion="${1#--congestion-control=}"; shift; continue ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --congestion-control) congestion="${2:-}"; congestion_asked=1; shift 2 || shift; continue ;;
+    --congestion-control=*) congestion="${1#--congestion-control=}"; congestion_asked=1; shift; continue ;;
     --drover) drover="${2:-}" ;;
     --drover=*) drover="${1#--drover=}" ;;
   esac
@@ -75,6 +77,22 @@ if [[ "$congestion" != machine ]]; then
     echo "e2e: congestion control '$congestion' is not available here" \
          "($(cat /proc/sys/net/ipv4/tcp_available_congestion_control))" >&2
     exit 2
+  fi
+  # A namespace other than the machine's may only take an algorithm the machine allows
+  # (net.ipv4.tcp_allowed_congestion_control; the kernel refuses the rest with EPERM). A machine
+  # whose default is bbr may allow only "reno bbr". Then reno stands in for cubic: both are loss-based
+  # and unpaced, and on loopback, where nothing is lost, neither backs off.
+  allowed="$(cat /proc/sys/net/ipv4/tcp_allowed_congestion_control)"
+  if [[ "$congestion" != machine ]] && ! grep -qw -- "$congestion" <<<"$allowed"; then
+    if (( !congestion_asked )) && grep -qw reno <<<"$allowed"; then
+      echo "e2e: cubic is not in net.ipv4.tcp_allowed_congestion_control ($allowed), which bounds what a" \
+           "network namespace may use: measuring with reno (loss-based and unpaced like cubic)" >&2
+      congestion=reno
+    else
+      echo "e2e: '$congestion' is not in net.ipv4.tcp_allowed_congestion_control ($allowed), which bounds" \
+           "what a network namespace may use: add it there or pass --congestion-control machine" >&2
+      exit 2
+    fi
   fi
 fi
 
