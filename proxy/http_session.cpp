@@ -156,6 +156,7 @@ public:
         retry_after_.reset();
         gate_ = nullptr;
         limiter_verdict_ = LimiterVerdict::ignore;
+        place_wake_target_ = nullptr;
         disarm_deadline();
         deadline_fired_ = false;
         aborted_ = idle_ = parked_ = false;
@@ -728,6 +729,7 @@ private:
         const auto hold_deadline = start_ + config.hold_timeout;
         auto& tried = tried_;   // members, not frame locals: see local_reply_
         tried.clear();
+        unsent_.reset();   // what the last request of this connection may have left
         hold_expired_ = false;
         held_ = false;
         // Tries that reached a backend. Unlike `tried`, not cleared when a hold ends: a request that
@@ -805,6 +807,7 @@ private:
                 if (!waiting_for_host) {
                     if (auto shed = start_waiting(*stats, config, low_priority, has_body, cluster,
                                                   stats->shed_host_capacity, kHostsFull)) {
+                        if (sent > 0 && unsent_) { co_return reply_unsent(has_body, info.keep_alive); }   // a retry refused
                         co_return reply_locally(std::move(*shed), !has_body && info.keep_alive);
                     }
                     waiting_for_host = true;
@@ -813,6 +816,7 @@ private:
                 if (Clock::now() >= host_wait_deadline) {
                     stats->pending_active.fetch_sub(1, std::memory_order_relaxed);
                     stats->shed_host_capacity.fetch_add(1, std::memory_order_relaxed);
+                    if (sent > 0 && unsent_) { co_return reply_unsent(has_body, info.keep_alive); }   // a retry refused
                     co_return reply_locally(shed_error(cluster, *stats, config, kHostsFull, has_body),
                                             !has_body && info.keep_alive);
                 }
@@ -855,29 +859,44 @@ private:
                 host->stats().pool_reuses.fetch_add(1, std::memory_order_relaxed);
                 return true;
             };
-            if (!take_pooled() && !reserve_connection(stats->connections, config.limits.max_connections)) {
+            auto& places = stats->connections;
+            if (!take_pooled() && !reserve_connection(places, config.limits.max_connections)) {
                 // At limits.max_connections: an idle pooled connection of the cluster (to another host)
-                // is closed for the place, else the request waits up to queue_timeout for one, or for
-                // a connection to this host to come back to the pool.
+                // is closed for the place, else the request waits up to queue_timeout for a place
+                // given back (granted in arrival order across workers: ConnectionBudget), or for a
+                // connection to this host to come back to the pool.
                 const auto room = [&] {
-                    return take_pooled() || reserve_connection(stats->connections, config.limits.max_connections) ||
-                           (worker_.pool().close_idle(stats->connections) &&
-                            reserve_connection(stats->connections, config.limits.max_connections));
+                    return take_pooled() || reserve_connection(places, config.limits.max_connections) ||
+                           (worker_.pool().close_idle(places) && reserve_connection(places, config.limits.max_connections));
                 };
                 if (!room()) {
+                    // Woken on this worker's thread when granted; the wait's timer is set by wait_slot.
+                    auto wake_target = std::make_shared<std::weak_ptr<asio::steady_timer>>();
+                    PlaceQueueEntry queued(places, &worker_.context(), [worker = &worker_, wake_target] {
+                        worker->post([wake_target] {
+                            if (auto timer = wake_target->lock()) { timer->cancel(); }
+                        });
+                    });
+                    place_wake_target_ = wake_target.get();
                     if (worker_.close_idle_elsewhere) {
-                        worker_.close_idle_elsewhere(std::shared_ptr<ConnectionBudget>(stats_holder, &stats->connections));
+                        worker_.close_idle_elsewhere(std::shared_ptr<ConnectionBudget>(stats_holder, &places));
                     }
                     const bool shed = co_await admit(cluster, *stats, config, low_priority, Clock::now() + config.limits.queue_timeout,
-                                                     has_body, room, stats->shed_max_connections,
-                                                     "cluster at limits.max_connections");
-                    if (shed) { co_return !has_body && info.keep_alive; }
+                                                     has_body, [&] { return queued.take_grant() || room() || queued.take_grant(); },
+                                                     stats->shed_max_connections, "cluster at limits.max_connections");
+                    place_wake_target_ = nullptr;
+                    if (shed) {
+                        // A retry refused: the client gets the failure of the try before it, not a
+                        // "shed" that would say the request never reached a backend.
+                        if (sent > 0 && unsent_) { co_return reply_unsent(has_body, info.keep_alive); }
+                        co_return !has_body && info.keep_alive;
+                    }
                 }
             }
             if (!reused) {
                 // Counted from here: whatever closes the connection gives the place back.
                 upstream_ = std::make_unique<Stream>(beast::tcp_stream(worker_.context()));
-                upstream_->count_in(ConnectionToken(std::shared_ptr<ConnectionBudget>(stats_holder, &stats->connections)));
+                upstream_->count_in(ConnectionToken(std::shared_ptr<ConnectionBudget>(stats_holder, &places)));
                 auto ec = co_await connect_upstream(*host, snapshot->tls, config.timeouts.connect);
                 if (ec && health::is_local_shortage(ec)) {
                     // Drover has no descriptor (or buffer) for the connection: its own shortage, not the
@@ -1151,6 +1170,7 @@ private:
     asio::awaitable<void> wait_slot(WorkerCluster& cluster, Clock::time_point deadline) {
         auto timer = std::make_shared<asio::steady_timer>(worker_.context(), std::min(deadline, Clock::now() + kSlotPoll));
         cluster.slot_waiters.push_back(timer);
+        if (place_wake_target_ != nullptr) { *place_wake_target_ = timer; }   // a grant of a place wakes it too
         co_await timer->async_wait(use_tuple);
     }
 
@@ -1173,8 +1193,9 @@ private:
     static LocalError shed_error(const WorkerCluster& cluster, const ClusterStats& stats, const config::Cluster& config,
                                  std::string_view why, bool has_body) {
         const auto& limits = config.limits;
+        // Requests in flight are bounded by each of these (every one holds an upstream connection).
         std::uint64_t slots = std::min<std::uint64_t>(
-            limits.max_requests, limits.max_requests_per_host > 0
+            std::min(limits.max_requests, limits.max_connections), limits.max_requests_per_host > 0
                                      ? limits.max_requests_per_host * std::max<std::size_t>(1, cluster.snapshot->hosts.size())
                                      : limits.max_requests);
         if (cluster.limiter) { slots = std::min<std::uint64_t>(slots, std::max<std::uint32_t>(1, cluster.limiter->cap())); }
@@ -1863,10 +1884,14 @@ private:
             if (wec) { keep_client_ = false; }
         }
 
-        // Back to the pool only when the exchange ended cleanly and nothing stray follows it.
+        // Back to the pool only when the exchange ended cleanly and nothing stray follows it, and the
+        // cluster is within limits.max_connections (a reload may have lowered it).
+        const auto* places = upstream_->counted_in();
         const bool reusable = response_info.keep_alive && !close_delimited && upstream_buf.size() == 0 && !request_cut_ &&
                               !worker_.draining() && !host->stats().removed.load(std::memory_order_relaxed) &&
-                              !host->stats().draining.load(std::memory_order_relaxed);
+                              !host->stats().draining.load(std::memory_order_relaxed) &&
+                              (places == nullptr ||
+                               places->open.load(std::memory_order_relaxed) <= static_cast<std::int64_t>(config.limits.max_connections));
         if (reusable) {
             worker_.pool().put(host, std::move(upstream_), config.timeouts.idle);
         } else {
@@ -2081,6 +2106,8 @@ private:
     HostList tried_;      // hosts this request went to
     bool hold_expired_ = false;   // this request waited out hold_timeout for a host
     bool held_ = false;           // this request waited for a host, and the cluster changed
+    // While waiting for room under limits.max_connections: where a granted place finds the wait's timer.
+    std::weak_ptr<asio::steady_timer>* place_wake_target_ = nullptr;
     HostList full_;       // hosts found at their cap for this choice
     HostList excluded_;   // tried_ and full_: what the balancer must not choose
     // Heads serialized for each request into buffers that keep their capacity: no allocation per request.

@@ -1,6 +1,7 @@
 #include "proxy/tcp_session.hpp"
 
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/container/small_vector.hpp>
 
@@ -52,7 +53,7 @@ public:
             host_->stats().requests_active.fetch_sub(1, std::memory_order_relaxed);
         }
         end_hold();
-        if (stats_) { stats_->connections.open.fetch_sub(1, std::memory_order_relaxed); }
+        release_place();
         worker_.remove_session(this);
         listener_->connections_active().fetch_sub(1, std::memory_order_relaxed);
     }
@@ -96,21 +97,14 @@ private:
             }));
     }
 
-    // Takes a slot of the cluster's max_connections, then connects.
+    // Connects (a place of the cluster's max_connections is taken when a host is tried: below).
     void begin() {
         cluster_index_ = worker_.listener_cluster(listener_->index);
         // Held for the whole connection: the host stays valid even if discovery drops it, and the
         // config even if a reload replaces it.
         snapshot_ = worker_.cluster(cluster_index_).snapshot;
         const auto& config = *snapshot_->config;
-        auto& stats = *snapshot_->stats;
-        if (!reserve_connection(stats.connections, config.limits.max_connections)) {
-            stats.unavailable_max_connections.fetch_add(1, std::memory_order_relaxed);
-            log::debug("listener {}: cluster {} at max_connections, closing client", listener_->config.name,
-                       config.name);
-            return;
-        }
-        stats_ = snapshot_->stats;   // counted: the destructor gives the slot back
+        stats_ = snapshot_->stats;
         // While no host takes the connection, wait (up to hold_timeout) for the cluster to change.
         hold_deadline_ = std::chrono::steady_clock::now() + config.hold_timeout;
         may_recover_ = snapshot_->hosts.empty() || config.health_check.enabled || config.outlier_detection.enabled;
@@ -144,6 +138,7 @@ private:
             pass_failed();
             return;
         }
+        if (!counted_ && !take_place()) { return; }
         // Another host after a failed connect: a retry, counted as the http path counts it.
         if (!tried_.empty()) { stats_->retries_connect_failure.fetch_add(1, std::memory_order_relaxed); }
         attempt_ = entry->host;
@@ -216,6 +211,7 @@ private:
     // No host of this snapshot took the connection: hold it for a new one while the cluster may
     // recover (health checks or outlier detection bring hosts back, or it has none yet).
     void pass_failed() {
+        release_place();   // a connection held, or given up, has no upstream connection to count
         if (!held_ && may_recover_) {
             held_ = true;
             stats_->held_total.fetch_add(1, std::memory_order_relaxed);
@@ -258,6 +254,44 @@ private:
         int error = 0;
         socklen_t length = sizeof error;
         return n > 0 && ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error != 0;
+    }
+
+    // A place under the cluster's limits.max_connections for the connection about to be made. At the
+    // limit, an idle pooled HTTP connection of the cluster on this worker is closed for one; if other
+    // workers have idle ones, they are asked to close one and this looks again every few milliseconds
+    // for up to queue_timeout. Else the client is closed. False when not (yet) placed.
+    bool take_place() {
+        auto& places = stats_->connections;
+        const auto& config = *snapshot_->config;
+        if (reserve_connection(places, config.limits.max_connections) ||
+            (worker_.pool().close_idle(places) && reserve_connection(places, config.limits.max_connections))) {
+            counted_ = true;
+            place_timer_.reset();   // a later wait (after a hold) has a queue_timeout of its own
+            return true;
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (!place_timer_) {
+            place_timer_ = std::make_unique<asio::steady_timer>(worker_.context());
+            place_deadline_ = now + config.limits.queue_timeout;
+            if (places.idle.load(std::memory_order_relaxed) > 0 && worker_.close_idle_elsewhere) {
+                worker_.close_idle_elsewhere(std::shared_ptr<ConnectionBudget>(stats_, &places));
+            }
+        }
+        if (now < place_deadline_ && !aborted_) {
+            place_timer_->expires_at(std::min(place_deadline_, now + std::chrono::milliseconds(5)));
+            place_timer_->async_wait([self = shared_from_this()](boost::system::error_code) { self->next_attempt(); });
+            return false;
+        }
+        stats_->unavailable_max_connections.fetch_add(1, std::memory_order_relaxed);
+        log::debug("listener {}: cluster {} at max_connections, closing client", listener_->config.name, config.name);
+        return false;   // nothing pending: the client closes with the session
+    }
+
+    void release_place() {
+        if (counted_) {
+            give_back_connection(stats_->connections);
+            counted_ = false;
+        }
     }
 
     void end_hold() {
@@ -350,7 +384,10 @@ private:
     bool held_ = false;      // counted in held_total
     bool holding_ = false;   // counted in held_active: waiting for a new snapshot
     // Counted once taken (the destructor gives back what they count).
-    std::shared_ptr<ClusterStats> stats_;               // a place in connections (max_connections)
+    std::shared_ptr<ClusterStats> stats_;
+    bool counted_ = false;                              // holds a place in stats_->connections
+    std::unique_ptr<asio::steady_timer> place_timer_;   // waiting for a place (take_place)
+    std::chrono::steady_clock::time_point place_deadline_;
     std::shared_ptr<const discovery::Host> host_;       // a connection and a request on the host
     std::optional<SocketRelay> relay_;                  // plain TCP, once connected
     std::shared_ptr<TcpSession> keep_alive_;            // while relay_ runs

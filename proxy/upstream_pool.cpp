@@ -40,11 +40,14 @@ void UpstreamPool::put(const std::shared_ptr<const discovery::Host>& host, std::
                        std::chrono::milliseconds idle) {
     auto& per_host = hosts_[host.get()];
     if (!per_host.host) { per_host.host = host; }
-    if (per_host.idle.size() >= kMaxIdlePerHost) {
+    auto* budget = stream->counted_in();
+    // Not parked while requests of its cluster wait for room on another worker: its place goes to the
+    // oldest of them. (When the oldest waits here, it is woken next and may want this very host.)
+    if (per_host.idle.size() >= kMaxIdlePerHost ||
+        (budget != nullptr && has_place_waiters(*budget) && !oldest_waiter_on(*budget, &context_))) {
         host->stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
         return;   // `stream` closes on return
     }
-    auto* budget = stream->counted_in();
     per_host.idle.push_back({std::move(stream), Clock::now() + idle, IdleMark(budget)});
     schedule_sweep();
 }

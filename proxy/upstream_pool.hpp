@@ -34,7 +34,8 @@ public:
     // passes as quiet without a syscall, unless `verify`: then recv(MSG_PEEK) tells, which also catches
     // a close the reactor has not reported yet (for requests that could not simply go again).
     std::unique_ptr<Stream> take(const discovery::Host& host, const health::TlsClient* tls, bool verify = true);
-    // Parks a reusable connection until `idle` passes.
+    // Parks a reusable connection until `idle` passes; closes it instead while requests of its cluster
+    // wait for room under limits.max_connections (its place goes to them).
     void put(const std::shared_ptr<const discovery::Host>& host, std::unique_ptr<Stream> stream,
              std::chrono::milliseconds idle);
     // Closes the idle connection counted in `budget` that was parked the longest: a request of its

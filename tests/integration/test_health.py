@@ -442,6 +442,20 @@ class TcpHealthTest(HttpTestCase):
         self.assertEqual([h["connections_total"] for h in cluster["hosts"]], [0])   # probes are not counted
         self.assertEqual(drover.metric_value("drover_cluster_held_requests_total", {"cluster": "pg", "result": "served"}), 0)
 
+    def test_a_held_connection_takes_no_place_under_max_connections(self):
+        # Held while no host is up, a connection has no upstream connection: it does not count against
+        # the cluster's max_connections, so a second client is held too rather than closed.
+        holder = ClosedPort()
+        drover, addr = self.proxy([holder], hold_timeout="5s", limits={"max_connections": 1})
+        clients = [self.connect(addr), self.connect(addr)]
+        wait_until(lambda: drover.metric_value("drover_cluster_held_requests_active", {"cluster": "pg"}, default=0) == 2,
+                   5, message="both connections are held")
+        self.assertEqual(drover.metric_value("drover_cluster_upstream_connections_active", {"cluster": "pg"}), 0)
+        self.assertEqual(drover.metric_value("drover_cluster_upstream_unavailable_total",
+                                             {"cluster": "pg", "reason": "max_connections"}), 0)
+        for sock in clients:
+            sock.close()
+
     def test_a_drain_deadline_ends_a_held_connection_at_once(self):
         holder = ClosedPort()
         clusters = [static_cluster("pg", [holder], self_healing=True, load_balancing="round_robin", hold_timeout="30s",

@@ -215,6 +215,23 @@ class SheddingTest(HttpTestCase):
         self.assertGreater(min(a.count(), b.count()), 0)
         self.assertEqual(self.shed_count(drover, "max_connections"), 0)
 
+    def test_with_several_workers_a_waiting_request_gets_the_place_a_request_on_another_worker_gives_back(self):
+        # One place; a slow request holds it while a second one waits. Half the time the second lands
+        # on the other worker: it must still get the place when the first ends, not wait out
+        # queue_timeout because it only looked at its own worker.
+        slow = Switchable(self, "slow")
+        slow.delay = 0.3
+        clusters = [static_cluster("app", [slow], retries={"attempts": 0},
+                                   limits={"max_connections": 1, "queue_timeout": "2s"})]
+        drover = self.start_drover(make_config([http_listener("web", [route("app", path_prefix="/")])], clusters,
+                                               workers=2))
+        addr = drover.listener_addr("web")
+        for trial in range(8):
+            (first, _, _), (second, took2, _) = self.concurrently(addr, [f"/a{trial}", f"/b{trial}"])
+            self.assertEqual((first, second), (200, 200), f"trial {trial}")
+            self.assertLess(took2, 1.0, f"trial {trial}: the second waited for the first only")
+        self.assertEqual(self.shed_count(drover, "max_connections"), 0)
+
 
 class ProcessLimitTest(HttpTestCase):
 

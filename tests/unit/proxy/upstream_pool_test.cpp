@@ -31,6 +31,60 @@ TEST(ConnectionBudget, ReservesUpToTheLimitAndTokensGiveThePlaceBack) {
     EXPECT_TRUE(reserve_connection(*budget, 2));
 }
 
+TEST(ConnectionBudget, PlacesGivenBackGoToWaitersOldestFirst) {
+    auto budget = std::make_shared<ConnectionBudget>();
+    ASSERT_TRUE(reserve_connection(*budget, 1));
+    auto held = std::make_unique<ConnectionToken>(budget);
+    int woken_first = 0, woken_second = 0;
+    auto first = std::make_unique<PlaceQueueEntry>(*budget, nullptr, [&] { ++woken_first; });
+    PlaceQueueEntry second(*budget, nullptr, [&] { ++woken_second; });
+    EXPECT_TRUE(has_place_waiters(*budget));
+    EXPECT_FALSE(first->take_grant());
+
+    held.reset();   // given back: granted to the oldest, still counted, nobody else can reserve it
+    EXPECT_EQ(woken_first, 1);
+    EXPECT_EQ(woken_second, 0);
+    EXPECT_EQ(budget->open.load(), 1);
+    EXPECT_FALSE(reserve_connection(*budget, 1));
+    EXPECT_FALSE(second.take_grant());
+
+    first.reset();   // it left without using its grant: the place goes on to the next
+    EXPECT_EQ(woken_second, 1);
+    EXPECT_EQ(budget->open.load(), 1);
+    ASSERT_TRUE(second.take_grant());
+    EXPECT_FALSE(second.take_grant());   // one grant, taken once
+    EXPECT_FALSE(has_place_waiters(*budget));
+    {
+        const ConnectionToken now_held(budget);   // the waiter counts its connection in the grant
+    }
+    EXPECT_EQ(budget->open.load(), 0);   // nobody waits: given back to all
+}
+
+TEST(ConnectionBudget, NoGrantsWhileOverALoweredLimit) {
+    auto budget = std::make_shared<ConnectionBudget>();
+    ASSERT_TRUE(reserve_connection(*budget, 2));
+    ASSERT_TRUE(reserve_connection(*budget, 2));
+    auto a = std::make_unique<ConnectionToken>(budget), b = std::make_unique<ConnectionToken>(budget);
+    EXPECT_FALSE(reserve_connection(*budget, 1));   // a reload lowered the limit to 1
+    PlaceQueueEntry waiter(*budget, nullptr, [] {});
+    a.reset();   // 2 open, limit 1: this place is not granted but freed
+    EXPECT_EQ(budget->open.load(), 1);
+    EXPECT_FALSE(waiter.take_grant());
+    b.reset();   // within the limit again: granted
+    EXPECT_TRUE(waiter.take_grant());
+    EXPECT_EQ(budget->open.load(), 1);
+}
+
+TEST(ConnectionBudget, AWaiterThatLeavesUngrantedLeavesTheQueue) {
+    auto budget = std::make_shared<ConnectionBudget>();
+    { const PlaceQueueEntry gone(*budget, nullptr, [] {}); }
+    EXPECT_FALSE(has_place_waiters(*budget));
+    EXPECT_TRUE(budget->queue.empty());
+    ASSERT_TRUE(reserve_connection(*budget, 1));
+    { const ConnectionToken token(budget); }
+    EXPECT_EQ(budget->open.load(), 0);
+}
+
 class PoolTest : public ::testing::Test {
 protected:
     std::shared_ptr<const discovery::Host> host(std::uint16_t port) {
@@ -82,6 +136,28 @@ TEST_F(PoolTest, CloseIdleClosesTheLongestParkedConnectionOfThatClusterOnly) {
     EXPECT_EQ(cluster_b->open.load(), 0);   // closing by any path gives the place back
     EXPECT_EQ(cluster_b->idle.load(), 0);
     EXPECT_EQ(b1->stats().connections_active.load(), 0);
+}
+
+TEST_F(PoolTest, WhileARequestOnAnotherWorkerWaitsForAPlaceAConnectionIsClosedNotParked) {
+    auto cluster = std::make_shared<ConnectionBudget>();
+    const auto a = host(1001);
+    asio::io_context other_worker;
+    int woken = 0;
+    {
+        const PlaceQueueEntry elsewhere(*cluster, &other_worker, [&] { ++woken; });
+        park(a, cluster);
+        EXPECT_EQ(pool.idle_count(), 0u);   // closed: its place granted to the waiter
+        EXPECT_EQ(woken, 1);
+        EXPECT_EQ(cluster->open.load(), 1);
+        EXPECT_EQ(a->stats().connections_active.load(), 0);
+    }
+    EXPECT_EQ(cluster->open.load(), 0);   // the grant went unused: back to all
+    {
+        const PlaceQueueEntry here(*cluster, &context, [&] { ++woken; });
+        park(a, cluster);   // the oldest waiter is on this worker: parked, it may want this host
+        EXPECT_EQ(pool.idle_count(), 1u);
+        EXPECT_EQ(woken, 1);
+    }
 }
 
 }  // namespace
