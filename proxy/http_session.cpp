@@ -89,6 +89,10 @@ constexpr auto kTlsShutdownWait = std::chrono::seconds(1);
 constexpr auto kLingerTime = std::chrono::seconds(2);
 // While a request body waits for room at a backend, how often it looks for an early answer.
 constexpr auto kAnswerPoll = std::chrono::milliseconds(250);
+// While a request waits for its response head, how often it looks whether the client is still there.
+constexpr auto kClientCheck = std::chrono::seconds(1);
+// What the access log shows for a request whose client left before its answer (NGINX's 499).
+constexpr unsigned kClientClosedRequest = 499;
 // Response bodies at least this long still to come are spliced (kernel to kernel) between plain
 // sockets; shorter ones are copied through one relay buffer (a pipe costs three syscalls to make).
 constexpr std::uint64_t kSpliceBodyMin = 64 * 1024;
@@ -807,7 +811,6 @@ private:
                 if (!waiting_for_host) {
                     if (auto shed = start_waiting(*stats, config, low_priority, has_body, cluster,
                                                   stats->shed_host_capacity, kHostsFull)) {
-                        if (sent > 0 && unsent_) { co_return reply_unsent(has_body, info.keep_alive); }   // a retry refused
                         co_return reply_locally(std::move(*shed), !has_body && info.keep_alive);
                     }
                     waiting_for_host = true;
@@ -816,7 +819,6 @@ private:
                 if (Clock::now() >= host_wait_deadline) {
                     stats->pending_active.fetch_sub(1, std::memory_order_relaxed);
                     stats->shed_host_capacity.fetch_add(1, std::memory_order_relaxed);
-                    if (sent > 0 && unsent_) { co_return reply_unsent(has_body, info.keep_alive); }   // a retry refused
                     co_return reply_locally(shed_error(cluster, *stats, config, kHostsFull, has_body),
                                             !has_body && info.keep_alive);
                 }
@@ -885,12 +887,7 @@ private:
                                                      has_body, [&] { return queued.take_grant() || room() || queued.take_grant(); },
                                                      stats->shed_max_connections, "cluster at limits.max_connections");
                     place_wake_target_ = nullptr;
-                    if (shed) {
-                        // A retry refused: the client gets the failure of the try before it, not a
-                        // "shed" that would say the request never reached a backend.
-                        if (sent > 0 && unsent_) { co_return reply_unsent(has_body, info.keep_alive); }
-                        co_return !has_body && info.keep_alive;
-                    }
+                    if (shed) { co_return !has_body && info.keep_alive; }
                 }
             }
             if (!reused) {
@@ -1632,6 +1629,18 @@ private:
         co_return std::tuple{ec, n};
     }
 
+    // Whether the client closed or reset its connection: a peek finds its FIN, or an error (bytes of a
+    // pipelined request waiting to be read mean it is still there, unless it reset after sending them).
+    bool client_went_away() {
+        const int fd = client_.socket().native_handle();
+        char byte = 0;
+        const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) { return true; }
+        int error = 0;
+        socklen_t length = sizeof error;
+        return n > 0 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error != 0;
+    }
+
     // Reads the response head (skipping interim 1xx), checks it, and streams it to the client.
     asio::awaitable<Outcome> relay_response(const http_rules::Head& request, const http_rules::RequestInfo& info,
                                             const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
@@ -1675,16 +1684,36 @@ private:
                     // The bytes are read here, so that a short read leaves the connection known drained
                     // (proxy/readiness.hpp): one that is waits for the edge of the response's bytes
                     // rather than trying a read that would find nothing, and the pool lends it on.
-                    arm_deadline(deadline);
+                    // Every kClientCheck of waiting it looks whether the client has gone (closed or reset
+                    // its connection, as a client that gave up does): then the request ends and the
+                    // backend's connection closes, rather than hold it, and a place under the cluster's
+                    // limits, until the answer or timeouts.request (NGINX does the same).
+                    const auto next_look = [&deadline] { return std::min(deadline, Clock::now() + kClientCheck); };
+                    arm_deadline(next_look());
                     const auto space = upstream_buf.prepare(kUpstreamReadChunk);
+                    bool client_left = false;
                     for (bool wait = readiness::quiet(upstream_->socket()); !deadline_fired_; wait = true) {
                         if (wait) {
                             std::tie(ec) = co_await readiness::async_wait(upstream_->socket(), with_deadline());
+                            if (ec && deadline_fired_ && Clock::now() < deadline) {
+                                if ((client_left = client_went_away())) { break; }
+                                ec = {};
+                                arm_deadline(next_look());
+                                continue;
+                            }
                             if (ec) { break; }
                         }
                         if (read_now(upstream_->socket(), space, n, ec)) { break; }
                     }
                     disarm_deadline();
+                    if (client_left) {
+                        close_upstream(host);
+                        keep_client_ = false;
+                        status_ = kClientClosedRequest;
+                        error_reason_ = "client_closed";
+                        finish_request(request);
+                        co_return Outcome::client_gone;
+                    }
                     if (deadline_fired_) { ec = beast::error::timeout; }
                 }
                 if (ec) {

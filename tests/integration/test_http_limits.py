@@ -3,6 +3,7 @@
 timeout. Each exceeded limit has its status, its `drover-error` reason and its metric."""
 
 import socket
+import struct
 import threading
 import time
 import unittest
@@ -278,6 +279,29 @@ class HttpLimitsTest(HttpTestCase):
                 wait_until(lambda: self.requests_active(drover) == 0, 3, message="the slot freed when the client left")
                 self.assertEqual(drover.metric_value("drover_upstream_connections_active",
                                                      {"cluster": "back", "host": backend.addr}), 0)
+
+    def test_a_client_that_leaves_while_its_request_waits_frees_the_backend_within_a_second(self):
+        # No answer yet and none soon: a client that closes (FIN) or resets its connection ends the
+        # request within kClientCheck (1 s), not after the backend's answer or timeouts.request.
+        drover, addr, origin = self.proxy(cluster_extra={"retries": {"attempts": 0, "per_try_timeout": "20s"}})
+        for method, how in (("POST", "close"), ("GET", "reset")):
+            with self.subTest(method=method, how=how):
+                sock = socket.create_connection(addr, timeout=5)
+                body = b"x" * 10 if method == "POST" else b""
+                sock.sendall(HttpConn.build_request(method, "/slow?delay=10", body=body or None))
+                wait_until(lambda: self.requests_active(drover) == 1, 5, message="the request in flight")
+                time.sleep(0.2)
+                if how == "reset":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+                left = time.monotonic()
+                wait_until(lambda: self.requests_active(drover) == 0, 3, message="the request ended when its client left")
+                self.assertLess(time.monotonic() - left, 2.0)
+                self.assertEqual(drover.metric_value("drover_upstream_connections_active",
+                                                     {"cluster": "back", "host": origin.addr}), 0,
+                                 "the backend's connection closed, not pooled")
+        # A client that stays gets its slow answer.
+        self.assertEqual(self.get(addr, "/slow?delay=1.3", timeout=5).status, 200)
 
     # -- upstream timeouts and failures ----------------------------------------------------------------
 
