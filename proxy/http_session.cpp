@@ -733,7 +733,7 @@ private:
         const auto hold_deadline = start_ + config.hold_timeout;
         auto& tried = tried_;   // members, not frame locals: see local_reply_
         tried.clear();
-        unsent_.reset();   // what the last request of this connection may have left
+        unsent_.reset();   // what the request before may have left (pipelined, or TLS: no begin() between)
         hold_expired_ = false;
         held_ = false;
         // Tries that reached a backend. Unlike `tried`, not cleared when a hold ends: a request that
