@@ -23,7 +23,10 @@ inline bool take_cluster_slot(ClusterStats& stats, std::uint64_t max_requests) {
     return false;
 }
 
-inline void release_cluster_slot(ClusterStats& stats) { stats.requests_active.fetch_sub(1, std::memory_order_relaxed); }
+// Gives a slot back: granted to the oldest request waiting for one (on any worker), else freed.
+inline void release_cluster_slot(ClusterStats& stats) {
+    if (!stats.request_waiters.grant_oldest()) { stats.requests_active.fetch_sub(1, std::memory_order_relaxed); }
+}
 
 // Whether `host` is under its cap of requests in flight (0 = no cap).
 inline bool host_has_room(const discovery::Host& host, std::uint64_t cap) {

@@ -68,6 +68,7 @@ struct ClusterStats {
     std::atomic<std::uint64_t> held_client_left{0};     // tcp: the client closed while held
     // Admission (HTTP): requests in flight (limits.max_requests), waiting for a slot, and shed by why.
     std::atomic<std::int64_t> requests_active{0};
+    GrantQueue request_waiters;   // requests waiting for a max_requests slot, oldest first, all workers
     std::atomic<std::int64_t> pending_active{0};
     std::atomic<std::uint64_t> shed_max_requests{0};   // the cluster's breaker, queue full or timed out
     std::atomic<std::uint64_t> shed_host_capacity{0};  // every eligible host at max_requests_per_host

@@ -4,10 +4,8 @@
 // counted by a token it carries (Stream::count_in), so it gives its place back on whatever path closes
 // it: the exchange, the pool's eviction or sweep, a retry, a session torn down.
 //
-// HTTP requests that find no room wait in one queue per cluster, across workers, oldest first. A place
-// given back while some wait is granted to the oldest (it stays counted in `open`, so nobody else can
-// take it) and its worker is woken: a request waiting on one worker is not starved by a busy client
-// of another, whose next request would otherwise find the place before the waiter looked again.
+// HTTP requests that find no room wait in the cluster's GrantQueue (below), across workers, oldest
+// first; the same queue type serves limits.max_requests (proxy/admission.hpp).
 
 #include <atomic>
 #include <cstdint>
@@ -19,24 +17,112 @@
 
 namespace drover::proxy {
 
-// One request waiting for a place. `granted` is the budget's to set, under its mutex; `wake` runs on
+// One request waiting in a GrantQueue. `granted` is the queue's to set, under its mutex; `wake` runs on
 // the granting thread and must hand the news to the waiter's own thread (a worker's post).
-struct PlaceWaiter {
+struct GrantWaiter {
     std::function<void()> wake;
     const void* owner = nullptr;   // which worker it waits on (its io_context)
     bool granted = false;
 };
 
+// Requests waiting for a unit of a limit shared by every worker (a place under max_connections, a
+// slot under max_requests), oldest first. A unit given back while some wait is granted to the oldest
+// (it stays counted, so nobody else can take it) and its worker is woken: a request waiting on one
+// worker is not starved by a busy client of another, whose next request would otherwise find the
+// unit before the waiter looked again. Without waiters the fast path reads one atomic, no lock.
+class GrantQueue {
+public:
+    bool has_waiters() const { return waiting_.load() > 0; }
+
+    // Whether the oldest waiter waits on `owner`'s worker.
+    bool oldest_on(const void* owner) {
+        const std::lock_guard lock(mutex_);
+        return !queue_.empty() && queue_.front()->owner == owner;
+    }
+
+    // Grants a unit being given back to the oldest waiter and wakes it; false if none waits (the
+    // caller frees the unit).
+    bool grant_oldest() {
+        if (!has_waiters()) { return false; }
+        std::shared_ptr<GrantWaiter> next;
+        {
+            const std::lock_guard lock(mutex_);
+            if (queue_.empty()) { return false; }
+            next = std::move(queue_.front());
+            queue_.pop_front();
+            waiting_.fetch_sub(1);
+            next->granted = true;
+        }
+        if (next->wake) { next->wake(); }
+        return true;
+    }
+
+    void join(std::shared_ptr<GrantWaiter> waiter) {
+        const std::lock_guard lock(mutex_);
+        queue_.push_back(std::move(waiter));
+        waiting_.fetch_add(1);
+    }
+
+    // The waiter leaves; true if it holds a grant it did not take (the caller gives that unit back).
+    bool leave(const std::shared_ptr<GrantWaiter>& waiter) {
+        const std::lock_guard lock(mutex_);
+        if (waiter->granted) { return true; }
+        for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+            if (*it == waiter) {
+                queue_.erase(it);
+                waiting_.fetch_sub(1);
+                break;
+            }
+        }
+        return false;
+    }
+
+    bool take_grant(GrantWaiter& waiter) {
+        const std::lock_guard lock(mutex_);
+        if (!waiter.granted) { return false; }
+        waiter.granted = false;
+        return true;
+    }
+
+private:
+    std::atomic<std::int64_t> waiting_{0};   // in queue_: read without the lock on fast paths
+    std::mutex mutex_;
+    std::deque<std::shared_ptr<GrantWaiter>> queue_;
+};
+
+// A request's place in a GrantQueue, from construction to destruction (however its wait ends).
+// Besides a grant, the waiter keeps looking for a unit by other means; a grant it did not use is given
+// back with `give_back` (to the next waiter, or freed).
+class GrantQueueEntry {
+public:
+    GrantQueueEntry(GrantQueue& queue, const void* owner, std::function<void()> wake, std::function<void()> give_back)
+        : queue_(queue), waiter_(std::make_shared<GrantWaiter>()), give_back_(std::move(give_back)) {
+        waiter_->wake = std::move(wake);
+        waiter_->owner = owner;
+        queue_.join(waiter_);
+    }
+    GrantQueueEntry(const GrantQueueEntry&) = delete;
+    GrantQueueEntry& operator=(const GrantQueueEntry&) = delete;
+    ~GrantQueueEntry() {
+        if (queue_.leave(waiter_)) { give_back_(); }
+    }
+
+    // Takes the unit granted to this request, if one was: the caller now holds it.
+    bool take_grant() { return queue_.take_grant(*waiter_); }
+
+private:
+    GrantQueue& queue_;
+    std::shared_ptr<GrantWaiter> waiter_;
+    std::function<void()> give_back_;
+};
+
 struct ConnectionBudget {
-    std::atomic<std::int64_t> open{0};      // connections to the cluster's hosts open now (or granted)
-    std::atomic<std::int64_t> idle{0};      // of which HTTP connections parked in a worker's pool
-    std::atomic<std::int64_t> waiting{0};   // requests in `queue`: read without the lock on fast paths
+    std::atomic<std::int64_t> open{0};   // connections to the cluster's hosts open now (or granted)
+    std::atomic<std::int64_t> idle{0};   // of which HTTP connections parked in a worker's pool
     // limits.max_connections as last asked for: a reload that lowers it stops grants until `open`
     // is back under it.
     std::atomic<std::int64_t> limit{0};
-
-    std::mutex mutex;
-    std::deque<std::shared_ptr<PlaceWaiter>> queue;   // oldest first
+    GrantQueue waiters;   // HTTP requests waiting for room for a new connection
 };
 
 // Reserves a place for a new connection; false (nothing taken) when `max` are open.
@@ -50,82 +136,27 @@ inline bool reserve_connection(ConnectionBudget& budget, std::uint64_t max) {
 }
 
 // Whether requests wait for a place (an idle connection is then closed rather than parked).
-inline bool has_place_waiters(const ConnectionBudget& budget) { return budget.waiting.load() > 0; }
+inline bool has_place_waiters(const ConnectionBudget& budget) { return budget.waiters.has_waiters(); }
 
 // Whether the oldest waiting request waits on `owner`'s worker: then a connection that worker is done
 // with may be parked for it (it may want that very host) rather than closed for its place.
-inline bool oldest_waiter_on(ConnectionBudget& budget, const void* owner) {
-    const std::lock_guard lock(budget.mutex);
-    return !budget.queue.empty() && budget.queue.front()->owner == owner;
-}
+inline bool oldest_waiter_on(ConnectionBudget& budget, const void* owner) { return budget.waiters.oldest_on(owner); }
 
 // Gives a place back: to the oldest waiting request if any (and the cluster is within its limit),
 // else to all.
 inline void give_back_connection(ConnectionBudget& budget) {
-    if (has_place_waiters(budget) && budget.open.load(std::memory_order_relaxed) <= budget.limit.load(std::memory_order_relaxed)) {
-        std::shared_ptr<PlaceWaiter> next;
-        {
-            const std::lock_guard lock(budget.mutex);
-            if (!budget.queue.empty()) {
-                next = std::move(budget.queue.front());
-                budget.queue.pop_front();
-                budget.waiting.fetch_sub(1);
-                next->granted = true;
-            }
-        }
-        if (next) {
-            if (next->wake) { next->wake(); }
-            return;
-        }
+    if (budget.open.load(std::memory_order_relaxed) <= budget.limit.load(std::memory_order_relaxed) &&
+        budget.waiters.grant_oldest()) {
+        return;
     }
     budget.open.fetch_sub(1, std::memory_order_relaxed);
 }
 
-// A request's place in the queue, from construction to destruction (however its wait ends). Besides
-// its grant, the waiter keeps looking for room by other means (a connection to its host back in the
-// pool, a place freed before it queued); a grant it did not use goes on to the next waiter.
-class PlaceQueueEntry {
+// A request waiting for a place under max_connections.
+class PlaceQueueEntry : public GrantQueueEntry {
 public:
     PlaceQueueEntry(ConnectionBudget& budget, const void* owner, std::function<void()> wake)
-        : budget_(budget), waiter_(std::make_shared<PlaceWaiter>()) {
-        waiter_->wake = std::move(wake);
-        waiter_->owner = owner;
-        const std::lock_guard lock(budget_.mutex);
-        budget_.queue.push_back(waiter_);
-        budget_.waiting.fetch_add(1);
-    }
-    PlaceQueueEntry(const PlaceQueueEntry&) = delete;
-    PlaceQueueEntry& operator=(const PlaceQueueEntry&) = delete;
-    ~PlaceQueueEntry() {
-        bool unused_grant = false;
-        {
-            const std::lock_guard lock(budget_.mutex);
-            if (waiter_->granted) {
-                unused_grant = true;
-            } else {
-                for (auto it = budget_.queue.begin(); it != budget_.queue.end(); ++it) {
-                    if (*it == waiter_) {
-                        budget_.queue.erase(it);
-                        budget_.waiting.fetch_sub(1);
-                        break;
-                    }
-                }
-            }
-        }
-        if (unused_grant) { give_back_connection(budget_); }
-    }
-
-    // Takes the place granted to this request, if one was: the caller counts a connection in it.
-    bool take_grant() {
-        const std::lock_guard lock(budget_.mutex);
-        if (!waiter_->granted) { return false; }
-        waiter_->granted = false;
-        return true;
-    }
-
-private:
-    ConnectionBudget& budget_;
-    std::shared_ptr<PlaceWaiter> waiter_;
+        : GrantQueueEntry(budget.waiters, owner, std::move(wake), [&budget] { give_back_connection(budget); }) {}
 };
 
 // One place (reserved, or granted), given back when the token is destroyed or reassigned.

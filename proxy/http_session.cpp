@@ -160,7 +160,7 @@ public:
         retry_after_.reset();
         gate_ = nullptr;
         limiter_verdict_ = LimiterVerdict::ignore;
-        place_wake_target_ = nullptr;
+        grant_wake_target_ = nullptr;
         disarm_deadline();
         deadline_fired_ = false;
         aborted_ = idle_ = parked_ = false;
@@ -758,10 +758,16 @@ private:
         }
         const auto cluster_slot_free = [stats, &config] { return take_cluster_slot(*stats, config.limits.max_requests); };
         if (!cluster_slot_free()) {
-            if (co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, cluster_slot_free,
-                               stats->shed_max_requests, "cluster at limits.max_requests")) {
-                co_return !has_body && info.keep_alive;
-            }
+            // Slots given back are granted in arrival order across workers (GrantQueue).
+            const auto wake_target = std::make_shared<std::weak_ptr<asio::steady_timer>>();
+            GrantQueueEntry queued(stats->request_waiters, &worker_.context(), grant_wake(wake_target),
+                                   [stats] { release_cluster_slot(*stats); });
+            grant_wake_target_ = wake_target.get();
+            const bool shed = co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body,
+                                             [&] { return queued.take_grant() || cluster_slot_free(); },
+                                             stats->shed_max_requests, "cluster at limits.max_requests");
+            grant_wake_target_ = nullptr;
+            if (shed) { co_return !has_body && info.keep_alive; }
         }
         struct ClusterSlot {
             ClusterStats* stats;
@@ -872,21 +878,16 @@ private:
                            (worker_.pool().close_idle(places) && reserve_connection(places, config.limits.max_connections));
                 };
                 if (!room()) {
-                    // Woken on this worker's thread when granted; the wait's timer is set by wait_slot.
-                    auto wake_target = std::make_shared<std::weak_ptr<asio::steady_timer>>();
-                    PlaceQueueEntry queued(places, &worker_.context(), [worker = &worker_, wake_target] {
-                        worker->post([wake_target] {
-                            if (auto timer = wake_target->lock()) { timer->cancel(); }
-                        });
-                    });
-                    place_wake_target_ = wake_target.get();
+                    const auto wake_target = std::make_shared<std::weak_ptr<asio::steady_timer>>();
+                    PlaceQueueEntry queued(places, &worker_.context(), grant_wake(wake_target));
+                    grant_wake_target_ = wake_target.get();
                     if (worker_.close_idle_elsewhere) {
                         worker_.close_idle_elsewhere(std::shared_ptr<ConnectionBudget>(stats_holder, &places));
                     }
                     const bool shed = co_await admit(cluster, *stats, config, low_priority, Clock::now() + config.limits.queue_timeout,
                                                      has_body, [&] { return queued.take_grant() || room() || queued.take_grant(); },
                                                      stats->shed_max_connections, "cluster at limits.max_connections");
-                    place_wake_target_ = nullptr;
+                    grant_wake_target_ = nullptr;
                     if (shed) { co_return !has_body && info.keep_alive; }
                 }
             }
@@ -1162,12 +1163,21 @@ private:
         return std::nullopt;
     }
 
+    // A GrantQueue waiter's wake: the grant is posted to this worker, where it ends the wait's timer.
+    std::function<void()> grant_wake(const std::shared_ptr<std::weak_ptr<asio::steady_timer>>& target) {
+        return [worker = &worker_, target] {
+            worker->post([target] {
+                if (auto timer = target->lock()) { timer->cancel(); }
+            });
+        };
+    }
+
     // Waits for a request of this worker to end (it wakes the oldest waiter), or a short poll: slots
     // freed by other workers are only seen by looking again.
     asio::awaitable<void> wait_slot(WorkerCluster& cluster, Clock::time_point deadline) {
         auto timer = std::make_shared<asio::steady_timer>(worker_.context(), std::min(deadline, Clock::now() + kSlotPoll));
         cluster.slot_waiters.push_back(timer);
-        if (place_wake_target_ != nullptr) { *place_wake_target_ = timer; }   // a grant of a place wakes it too
+        if (grant_wake_target_ != nullptr) { *grant_wake_target_ = timer; }   // a grant wakes it too
         co_await timer->async_wait(use_tuple);
     }
 
@@ -2135,8 +2145,9 @@ private:
     HostList tried_;      // hosts this request went to
     bool hold_expired_ = false;   // this request waited out hold_timeout for a host
     bool held_ = false;           // this request waited for a host, and the cluster changed
-    // While waiting for room under limits.max_connections: where a granted place finds the wait's timer.
-    std::weak_ptr<asio::steady_timer>* place_wake_target_ = nullptr;
+    // While waiting in a GrantQueue (a max_requests slot, a max_connections place): where a grant finds
+    // the wait's timer (wait_slot sets it).
+    std::weak_ptr<asio::steady_timer>* grant_wake_target_ = nullptr;
     HostList full_;       // hosts found at their cap for this choice
     HostList excluded_;   // tried_ and full_: what the balancer must not choose
     // Heads serialized for each request into buffers that keep their capacity: no allocation per request.

@@ -149,6 +149,34 @@ class SheddingTest(HttpTestCase):
         self.assertIn("every host is at limits.max_requests_per_host", resp.text)
         self.assertEqual((self.shed_count(drover, "host_capacity"), self.shed_count(drover, "max_requests")), (1, 0))
 
+    def test_with_several_workers_busy_clients_of_one_worker_do_not_starve_another_workers_waiters(self):
+        # One slot, four keep-alive clients spread over two workers, each asking again at once. A slot
+        # given back goes to the oldest waiter, whichever worker it waits on: before, a client of the
+        # worker with fewer clients could get nothing but 503s, the others taking every freed slot
+        # before its 5 ms look came.
+        fast = Switchable(self, "fast")
+        fast.delay = 0.01
+        clusters = [static_cluster("app", [fast], retries={"attempts": 0},
+                                   limits={"max_requests": 1, "queue_timeout": "500ms"})]
+        drover = self.start_drover(make_config([http_listener("web", [route("app", path_prefix="/")])], clusters,
+                                               workers=2))
+        addr = drover.listener_addr("web")
+        statuses = [[] for _ in range(4)]
+
+        def client(i):
+            conn = self.client(addr)
+            until = time.monotonic() + 2.0
+            while time.monotonic() < until:
+                statuses[i].append(conn.request("GET", f"/{i}", timeout=5).status)
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        for i, got in enumerate(statuses):
+            self.assertGreater(len(got), 5, f"client {i}")
+            self.assertEqual(set(got), {200}, f"client {i}: {got.count(503)} of {len(got)} shed")
+
     # -- limits.max_connections: the cluster's connection breaker, for HTTP too ---------------------------
 
     def upstream_connections(self, drover, *backends):

@@ -17,6 +17,29 @@ TEST(Admission, ClusterSlotsStopAtTheLimitAndComeBackWhenReleased) {
     EXPECT_TRUE(take_cluster_slot(stats, 2));
 }
 
+TEST(Admission, ASlotGivenBackGoesToTheOldestWaiterOnAnyWorker) {
+    ClusterStats stats;
+    ASSERT_TRUE(take_cluster_slot(stats, 1));
+    int woken = 0;
+    {
+        GrantQueueEntry waiter(stats.request_waiters, nullptr, [&] { ++woken; }, [&] { release_cluster_slot(stats); });
+        release_cluster_slot(stats);   // granted, still counted: a newcomer finds no slot
+        EXPECT_EQ(woken, 1);
+        EXPECT_EQ(stats.requests_active.load(), 1);
+        EXPECT_FALSE(take_cluster_slot(stats, 1));
+        EXPECT_TRUE(waiter.take_grant());
+        release_cluster_slot(stats);   // nobody waits now: freed
+        EXPECT_EQ(stats.requests_active.load(), 0);
+    }
+    {
+        ASSERT_TRUE(take_cluster_slot(stats, 1));
+        const GrantQueueEntry waiter(stats.request_waiters, nullptr, [] {}, [&] { release_cluster_slot(stats); });
+        release_cluster_slot(stats);   // granted, but the waiter leaves without it: passed on, freed
+    }
+    EXPECT_EQ(stats.requests_active.load(), 0);
+    EXPECT_FALSE(stats.request_waiters.has_waiters());
+}
+
 TEST(Admission, HostCapZeroMeansNoCap) {
     const discovery::Host host(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address_v4(0x7f000001), 80));
     host.stats().requests_active.store(5);

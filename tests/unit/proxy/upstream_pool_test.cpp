@@ -79,7 +79,7 @@ TEST(ConnectionBudget, AWaiterThatLeavesUngrantedLeavesTheQueue) {
     auto budget = std::make_shared<ConnectionBudget>();
     { const PlaceQueueEntry gone(*budget, nullptr, [] {}); }
     EXPECT_FALSE(has_place_waiters(*budget));
-    EXPECT_TRUE(budget->queue.empty());
+    EXPECT_FALSE(budget->waiters.has_waiters());
     ASSERT_TRUE(reserve_connection(*budget, 1));
     { const ConnectionToken token(budget); }
     EXPECT_EQ(budget->open.load(), 0);
