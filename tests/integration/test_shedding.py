@@ -14,10 +14,10 @@ from test_health import FAST_CHECK, Switchable
 
 class SheddingTest(HttpTestCase):
 
-    def proxy(self, backends, limits, **cluster):
+    def proxy(self, backends, limits, workers=1, **cluster):
         clusters = [static_cluster("app", backends, load_balancing="round_robin", limits=limits,
                                    retries={"attempts": 0}, **cluster)]
-        config = make_config([http_listener("web", [route("app", path_prefix="/")])], clusters, workers=1)
+        config = make_config([http_listener("web", [route("app", path_prefix="/")])], clusters, workers=workers)
         drover = self.start_drover(config)
         return drover, drover.listener_addr("web")
 
@@ -156,11 +156,7 @@ class SheddingTest(HttpTestCase):
         # before its 5 ms look came.
         fast = Switchable(self, "fast")
         fast.delay = 0.01
-        clusters = [static_cluster("app", [fast], retries={"attempts": 0},
-                                   limits={"max_requests": 1, "queue_timeout": "500ms"})]
-        drover = self.start_drover(make_config([http_listener("web", [route("app", path_prefix="/")])], clusters,
-                                               workers=2))
-        addr = drover.listener_addr("web")
+        drover, addr = self.proxy([fast], {"max_requests": 1, "queue_timeout": "500ms"}, workers=2)
         statuses = [[] for _ in range(4)]
 
         def client(i):
@@ -227,11 +223,7 @@ class SheddingTest(HttpTestCase):
 
     def test_with_several_workers_an_idle_connection_on_another_worker_makes_room(self):
         a, b = Switchable(self, "a"), Switchable(self, "b")
-        clusters = [static_cluster("app", [a, b], load_balancing="round_robin", retries={"attempts": 0},
-                                   limits={"max_connections": 1, "queue_timeout": "1s"})]
-        drover = self.start_drover(make_config([http_listener("web", [route("app", path_prefix="/")])], clusters,
-                                               workers=2))
-        addr = drover.listener_addr("web")
+        drover, addr = self.proxy([a, b], {"max_connections": 1, "queue_timeout": "1s"}, workers=2)
         # New client connections land on either worker; each worker's round robin goes a, b, a, ...
         for i in range(12):
             resp = self.client(addr).request("GET", f"/{i}")
@@ -249,11 +241,7 @@ class SheddingTest(HttpTestCase):
         # queue_timeout because it only looked at its own worker.
         slow = Switchable(self, "slow")
         slow.delay = 0.3
-        clusters = [static_cluster("app", [slow], retries={"attempts": 0},
-                                   limits={"max_connections": 1, "queue_timeout": "2s"})]
-        drover = self.start_drover(make_config([http_listener("web", [route("app", path_prefix="/")])], clusters,
-                                               workers=2))
-        addr = drover.listener_addr("web")
+        drover, addr = self.proxy([slow], {"max_connections": 1, "queue_timeout": "2s"}, workers=2)
         for trial in range(8):
             (first, _, _), (second, took2, _) = self.concurrently(addr, [f"/a{trial}", f"/b{trial}"])
             self.assertEqual((first, second), (200, 200), f"trial {trial}")
