@@ -18,6 +18,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <fcntl.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1641,14 +1642,21 @@ private:
 
     // Whether the client closed or reset its connection: a peek finds its FIN, or an error (bytes of a
     // pipelined request waiting to be read mean it is still there, unless it reset after sending them).
+    // Over TLS a leaving client's close_notify comes before its FIN, so unread bytes followed by a FIN
+    // (the connection in CLOSE_WAIT) mean it has gone too.
     bool client_went_away() {
         const int fd = client_.socket().native_handle();
         char byte = 0;
         const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) { return true; }
+        if (n < 0) { return false; }
         int error = 0;
         socklen_t length = sizeof error;
-        return n > 0 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error != 0;
+        if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error != 0) { return true; }
+        if (!client_.tls()) { return false; }
+        tcp_info state{};
+        length = sizeof state;
+        return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &state, &length) == 0 && state.tcpi_state == TCP_CLOSE_WAIT;
     }
 
     // Reads the response head (skipping interim 1xx), checks it, and streams it to the client.
@@ -1683,25 +1691,33 @@ private:
                 }
                 boost::system::error_code ec;
                 std::size_t n = 0;
+                // The session's lazily re-armed deadline (see arm_deadline), not the tcp_stream's timer,
+                // which set and cancelled a timer for every read (~600 instructions a request,
+                // benchmarks/profile). Past the deadline the read is cancelled and it is a timeout, as
+                // tcp_stream would say (the socket is closed below, as tcp_stream would close it).
+                // Every kClientCheck of waiting it looks whether the client has gone (closed or reset
+                // its connection, as a client that gave up does): then the request ends and the
+                // backend's connection closes, rather than hold it, and a place under the cluster's
+                // limits, until the answer or timeouts.request (NGINX does the same).
+                const auto next_look = [&deadline] { return std::min(deadline, Clock::now() + kClientCheck); };
+                const auto space = upstream_buf.prepare(kUpstreamReadChunk);
+                bool client_left = false;
+                arm_deadline(next_look());
                 if (upstream_->tls()) {
-                    upstream_->lowest().expires_at(deadline);
-                    std::tie(ec, n) = co_await upstream_->async_read_some(upstream_buf.prepare(kUpstreamReadChunk), use_tuple);
+                    // A cancelled TLS read leaves the TLS layer waiting for the rest of its record, as
+                    // read_request_head relies on too: the read starts again after each look.
+                    upstream_->lowest().expires_never();
+                    for (;;) {
+                        std::tie(ec, n) = co_await upstream_->async_read_some(space, with_deadline());
+                        if (!ec || !deadline_fired_ || Clock::now() >= deadline) { break; }
+                        if ((client_left = client_went_away())) { break; }
+                        ec = {};
+                        arm_deadline(next_look());
+                    }
                 } else {
-                    // Plain: the session's lazily re-armed deadline (see arm_deadline), not the tcp_stream's
-                    // timer, which set and cancelled a timer for every read (~600 instructions a request,
-                    // benchmarks/profile). Past the deadline the read is cancelled and it is a timeout, as
-                    // tcp_stream would say (the socket is closed below, as tcp_stream would close it).
                     // The bytes are read here, so that a short read leaves the connection known drained
                     // (proxy/readiness.hpp): one that is waits for the edge of the response's bytes
                     // rather than trying a read that would find nothing, and the pool lends it on.
-                    // Every kClientCheck of waiting it looks whether the client has gone (closed or reset
-                    // its connection, as a client that gave up does): then the request ends and the
-                    // backend's connection closes, rather than hold it, and a place under the cluster's
-                    // limits, until the answer or timeouts.request (NGINX does the same).
-                    const auto next_look = [&deadline] { return std::min(deadline, Clock::now() + kClientCheck); };
-                    arm_deadline(next_look());
-                    const auto space = upstream_buf.prepare(kUpstreamReadChunk);
-                    bool client_left = false;
                     for (bool wait = readiness::quiet(upstream_->socket()); !deadline_fired_; wait = true) {
                         if (wait) {
                             std::tie(ec) = co_await readiness::async_wait(upstream_->socket(), with_deadline());
@@ -1715,17 +1731,17 @@ private:
                         }
                         if (read_now(upstream_->socket(), space, n, ec)) { break; }
                     }
-                    disarm_deadline();
-                    if (client_left) {
-                        close_upstream(host);
-                        keep_client_ = false;
-                        status_ = kClientClosedRequest;
-                        error_reason_ = "client_closed";
-                        finish_request(request);
-                        co_return Outcome::client_gone;
-                    }
-                    if (deadline_fired_) { ec = beast::error::timeout; }
                 }
+                disarm_deadline();
+                if (client_left) {
+                    close_upstream(host);
+                    keep_client_ = false;
+                    status_ = kClientClosedRequest;
+                    error_reason_ = "client_closed";
+                    finish_request(request);
+                    co_return Outcome::client_gone;
+                }
+                if (deadline_fired_ && (ec || !upstream_->tls())) { ec = beast::error::timeout; }
                 if (ec) {
                     const bool timed_out = ec == beast::error::timeout;
                     close_upstream(host);

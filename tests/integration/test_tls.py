@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import textwrap
@@ -141,8 +142,8 @@ def common_name(cert: dict) -> str | None:
 class HttpsBackend:
     """An HTTPS/1.1 origin (http.server, a thread per connection, the TLS handshake on that thread).
 
-    Answers `/healthz` with 200 `ok`; anything else with 200 and a JSON body saying who answered, the
-    SNI the client sent and the CN of its client certificate (with `client_ca`: the client must present
+    Answers `/healthz` with 200 `ok`; anything else (`/slow?delay=S` after S seconds) with 200 and a
+    JSON body saying who answered, the SNI the client sent and the CN of its client certificate (with `client_ca`: the client must present
     one signed by it). Records each connection's SNI and session reuse, and failed handshakes."""
 
     def __init__(self, name: str, certfile: str, keyfile: str, client_ca: str | None = None,
@@ -200,6 +201,8 @@ class HttpsBackend:
                         pass
 
             def do_GET(self) -> None:
+                if self.path.startswith("/slow?delay="):   # answers after that many seconds
+                    time.sleep(float(self.path.split("=", 1)[1]))
                 if self.path.startswith("/healthz"):
                     body = b"ok\n"
                 else:
@@ -496,6 +499,34 @@ class ListenerTlsTest(TlsTestCase):
         self.assertEqual(plain.requests, 0)
         drover.wait_metric("drover_http_local_responses_total", {"listener": "web", "reason": "request_header_timeout"},
                            lambda v: v == 1, default=0)
+
+    def test_a_tls_client_that_leaves_while_its_request_waits_frees_the_backend_within_a_second(self):
+        # A leaving TLS client sends close_notify before its FIN: the unread alert must not hide the FIN.
+        def responder(handler):
+            if handler.path.startswith("/slow"):
+                time.sleep(8)
+            return 200, {}, b"late\n"
+        plain = self.backend(HttpBackend("plain", responder=responder))
+        tls = {"certificates": [self.certs.pair("a")]}
+        listener = http_listener("web", [route("back", path_prefix="/")], tls=tls)
+        cluster = static_cluster("back", [plain], retries={"attempts": 0, "per_try_timeout": "20s"})
+        drover = self.start_drover(make_config([listener], [cluster]))
+        active = lambda: drover.metric_value("drover_cluster_requests_active", {"cluster": "back"})
+        sock = tls_connect(drover.listener_addr("web"), client_context(self.certs.path("ca.pem")), "a.test")
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        wait_until(lambda: active() == 1, 5, message="the request in flight")
+        time.sleep(0.2)
+        sock.setblocking(False)
+        with self.assertRaises(ssl.SSLWantReadError):
+            sock.unwrap()   # sends close_notify; the peer's is not awaited
+        sock.shutdown(socket.SHUT_WR)   # then the FIN
+        self.addCleanup(sock.close)
+        left = time.monotonic()
+        wait_until(lambda: active() == 0, 3, message="the request ended when its client left")
+        self.assertLess(time.monotonic() - left, 2.0)
+        self.assertEqual(drover.metric_value("drover_upstream_connections_active",
+                                             {"cluster": "back", "host": plain.addr}), 0,
+                         "the backend's connection closed, not pooled")
 
     def test_an_upload_refused_over_tls_gets_its_413_not_a_reset(self):
         # Drover answers 413 at the limit while curl is still sending. Closing then, with the rest of
@@ -820,6 +851,32 @@ class UpstreamTlsTest(TlsTestCase):
         conn = self.client(addr)
         for i in range(3):
             self.assertEqual(conn.request("GET", f"/{i}").status, 200)
+
+    def test_a_client_that_leaves_while_a_tls_backend_thinks_frees_the_backend_within_a_second(self):
+        # The wait for a TLS backend's answer looks at the client every second too (the TLS read is
+        # cancelled and started again), and a client that stays still gets a slow answer.
+        secure = self.https_backend("secure", "a")
+        drover, addr = self.upstream_tls_proxy(secure, {"sni": "a.test", "ca": self.certs.path("ca.pem")},
+                                               retries={"attempts": 0, "per_try_timeout": "20s"})
+        active = lambda: drover.metric_value("drover_cluster_requests_active", {"cluster": "back"})
+        for how in ("close", "reset"):
+            with self.subTest(how=how):
+                sock = socket.create_connection(addr, timeout=5)
+                sock.sendall(b"GET /slow?delay=8 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+                wait_until(lambda: active() == 1, 5, message="the request in flight")
+                time.sleep(0.2)
+                if how == "reset":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+                left = time.monotonic()
+                wait_until(lambda: active() == 0, 3, message="the request ended when its client left")
+                self.assertLess(time.monotonic() - left, 2.0)
+                self.assertEqual(drover.metric_value("drover_upstream_connections_active",
+                                                     {"cluster": "back", "host": secure.addr}), 0,
+                                 "the backend's connection closed, not pooled")
+        resp = self.get(addr, "/slow?delay=2.3", timeout=6)
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(resp.json()["path"], "/slow?delay=2.3")
 
     def test_an_ip_literal_sni_is_checked_against_the_ip_san_and_not_sent(self):
         secure = self.https_backend("secure", "a")
