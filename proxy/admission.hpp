@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 
 #include "discovery/host.hpp"
 #include "proxy/cluster.hpp"
@@ -31,6 +32,18 @@ inline void release_cluster_slot(ClusterStats& stats) {
 // Whether `host` is under its cap of requests in flight (0 = no cap).
 inline bool host_has_room(const discovery::Host& host, std::uint64_t cap) {
     return cap == 0 || host.stats().requests_active.load(std::memory_order_relaxed) < static_cast<std::int64_t>(cap);
+}
+
+// Gives a host's in-flight slot back: granted to the oldest request waiting for a host under
+// max_requests_per_host `cap` (on any worker; it stays counted for that request), else freed. A host
+// over its cap (a reload lowered it) grants nothing until it is back under.
+inline void release_host_slot(ClusterStats& stats, const std::shared_ptr<const discovery::Host>& host, std::uint64_t cap) {
+    if (cap > 0 && stats.host_waiters.has_waiters() &&
+        host->stats().requests_active.load(std::memory_order_relaxed) <= static_cast<std::int64_t>(cap) &&
+        stats.host_waiters.grant_oldest(host)) {
+        return;
+    }
+    host->stats().requests_active.fetch_sub(1, std::memory_order_relaxed);
 }
 
 // A shed answer's Retry-After: how long the waiting requests (and this one) take to drain through

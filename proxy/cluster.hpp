@@ -69,6 +69,9 @@ struct ClusterStats {
     // Admission (HTTP): requests in flight (limits.max_requests), waiting for a slot, and shed by why.
     std::atomic<std::int64_t> requests_active{0};
     GrantQueue request_waiters;   // requests waiting for a max_requests slot, oldest first, all workers
+    // Requests waiting for a host under max_requests_per_host (every eligible one at it), oldest first,
+    // all workers: a finished request grants its host's slot (the unit: the host) to the oldest.
+    GrantQueue host_waiters;
     std::atomic<std::int64_t> pending_active{0};
     std::atomic<std::uint64_t> shed_max_requests{0};   // the cluster's breaker, queue full or timed out
     std::atomic<std::uint64_t> shed_host_capacity{0};  // every eligible host at max_requests_per_host

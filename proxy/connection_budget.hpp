@@ -23,6 +23,7 @@ struct GrantWaiter {
     std::function<void()> wake;
     const void* owner = nullptr;   // which worker it waits on (its io_context)
     bool granted = false;
+    std::shared_ptr<const void> unit;   // what was granted, when the queue's units differ (a host's slot)
 };
 
 // Requests waiting for a unit of a limit shared by every worker (a place under max_connections, a
@@ -41,8 +42,8 @@ public:
     }
 
     // Grants a unit being given back to the oldest waiter and wakes it; false if none waits (the
-    // caller frees the unit).
-    bool grant_oldest() {
+    // caller frees the unit). `unit` says which, when it matters (which host's slot).
+    bool grant_oldest(std::shared_ptr<const void> unit = nullptr) {
         if (!has_waiters()) { return false; }
         std::shared_ptr<GrantWaiter> next;
         {
@@ -52,6 +53,7 @@ public:
             queue_.pop_front();
             waiting_.fetch_sub(1);
             next->granted = true;
+            next->unit = std::move(unit);
         }
         if (next->wake) { next->wake(); }
         return true;
@@ -77,10 +79,13 @@ public:
         return false;
     }
 
-    bool take_grant(GrantWaiter& waiter) {
+    // Takes the waiter's grant, if any; `unit` (if asked for) receives what was granted.
+    bool take_grant(GrantWaiter& waiter, std::shared_ptr<const void>* unit = nullptr) {
         const std::lock_guard lock(mutex_);
         if (!waiter.granted) { return false; }
         waiter.granted = false;
+        if (unit != nullptr) { *unit = std::move(waiter.unit); }
+        waiter.unit.reset();
         return true;
     }
 
@@ -92,28 +97,32 @@ private:
 
 // A request's place in a GrantQueue, from construction to destruction (however its wait ends).
 // Besides a grant, the waiter keeps looking for a unit by other means; a grant it did not use is given
-// back with `give_back` (to the next waiter, or freed).
+// back with `give_back` (to the next waiter, or freed), which is told the unit granted.
 class GrantQueueEntry {
 public:
-    GrantQueueEntry(GrantQueue& queue, const void* owner, std::function<void()> wake, std::function<void()> give_back)
+    using GiveBack = std::function<void(std::shared_ptr<const void> unit)>;
+
+    GrantQueueEntry(GrantQueue& queue, const void* owner, std::function<void()> wake, GiveBack give_back)
         : queue_(queue), waiter_(std::make_shared<GrantWaiter>()), give_back_(std::move(give_back)) {
         waiter_->wake = std::move(wake);
         waiter_->owner = owner;
         queue_.join(waiter_);
     }
+    GrantQueueEntry(GrantQueue& queue, const void* owner, std::function<void()> wake, std::function<void()> give_back)
+        : GrantQueueEntry(queue, owner, std::move(wake), GiveBack([give = std::move(give_back)](auto) { give(); })) {}
     GrantQueueEntry(const GrantQueueEntry&) = delete;
     GrantQueueEntry& operator=(const GrantQueueEntry&) = delete;
     ~GrantQueueEntry() {
-        if (queue_.leave(waiter_)) { give_back_(); }
+        if (queue_.leave(waiter_)) { give_back_(std::move(waiter_->unit)); }
     }
 
-    // Takes the unit granted to this request, if one was: the caller now holds it.
-    bool take_grant() { return queue_.take_grant(*waiter_); }
+    // Takes the unit granted to this request, if one was: the caller now holds it (`unit`: which).
+    bool take_grant(std::shared_ptr<const void>* unit = nullptr) { return queue_.take_grant(*waiter_, unit); }
 
 private:
     GrantQueue& queue_;
     std::shared_ptr<GrantWaiter> waiter_;
-    std::function<void()> give_back_;
+    GiveBack give_back_;
 };
 
 struct ConnectionBudget {

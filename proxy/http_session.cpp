@@ -25,6 +25,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 #include <array>
 #include <cctype>
 #include <cerrno>
@@ -797,6 +798,20 @@ private:
         // Each wait for a host below its cap has queue_timeout of its own: a request held while every
         // host was down, or retried after a hung host's per_try_timeout, has spent the first one.
         Clock::time_point host_wait_deadline{};
+        // While waiting for a host under its cap, the request's place among the cluster's waiters (all
+        // workers, oldest first), and a slot a finished request granted it (a host's, still counted).
+        const auto per_host_cap = config.limits.max_requests_per_host;
+        std::optional<GrantQueueEntry> host_queue;
+        std::shared_ptr<std::weak_ptr<asio::steady_timer>> host_wake_target;
+        struct GrantedHost {
+            ClusterStats* stats;
+            std::uint64_t cap;
+            std::shared_ptr<const discovery::Host> host;
+            ~GrantedHost() { give_back(); }
+            void give_back() {
+                if (host) { release_host_slot(*stats, std::exchange(host, nullptr), cap); }
+            }
+        } granted_host{stats, per_host_cap, nullptr};
 
         const auto budget = cluster.budget;   // a reload may replace the worker's; this request keeps its own
         budget->on_request(start_);
@@ -806,14 +821,33 @@ private:
         while (!aborted_) {
             excluded.assign(tried.begin(), tried.end());
             excluded.insert(excluded.end(), full.begin(), full.end());
-            const HostEntry* entry =
-                tried.size() <= config.retries.attempts ? cluster.balancer->choose(*snapshot, {excluded, key}) : nullptr;
-            if (entry != nullptr && !host_has_room(*entry->host, config.limits.max_requests_per_host)) {
+            const HostEntry* entry = nullptr;
+            bool granted = false;
+            if (granted_host.host) {
+                // A slot granted while waiting: taken if its host may still have this request.
+                for (const auto& candidate : snapshot->hosts) {
+                    if (candidate.host == granted_host.host && tried.size() <= config.retries.attempts &&
+                        std::find(tried.begin(), tried.end(), candidate.host.get()) == tried.end()) {
+                        entry = &candidate;
+                    }
+                }
+                if (entry != nullptr) {
+                    granted_host.host.reset();   // HostSlot holds it from here
+                    granted = true;
+                } else {
+                    granted_host.give_back();
+                }
+            }
+            if (entry == nullptr && tried.size() <= config.retries.attempts) {
+                entry = cluster.balancer->choose(*snapshot, {excluded, key});
+            }
+            if (!granted && entry != nullptr && !host_has_room(*entry->host, per_host_cap)) {
                 full.push_back(entry->host.get());
                 continue;
             }
             if (entry == nullptr && !full.empty()) {
                 // Every host left is at its cap: wait for one to finish a request, up to queue_timeout.
+                // Slots are granted oldest first across workers (ClusterStats::host_waiters).
                 static constexpr std::string_view kHostsFull = "every host is at limits.max_requests_per_host";
                 if (!waiting_for_host) {
                     if (auto shed = start_waiting(*stats, config, low_priority, has_body, cluster,
@@ -829,7 +863,22 @@ private:
                     co_return reply_locally(shed_error(cluster, *stats, config, kHostsFull, has_body),
                                             !has_body && info.keep_alive);
                 }
+                if (!host_queue) {
+                    host_wake_target = std::make_shared<std::weak_ptr<asio::steady_timer>>();
+                    host_queue.emplace(stats->host_waiters, &worker_.context(), grant_wake(host_wake_target),
+                                       [stats, per_host_cap](std::shared_ptr<const void> unit) {
+                                           release_host_slot(*stats, std::static_pointer_cast<const discovery::Host>(unit),
+                                                             per_host_cap);
+                                       });
+                }
+                grant_wake_target_ = host_wake_target.get();
                 co_await wait_slot(cluster, host_wait_deadline);
+                grant_wake_target_ = nullptr;
+                if (std::shared_ptr<const void> unit; host_queue->take_grant(&unit)) {
+                    // Granted, the request has left the queue: it joins again (last) if it must wait on.
+                    granted_host.host = std::static_pointer_cast<const discovery::Host>(std::move(unit));
+                    host_queue.reset();
+                }
                 full.clear();
                 snapshot = cluster.snapshot;
                 continue;
@@ -838,6 +887,7 @@ private:
                 stats->pending_active.fetch_sub(1, std::memory_order_relaxed);
                 waiting_for_host = false;
             }
+            host_queue.reset();   // a grant that came meanwhile goes to the next waiter
             full.clear();
             if (entry == nullptr) {
                 // Holding helps only if something may bring a host back: discovery (nothing listed or
@@ -853,7 +903,7 @@ private:
             upstream_name_ = host->name();
             // In flight on this host from its choice to the end of the exchange: what least_request
             // weighs hosts by and max_requests_per_host caps.
-            HostSlot host_slot{host.get(), &cluster};
+            HostSlot host_slot{host, &cluster, stats, per_host_cap, granted};
 
             bool reused = false;
             // A request that could not simply go again has the pool check the connection with a
@@ -1069,20 +1119,25 @@ private:
         co_await timer.async_wait(use_tuple);
     }
 
-    // A host's in-flight count held by one try; released once (at the end of the try or on scope exit),
-    // waking a request of this worker waiting for a slot.
+    // A host's in-flight count held by one try (taken here, or `granted` by a request that finished);
+    // released once (at the end of the try or on scope exit): granted to the oldest request waiting for
+    // a host under max_requests_per_host, and a request of this worker waiting for a slot is woken.
     struct HostSlot {
-        const discovery::Host* host;
+        const std::shared_ptr<const discovery::Host>* host;   // the caller's, which outlives the slot
         WorkerCluster* cluster;
-        HostSlot(const discovery::Host* h, WorkerCluster* c) : host(h), cluster(c) {
-            host->stats().requests_active.fetch_add(1, std::memory_order_relaxed);
+        ClusterStats* stats;
+        std::uint64_t cap;
+        HostSlot(const std::shared_ptr<const discovery::Host>& h, WorkerCluster* c, ClusterStats* s, std::uint64_t per_host,
+                 bool granted)
+            : host(&h), cluster(c), stats(s), cap(per_host) {
+            if (!granted) { (*host)->stats().requests_active.fetch_add(1, std::memory_order_relaxed); }
         }
         HostSlot(const HostSlot&) = delete;
         HostSlot& operator=(const HostSlot&) = delete;
         ~HostSlot() { release(); }
         void release() {
             if (host == nullptr) { return; }
-            host->stats().requests_active.fetch_sub(1, std::memory_order_relaxed);
+            release_host_slot(*stats, *host, cap);
             host = nullptr;
             cluster->wake_one_slot_waiter();
         }

@@ -150,28 +150,32 @@ class SheddingTest(HttpTestCase):
         self.assertEqual((self.shed_count(drover, "host_capacity"), self.shed_count(drover, "max_requests")), (1, 0))
 
     def test_with_several_workers_busy_clients_of_one_worker_do_not_starve_another_workers_waiters(self):
-        # One slot, four keep-alive clients spread over two workers, each asking again at once. A slot
-        # given back goes to the oldest waiter, whichever worker it waits on: before, a client of the
-        # worker with fewer clients could get nothing but 503s, the others taking every freed slot
-        # before its 5 ms look came.
-        fast = Switchable(self, "fast")
-        fast.delay = 0.01
-        drover, addr = self.proxy([fast], {"max_requests": 1, "queue_timeout": "500ms"}, workers=2)
-        statuses = [[] for _ in range(4)]
+        # One slot (the cluster's, or its one host's), four keep-alive clients spread over two workers,
+        # each asking again at once. A slot given back goes to the oldest waiter, whichever worker it
+        # waits on: before, a client of the worker with fewer clients could get nothing but 503s, the
+        # others taking every freed slot before its 5 ms look came.
+        for limit in ("max_requests", "max_requests_per_host"):
+            with self.subTest(limit=limit):
+                fast = Switchable(self, "fast")
+                fast.delay = 0.01
+                drover, addr = self.proxy([fast], {limit: 1, "queue_timeout": "500ms"}, workers=2)
+                statuses = [[] for _ in range(4)]
 
-        def client(i):
-            conn = self.client(addr)
-            until = time.monotonic() + 2.0
-            while time.monotonic() < until:
-                statuses[i].append(conn.request("GET", f"/{i}", timeout=5).status)
-        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-        for i, got in enumerate(statuses):
-            self.assertGreater(len(got), 5, f"client {i}")
-            self.assertEqual(set(got), {200}, f"client {i}: {got.count(503)} of {len(got)} shed")
+                def client(i):
+                    conn = self.client(addr)
+                    until = time.monotonic() + 2.0
+                    while time.monotonic() < until:
+                        statuses[i].append(conn.request("GET", f"/{i}", timeout=5).status)
+                threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(10)
+                for i, got in enumerate(statuses):
+                    self.assertGreater(len(got), 5, f"client {i}")
+                    self.assertEqual(set(got), {200}, f"client {i}: {got.count(503)} of {len(got)} shed")
+                host_active = lambda: drover.admin_json("/clusters")["clusters"][0]["hosts"][0]["requests_active"]
+                wait_until(lambda: host_active() == 0, 3, message="every host slot given back")
 
     # -- limits.max_connections: the cluster's connection breaker, for HTTP too ---------------------------
 

@@ -48,6 +48,43 @@ TEST(Admission, HostCapZeroMeansNoCap) {
     EXPECT_FALSE(host_has_room(host, 5));
 }
 
+TEST(Admission, AHostSlotGivenBackGoesToTheOldestWaiterWithItsHost) {
+    ClusterStats stats;
+    const auto host = std::make_shared<const discovery::Host>(
+        boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address_v4(0x7f000001), 80));
+    host->stats().requests_active.store(1);   // at its cap of 1
+    release_host_slot(stats, host, 1);         // nobody waits: freed
+    EXPECT_EQ(host->stats().requests_active.load(), 0);
+
+    host->stats().requests_active.store(1);
+    int woken = 0;
+    {
+        const auto give_back = [&](std::shared_ptr<const void> unit) {
+            release_host_slot(stats, std::static_pointer_cast<const discovery::Host>(unit), 1);
+        };
+        GrantQueueEntry first(stats.host_waiters, nullptr, [&] { ++woken; }, give_back);
+        GrantQueueEntry second(stats.host_waiters, nullptr, [&] { ++woken; }, give_back);
+        release_host_slot(stats, host, 1);   // granted to the first, still counted: a newcomer finds it full
+        EXPECT_EQ(woken, 1);
+        EXPECT_EQ(host->stats().requests_active.load(), 1);
+        EXPECT_FALSE(host_has_room(*host, 1));
+        EXPECT_FALSE(second.take_grant());
+        std::shared_ptr<const void> unit;
+        ASSERT_TRUE(first.take_grant(&unit));
+        EXPECT_EQ(unit.get(), host.get());   // the grant says which host's slot
+        // Over the cap (a reload lowered it to 1 while 2 were in flight): nothing is granted until
+        // the host is back under it.
+        host->stats().requests_active.store(2);
+        release_host_slot(stats, host, 1);
+        EXPECT_EQ(host->stats().requests_active.load(), 1);
+        EXPECT_EQ(woken, 1);
+        release_host_slot(stats, host, 1);   // to the second, which leaves without taking it: freed
+        EXPECT_EQ(woken, 2);
+    }
+    EXPECT_EQ(host->stats().requests_active.load(), 0);
+    EXPECT_FALSE(stats.host_waiters.has_waiters());
+}
+
 TEST(Admission, RetryAfterIsTheQueueDrainTimeInWholeSecondsFrom1To30) {
     EXPECT_EQ(shed_retry_after(0, 10, 0.05), 1u);      // nothing queued: the minimum
     EXPECT_EQ(shed_retry_after(-3, 10, 0.05), 1u);     // a transiently negative gauge counts as 0
