@@ -93,6 +93,9 @@ constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr auto kAnswerPoll = std::chrono::milliseconds(250);
 // While a request waits for its response head, how often it looks whether the client is still there.
 constexpr auto kClientCheck = std::chrono::seconds(1);
+// The same while it waits for a slot, for a host under its cap, or for a host to come back: sooner,
+// as those waits are short (queue_timeout), and at most one syscall per look per waiting request.
+constexpr auto kWaitingClientCheck = std::chrono::milliseconds(100);
 // What the access log shows for a request whose client left before its answer (NGINX's 499).
 constexpr unsigned kClientClosedRequest = 499;
 // Response bodies at least this long still to come are spliced (kernel to kernel) between plain
@@ -737,6 +740,7 @@ private:
         tried.clear();
         unsent_.reset();   // what the request before may have left (pipelined, or TLS: no begin() between)
         hold_expired_ = false;
+        client_left_ = false;
         held_ = false;
         // Tries that reached a backend. Unlike `tried`, not cleared when a hold ends: a request that
         // makes its host reset is sent 1 + retries.attempts times at most, however often the cluster
@@ -769,7 +773,7 @@ private:
                                              [&] { return queued.take_grant() || cluster_slot_free(); },
                                              stats->shed_max_requests, "cluster at limits.max_requests");
             grant_wake_target_ = nullptr;
-            if (shed) { co_return !has_body && info.keep_alive; }
+            if (shed) { co_return !client_left_ && !has_body && info.keep_alive; }
         }
         struct ClusterSlot {
             ClusterStats* stats;
@@ -784,7 +788,7 @@ private:
             if (!limiter_slot_free()) {
                 if (co_await admit(cluster, *stats, config, low_priority, queue_deadline, has_body, limiter_slot_free,
                                    stats->shed_adaptive, "at the adaptive concurrency limit")) {
-                    co_return !has_body && info.keep_alive;
+                    co_return !client_left_ && !has_body && info.keep_alive;
                 }
             }
         }
@@ -798,6 +802,7 @@ private:
         // Each wait for a host below its cap has queue_timeout of its own: a request held while every
         // host was down, or retried after a hung host's per_try_timeout, has spent the first one.
         Clock::time_point host_wait_deadline{};
+        Clock::time_point host_next_look{};   // when to look again whether the client left (left_while_waiting)
         // While waiting for a host under its cap, the request's place among the cluster's waiters (all
         // workers, oldest first), and a slot a finished request granted it (a host's, still counted).
         const auto per_host_cap = config.limits.max_requests_per_host;
@@ -856,6 +861,7 @@ private:
                     }
                     waiting_for_host = true;
                     host_wait_deadline = Clock::now() + config.limits.queue_timeout;
+                    host_next_look = Clock::now() + kWaitingClientCheck;
                 }
                 if (Clock::now() >= host_wait_deadline) {
                     stats->pending_active.fetch_sub(1, std::memory_order_relaxed);
@@ -874,6 +880,10 @@ private:
                 grant_wake_target_ = host_wake_target.get();
                 co_await wait_slot(cluster, host_wait_deadline);
                 grant_wake_target_ = nullptr;
+                if (left_while_waiting(host_next_look)) {
+                    stats->pending_active.fetch_sub(1, std::memory_order_relaxed);
+                    co_return false;
+                }
                 if (std::shared_ptr<const void> unit; host_queue->take_grant(&unit)) {
                     // Granted, the request has left the queue: it joins again (last) if it must wait on.
                     granted_host.host = std::static_pointer_cast<const discovery::Host>(std::move(unit));
@@ -939,7 +949,7 @@ private:
                                                      has_body, [&] { return queued.take_grant() || room() || queued.take_grant(); },
                                                      stats->shed_max_connections, "cluster at limits.max_connections");
                     grant_wake_target_ = nullptr;
-                    if (shed) { co_return !has_body && info.keep_alive; }
+                    if (shed) { co_return !client_left_ && !has_body && info.keep_alive; }
                 }
             }
             if (!reused) {
@@ -1058,7 +1068,7 @@ private:
             co_return outcome == Outcome::ok && keep_client_;
         }
         if (waiting_for_host) { stats->pending_active.fetch_sub(1, std::memory_order_relaxed); }   // aborted while waiting
-        if (aborted_) { co_return false; }
+        if (aborted_ || client_left_) { co_return false; }
         if (unsent_) {
             // A reset taken for retry found no host to go to, even after holding: the try's own answer.
             co_return reply_unsent(has_body, info.keep_alive);
@@ -1095,8 +1105,15 @@ private:
         }
         stats->held_total.fetch_add(1, std::memory_order_relaxed);
         const auto version = snapshot->version;
+        auto next_look = now + kWaitingClientCheck;
         while (!aborted_ && cluster.snapshot->version == version && Clock::now() < deadline) {
-            co_await worker_.wait_snapshot(cluster_index, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+            const auto until = std::min(deadline, next_look);
+            co_await worker_.wait_snapshot(cluster_index, std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now()));
+            if (left_while_waiting(next_look)) {
+                stats->held_active.fetch_sub(1, std::memory_order_relaxed);
+                stats->held_client_left.fetch_add(1, std::memory_order_relaxed);
+                co_return false;
+            }
         }
         stats->held_active.fetch_sub(1, std::memory_order_relaxed);
         snapshot = cluster.snapshot;
@@ -1186,6 +1203,7 @@ private:
         if (auto shed = start_waiting(stats, config, low_priority, has_body, cluster, shed_counter, why)) {
             co_return reply_locally(std::move(*shed), true);
         }
+        auto next_look = Clock::now() + kWaitingClientCheck;
         do {
             if (Clock::now() >= deadline) {
                 stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
@@ -1193,6 +1211,10 @@ private:
                 co_return reply_locally(shed_error(cluster, stats, config, why, has_body), true);
             }
             co_await wait_slot(cluster, deadline);
+            if (left_while_waiting(next_look)) {
+                stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
+                co_return true;
+            }
         } while (!try_take());
         stats.pending_active.fetch_sub(1, std::memory_order_relaxed);
         co_return false;
@@ -1714,6 +1736,22 @@ private:
         return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &state, &length) == 0 && state.tcpi_state == TCP_CLOSE_WAIT;
     }
 
+    // While the request waits (a slot, a host under its cap, a host to come back): whether its client
+    // left, looked at when `next_look` has come (then kWaitingClientCheck later). A request whose client
+    // left ends there, unanswered: 499 client_closed in the access log, and the connection closes.
+    bool left_while_waiting(Clock::time_point& next_look) {
+        const auto now = Clock::now();
+        if (now < next_look) { return false; }
+        next_look = now + kWaitingClientCheck;
+        if (!client_went_away()) { return false; }
+        client_left_ = true;
+        keep_client_ = false;
+        status_ = kClientClosedRequest;
+        error_reason_ = "client_closed";
+        finish_request(request_head_);
+        return true;
+    }
+
     // Reads the response head (skipping interim 1xx), checks it, and streams it to the client.
     asio::awaitable<Outcome> relay_response(const http_rules::Head& request, const http_rules::RequestInfo& info,
                                             const std::shared_ptr<const discovery::Host>& host, const config::Cluster& config) {
@@ -2215,6 +2253,7 @@ private:
     std::optional<LocalError> local_reply_;
     HostList tried_;      // hosts this request went to
     bool hold_expired_ = false;   // this request waited out hold_timeout for a host
+    bool client_left_ = false;    // its client left while it waited (left_while_waiting): 499, no answer
     bool held_ = false;           // this request waited for a host, and the cluster changed
     // While waiting in a GrantQueue (a max_requests slot, a max_connections place): where a grant finds
     // the wait's timer (wait_slot sets it).

@@ -3,6 +3,9 @@
 bounded by max_pending, and the explicit refusal past them: 503, drover-error: shed, Retry-After.
 (tests/chaos/test_overload.py checks the same under sustained overload with a replica lost.)"""
 
+import os
+import socket
+import tempfile
 import threading
 import time
 import unittest
@@ -14,10 +17,11 @@ from test_health import FAST_CHECK, Switchable
 
 class SheddingTest(HttpTestCase):
 
-    def proxy(self, backends, limits, workers=1, **cluster):
+    def proxy(self, backends, limits, workers=1, access_log=None, **cluster):
         clusters = [static_cluster("app", backends, load_balancing="round_robin", limits=limits,
                                    retries={"attempts": 0}, **cluster)]
-        config = make_config([http_listener("web", [route("app", path_prefix="/")])], clusters, workers=workers)
+        extra = {"access_log": {"path": access_log}} if access_log else {}
+        config = make_config([http_listener("web", [route("app", path_prefix="/")])], clusters, workers=workers, **extra)
         drover = self.start_drover(config)
         return drover, drover.listener_addr("web")
 
@@ -94,6 +98,50 @@ class SheddingTest(HttpTestCase):
         self.assertLocalResponse(resp, "shed")
         self.assertLess(took2, 0.4)
         self.assertEqual(self.shed_count(drover, "adaptive_concurrency"), 1)
+
+    def test_a_client_that_leaves_while_its_request_waits_ends_it_as_499(self):
+        # Waiting for a slot (max_requests), for a host under its cap, or for a host to come back
+        # (held): a client that closes its connection ends the wait within a look (100 ms), logged
+        # 499 client_closed, rather than keep its place to queue_timeout or hold_timeout and then be
+        # counted as shed or timed out (a 5xx nobody received).
+        folder = tempfile.TemporaryDirectory(prefix="drover-shed-")
+        self.addCleanup(folder.cleanup)
+        for case in ("max_requests", "max_requests_per_host", "held"):
+            with self.subTest(case=case):
+                log = os.path.join(folder.name, f"{case}.log")
+                slow = Switchable(self, "slow")
+                slow.delay = 3
+                if case == "held":
+                    slow.health_status = 500
+                    drover, addr = self.proxy([slow], {}, access_log=log, health_check=FAST_CHECK, hold_timeout="5s")
+                    gauge = ("drover_cluster_held_requests_active", {"cluster": "app"})
+                else:
+                    drover, addr = self.proxy([slow], {case: 1, "queue_timeout": "5s"}, access_log=log)
+                    gauge = ("drover_cluster_pending_requests", {"cluster": "app"})
+                    def first():
+                        try:
+                            self.client(addr).request("GET", "/first", timeout=10)
+                        except OSError:
+                            pass   # the test may end (and stop Drover) before its answer
+                    threading.Thread(target=first, daemon=True).start()
+                    wait_until(lambda: slow.count() == 1, 5, message="the first request holds the slot")
+                sock = socket.create_connection(addr, timeout=5)
+                self.addCleanup(sock.close)
+                sock.sendall(b"GET /second HTTP/1.1\r\nHost: test\r\n\r\n")
+                wait_until(lambda: drover.metric_value(*gauge, default=0) == 1, 5, message="the second waits")
+                time.sleep(0.2)
+                sock.close()
+                left = time.monotonic()
+                wait_until(lambda: drover.metric_value(*gauge, default=0) == 0, 2, message="the wait ended")
+                self.assertLess(time.monotonic() - left, 0.8)
+                wait_until(lambda: " GET /second 499 " in open(log).read(), 3, message="logged as 499")
+                self.assertIn("client_closed", open(log).read())
+                shed = sum(self.shed_count(drover, r) for r in ("max_requests", "host_capacity"))
+                held = lambda result: drover.metric_value("drover_cluster_held_requests_total",
+                                                          {"cluster": "app", "result": result}, default=0)
+                self.assertEqual((shed, held("timed_out"), held("client_left")), (0, 0, 1 if case == "held" else 0))
+                self.assertEqual(drover.metric_value("drover_http_requests_total",
+                                                     {"listener": "web", "code_class": "5xx"}, default=0), 0)
 
     def test_the_cap_follows_the_healthy_hosts(self):
         a, b = Switchable(self, "a"), Switchable(self, "b")
