@@ -488,6 +488,7 @@ private:
                 if (scan.complete) {
                     raw_head_.assign(bytes.substr(0, scan.scanned));
                     client_buf_.consume(scan.scanned);
+                    bump(counters_->bytes_received, scan.scanned);   // bodies are counted as they are forwarded
                     if (auto rejection = http_rules::parse_request_head(raw_head_, request_head_)) {
                         error = LocalError{400, LocalReason::bad_request, std::move(rejection->detail)};
                         return HeadStep::error;

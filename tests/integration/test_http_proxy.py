@@ -875,6 +875,20 @@ class HttpProxyTest(HttpTestCase):
         self.assertEqual([m.group("client", "method", "target", "status", "bytes", "upstream", "reason") for m in got],
                          want)
 
+    def test_listener_byte_counters_count_heads_and_bodies_both_ways(self):
+        origin = self.origin()
+        drover, addr = self.http_proxy([origin])
+        requests = [b"GET /a HTTP/1.1\r\nHost: x\r\nUser-Agent: counted\r\n\r\n",
+                    b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+                    b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+        with socket.create_connection(addr, timeout=5) as sock:
+            sock.sendall(b"".join(requests))   # pipelined; the last answer ends with the close
+            answers = recv_all(sock)
+        self.assertEqual(answers.count(b"HTTP/1.1 200 "), 3, answers)
+        listener = {"listener": "web"}
+        drover.wait_metric("drover_listener_bytes_received_total", listener, lambda v: v == sum(map(len, requests)))
+        drover.wait_metric("drover_listener_bytes_sent_total", listener, lambda v: v == len(answers))
+
     def test_access_log_to_stderr(self):
         origin = self.origin()
         drover, addr = self.http_proxy([origin], access_log={"path": "stderr"})
