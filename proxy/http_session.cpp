@@ -748,6 +748,7 @@ private:
         // changes while it waits (else it would be replayed on every change, the budget bypassed).
         std::size_t sent = 0;
         bool retried_stale = false;
+        bool after_connect_failure = false;   // the last try's connect failed: the next is a retry
         // Holding (no host available) is for requests no backend has acted on: nothing was sent yet, or
         // every try so far ended by connection failure or reset and the request is idempotent.
         bool holdable = true;
@@ -910,6 +911,10 @@ private:
                 }
                 break;
             }
+            if (after_connect_failure) {
+                stats->retries_connect_failure.fetch_add(1, std::memory_order_relaxed);
+                after_connect_failure = false;
+            }
             const auto host = entry->host;   // a copy: the snapshot may be replaced while we wait
             upstream_name_ = host->name();
             // In flight on this host from its choice to the end of the exchange: what least_request
@@ -974,10 +979,9 @@ private:
                     upstream_.reset();
                     host_slot.release();
                     tried.push_back(host.get());
-                    // Nothing reached the backend: always safe to try another host, and not budgeted.
-                    if (tried.size() <= config.retries.attempts) {
-                        stats->retries_connect_failure.fetch_add(1, std::memory_order_relaxed);
-                    }
+                    // Nothing reached the backend: always safe to try another host, and not budgeted
+                    // (counted as a retry once another host is tried).
+                    after_connect_failure = true;
                     continue;
                 }
                 host->stats().connections_total.fetch_add(1, std::memory_order_relaxed);

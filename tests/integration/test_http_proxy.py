@@ -896,6 +896,17 @@ class HttpProxyTest(HttpTestCase):
         m = drover.wait_for_log(re.compile(r"^\S+ \S+ GET /to-stderr 200 (\d+) \S+ (\S+) -$"), 5)
         self.assertEqual((int(m.group(1)), m.group(2)), (resp.body_len, origin.addr))
 
+    def test_a_connect_failure_counts_as_a_retry_only_when_another_host_is_tried(self):
+        clusters = [static_cluster("one", [self.closed_port()], hold_timeout="0s"),
+                    static_cluster("two", [self.closed_port(), self.closed_port()], hold_timeout="0s")]
+        routes = [route("one", path_prefix="/one"), route("two", path_prefix="/two")]
+        drover, addr = self.http_proxy(routes=routes, clusters=clusters)
+        for path in ("/one", "/two"):
+            self.assertEqual(self.get(addr, path).status, 502)
+        retries = lambda cluster: drover.metric_value("drover_cluster_retries_total",
+                                                      {"cluster": cluster, "cause": "connect_failure"}, default=0)
+        self.assertEqual((retries("one"), retries("two")), (0, 1))
+
     def test_http_metrics(self):
         origin = self.origin()
         dead = self.closed_port()
