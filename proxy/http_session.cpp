@@ -797,6 +797,7 @@ private:
         // Teaches the limiter how this request went (only if it got a slot; see limiter_verdict_).
         LimiterSlot limiter_slot{&cluster, stats, Clock::now(), this};
         limiter_verdict_ = LimiterVerdict::ignore;
+        tunnel_start_ = {};
         auto& full = full_;
         auto& excluded = excluded_;
         full.clear();
@@ -1010,7 +1011,8 @@ private:
             }
             gate_ = &gate;
             const Outcome outcome = co_await exchange(info, head, host, config);
-            attempt_end_ = Clock::now();
+            // An upgraded connection's try ended with the 101: what followed was the tunnel's life.
+            attempt_end_ = tunnel_start_ != Clock::time_point{} ? tunnel_start_ : Clock::now();
             host_slot.release();
             gate_ = nullptr;
             if (outcome == Outcome::ok) {
@@ -1175,14 +1177,21 @@ private:
         HttpSession* session;
         std::shared_ptr<health::ConcurrencyLimiter> limiter;   // the one the slot came from
         LimiterSlot(WorkerCluster* c, ClusterStats* s, Clock::time_point at, HttpSession* owner)
-            : cluster(c), stats(s), admitted(at), session(owner), limiter(c->limiter) {}
+            : cluster(c), stats(s), admitted(at), session(owner), limiter(c->limiter) {
+            session->limiter_slot_ = this;
+        }
         LimiterSlot(const LimiterSlot&) = delete;
         LimiterSlot& operator=(const LimiterSlot&) = delete;
         ~LimiterSlot() {
-            if (!limiter) { return; }
+            session->limiter_slot_ = nullptr;
             // The slot is released as its last try ends (no clock read), or now if none was made.
-            const auto now = session->attempt_end_ > admitted ? session->attempt_end_ : Clock::now();
-            switch (session->limiter_verdict_) {
+            release(session->attempt_end_ > admitted ? session->attempt_end_ : Clock::now(), session->limiter_verdict_);
+        }
+        // Released at `now`, once: at the end of the request, or when its connection is upgraded (the
+        // tunnel that follows is no request in flight: a few long WebSockets must not hold the limit).
+        void release(Clock::time_point now, LimiterVerdict verdict) {
+            if (!limiter) { return; }
+            switch (verdict) {
                 case LimiterVerdict::ignore: limiter->release_ignored(); break;
                 case LimiterVerdict::ok: limiter->release(now, now - admitted, true); break;
                 case LimiterVerdict::failed: limiter->release(now, now - admitted, false); break;
@@ -1193,6 +1202,7 @@ private:
                                                    std::memory_order_relaxed);
                 cluster->published_limit = limiter->cap();
             }
+            limiter.reset();
             cluster->wake_one_slot_waiter();
         }
     };
@@ -2140,12 +2150,18 @@ private:
         head.append("\r\n", 2);
         status_ = 101;
         keep_client_ = false;
+        host->stats().responses_by_class[status_class(101)].fetch_add(1, std::memory_order_relaxed);
+        tunnel_start_ = Clock::now();
+        if (limiter_slot_ != nullptr) { limiter_slot_->release(tunnel_start_, LimiterVerdict::ok); }
         auto [ec, n] = co_await write_client(asio::buffer(head), listener_->config.timeouts.idle);
+        bump(counters_->bytes_sent, n);
         // Bytes either side sent right behind the handshake are already buffered: deliver them first.
         if (!ec && upstream_buf.size() > 0) {
             std::tie(ec, n) = co_await write_client(upstream_buf.data(), listener_->config.timeouts.idle);
+            bump(counters_->bytes_sent, n);
         }
         if (!ec && client_buf_.size() > 0) {
+            bump(counters_->bytes_received, client_buf_.size());
             std::tie(ec, n) = co_await asio::async_write(*upstream_, client_buf_.data(), use_tuple);
             client_buf_.consume(client_buf_.size());
         }
@@ -2154,6 +2170,10 @@ private:
                            RelayCounters{counters_->bytes_received, counters_->bytes_sent});
         }
         close_upstream(host);
+        // One access-log line and one request counted (1xx) when the tunnel ends, its duration the
+        // tunnel's whole life; no body bytes (its bytes are in the listener's byte counters).
+        status_ = 101;
+        finish_request(request_head_);
     }
 
     // Answers the client from Drover itself, with a drover-error header saying why.
@@ -2236,6 +2256,8 @@ private:
     Clock::time_point start_{};
     Clock::time_point finished_{};      // when the last request was recorded as done
     Clock::time_point attempt_end_{};   // when the last try of a request upstream ended
+    Clock::time_point tunnel_start_{};  // when the request's connection was upgraded (101), if it was
+    struct LimiterSlot* limiter_slot_ = nullptr;   // the request's adaptive-concurrency slot, while forward() runs
     std::string upstream_name_ = "-";
     std::string_view error_reason_;
     unsigned status_ = 0;

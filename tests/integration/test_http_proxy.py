@@ -803,8 +803,13 @@ class HttpProxyTest(HttpTestCase):
     # -- upgrades ------------------------------------------------------------------------------------
 
     def test_websocket_upgrade_is_tunneled_after_the_origin_answers_101(self):
+        logdir = tempfile.mkdtemp(prefix="drover-access-")
+        self.addCleanup(shutil.rmtree, logdir, True)
+        log = os.path.join(logdir, "access.log")
         origin = self.origin()
-        _, addr = self.http_proxy([origin])
+        # An adaptive limit of one: the open tunnel must not hold it (it is no request in flight).
+        drover, addr = self.http_proxy([origin], access_log={"path": log},
+                                       cluster_extra={"adaptive_concurrency": {"min_limit": 1, "max_limit": 1}})
         conn = self.client(addr)
         conn.send_request("GET", "/chat", headers=[("Connection", "Upgrade"), ("Upgrade", "websocket"),
                                                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
@@ -825,8 +830,16 @@ class HttpProxyTest(HttpTestCase):
         sender.start()
         self.assertEqual(conn.reader.read_exactly(len(payload)), payload)
         sender.join(5)
+        self.assertEqual(self.get(addr, "/beside-the-tunnel").status, 200)
         conn.close()
-        origin.wait_active(0)  # the client's close reached the origin through the tunnel
+        origin.wait_active(1)  # the client's close reached the origin through the tunnel (one left: pooled)
+        # Counted and logged once, when the tunnel ends.
+        wait_until(lambda: " GET /chat 101 " in open(log).read(), 5, message="the upgrade in the access log")
+        web = {"listener": "web"}
+        self.assertEqual(drover.metric_value("drover_http_requests_total", {**web, "code_class": "1xx"}), 1)
+        self.assertEqual(drover.metric_value("drover_upstream_requests_total",
+                                             {"cluster": "back", "host": origin.addr, "code_class": "1xx"}), 1)
+        drover.wait_metric("drover_listener_bytes_sent_total", web, lambda v: v > len(payload))
 
     def test_declined_websocket_upgrade_stays_plain_http(self):
         origin = self.origin()
