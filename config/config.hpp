@@ -50,6 +50,9 @@ struct LogConfig {
 
 struct ShutdownConfig {
     Duration drain_timeout = 15s;   // SIGTERM: how long live connections may finish before being closed
+    // How long a keep-alive connection idle between requests is kept once a drain starts (or its
+    // listener is removed): a request that comes meanwhile is answered with Connection: close.
+    Duration idle_grace = 1s;
 };
 
 // Protection of the process itself: past 95% of max_memory (resident), new connections are refused

@@ -778,8 +778,9 @@ public:
             }
         }
         if (const auto c = fields->get("shutdown")) {
-            if (const auto shutdown = c->map({"drain_timeout"})) {
+            if (const auto shutdown = c->map({"drain_timeout", "idle_grace"})) {
                 shutdown->read_duration("drain_timeout", config.shutdown.drain_timeout, false);
+                shutdown->read_duration("idle_grace", config.shutdown.idle_grace, false);
             }
         }
         if (const auto c = fields->get("process")) {

@@ -130,6 +130,15 @@ struct ClientConnection {
     std::string client_ip;   // remote's address as text, made once per connection
 };
 
+// How long a connection may wait idle for its next request: `timeout`, or at most shutdown.idle_grace
+// once a drain has begun or its listener was removed.
+std::chrono::milliseconds idle_timeout(const Worker& worker, const ListenerState& listener, std::chrono::milliseconds timeout) {
+    if (worker.draining() || listener.shared->closed.load(std::memory_order_relaxed)) {
+        return std::min(timeout, worker.idle_grace());
+    }
+    return timeout;
+}
+
 // Parks a plain client connection until its next bytes (then a session serves them) or `timeout`
 // after `now`.
 void park_client(Worker& worker, ClientConnection&& connection, std::chrono::milliseconds timeout,
@@ -218,6 +227,11 @@ public:
 
     void on_drain() override {
         if (!idle_) { return; }   // mid-request: the response says Connection: close instead
+        // Idle over TLS: kept shutdown.idle_grace more for a request already on its way.
+        if (worker_.idle_grace().count() > 0) {
+            client_.lowest().expires_after(worker_.idle_grace());
+            return;
+        }
         boost::system::error_code ignored;
         client_.socket().close(ignored);
     }
@@ -249,15 +263,18 @@ public:
                 release_buffers();
                 idle_ = true;
                 bump(counters_->connections_idle);
-                const bool more = co_await wait_readable_tls(first ? listener_->config.timeouts.request_headers
-                                                                   : listener_->config.timeouts.idle);
+                const bool more = co_await wait_readable_tls(
+                    idle_timeout(worker_, *listener_, first ? listener_->config.timeouts.request_headers
+                                                            : listener_->config.timeouts.idle));
                 drop(counters_->connections_idle);
                 idle_ = false;
                 if (!more) { break; }
             }
             first = false;
+            // A drain (or the listener's removal) that began after this response went out with
+            // keep-alive: the client may be sending its next request already. It is waited for
+            // shutdown.idle_grace (idle_timeout) and answered with Connection: close.
             if (!co_await handle_request()) { break; }
-            if (worker_.draining() || listener_closed()) { break; }
         }
         if (linger_ && !client_.tls() && !aborted_) { co_await linger(Clock::now() + kLingerTime); }
         if (client_.tls() && !aborted_) {
@@ -2348,9 +2365,9 @@ public:
     ~ParkedClient() override { worker_.remove_session(this); }
 
     void abort() override { close(); }
-    void on_drain() override { close(); }
+    void on_drain() override { leave_soon(); }
     void on_listener_closed(const ListenerShared* closed) override {
-        if (connection_.listener->shared.get() == closed) { close(); }
+        if (connection_.listener->shared.get() == closed) { leave_soon(); }
     }
     void expired() override { close(); }
 
@@ -2421,6 +2438,17 @@ private:
         drop(idle_gauge());
     }
 
+    // The drain began or the listener went: the connection is kept shutdown.idle_grace more, for a
+    // request already on its way (answered with Connection: close), then closed.
+    void leave_soon() {
+        if (closed_) { return; }
+        if (worker_.idle_grace().count() <= 0) {
+            close();
+            return;
+        }
+        worker_.deadlines().schedule(*this, worker_.idle_grace());
+    }
+
     void close() {
         if (closed_) { return; }
         unpark();
@@ -2436,6 +2464,7 @@ private:
 
 void park_client(Worker& worker, ClientConnection&& connection, std::chrono::milliseconds timeout,
                  std::chrono::steady_clock::time_point now) {
+    timeout = idle_timeout(worker, *connection.listener, timeout);
     auto parked = std::make_unique<ParkedClient>(worker, std::move(connection));
     worker.deadlines().schedule(*parked, timeout, now);
     ParkedClient::wait(std::move(parked));

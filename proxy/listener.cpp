@@ -6,7 +6,9 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <thread>
 
 #include "config/log.hpp"
 #include "proxy/http_session.hpp"
@@ -56,22 +58,22 @@ void admit(Worker& worker, Listener::Slot& slot, ListenerCounters& counters, tcp
 
 class AcceptLoop {
 public:
-    AcceptLoop(Worker& worker, std::shared_ptr<Listener::Slot> slot, tcp::acceptor& acceptor)
+    AcceptLoop(Worker& worker, std::shared_ptr<Listener::Slot> slot, std::shared_ptr<tcp::acceptor> acceptor)
         : worker_(worker),
           slot_(std::move(slot)),
-          acceptor_(acceptor),
+          acceptor_(std::move(acceptor)),
           counters_(slot_->current.load()->counters(worker.index())),
           pause_(worker.context()),
           next_(worker.new_socket()) {}
 
     static void accept(std::unique_ptr<AcceptLoop> loop) {
-        auto& acceptor = loop->acceptor_;
+        auto& acceptor = *loop->acceptor_;
         auto& next = loop->next_;
         acceptor.async_accept(next, [loop = std::move(loop)](boost::system::error_code ec) mutable {
             auto& self = *loop;
             tcp::socket socket = std::move(self.next_);   // leaves next_ closed, ready for the next one
             if (ec) {
-                if (ec == asio::error::operation_aborted || !self.acceptor_.is_open()) { return; }
+                if (ec == asio::error::operation_aborted || !self.acceptor_->is_open()) { return; }
                 // Out of descriptors or buffers: back off instead of spinning on a full accept queue.
                 log::warn("listener {}: accept failed: {}", self.slot_->current.load()->config.name, ec.message());
                 self.pause_.expires_after(kAcceptBackoff);
@@ -92,13 +94,28 @@ public:
 private:
     Worker& worker_;
     std::shared_ptr<Listener::Slot> slot_;
-    tcp::acceptor& acceptor_;
+    // Shared with its Listener, which a reload may drop while this loop unwinds (or waits out a backoff).
+    std::shared_ptr<tcp::acceptor> acceptor_;
     ListenerCounters& counters_;
     asio::steady_timer pause_;
     tcp::socket next_;   // the socket the pending accept fills
 };
 
 }  // namespace
+
+namespace {
+// Acceptors Listener::close has posted to their workers and that are not closed yet.
+std::atomic<std::int64_t> g_closing_acceptors{0};
+}  // namespace
+
+bool wait_for_closing_acceptors(std::chrono::milliseconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (g_closing_acceptors.load() > 0) {
+        if (std::chrono::steady_clock::now() >= until) { return false; }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+}
 
 ListenerShared::ListenerShared(std::size_t workers) {
     for (std::size_t i = 0; i < workers; ++i) { per_worker.push_back(std::make_unique<ListenerCounters>()); }
@@ -136,7 +153,7 @@ void Listener::bind(std::vector<Worker*> workers, bool exclusive) {
         probe.bind(endpoint);
     }
     for (Worker* worker : workers) {
-        auto acceptor = std::make_unique<tcp::acceptor>(worker->context());
+        auto acceptor = std::make_shared<tcp::acceptor>(worker->context());
         acceptor->open(endpoint.protocol());
         acceptor->set_option(asio::socket_base::reuse_address(true));
         const int one = 1;
@@ -158,8 +175,8 @@ void Listener::bind(std::vector<Worker*> workers, bool exclusive) {
 
 void Listener::start() {
     for (auto& a : acceptors_) {
-        a.worker->post([worker = a.worker, slot = slot_, acceptor = a.acceptor.get()] {
-            AcceptLoop::accept(std::make_unique<AcceptLoop>(*worker, slot, *acceptor));
+        a.worker->post([worker = a.worker, slot = slot_, acceptor = a.acceptor] {
+            AcceptLoop::accept(std::make_unique<AcceptLoop>(*worker, slot, acceptor));
         });
     }
 }
@@ -168,7 +185,8 @@ void Listener::close() {
     const auto shared = state().shared;
     shared->closed.store(true, std::memory_order_relaxed);
     for (auto& a : acceptors_) {
-        a.worker->post([acceptor = a.acceptor.get(), worker = a.worker, shared, slot = slot_] {
+        g_closing_acceptors.fetch_add(1);
+        a.worker->post([acceptor = a.acceptor, worker = a.worker, shared, slot = slot_] {
             // The connections it has end after their request (idle ones now)...
             worker->close_listener(shared.get());
             // ...and so do those still in its accept queue, taken now: closing a listening socket
@@ -190,6 +208,7 @@ void Listener::close() {
             }
             boost::system::error_code ignored;
             acceptor->close(ignored);
+            g_closing_acceptors.fetch_sub(1);
         });
     }
 }

@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -49,6 +50,10 @@ struct ListenerState {
     ListenerCounters& counters(std::size_t worker) const { return *shared->per_worker[worker]; }
 };
 
+// Whether acceptors of closed listeners may still be open: their workers close them (Listener::close),
+// and a reload that binds the same port again must wait for that. Waits up to `timeout` for them.
+bool wait_for_closing_acceptors(std::chrono::milliseconds timeout);
+
 class Listener {
 public:
     // Where it sends requests (routes, or a tcp listener's cluster) lives in each worker: a reload
@@ -64,7 +69,8 @@ public:
     void bind(std::vector<Worker*> workers, bool exclusive = true);
     // Starts the accept loops (call on the control thread before the workers run or via post).
     void start();
-    // Closes the acceptors: new connections are refused from now on. Thread-safe (posts).
+    // Closes the acceptors: new connections are refused from now on. Thread-safe (posts). The Listener
+    // may be destroyed right after: what the workers still do with its acceptors keeps them alive.
     void close();
 
     // The current generation. Control loop only (which is the only one to replace it).
@@ -81,7 +87,7 @@ public:
 private:
     struct PerWorker {
         Worker* worker;
-        std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor;
+        std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor;   // and its accept loop's
     };
 
     std::shared_ptr<Slot> slot_;   // shared with the accept loops

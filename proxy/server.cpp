@@ -30,6 +30,8 @@ namespace asio = boost::asio;
 namespace {
 // How often the drain looks at the live-connection count; short enough that an idle drain exits fast.
 constexpr auto kDrainPoll = std::chrono::milliseconds(20);
+// How long a reload waits for the acceptors of listeners removed before to close (their workers do it).
+constexpr auto kClosingAcceptorsWait = std::chrono::milliseconds(500);
 // After the drain deadline closes every session, how long to wait for their coroutines to unwind.
 constexpr auto kAbortGrace = std::chrono::seconds(2);
 
@@ -89,6 +91,7 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
         cluster_slots_[cluster_config.name] = add_cluster(cluster_config, std::move(tls));
     }
     for (auto& worker : workers_) {
+        worker->set_idle_grace(config_.shutdown.idle_grace);   // before the worker runs
         worker->request_dynamic = [this](std::size_t t, std::string host) {
             asio::post(control_, [this, t, host = std::move(host)] { ensure_dynamic(t, host); });
         };
@@ -517,6 +520,9 @@ ReloadResult Server::reload(std::string_view why) {
     }
     if (!tls_errors.empty()) { return fail(std::move(tls_errors)); }
     // New listeners are bound before anything changes: a port in use refuses the reload as a whole.
+    // A listener the reload before removed may still be closing on its workers (a reload right after
+    // it may want its port back): a moment is waited for that.
+    wait_for_closing_acceptors(kClosingAcceptorsWait);
     std::vector<std::unique_ptr<Listener>> fresh(next.listeners.size());
     {
         std::vector<Worker*> workers;
@@ -607,13 +613,17 @@ ReloadResult Server::reload(std::string_view why) {
             log::info("listener {} listening on {}", l.name, discovery::to_string(next_listeners.back()->state().bound));
         }
     }
+    // Before the listeners below close: their idle connections get the new shutdown.idle_grace.
+    for (auto& worker : workers_) {
+        worker->post([w = worker.get(), grace = next.shutdown.idle_grace] { w->set_idle_grace(grace); });
+    }
     std::size_t listeners_removed = 0;
     for (auto& old : listeners_) {
         if (!old) { continue; }   // moved into next_listeners
         log::info("listener {} on {} closed: no longer configured", old->state().config.name,
                   discovery::to_string(old->state().bound));
-        old->close();
-        retired_listeners_.push_back(std::move(old));   // its accept loops end on their workers
+        old->close();   // its accept loops end on their workers, which keep what they use alive
+        old.reset();
         ++listeners_removed;
     }
     listeners_ = std::move(next_listeners);

@@ -111,8 +111,6 @@ private:
     std::vector<std::size_t> free_slots_;
     std::vector<Template> templates_;
     std::vector<std::unique_ptr<Listener>> listeners_;   // in config order
-    // Removed by a reload: closed, kept until exit (their accept loops may still be unwinding).
-    std::vector<std::unique_ptr<Listener>> retired_listeners_;
     std::size_t next_listener_index_ = 0;   // listener slots are never reused
     std::unique_ptr<Admin> admin_;
     bool started_ = false;

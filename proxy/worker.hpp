@@ -189,6 +189,10 @@ public:
     std::vector<Session*>& spare_sessions() { return spare_sessions_; }
     std::mt19937_64& random() { return random_; }
     bool draining() const { return draining_; }
+    // shutdown.idle_grace: how long a connection idle between requests is kept once a drain starts or
+    // its listener is removed (a request that comes meanwhile is answered, with Connection: close).
+    std::chrono::milliseconds idle_grace() const { return idle_grace_; }
+    void set_idle_grace(std::chrono::milliseconds grace) { idle_grace_ = grace; }
     void set_draining() {
         draining_ = true;
         // on_drain() may end a session (a parked connection): step past it first.
@@ -245,6 +249,7 @@ private:
     DeadlineQueue deadlines_{context_};
     std::vector<Session*> spare_sessions_;   // each owned by its own suspended coroutine
     bool draining_ = false;
+    std::chrono::milliseconds idle_grace_{1000};
 };
 
 }  // namespace drover::proxy

@@ -148,30 +148,50 @@ class SignalTest(DroverTestCase):
 
 
 class HttpDrainTest(HttpTestCase):
-    """SIGTERM on an HTTP listener: idle keep-alive connections close at once, a request in flight
+    """SIGTERM on an HTTP listener: idle keep-alive connections are kept shutdown.idle_grace (a request
+    already on its way is answered, with Connection: close) and then closed, a request in flight
     finishes and is told Connection: close, and the process exits without waiting out the drain."""
 
-    def test_idle_keepalive_closes_at_once_and_busy_request_finishes(self):
+    def test_an_idle_keepalive_is_answered_within_idle_grace_then_closed_and_a_busy_request_finishes(self):
         origin = self.origin()
-        drover, addr = self.http_proxy([origin], drain_timeout="20s")
-        idle = self.client(addr)
-        self.assertEqual(idle.request("GET", "/warm").status, 200)
+        drover, addr = self.http_proxy([origin], shutdown={"drain_timeout": "20s", "idle_grace": "1500ms"})
+        late, idle = self.client(addr), self.client(addr)
+        for conn in (late, idle):
+            self.assertEqual(conn.request("GET", "/warm").status, 200)
         busy = self.client(addr)
         busy.send(b"GET /slow?delay=0.5 HTTP/1.1\r\nHost: test\r\n\r\n")
-        origin.wait_requests(2, 5)
+        origin.wait_requests(3, 5)
         start = time.monotonic()
         drover.send_signal(signal.SIGTERM)
-        idle.wait_closed(5)
+        time.sleep(0.3)
+        # A request that crossed the drain's start on an idle connection: answered, then the close.
+        resp = late.request("GET", "/late", timeout=5)
+        self.assertEqual((resp.status, (resp.header("connection") or "").lower()), (200, "close"))
+        late.wait_closed(5)
         response = busy.read_response("GET", timeout=5)
         self.assertEqual(response.status, 200)
         self.assertEqual((response.header("connection") or "").lower(), "close")
+        idle.wait_closed(5)
+        self.assertGreater(time.monotonic() - start, 1.2, "the idle connection was kept idle_grace")
         self.assertEqual(drover.wait_exit(10), 0)
         self.assertLess(time.monotonic() - start, 10, "drain waited for the idle connection")
 
+    def test_idle_grace_0s_closes_idle_keepalives_at_once(self):
+        origin = self.origin()
+        drover, addr = self.http_proxy([origin], shutdown={"drain_timeout": "20s", "idle_grace": "0s"})
+        idle = self.client(addr)
+        self.assertEqual(idle.request("GET", "/warm").status, 200)
+        start = time.monotonic()
+        drover.send_signal(signal.SIGTERM)
+        idle.wait_closed(5)
+        self.assertLess(time.monotonic() - start, 0.8)
+        self.assertEqual(drover.wait_exit(10), 0)
+
     def test_under_load_every_request_a_backend_saw_is_answered(self):
         """Keep-alive clients hammer drover while it drains: a request either never reached it (the
-        listener had closed, or an idle connection was closed as the request crossed it) or it is
-        answered 200. Nothing the origin received goes unanswered."""
+        listener had closed) or it is answered 200. A request sent on a keep-alive connection as the
+        drain began is answered too (idle_grace), with Connection: close: no client sees its
+        connection cut."""
         import http.client
         origin = self.origin()
         drover, addr = self.http_proxy([origin], drain_timeout="10s")
@@ -216,6 +236,7 @@ class HttpDrainTest(HttpTestCase):
         self.assertFalse([u for u in unanswered if isinstance(u[1], int)], "non-200 answers during the drain")
         # What failed at the client never reached the origin: safe for any client to retry elsewhere.
         self.assertEqual({t for t, _ in unanswered} & seen, set())
+        self.assertEqual(unanswered, [], "requests cut by the drain")
 
 
 

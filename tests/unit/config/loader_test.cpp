@@ -102,6 +102,7 @@ TEST(Loader, MinimalTcpFileLoadsWithDefaults) {
     EXPECT_EQ(c.workers, 0u);
     EXPECT_EQ(c.log.level, LogConfig::Level::info);
     EXPECT_EQ(c.shutdown.drain_timeout, 15s);
+    EXPECT_EQ(c.shutdown.idle_grace, 1s);
 
     ASSERT_EQ(c.listeners.size(), 1u);
     const Listener& l = c.listeners[0];
@@ -165,6 +166,7 @@ TEST(Loader, AllKeysRoundTrip) {
     EXPECT_EQ(c.workers, 4u);
     EXPECT_EQ(c.log.level, LogConfig::Level::debug);
     EXPECT_EQ(c.shutdown.drain_timeout, 20s);
+    EXPECT_EQ(c.shutdown.idle_grace, 250ms);
 
     ASSERT_EQ(c.listeners.size(), 2u);
     const Listener& web = c.listeners[0];
