@@ -53,6 +53,9 @@ struct ShutdownConfig {
     // How long a keep-alive connection idle between requests is kept once a drain starts (or its
     // listener is removed): a request that comes meanwhile is answered with Connection: close.
     Duration idle_grace = 1s;
+    // Between the drain's start (SIGTERM, POST /drain) and the listeners closing: /ready answers 503
+    // while everything is served as usual, so load balancers polling it stop sending first.
+    Duration delay = 0s;
 };
 
 // Protection of the process itself: past 95% of max_memory (resident), new connections are refused

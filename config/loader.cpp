@@ -778,9 +778,10 @@ public:
             }
         }
         if (const auto c = fields->get("shutdown")) {
-            if (const auto shutdown = c->map({"drain_timeout", "idle_grace"})) {
+            if (const auto shutdown = c->map({"drain_timeout", "idle_grace", "delay"})) {
                 shutdown->read_duration("drain_timeout", config.shutdown.drain_timeout, false);
                 shutdown->read_duration("idle_grace", config.shutdown.idle_grace, false);
+                shutdown->read_duration("delay", config.shutdown.delay, false);
             }
         }
         if (const auto c = fields->get("process")) {

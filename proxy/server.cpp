@@ -120,8 +120,14 @@ Server::Server(config::Config config) : config_(std::move(config)), signals_(con
                                                     fmt::join(result.errors, "\n")));
     });
     admin_->route("POST", "/drain", [this](const AdminRequest&) {
-        if (draining_) { return AdminResponse::text(409, "already draining\n"); }
+        if (stopping_) { return AdminResponse::text(409, "already draining\n"); }
         drain("POST /drain");
+        if (!draining_) {
+            return AdminResponse::text(200, fmt::format("draining: /ready answers 503, listeners close in {} ms "
+                                                        "(shutdown.delay), then live connections have {} ms\n",
+                                                        config_.shutdown.delay.count(),
+                                                        config_.shutdown.drain_timeout.count()));
+        }
         return AdminResponse::text(200, fmt::format("draining: listeners closed, live connections have {} ms\n",
                                                     config_.shutdown.drain_timeout.count()));
     });
@@ -459,7 +465,7 @@ ReloadResult Server::reload(std::string_view why) {
         result.errors = std::move(errors);
         return result;
     };
-    if (draining_) { return fail({"draining: a reload would be pointless"}); }
+    if (stopping_) { return fail({"draining: a reload would be pointless"}); }
     if (config_.source.empty() || config_.source == "<demo>") {
         return fail({"the embedded demo config has no file to reload"});
     }
@@ -679,6 +685,11 @@ void Server::reopen_logs() {
 }
 
 void Server::drain(std::string reason) {
+    if (stopping_ && !draining_) {
+        log::info("{} during shutdown.delay: draining now", reason);
+        begin_drain(std::move(reason));
+        return;
+    }
     if (draining_) {
         if (!aborting_) {
             log::warn("{} during drain: closing {} connections now", reason, live_sessions());
@@ -689,8 +700,26 @@ void Server::drain(std::string reason) {
         }
         return;
     }
-    draining_ = true;
+    stopping_ = true;
     notify_systemd("STOPPING=1");
+    if (config_.shutdown.delay.count() > 0) {
+        // Not ready from now, serving as usual: load balancers that poll /ready stop sending first.
+        log::info("{}: /ready answers 503; listeners close in {} ms (shutdown.delay), then live connections have {} ms",
+                  reason, config_.shutdown.delay.count(), config_.shutdown.drain_timeout.count());
+        spawn(control_.get_executor(), delayed_drain(std::move(reason)), "shutdown delay");
+        return;
+    }
+    begin_drain(std::move(reason));
+}
+
+asio::awaitable<void> Server::delayed_drain(std::string reason) {
+    asio::steady_timer timer(control_, config_.shutdown.delay);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (!draining_) { begin_drain(std::move(reason)); }   // else a second signal began it already
+}
+
+void Server::begin_drain(std::string reason) {
+    draining_ = true;
     log::info("{}: draining: listeners closed, {} connections may finish within {} ms", reason, live_sessions(),
               config_.shutdown.drain_timeout.count());
     for (auto& listener : listeners_) { listener->close(); }

@@ -46,6 +46,8 @@ public:
     int run();
     // Starts the drain (control loop). A second call while draining closes everything at once.
     void drain(std::string reason);
+    void begin_drain(std::string reason);   // the drain proper: listeners closed, connections finishing
+    boost::asio::awaitable<void> delayed_drain(std::string reason);   // after shutdown.delay
     // Reads the config file again and applies what changed without dropping a request: routes, cluster
     // settings (hosts keep their health and counters), clusters added or removed, log level, drain
     // timeout, memory mark. On any error, or a change that needs a restart (listeners, admin, workers,
@@ -68,8 +70,9 @@ public:
     std::vector<const Cluster*> clusters() const;
     Cluster* find_cluster(std::string_view name);
     const std::vector<std::unique_ptr<Listener>>& listeners() const { return listeners_; }
-    bool ready() const { return started_ && !draining_; }
-    bool draining() const { return draining_; }
+    bool ready() const { return started_ && !stopping_; }
+    // From the drain's start, shutdown.delay included (drover_draining, /ready 503).
+    bool draining() const { return stopping_; }
     std::chrono::system_clock::time_point start_time() const { return start_time_; }
 
 private:
@@ -114,7 +117,8 @@ private:
     std::size_t next_listener_index_ = 0;   // listener slots are never reused
     std::unique_ptr<Admin> admin_;
     bool started_ = false;
-    bool draining_ = false;
+    bool stopping_ = false;   // a drain was asked for (it may still be in its shutdown.delay)
+    bool draining_ = false;   // the listeners are closed, live connections finishing
     bool aborting_ = false;
     bool templates_sweeping_ = false;
 };

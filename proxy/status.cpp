@@ -507,7 +507,8 @@ std::string render_config(const Server& server) {
     static constexpr std::array<std::string_view, 4> kLevels = {"debug", "info", "warn", "error"};
     j.key("log").begin_object().key("level").value(kLevels[static_cast<std::size_t>(c.log.level)]).end_object();
     j.key("shutdown").begin_object().key("drain_timeout").value(duration_text(c.shutdown.drain_timeout));
-    j.key("idle_grace").value(duration_text(c.shutdown.idle_grace)).end_object();
+    j.key("idle_grace").value(duration_text(c.shutdown.idle_grace));
+    j.key("delay").value(duration_text(c.shutdown.delay)).end_object();
     j.key("process").begin_object().key("max_memory").value(c.process.max_memory).end_object();
     if (c.access_log) { j.key("access_log").begin_object().key("path").value(c.access_log->path).end_object(); }
     j.key("listeners").begin_array();

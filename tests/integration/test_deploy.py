@@ -85,7 +85,8 @@ class KubernetesManifestTest(unittest.TestCase):
         pre_stop = " ".join(drover["lifecycle"]["preStop"]["exec"]["command"])
         self.assertIn(f"-X POST http://127.0.0.1:{admin_port}/drain", pre_stop)
         self.assertIn(f"http://127.0.0.1:{admin_port}/live", pre_stop)
-        drain = seconds(config.get("shutdown", {}).get("drain_timeout", "15s"))
+        drain = seconds(config.get("shutdown", {}).get("drain_timeout", "15s")) + \
+            seconds(config.get("shutdown", {}).get("delay", "0s"))
         self.assertGreater(pod["terminationGracePeriodSeconds"], drain, "the kubelet would kill a drain")
         self.assertEqual(drover["args"], ["-c", drover["volumeMounts"][0]["mountPath"] + "/drover.yaml"])
         limit = drover["resources"]["limits"]["memory"]

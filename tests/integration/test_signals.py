@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -186,6 +187,40 @@ class HttpDrainTest(HttpTestCase):
         idle.wait_closed(5)
         self.assertLess(time.monotonic() - start, 0.8)
         self.assertEqual(drover.wait_exit(10), 0)
+
+    def test_shutdown_delay_turns_ready_503_while_still_serving_and_a_second_signal_drains_at_once(self):
+        origin = self.origin()
+        drover, addr = self.http_proxy([origin], shutdown={"delay": "1500ms", "drain_timeout": "10s"})
+        start = time.monotonic()
+        drover.send_signal(signal.SIGTERM)
+        wait_until(lambda: drover.admin_get("/ready").status == 503, 2, message="/ready 503 at once")
+        self.assertLess(time.monotonic() - start, 1.0)
+        self.assertEqual(drover.metric_value("drover_draining"), 1)
+        # Still accepting and serving as usual (keep-alive too) while load balancers catch up.
+        conn = self.client(addr)
+        resp = conn.request("GET", "/during-delay")
+        self.assertEqual((resp.status, (resp.header("connection") or "").lower()), (200, ""))
+        self.assertEqual(drover.admin_post("/drain").status, 409)
+        # Then the drain proper: the listener refuses, and the process exits.
+        wait_until(lambda: self.refused(addr), 5, message="the listener closed after the delay")
+        self.assertGreater(time.monotonic() - start, 1.3)
+        self.assertEqual(drover.wait_exit(10), 0)
+        # A second signal during the delay starts the drain at once.
+        drover, addr = self.http_proxy([origin], shutdown={"delay": "30s", "drain_timeout": "10s"})
+        drover.send_signal(signal.SIGTERM)
+        wait_until(lambda: drover.admin_get("/ready").status == 503, 2, message="/ready 503")
+        start = time.monotonic()
+        drover.send_signal(signal.SIGTERM)
+        self.assertEqual(drover.wait_exit(10), 0)
+        self.assertLess(time.monotonic() - start, 5)
+
+    @staticmethod
+    def refused(addr) -> bool:
+        try:
+            socket.create_connection(addr, timeout=1).close()
+            return False
+        except ConnectionRefusedError:
+            return True
 
     def test_under_load_every_request_a_backend_saw_is_answered(self):
         """Keep-alive clients hammer drover while it drains: a request either never reached it (the

@@ -103,6 +103,7 @@ TEST(Loader, MinimalTcpFileLoadsWithDefaults) {
     EXPECT_EQ(c.log.level, LogConfig::Level::info);
     EXPECT_EQ(c.shutdown.drain_timeout, 15s);
     EXPECT_EQ(c.shutdown.idle_grace, 1s);
+    EXPECT_EQ(c.shutdown.delay, 0s);
 
     ASSERT_EQ(c.listeners.size(), 1u);
     const Listener& l = c.listeners[0];
@@ -167,6 +168,7 @@ TEST(Loader, AllKeysRoundTrip) {
     EXPECT_EQ(c.log.level, LogConfig::Level::debug);
     EXPECT_EQ(c.shutdown.drain_timeout, 20s);
     EXPECT_EQ(c.shutdown.idle_grace, 250ms);
+    EXPECT_EQ(c.shutdown.delay, 2s);
 
     ASSERT_EQ(c.listeners.size(), 2u);
     const Listener& web = c.listeners[0];
