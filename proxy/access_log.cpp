@@ -49,6 +49,38 @@ AccessLog::~AccessLog() {
     if (owned_) { ::close(fd_); }
 }
 
+namespace {
+
+// A field as the line may carry it: bytes that could split or forge fields (space, tab, CR, LF),
+// other controls, the backslash, and bytes outside ASCII (not valid UTF-8 alone) become \xHH. Only rejected
+// requests carry any: an accepted request's method and target have none.
+struct Escaped {
+    std::string_view text;
+};
+
+}  // namespace
+
+}  // namespace drover::proxy
+
+template <>
+struct fmt::formatter<drover::proxy::Escaped> : fmt::formatter<std::string_view> {
+    template <class Context>
+    auto format(const drover::proxy::Escaped& field, Context& ctx) const {
+        auto out = ctx.out();
+        for (const char ch : field.text) {
+            const auto c = static_cast<unsigned char>(ch);
+            if (c <= 0x20 || c >= 0x7f || c == '\\') {
+                out = fmt::format_to(out, "\\x{:02x}", c);
+            } else {
+                *out++ = ch;
+            }
+        }
+        return out;
+    }
+};
+
+namespace drover::proxy {
+
 void AccessLog::write(const Entry& e) const {
     const auto now = std::chrono::system_clock::now();
     const auto secs = std::chrono::system_clock::to_time_t(now);
@@ -58,7 +90,7 @@ void AccessLog::write(const Entry& e) const {
     fmt::memory_buffer line;
     fmt::format_to(std::back_inserter(line), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} {} {} {} {} {} {} {}\n",
                    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis, e.client,
-                   e.method, e.target, e.status, e.body_bytes, e.duration.count(), e.upstream, e.error);
+                   Escaped{e.method}, Escaped{e.target}, e.status, e.body_bytes, e.duration.count(), e.upstream, e.error);
     // Best effort: an access log that cannot keep up must not stall the data path.
     [[maybe_unused]] const ssize_t n = ::write(fd_, line.data(), line.size());
 }

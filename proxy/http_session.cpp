@@ -2219,7 +2219,7 @@ private:
         if (request != nullptr) {
             finish_request(*request, bodiless ? 0 : body.size());
         } else {
-            record(nullptr, 0);
+            record(nullptr, body.size());
         }
     }
 

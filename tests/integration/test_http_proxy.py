@@ -902,6 +902,28 @@ class HttpProxyTest(HttpTestCase):
         drover.wait_metric("drover_listener_bytes_received_total", listener, lambda v: v == sum(map(len, requests)))
         drover.wait_metric("drover_listener_bytes_sent_total", listener, lambda v: v == len(answers))
 
+    def test_access_log_escapes_what_a_rejected_request_line_carries_and_counts_local_bodies(self):
+        logdir = tempfile.mkdtemp(prefix="drover-access-")
+        self.addCleanup(shutil.rmtree, logdir, True)
+        path = os.path.join(logdir, "access.log")
+        _, addr = self.http_proxy([self.origin()], access_log={"path": path})
+        answers = []
+        for raw in (b"GET /x\t200\t9\xff HTTP/1.1\r\nHost: x\r\n\r\n",   # a forged line's fields, and non-ASCII
+                    b"NOT A REQUEST\r\n\r\n"):                              # no head to take a target from
+            with socket.create_connection(addr, timeout=5) as sock:
+                sock.sendall(raw)
+                answers.append(recv_all(sock))
+
+        def lines():
+            with open(path, encoding="utf-8") as f:   # valid UTF-8: non-ASCII bytes are escaped
+                return f.read().splitlines()
+        wait_until(lambda: len(lines()) >= 2, 5, message=lambda: f"access log: {lines()}")
+        got = [ACCESS_LOG_RE.match(line) for line in lines()]
+        self.assertTrue(all(got), lines())
+        bodies = [len(a.split(b"\r\n\r\n", 1)[1]) for a in answers]
+        self.assertEqual([m.group("method", "target", "status", "bytes") for m in got],
+                         [("GET", "/x\\x09200\\x099\\xff", "400", str(bodies[0])), ("-", "-", "400", str(bodies[1]))])
+
     def test_access_log_to_stderr(self):
         origin = self.origin()
         drover, addr = self.http_proxy([origin], access_log={"path": "stderr"})
