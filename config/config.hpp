@@ -322,6 +322,7 @@ struct Config {
     AdminConfig admin;
     std::optional<AccessLogConfig> access_log;   // absent = off
     std::uint32_t workers = 0;   // 0 = auto: the number of cores
+    Mark workers_mark;           // where workers was written (empty: the default)
     LogConfig log;
     ShutdownConfig shutdown;
     ProcessConfig process;

@@ -747,7 +747,10 @@ public:
                 }
             }
         }
-        if (const auto c = fields->get("workers")) { read_workers(*c, config.workers); }
+        if (const auto c = fields->get("workers")) {
+            config.workers_mark = c->mark();
+            read_workers(*c, config.workers);
+        }
         if (const auto c = fields->get("log")) {
             if (const auto log = c->map({"level"})) {
                 if (const auto l = log->get("level")) {

@@ -425,23 +425,41 @@ std::shared_ptr<Current> reload_tls(const std::shared_ptr<Current>& current, con
 
 std::vector<std::string> Server::needs_restart(const config::Config& next) const {
     std::vector<std::string> out;
-    const auto restart = [&out](std::string what) { out.push_back(what + " changed: that needs a restart"); };
-    if (!(next.admin == config_.admin)) { restart("admin.address"); }
+    // As the loader's errors read: where in the new file, what, and the values before and after.
+    const auto restart = [&out, &next](const config::Mark& mark, std::string what) {
+        const auto& file = mark.file.empty() ? next.source : mark.file;
+        const auto where = mark.line > 0 ? fmt::format("{}:{}:{}", file, mark.line, mark.column) : file;
+        out.push_back(fmt::format("{}: {}: that needs a restart (the running value stays)", where, what));
+    };
+    if (!(next.admin == config_.admin)) {
+        restart(next.admin.mark,
+                fmt::format("admin.address changed from {} to {}", config_.admin.address.str(), next.admin.address.str()));
+    }
     // By the count it comes to: `auto` for as many as run now is no change.
-    if (worker_count(next.workers) != workers_.size()) { restart("workers"); }
-    if (next.access_log != config_.access_log) { restart("access_log"); }
+    if (const auto workers = worker_count(next.workers); workers != workers_.size()) {
+        restart(next.workers_mark, fmt::format("workers changed from {} to {}{}", workers_.size(), workers,
+                                               next.workers == 0 ? " (auto: one per core)" : ""));
+    }
+    if (next.access_log != config_.access_log) {
+        const auto path = [](const auto& log) { return log ? log->path : std::string("off"); };
+        restart(next.access_log ? next.access_log->mark : config::Mark{},
+                fmt::format("access_log changed from {} to {}", path(config_.access_log), path(next.access_log)));
+    }
     std::map<std::string, const config::Cluster*> old_templates;
     for (const auto& c : config_.clusters) {
         if (c.is_template()) { old_templates[c.name] = &c; }
     }
-    std::size_t templates = 0;
     for (const auto& c : next.clusters) {
         if (!c.is_template()) { continue; }
-        ++templates;
         const auto it = old_templates.find(c.name);
-        if (it == old_templates.end() || !same_settings(*it->second, c)) { restart(fmt::format("cluster template {}", c.name)); }
+        if (it == old_templates.end()) {
+            restart(c.mark, fmt::format("cluster template {} added", c.name));
+            continue;
+        }
+        if (!same_settings(*it->second, c)) { restart(c.mark, fmt::format("cluster template {} changed", c.name)); }
+        old_templates.erase(it);
     }
-    if (templates != old_templates.size()) { restart("the set of cluster templates"); }
+    for (const auto& [name, c] : old_templates) { restart({}, fmt::format("cluster template {} removed", name)); }
     return out;
 }
 

@@ -293,11 +293,16 @@ class ReloadTest(HttpTestCase):
         a = Switchable(self, "a")
         config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a])])
         drover = self.start_drover(config)
-        config["workers"] = 1
+        before = drover.admin_json("/config")["workers"]
+        config["workers"] = before + 1
+        config["access_log"] = {"path": "stderr"}
         self.rewrite(drover, config)
         resp = drover.admin_post("/reload")
         self.assertEqual(resp.status, 400, resp.text)
-        self.assertIn("workers changed: that needs a restart", resp.text)
+        # Each names where in the file, and the running value and the new one.
+        self.assertRegex(resp.text, rf"drover\.yaml:\d+:\d+: workers changed from {before} to {before + 1}: "
+                                    r"that needs a restart")
+        self.assertRegex(resp.text, r"drover\.yaml:\d+:\d+: access_log changed from off to stderr: that needs a restart")
 
     def test_sighup_applies_a_good_file_and_a_removed_cluster_goes(self):
         a, b = Switchable(self, "a"), Switchable(self, "b")
