@@ -221,6 +221,9 @@ public:
     void abort() override {
         aborted_ = true;
         boost::system::error_code ignored;
+        // Cut mid-request (the drain's deadline, a second signal): a reset tells the client its answer
+        // is not whole, where a FIN would look like a close-delimited answer's end.
+        if (!idle_ && client_.socket().is_open()) { client_.socket().set_option(tcp::socket::linger(true, 0), ignored); }
         client_.socket().close(ignored);
         if (upstream_) { upstream_->socket().close(ignored); }   // a wait for the response ends too
     }

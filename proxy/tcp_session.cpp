@@ -61,8 +61,13 @@ public:
     TcpSession(const TcpSession&) = delete;
     TcpSession& operator=(const TcpSession&) = delete;
 
+    // The drain's deadline or a second signal: the stream is cut, and both peers are told so with a
+    // reset (SO_LINGER 0), not the FIN of a stream that ended (as the relay passes on a peer's reset).
     void abort() override {
         aborted_ = true;
+        boost::system::error_code ignored;
+        if (client_socket().is_open()) { client_socket().set_option(tcp::socket::linger(true, 0), ignored); }
+        if (upstream_socket().is_open()) { upstream_socket().set_option(tcp::socket::linger(true, 0), ignored); }
         close_both();
     }
 

@@ -12,7 +12,7 @@ import unittest
 
 from harness import (LOG_LINE_RE, DroverTestCase, HttpTestCase, connect_refused, drover_bin, http_listener,
                      make_config, roundtrip, route, sha256, to_yaml,
-                     static_cluster, tcp_listener, transfer, wait_until)
+                     static_cluster, tcp_listener, transfer, wait_closed, wait_until)
 
 
 class SignalTest(DroverTestCase):
@@ -72,7 +72,8 @@ class SignalTest(DroverTestCase):
         self.assertEqual(roundtrip(held, b"hold"), b"hold")
         start = time.monotonic()
         drover.send_signal(signal.SIGTERM)
-        self.assertClosedPromptly(held, timeout=0.5 + 3)
+        # Cut, and told so: a reset, not the FIN of a stream that ended.
+        self.assertEqual(self.assertClosedPromptly(held, timeout=0.5 + 3), "reset")
         closed_after = time.monotonic() - start
         self.assertGreaterEqual(closed_after, 0.4, "closed before the drain timeout passed")
         self.assertEqual(drover.wait_exit(3), 0)
@@ -176,6 +177,16 @@ class HttpDrainTest(HttpTestCase):
         self.assertGreater(time.monotonic() - start, 1.2, "the idle connection was kept idle_grace")
         self.assertEqual(drover.wait_exit(10), 0)
         self.assertLess(time.monotonic() - start, 10, "drain waited for the idle connection")
+
+    def test_a_request_cut_at_the_drain_timeout_is_reset_not_ended(self):
+        origin = self.origin()
+        drover, addr = self.http_proxy([origin], shutdown={"drain_timeout": "500ms"})
+        busy = self.client(addr)
+        busy.send(b"GET /slow?delay=5 HTTP/1.1\r\nHost: test\r\n\r\n")
+        origin.wait_requests(1, 5)
+        drover.send_signal(signal.SIGTERM)
+        self.assertEqual(wait_closed(busy.sock, 4), "reset")
+        self.assertEqual(drover.wait_exit(10), 0)
 
     def test_idle_grace_0s_closes_idle_keepalives_at_once(self):
         origin = self.origin()
