@@ -346,6 +346,7 @@ private:
 
     // TLS listeners (tls_server_ set): the handshake, within the request header timeout.
     asio::awaitable<bool> handshake() {
+        start_ = Clock::now();   // what a request answered during it is timed from
         client_.start_tls_server(tls_server_->context());
         client_.lowest().expires_after(listener_->config.timeouts.request_headers);
         auto [ec] = co_await client_.async_handshake(use_tuple);
@@ -398,16 +399,22 @@ private:
 
     // Says so in plain HTTP, as NGINX does, rather than an empty reply: one write, no wait (it is
     // small, and the socket is fresh); the connection closes after it.
+    // Counted and logged as every local answer is (a request with no head Drover could read: `- -`).
     void answer_plain_http() {
-        static constexpr std::string_view kAnswer =
-            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 59\r\n"
-            "drover-error: bad_request\r\nConnection: close\r\n\r\n"
-            "400 bad_request: plain HTTP sent to a TLS port (use https)\n";
+        static constexpr std::string_view kBody = "400 bad_request: plain HTTP sent to a TLS port (use https)\n";
+        const std::string answer = fmt::format(
+            "HTTP/1.1 400 Bad Request\r\nDate: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n"
+            "drover-error: bad_request\r\nConnection: close\r\n\r\n{}",
+            http_heads::http_date(), kBody.size(), kBody);
         boost::system::error_code ignored;
         auto& socket = client_.socket();
         if (!socket.non_blocking()) { socket.non_blocking(true, ignored); }
-        socket.write_some(asio::buffer(kAnswer), ignored);
+        const auto n = socket.write_some(asio::buffer(answer), ignored);
         bump(counters_->local_responses[static_cast<std::size_t>(LocalReason::bad_request)]);
+        bump(counters_->bytes_sent, n);
+        status_ = 400;
+        error_reason_ = local_reason_name(LocalReason::bad_request);
+        record(nullptr, kBody.size());
     }
 
     // Deadlines of the plain client's waits and of a plain upstream's response head (one at a time): the

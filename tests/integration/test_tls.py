@@ -775,6 +775,9 @@ class ListenerTlsTest(TlsTestCase):
         resp = parse_http_response(recv_all(sock))
         self.assertEqual((resp.status, resp.headers.get("drover-error")), (400, "bad_request"), resp.raw)
         self.assertIn(b"plain HTTP sent to a TLS port", resp.body)
+        self.assertIn("date", {k.lower() for k in resp.headers})   # as every local answer has
+        # A request answered like any other local one: counted with the listener's requests.
+        drover.wait_metric("drover_http_requests_total", {"listener": "web", "code_class": "4xx"}, lambda v: v == 1)
         # Other bytes that are no ClientHello get nothing.
         sock = self.connect(addr, timeout=5)
         sock.sendall(b"\x00\x01not a client hello at all\r\n\r\n")
