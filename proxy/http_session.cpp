@@ -1042,6 +1042,11 @@ private:
             attempt_end_ = tunnel_start_ != Clock::time_point{} ? tunnel_start_ : Clock::now();
             host_slot.release();
             gate_ = nullptr;
+            if (outcome == Outcome::retryable_status && worker_.index() < stats->latency.size()) {
+                // A 502/503/504 tried again elsewhere: the host answered, in this time.
+                stats->latency[worker_.index()]->add(
+                    std::chrono::duration_cast<std::chrono::microseconds>(attempt_end_ - attempt_start));
+            }
             if (outcome == Outcome::ok) {
                 const auto elapsed = attempt_end_ - attempt_start;
                 const double seconds = std::chrono::duration<double>(elapsed).count();

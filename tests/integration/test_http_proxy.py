@@ -942,6 +942,13 @@ class HttpProxyTest(HttpTestCase):
                                                       {"cluster": cluster, "cause": "connect_failure"}, default=0)
         self.assertEqual((retries("one"), retries("two")), (0, 1))
 
+    def test_a_5xx_retried_elsewhere_is_in_the_upstream_latency(self):
+        drover, addr = self.http_proxy([self.origin(), self.origin()], cluster_extra={"retries": {"attempts": 1}})
+        resp = self.get(addr, target("/both-fail", status=502))
+        self.assertEqual(resp.status, 502)
+        self.assertEqual(drover.metric_value("drover_cluster_retries_total", {"cluster": "back", "cause": "budgeted"}), 1)
+        self.assertEqual(drover.metric_value("drover_upstream_request_duration_seconds_count", {"cluster": "back"}), 2)
+
     def test_http_metrics(self):
         origin = self.origin()
         dead = self.closed_port()
