@@ -667,7 +667,8 @@ private:
         if (auto index = worker_.find_dynamic(key)) {
             if (worker_.cluster(*index).snapshot->listed > 0) { co_return index; }
         } else if (worker_.dynamic_full(template_index)) {
-            refused = LocalError{503, LocalReason::no_healthy_host, "too many services from this template (max_clusters)", has_body};
+            refused = LocalError{503, LocalReason::too_many_services,
+                                 "too many services from this template (dynamic.max_clusters)", has_body};
             co_return std::nullopt;
         } else {
             worker_.request_dynamic(template_index, name);

@@ -29,6 +29,7 @@ std::string_view local_reason_name(LocalReason reason) {
         case LocalReason::upstream_timeout: return "upstream_timeout";
         case LocalReason::not_implemented: return "not_implemented";
         case LocalReason::request_body_timeout: return "request_body_timeout";
+        case LocalReason::too_many_services: return "too_many_services";
         case LocalReason::count: break;
     }
     return "unknown";

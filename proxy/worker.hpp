@@ -51,7 +51,7 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) {
 enum class LocalReason : std::size_t {
     bad_request, no_route, request_header_timeout, body_too_large, uri_too_long, headers_too_large,
     upstream_connect_failed, bad_upstream_response, no_healthy_host, upstream_timeout, shed, not_implemented,
-    request_body_timeout,
+    request_body_timeout, too_many_services,
     count
 };
 std::string_view local_reason_name(LocalReason reason);

@@ -2003,7 +2003,7 @@ class HttpTestCase(DroverTestCase):
                     "body_too_large": 413,
                     "uri_too_long": 414, "headers_too_large": 431, "upstream_connect_failed": 502,
                     "bad_upstream_response": 502, "no_healthy_host": 503, "upstream_timeout": 504,
-                    "shed": 503, "not_implemented": 501}
+                    "shed": 503, "not_implemented": 501, "too_many_services": 503}
 
     def origin(self, name: str = "origin", **kw: Any) -> HttpOrigin:
         return self.backend(HttpOrigin(name, **kw))

@@ -69,8 +69,10 @@ class ClusterTemplateTest(HttpTestCase):
         self.assertEqual(self.get(addr, "/", host=f"users.{DOMAIN}").status, 200)
         self.assertEqual(self.get(addr, "/", host=f"orders.{DOMAIN}").status, 200)
         resp = self.get(addr, "/", host=f"extra.{DOMAIN}")
-        self.assertLocalResponse(resp, "no_healthy_host")
+        self.assertLocalResponse(resp, "too_many_services")   # told apart from an outage
         self.assertIn("max_clusters", resp.body.decode())
+        self.assertEqual(drover.metric_value("drover_http_local_responses_total",
+                                             {"listener": "web", "reason": "too_many_services"}), 1)
         self.assertEqual(len(self.cluster_names(drover)), 2)
 
     def test_idle_clusters_are_dropped_and_made_again_when_needed(self):
