@@ -1146,7 +1146,7 @@ private:
         stats->held_total.fetch_add(1, std::memory_order_relaxed);
         const auto version = snapshot->version;
         auto next_look = now + kWaitingClientCheck;
-        while (!aborted_ && cluster.snapshot->version == version && Clock::now() < deadline) {
+        while (!aborted_ && !cluster.retired && cluster.snapshot->version == version && Clock::now() < deadline) {
             const auto until = std::min(deadline, next_look);
             co_await worker_.wait_snapshot(cluster_index, std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now()));
             if (left_while_waiting(next_look)) {

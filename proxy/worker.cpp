@@ -161,12 +161,15 @@ void Worker::install_cluster(std::size_t index, std::shared_ptr<const ClusterSna
     slot.balancer = make_load_balancer(snapshot->config->load_balancing);
     slot.budget = make_budget(*snapshot->config);
     slot.snapshot = std::move(snapshot);
+    slot.retired = false;
     attach_limiter(slot, *slot.snapshot->config);
 }
 
 void Worker::remove_cluster(std::size_t index) {
     if (index >= clusters_.size() || !clusters_[index].snapshot) { return; }
     for (const auto& entry : clusters_[index].snapshot->hosts) { pool_.drop(*entry.host); }
+    clusters_[index].retired = true;
+    wake(snapshot_waiters_, index);   // held requests and connections give up now, not at hold_timeout
 }
 
 void Worker::set_routes(std::size_t listener, std::shared_ptr<const Router> router, std::size_t cluster) {

@@ -113,6 +113,8 @@ struct WorkerCluster {
     std::deque<std::weak_ptr<boost::asio::steady_timer>> slot_waiters;
     // Smoothed upstream latency of this worker's requests (for the shed answer's Retry-After).
     double latency_ewma_seconds = 0.0;
+    // A reload removed the cluster: requests held for one of its hosts stop waiting (no snapshot comes).
+    bool retired = false;
 
     void wake_one_slot_waiter() {
         while (!slot_waiters.empty()) {

@@ -304,6 +304,31 @@ class ReloadTest(HttpTestCase):
                                     r"that needs a restart")
         self.assertRegex(resp.text, r"drover\.yaml:\d+:\d+: access_log changed from off to stderr: that needs a restart")
 
+    def test_a_request_held_for_a_cluster_a_reload_removes_is_answered_at_once(self):
+        from test_health import FAST_CHECK
+        down, up = Switchable(self, "down"), Switchable(self, "up")
+        down.health_status = 500   # never healthy: requests for it are held
+        drover = self.start_drover(self.config([route("a", path_prefix="/")],
+                                               [static_cluster("a", [down], health_check=FAST_CHECK, hold_timeout="8s"),
+                                                static_cluster("b", [up])]))
+        addr = drover.listener_addr("web")
+        result = {}
+
+        def held():
+            started = time.monotonic()
+            result["status"] = self.get(addr, "/held", timeout=10).status
+            result["took"] = time.monotonic() - started
+        thread = threading.Thread(target=held, daemon=True)
+        thread.start()
+        wait_until(lambda: drover.metric_value("drover_cluster_held_requests_active", {"cluster": "a"}, default=0) == 1,
+                   5, message="the request held")
+        self.rewrite(drover, self.config([route("b", path_prefix="/")], [static_cluster("b", [up])]))
+        self.assertEqual(drover.admin_post("/reload").status, 200)
+        thread.join(5)
+        self.assertEqual(result.get("status"), 503)
+        self.assertLess(result["took"], 4, "not held to hold_timeout for a cluster that is gone")
+        self.assertEqual(self.get(addr, "/next").header("x-backend"), "up")
+
     def test_sighup_applies_a_good_file_and_a_removed_cluster_goes(self):
         a, b = Switchable(self, "a"), Switchable(self, "b")
         drover = self.start_drover(self.config([route("b", path_prefix="/b/"), route("a", path_prefix="/")],
