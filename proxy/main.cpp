@@ -1,6 +1,13 @@
 // The drover executable: parses the command line, loads the config, runs the Server.
 // Exit codes: 0 clean stop, 1 startup failure (e.g. a port in use), 2 invalid config or usage.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -26,12 +33,16 @@ constexpr int kExitConfig = 2;
 constexpr std::string_view kUsage = R"(usage: drover -c FILE            run with the config FILE
        drover --check -c FILE    validate FILE: exit 0, or 2 printing every problem as file:line:col
        drover --demo             run the embedded demo (no file needed)
+       drover --reload [--admin ADDR]
+                                 ask the running Drover to reload its config (POST /reload): exit 0
+                                 if it did, 1 printing why not (every problem as file:line:col)
 options:
   -c, --config FILE      the YAML config (see docs/configuration.md); also --config=FILE
       --check            validate only, do not start
       --demo             three demo replicas behind an HTTP listener, with admin controls
       --demo-listen ADDR demo listener address (default 127.0.0.1:8080)
       --demo-admin ADDR  demo admin address (default 127.0.0.1:9901)
+      --admin ADDR       with --reload: the running Drover's admin.address (default 127.0.0.1:9901)
   -v, --version          print the version
   -h, --help             print this help
 )";
@@ -43,7 +54,76 @@ struct Options {
     std::string demo_listen = "127.0.0.1:8080";
     std::string demo_admin = "127.0.0.1:9901";
     bool demo_address_given = false;
+    bool reload = false;
+    std::string admin = "127.0.0.1:9901";
+    bool admin_given = false;
 };
+
+int usage_error(const std::string& message);
+
+// drover --reload: POST /reload to a running Drover's admin endpoint, its answer on stdout (reloaded)
+// or stderr (refused). Unlike SIGHUP, the caller learns whether the new config was taken:
+// `systemctl reload` fails when it was refused.
+int request_reload(const std::string& admin_text) {
+    const auto admin = drover::config::parse_address(admin_text);
+    if (!admin) { return usage_error("--admin must look like 127.0.0.1:9901"); }
+    sockaddr_storage address{};
+    socklen_t length = 0;
+    const bool v6 = admin->host.find(':') != std::string::npos;
+    if (v6) {
+        auto& a = reinterpret_cast<sockaddr_in6&>(address);
+        a.sin6_family = AF_INET6;
+        a.sin6_port = htons(admin->port);
+        if (::inet_pton(AF_INET6, admin->host.c_str(), &a.sin6_addr) != 1) { return usage_error("--admin: bad address"); }
+        length = sizeof a;
+    } else {
+        auto& a = reinterpret_cast<sockaddr_in&>(address);
+        a.sin_family = AF_INET;
+        a.sin_port = htons(admin->port);
+        if (::inet_pton(AF_INET, admin->host.c_str(), &a.sin_addr) != 1) { return usage_error("--admin: bad address"); }
+        length = sizeof a;
+    }
+    const int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        std::fprintf(stderr, "drover: --reload: socket: %s\n", std::strerror(errno));
+        return kExitStartup;
+    }
+    // A reload reads every file the config names (TLS included): seconds at most.
+    const timeval timeout{30, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), length) != 0) {
+        std::fprintf(stderr, "drover: --reload: cannot reach the admin endpoint at %s: %s (is Drover running, with this admin.address?)\n",
+                     admin_text.c_str(), std::strerror(errno));
+        ::close(fd);
+        return kExitStartup;
+    }
+    constexpr std::string_view kRequest = "POST /reload HTTP/1.1\r\nHost: drover\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    std::string answer;
+    bool sent = ::send(fd, kRequest.data(), kRequest.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(kRequest.size());
+    char buffer[4096];
+    for (ssize_t n = 0; sent && (n = ::recv(fd, buffer, sizeof buffer, 0)) != 0;) {
+        if (n < 0) {
+            if (errno == EINTR) { continue; }
+            sent = false;
+            break;
+        }
+        answer.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    const auto body_at = answer.find("\r\n\r\n");
+    if (!sent || body_at == std::string::npos || answer.size() < 12) {
+        std::fprintf(stderr, "drover: --reload: no answer from the admin endpoint at %s\n", admin_text.c_str());
+        return kExitStartup;
+    }
+    const std::string body = answer.substr(body_at + 4);
+    if (answer.compare(9, 3, "200") == 0) {
+        std::fputs(body.c_str(), stdout);
+        return 0;
+    }
+    std::fputs(body.c_str(), stderr);
+    return kExitStartup;
+}
 
 int usage_error(const std::string& message) {
     std::fprintf(stderr, "drover: %s\n%s", message.c_str(), kUsage.data());
@@ -98,13 +178,19 @@ int main(int argc, char** argv) {
             out = argv[++i];
             return true;
         };
-        const bool takes_value = arg == "-c" || arg == "--config" || arg == "--demo-listen" || arg == "--demo-admin";
+        const bool takes_value =
+            arg == "-c" || arg == "--config" || arg == "--demo-listen" || arg == "--demo-admin" || arg == "--admin";
         if (inline_value && !takes_value) { return usage_error("'" + std::string(arg) + "' takes no value"); }
         if (arg == "-c" || arg == "--config") {
             if (!options.config_path.empty()) { return usage_error("more than one config file: Drover reads one"); }
             if (!value(options.config_path)) { return usage_error("-c needs a file"); }
         } else if (arg == "--check") {
             options.check = true;
+        } else if (arg == "--reload") {
+            options.reload = true;
+        } else if (arg == "--admin") {
+            if (!value(options.admin)) { return usage_error("--admin needs an address"); }
+            options.admin_given = true;
         } else if (arg == "--demo") {
             options.demo = true;
         } else if (arg == "--demo-listen") {
@@ -124,6 +210,13 @@ int main(int argc, char** argv) {
         }
     }
 
+    if (options.reload) {
+        if (options.check || options.demo || !options.config_path.empty()) {
+            return usage_error("--reload asks the running Drover, which rereads its own file: it takes only --admin");
+        }
+        return request_reload(options.admin);
+    }
+    if (options.admin_given) { return usage_error("--admin goes with --reload"); }
     if (options.demo) {
         if (options.check || !options.config_path.empty()) { return usage_error("--demo takes no config file"); }
         const auto listen = drover::config::parse_address(options.demo_listen);

@@ -110,7 +110,7 @@ class SystemdUnitTest(unittest.TestCase):
         self.assertEqual(service["Type"], "notify")
         self.assertRegex(service["ExecStart"], r"^/usr/local/bin/drover -c /etc/drover/drover\.yaml$")
         self.assertIn("--check", service["ExecStartPre"])
-        self.assertIn("-HUP", service["ExecReload"])
+        self.assertRegex(service["ExecReload"], r"^/usr/local/bin/drover --reload\b")   # fails when refused
         self.assertEqual(service["KillSignal"], "SIGTERM")
         self.assertGreater(seconds(service["TimeoutStopSec"]), 15, "more than the default drain_timeout")
         self.assertEqual(self.unit["Install"]["WantedBy"], "multi-user.target")

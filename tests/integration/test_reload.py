@@ -9,7 +9,8 @@ import threading
 import time
 import unittest
 
-from harness import HttpTestCase, PeerClosed, http_listener, make_config, route, static_cluster, to_yaml, wait_until
+from harness import (HttpTestCase, PeerClosed, format_addr, http_listener, make_config, route, run_drover, static_cluster,
+                     to_yaml, wait_until)
 
 
 def port_accepts(addr):
@@ -303,6 +304,28 @@ class ReloadTest(HttpTestCase):
         self.assertRegex(resp.text, rf"drover\.yaml:\d+:\d+: workers changed from {before} to {before + 1}: "
                                     r"that needs a restart")
         self.assertRegex(resp.text, r"drover\.yaml:\d+:\d+: access_log changed from off to stderr: that needs a restart")
+
+    def test_drover_reload_says_whether_the_running_drover_took_the_file(self):
+        a, b = Switchable(self, "a"), Switchable(self, "b")
+        config = self.config([route("a", path_prefix="/")], [static_cluster("a", [a]), static_cluster("b", [b])])
+        drover = self.start_drover(config)
+        admin = format_addr(drover.admin_address)
+        config["listeners"][0]["routes"] = [route("b", path_prefix="/")]
+        self.rewrite(drover, config)
+        done = run_drover(["--reload", "--admin", admin])
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn("reloaded: ", done.stdout)
+        self.assertEqual(self.get(drover.listener_addr("web"), "/").header("x-backend"), "b")
+        with open(drover.config_path, "a", encoding="utf-8") as f:
+            f.write("no_such_key: 1\n")
+        refused = run_drover(["--reload", f"--admin={admin}"])
+        self.assertEqual(refused.returncode, 1)
+        self.assertRegex(refused.stderr, r"drover\.yaml:\d+:\d+: .*no_such_key")
+        # Nothing listening there: said so, exit 1.
+        nobody = run_drover(["--reload", "--admin", "127.0.0.1:1"])
+        self.assertEqual(nobody.returncode, 1)
+        self.assertIn("cannot reach the admin endpoint at 127.0.0.1:1", nobody.stderr)
+        self.assertEqual(run_drover(["--reload", "-c", drover.config_path]).returncode, 2)
 
     def test_a_request_held_for_a_cluster_a_reload_removes_is_answered_at_once(self):
         from test_health import FAST_CHECK
