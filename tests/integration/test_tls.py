@@ -419,6 +419,19 @@ class TlsTestCase(HttpTestCase):
                         return h
         raise AssertionError(f"{cluster}/{addr} not in /clusters")
 
+    @staticmethod
+    def requests_active(drover) -> float:
+        return drover.metric_value("drover_cluster_requests_active", {"cluster": "back"})
+
+    def assert_ends_when_its_client_left(self, drover, host: str) -> None:
+        """The request in flight ends within a client check (1 s) of its client leaving (just now),
+        and its backend connection is closed rather than pooled."""
+        left = time.monotonic()
+        wait_until(lambda: self.requests_active(drover) == 0, 3, message="the request ended when its client left")
+        self.assertLess(time.monotonic() - left, 2.0)
+        self.assertEqual(drover.metric_value("drover_upstream_connections_active", {"cluster": "back", "host": host}), 0,
+                         "the backend's connection closed, not pooled")
+
     def handshakes(self, drover, result: str, listener: str = "web") -> float:
         return drover.metric_value("drover_listener_tls_handshakes_total", {"listener": listener, "result": result},
                                    default=0)
@@ -511,22 +524,16 @@ class ListenerTlsTest(TlsTestCase):
         listener = http_listener("web", [route("back", path_prefix="/")], tls=tls)
         cluster = static_cluster("back", [plain], retries={"attempts": 0, "per_try_timeout": "20s"})
         drover = self.start_drover(make_config([listener], [cluster]))
-        active = lambda: drover.metric_value("drover_cluster_requests_active", {"cluster": "back"})
         sock = tls_connect(drover.listener_addr("web"), client_context(self.certs.path("ca.pem")), "a.test")
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        wait_until(lambda: active() == 1, 5, message="the request in flight")
+        wait_until(lambda: self.requests_active(drover) == 1, 5, message="the request in flight")
         time.sleep(0.2)
         sock.setblocking(False)
         with self.assertRaises(ssl.SSLWantReadError):
             sock.unwrap()   # sends close_notify; the peer's is not awaited
         sock.shutdown(socket.SHUT_WR)   # then the FIN
         self.addCleanup(sock.close)
-        left = time.monotonic()
-        wait_until(lambda: active() == 0, 3, message="the request ended when its client left")
-        self.assertLess(time.monotonic() - left, 2.0)
-        self.assertEqual(drover.metric_value("drover_upstream_connections_active",
-                                             {"cluster": "back", "host": plain.addr}), 0,
-                         "the backend's connection closed, not pooled")
+        self.assert_ends_when_its_client_left(drover, plain.addr)
 
     def test_an_upload_refused_over_tls_gets_its_413_not_a_reset(self):
         # Drover answers 413 at the limit while curl is still sending. Closing then, with the rest of
@@ -861,22 +868,16 @@ class UpstreamTlsTest(TlsTestCase):
         secure = self.https_backend("secure", "a")
         drover, addr = self.upstream_tls_proxy(secure, {"sni": "a.test", "ca": self.certs.path("ca.pem")},
                                                retries={"attempts": 0, "per_try_timeout": "20s"})
-        active = lambda: drover.metric_value("drover_cluster_requests_active", {"cluster": "back"})
         for how in ("close", "reset"):
             with self.subTest(how=how):
                 sock = socket.create_connection(addr, timeout=5)
                 sock.sendall(b"GET /slow?delay=8 HTTP/1.1\r\nHost: a.test\r\n\r\n")
-                wait_until(lambda: active() == 1, 5, message="the request in flight")
+                wait_until(lambda: self.requests_active(drover) == 1, 5, message="the request in flight")
                 time.sleep(0.2)
                 if how == "reset":
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()
-                left = time.monotonic()
-                wait_until(lambda: active() == 0, 3, message="the request ended when its client left")
-                self.assertLess(time.monotonic() - left, 2.0)
-                self.assertEqual(drover.metric_value("drover_upstream_connections_active",
-                                                     {"cluster": "back", "host": secure.addr}), 0,
-                                 "the backend's connection closed, not pooled")
+                self.assert_ends_when_its_client_left(drover, secure.addr)
         resp = self.get(addr, "/slow?delay=2.3", timeout=6)
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(resp.json()["path"], "/slow?delay=2.3")
