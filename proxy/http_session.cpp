@@ -230,9 +230,9 @@ public:
 
     void on_drain() override {
         if (!idle_) { return; }   // mid-request: the response says Connection: close instead
-        // Idle over TLS: kept shutdown.idle_grace more for a request already on its way.
+        // Idle over TLS: kept shutdown.idle_grace more (at most) for a request already on its way.
         if (worker_.idle_grace().count() > 0) {
-            client_.lowest().expires_after(worker_.idle_grace());
+            arm_deadline(std::min(deadline_, Clock::now() + worker_.idle_grace()));
             return;
         }
         boost::system::error_code ignored;
@@ -469,9 +469,13 @@ private:
     // Waits for the next request over TLS. Readable bytes on the socket may be TLS records with nothing
     // for HTTP, and decrypted bytes may wait inside the TLS layer with the socket quiet: only a read can
     // tell. (Plain connections wait for readability, in run().)
+    // Timed by the session's deadline, which a drain may bring forward (on_drain): the tcp_stream's
+    // expiry applies only to reads started after it is set.
     asio::awaitable<bool> wait_readable_tls(std::chrono::milliseconds timeout) {
-        client_.lowest().expires_after(timeout);
-        auto [ec, n] = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), use_tuple);
+        client_.lowest().expires_never();
+        arm_deadline(Clock::now() + timeout);
+        auto [ec, n] = co_await client_.async_read_some(client_buf_.prepare(kReadChunk), with_deadline());
+        disarm_deadline();
         client_buf_.commit(n);
         co_return !ec || n > 0;
     }

@@ -535,6 +535,24 @@ class ListenerTlsTest(TlsTestCase):
         self.addCleanup(sock.close)
         self.assert_ends_when_its_client_left(drover, plain.addr)
 
+    def test_an_idle_tls_keepalive_is_closed_after_idle_grace_when_drover_drains(self):
+        plain = self.plain_backend("plain")
+        drover, addr = self.tls_listener_proxy(plain, [self.certs.pair("a")],
+                                               shutdown={"idle_grace": "300ms", "drain_timeout": "20s"})
+        with tls_connect(addr, client_context(self.certs.path("ca.pem")), "a.test") as sock:
+            sock.sendall(b"GET /before HTTP/1.1\r\nHost: a.test\r\n\r\n")   # keep-alive
+            got = recv_head(sock)
+            head, _, body = got.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            body += recv_exactly(sock, length - len(body))
+            self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+            start = time.monotonic()
+            drover.send_signal(signal.SIGTERM)
+            self.assertEqual(recv_all(sock), b"")   # close_notify, then the FIN: no bytes, no error
+            self.assertLess(time.monotonic() - start, 3, "closed after idle_grace, not at drain_timeout")
+        self.assertEqual(drover.wait_exit(10), 0)
+        self.assertLess(time.monotonic() - start, 5)
+
     def test_an_upload_refused_over_tls_gets_its_413_not_a_reset(self):
         # Drover answers 413 at the limit while curl is still sending. Closing then, with the rest of
         # the upload arriving, would reset the connection, and the reset often destroyed the answer
