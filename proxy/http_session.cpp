@@ -1797,11 +1797,17 @@ private:
         next_look = now + kWaitingClientCheck;
         if (!client_went_away()) { return false; }
         client_left_ = true;
+        end_for_a_client_that_left(request_head_);
+        return true;
+    }
+
+    // The request's client left before its answer: nothing is sent, the access log says 499
+    // client_closed (NGINX's convention), and the connection closes.
+    void end_for_a_client_that_left(const http_rules::Head& request) {
         keep_client_ = false;
         status_ = kClientClosedRequest;
         error_reason_ = "client_closed";
-        finish_request(request_head_);
-        return true;
+        finish_request(request);
     }
 
     // Reads the response head (skipping interim 1xx), checks it, and streams it to the client.
@@ -1880,10 +1886,7 @@ private:
                 disarm_deadline();
                 if (client_left) {
                     close_upstream(host);
-                    keep_client_ = false;
-                    status_ = kClientClosedRequest;
-                    error_reason_ = "client_closed";
-                    finish_request(request);
+                    end_for_a_client_that_left(request);
                     co_return Outcome::client_gone;
                 }
                 if (deadline_fired_ && (ec || !upstream_->tls())) { ec = beast::error::timeout; }
@@ -2207,9 +2210,8 @@ private:
                            RelayCounters{counters_->bytes_received, counters_->bytes_sent});
         }
         close_upstream(host);
-        // One access-log line and one request counted (1xx) when the tunnel ends, its duration the
-        // tunnel's whole life; no body bytes (its bytes are in the listener's byte counters).
-        status_ = 101;
+        // One access-log line and one request counted (1xx, status_ above) when the tunnel ends, its
+        // duration the tunnel's whole life; no body bytes (its bytes are in the listener's byte counters).
         finish_request(request_head_);
     }
 

@@ -93,6 +93,16 @@ class SignalTest(DroverTestCase):
         live.close()
         self.assertEqual(drover.wait_exit(5), 0)
 
+    def test_reload_and_log_signals_are_caught_before_static_initialisation(self):
+        # main() comes ~10 ms after exec, behind the static constructors; the handlers are installed
+        # from the executable's .preinit_array, which runs before any of them (early_signals.cpp).
+        readelf = shutil.which("readelf")
+        if readelf is None:
+            self.skipTest("readelf is not installed")
+        sections = subprocess.run([readelf, "-SW", drover_bin()], capture_output=True, text=True, check=True).stdout
+        self.assertRegex(sections, r"\.preinit_array\s+PREINIT_ARRAY\s+\S+\s+\S+\s+0*8\b",
+                         "one .preinit_array entry: catch_early_signals")
+
     def test_sighup_while_starting_is_a_reload_once_started(self):
         # SIGHUP's default action ends a process. Drover catches it from its first line; one that comes
         # while it starts takes effect once the server runs. The start is held where it reads its
