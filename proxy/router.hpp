@@ -39,6 +39,8 @@ public:
 
     // "Example.COM:8080" -> "example.com"; "[::1]:80" -> "[::1]".
     static std::string normalize_host(std::string_view host);
+    // The same without lower-casing (a view of `host`): "Example.COM.:8080" -> "Example.COM".
+    static std::string_view host_name(std::string_view host);
 
 private:
     std::vector<Route> routes_;

@@ -44,6 +44,8 @@ TEST(Router, WildcardNeedsASubdomain) {
     EXPECT_EQ(r.match("a.b.example.com", "/"), 7u);
     EXPECT_FALSE(r.match("example.com", "/"));
     EXPECT_FALSE(r.match("badexample.com", "/"));
+    EXPECT_EQ(r.match("A.Example.COM.:443", "/"), 7u);   // any case, port and trailing dot ignored
+    EXPECT_FALSE(r.match("BadExample.COM", "/"));
 }
 
 TEST(Router, NormalizePath) {
@@ -86,6 +88,8 @@ TEST(Router, NormalizeHost) {
     EXPECT_EQ(Router::normalize_host("Example.COM:80"), "example.com");
     EXPECT_EQ(Router::normalize_host("[::1]:8080"), "[::1]");
     EXPECT_EQ(Router::normalize_host("127.0.0.1"), "127.0.0.1");
+    EXPECT_EQ(Router::host_name("Example.COM.:80"), "Example.COM");
+    EXPECT_EQ(Router::host_name("[::1]:8080"), "[::1]");
 }
 
 }  // namespace
