@@ -36,6 +36,30 @@ bool all_digits(std::string_view s) {
     return !s.empty() && s.size() <= 19 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
 
+// tchar (RFC 9110 §5.6.2): what a method or a field name is made of. A field name's '_' is marked
+// apart (kUnderscore), so the parser learns whether a name has one while it reads it.
+constexpr std::uint8_t kToken = 1;
+constexpr std::uint8_t kUnderscore = 2;
+constexpr std::array<std::uint8_t, 256> kNameByte = [] {
+    std::array<std::uint8_t, 256> table{};
+    for (int c = '0'; c <= '9'; ++c) { table[static_cast<std::size_t>(c)] = kToken; }
+    for (int c = 'a'; c <= 'z'; ++c) { table[static_cast<std::size_t>(c)] = kToken; }
+    for (int c = 'A'; c <= 'Z'; ++c) { table[static_cast<std::size_t>(c)] = kToken; }
+    for (char c : std::string_view("!#$%&'*+-.^_`|~")) { table[static_cast<unsigned char>(c)] = kToken; }
+    table[static_cast<std::size_t>('_')] = kToken | kUnderscore;
+    return table;
+}();
+
+// A reg-name's bytes (RFC 3986 §3.2.2: unreserved, sub-delims, and '%' of a pct-encoding).
+constexpr std::array<bool, 256> kRegNameChar = [] {
+    std::array<bool, 256> table{};
+    for (int c = '0'; c <= '9'; ++c) { table[static_cast<std::size_t>(c)] = true; }
+    for (int c = 'a'; c <= 'z'; ++c) { table[static_cast<std::size_t>(c)] = true; }
+    for (int c = 'A'; c <= 'Z'; ++c) { table[static_cast<std::size_t>(c)] = true; }
+    for (char c : std::string_view("-._~%!$&'()*+,;=")) { table[static_cast<unsigned char>(c)] = true; }
+    return table;
+}();
+
 // reg-name / IPv4 / [IPv6] with an optional :port; no userinfo, path, spaces or controls.
 bool valid_host(std::string_view host) {
     if (host.empty()) { return false; }
@@ -50,11 +74,7 @@ bool valid_host(std::string_view host) {
         i = close + 1;
     } else {
         for (; i < host.size() && host[i] != ':'; ++i) {
-            const unsigned char c = static_cast<unsigned char>(host[i]);
-            const bool ok = std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '%' ||
-                            c == '!' || c == '$' || c == '&' || c == '\'' || c == '(' || c == ')' || c == '*' ||
-                            c == '+' || c == ',' || c == ';' || c == '=';
-            if (!ok) { return false; }
+            if (!kRegNameChar[static_cast<unsigned char>(host[i])]) { return false; }
         }
         if (i == 0) { return false; }
     }
@@ -84,26 +104,16 @@ bool is_smuggling_lookalike(std::string_view name) {
     }
 }
 
-// tchar (RFC 9110 §5.6.2): what a method or a field name is made of.
-constexpr std::array<bool, 256> kTokenChar = [] {
-    std::array<bool, 256> table{};
-    for (int c = '0'; c <= '9'; ++c) { table[static_cast<std::size_t>(c)] = true; }
-    for (int c = 'a'; c <= 'z'; ++c) { table[static_cast<std::size_t>(c)] = true; }
-    for (int c = 'A'; c <= 'Z'; ++c) { table[static_cast<std::size_t>(c)] = true; }
-    for (char c : std::string_view("!#$%&'*+-.^_`|~")) { table[static_cast<unsigned char>(c)] = true; }
-    return table;
-}();
-
 }  // namespace
 
-bool is_token_char(unsigned char c) { return kTokenChar[c]; }
+bool is_token_char(unsigned char c) { return kNameByte[c] != 0; }
 
 namespace {
 
 // The length of the token at the start of `s`.
 std::size_t token_length(std::string_view s) {
     std::size_t i = 0;
-    while (i < s.size() && kTokenChar[static_cast<unsigned char>(s[i])]) { ++i; }
+    while (i < s.size() && kNameByte[static_cast<unsigned char>(s[i])] != 0) { ++i; }
     return i;
 }
 
@@ -239,7 +249,12 @@ std::optional<Rejection> parse_fields(std::string_view rest, Head& head) {
             break;
         }
         const char* const line = p;
-        while (p < end && kTokenChar[static_cast<unsigned char>(*p)]) { ++p; }
+        std::uint8_t seen = 0;
+        for (; p < end; ++p) {
+            const std::uint8_t byte = kNameByte[static_cast<unsigned char>(*p)];
+            if (byte == 0) { break; }
+            seen |= byte;
+        }
         if (p == end || *p != ':') {
             if (p < end && is_space(*p)) { return bad("whitespace between a header field name and its colon"); }
             return bad("malformed header field line");
@@ -254,7 +269,7 @@ std::optional<Rejection> parse_fields(std::string_view rest, Head& head) {
         const char* value_end = cr;
         while (value_end > value && is_space(value_end[-1])) { --value_end; }
         FieldId id = classify_field(name);
-        if (id == FieldId::other && std::memchr(name.data(), '_', name.size()) != nullptr && is_smuggling_lookalike(name)) {
+        if (id == FieldId::other && (seen & kUnderscore) != 0 && is_smuggling_lookalike(name)) {
             id = FieldId::lookalike;
         }
         p = cr + 2;
