@@ -8,6 +8,9 @@
 #include <cstring>
 #include <utility>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 namespace drover::proxy::http_rules {
 
 namespace {
@@ -65,12 +68,18 @@ bool valid_host(std::string_view host) {
     if (host.empty()) { return false; }
     std::size_t i = 0;
     if (host.front() == '[') {
+        // An IPv6 address (no zone id, no IPvFuture), as inet_pton reads one: "[1::2::3]" or
+        // "[12345::1]" would be read differently by different backends.
         const auto close = host.find(']');
-        if (close == std::string_view::npos || close < 3) { return false; }
+        if (close == std::string_view::npos || close < 3 || close - 1 >= INET6_ADDRSTRLEN) { return false; }
+        std::array<char, INET6_ADDRSTRLEN> text{};
         for (i = 1; i < close; ++i) {
             const unsigned char c = static_cast<unsigned char>(host[i]);
             if (!std::isxdigit(c) && c != ':' && c != '.') { return false; }
+            text[i - 1] = static_cast<char>(c);
         }
+        in6_addr address{};
+        if (inet_pton(AF_INET6, text.data(), &address) != 1) { return false; }
         i = close + 1;
     } else {
         for (; i < host.size() && host[i] != ':'; ++i) {
@@ -81,7 +90,10 @@ bool valid_host(std::string_view host) {
     if (i == host.size()) { return true; }
     if (host[i] != ':') { return false; }
     const auto port = host.substr(i + 1);
-    return port.empty() || (port.size() <= 5 && all_digits(port));
+    if (port.empty()) { return true; }
+    unsigned number = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+    return ec == std::errc{} && end == port.data() + port.size() && port.size() <= 5 && all_digits(port) && number <= 65535;
 }
 
 // Names a backend may fold to a framing or forwarding header by mapping '_' to '-' (CGI does).

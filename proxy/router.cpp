@@ -2,6 +2,11 @@
 
 #include "proxy/http_rules.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cstring>
+
 #include <algorithm>
 #include <cctype>
 #include <vector>
@@ -30,9 +35,30 @@ std::string_view Router::host_name(std::string_view host) {
 
 std::string Router::normalize_host(std::string_view host) { return lower(host_name(host)); }
 
+std::string_view Router::canonical_ipv6(std::string_view literal, std::array<char, kLiteralSize>& out) {
+    std::array<char, INET6_ADDRSTRLEN> text{};
+    if (literal.size() < 3 || literal.front() != '[' || literal.back() != ']' || literal.size() - 2 >= text.size()) {
+        return literal;
+    }
+    std::memcpy(text.data(), literal.data() + 1, literal.size() - 2);
+    in6_addr address{};
+    if (inet_pton(AF_INET6, text.data(), &address) != 1 || inet_ntop(AF_INET6, &address, out.data() + 1, INET6_ADDRSTRLEN) == nullptr) {
+        return literal;
+    }
+    out[0] = '[';
+    const std::size_t size = std::strlen(out.data());
+    out[size] = ']';
+    return {out.data(), size + 1};
+}
+
 void Router::add(const config::RouteMatch& match, std::size_t cluster) {
     Route route;
     route.host = lower(match.host);
+    if (route.host.starts_with('[')) {
+        // An IPv6 literal is compared as an address: "[0::1]" and "[::1]" are one host.
+        std::array<char, kLiteralSize> canonical{};
+        route.host = std::string(canonical_ipv6(route.host, canonical));
+    }
     if (route.host.starts_with("*.")) {
         route.wildcard = true;
         route.host.erase(0, 1);   // keep ".suffix" so "badexample.com" cannot match "*.example.com"
@@ -93,9 +119,13 @@ std::optional<std::size_t> Router::match(std::string_view host, std::string_view
     // Route hosts are lower case; the request's is compared as sent, case-insensitively, with no
     // copy (a lower-cased copy per request was ~400 instructions, benchmarks/profile).
     std::optional<std::string_view> name_of_host;   // worked out for the first route with a host
+    std::array<char, kLiteralSize> literal;          // an IPv6 Host's canonical text
     for (const auto& route : routes_) {
         if (!route.host.empty()) {
-            if (!name_of_host) { name_of_host = host_name(host); }
+            if (!name_of_host) {
+                name_of_host = host_name(host);
+                if (name_of_host->starts_with('[')) { name_of_host = canonical_ipv6(*name_of_host, literal); }
+            }
             const std::string_view name = *name_of_host;
             if (route.wildcard) {
                 if (name.size() <= route.host.size() ||

@@ -2,6 +2,7 @@
 // HTTP routing: the first route whose host and path prefix match wins. Pure; built once per listener
 // at startup and read by every worker.
 
+#include <array>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -41,6 +42,9 @@ public:
     static std::string normalize_host(std::string_view host);
     // The same without lower-casing (a view of `host`): "Example.COM.:8080" -> "Example.COM".
     static std::string_view host_name(std::string_view host);
+    // "[0:0::0001]" -> "[::1]" (in `out`); what is no IPv6 literal comes back as it is.
+    static constexpr std::size_t kLiteralSize = 48;   // INET6_ADDRSTRLEN and the brackets
+    static std::string_view canonical_ipv6(std::string_view literal, std::array<char, kLiteralSize>& out);
 
 private:
     std::vector<Route> routes_;

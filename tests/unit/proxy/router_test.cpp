@@ -92,5 +92,18 @@ TEST(Router, NormalizeHost) {
     EXPECT_EQ(Router::host_name("[::1]:8080"), "[::1]");
 }
 
+TEST(Router, Ipv6LiteralsMatchAsAddresses) {
+    Router r;
+    r.add({"[0:0::1]", ""}, 1);
+    r.add({"", ""}, 2);
+    for (const char* host : {"[::1]", "[::1]:8080", "[0::1]", "[0:0:0:0:0:0:0:1]", "[::0001]"}) {
+        EXPECT_EQ(r.match(host, "/"), 1u) << host;
+    }
+    EXPECT_EQ(r.match("[::2]", "/"), 2u);
+    Router upper;
+    upper.add({"[::ABCD]", ""}, 3);
+    EXPECT_EQ(upper.match("[0::abcd]:80", "/"), 3u);
+}
+
 }  // namespace
 }  // namespace drover::proxy
