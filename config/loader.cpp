@@ -185,6 +185,13 @@ Parsed<double> percent_of(std::string_view text) { return percent_in(text, 0, 10
 // unless under 1% of a group is up).
 Parsed<double> overprovisioning_of(std::string_view text) { return percent_in(text, 100, 10000); }
 
+// "::ffff:10.0.0.1" (an IPv4-mapped IPv6 address in canonical form) -> "10.0.0.1"; else "".
+std::string_view ipv4_of_mapped(std::string_view host) {
+    constexpr std::string_view kMapped = "::ffff:";
+    return host.starts_with(kMapped) && host.find('.') != std::string_view::npos ? host.substr(kMapped.size())
+                                                                                 : std::string_view{};
+}
+
 Parsed<Address> address_of(std::string_view text) {
     if (text.empty()) { return failed<Address>("expected an address, e.g. 127.0.0.1:8080"); }
     std::string_view host;
@@ -393,10 +400,17 @@ public:
     }
 
     // `allow_port_zero`: listeners may ask for "any port"; hosts and DNS servers may not.
-    std::optional<Address> address(bool allow_port_zero) const {
+    // `to_listen`: an address Drover binds (a listener, admin), where port 0 picks a free port.
+    std::optional<Address> address(bool to_listen) const {
         auto value = parsed(scalar("an address, e.g. 127.0.0.1:8080"), address_of);
-        if (value && value->port == 0 && !allow_port_zero) {
+        if (value && value->port == 0 && !to_listen) {
             error("port 0 is not valid here");
+            return std::nullopt;
+        }
+        if (value && to_listen && !ipv4_of_mapped(value->host).empty()) {
+            // IPv6 sockets are IPv6-only here, so no IPv4 connection could reach it: bind fails.
+            error(fmt::format("{} is an IPv4-mapped IPv6 address, which cannot be listened on: write {}:{}",
+                              value->str(), ipv4_of_mapped(value->host), value->port));
             return std::nullopt;
         }
         return value;
@@ -604,6 +618,19 @@ std::optional<Fields> Cursor::map(std::initializer_list<std::string_view> allowe
 // The schema: one reader per section of CONFIG.md.
 // ---------------------------------------------------------------------------------------------------
 
+// `[::1]:80` unquoted in a flow list reads as a map from the list [::1] to 80: what was written, or
+// "" when `node` is something else.
+std::string unquoted_ipv6(const YAML::Node& node) {
+    if (!node.IsMap() || node.size() != 1) { return {}; }
+    const auto pair = *node.begin();
+    if (!pair.first.IsSequence() || pair.first.size() != 1 || !pair.first[0].IsScalar() || !pair.second.IsScalar()) {
+        return {};
+    }
+    const std::string& inside = pair.first[0].Scalar();
+    if (inside.find(':') == std::string::npos) { return {}; }
+    return fmt::format("[{}]:{}", inside, pair.second.Scalar());
+}
+
 // A list of endpoints, each an address or { address, weight }: `discovery.static` in the config and
 // `endpoints` in an endpoints file. `what` names the list in the "needs at least one" error.
 std::optional<std::vector<StaticEndpoint>> read_endpoint_list(const Cursor& c, std::string_view what) {
@@ -619,6 +646,10 @@ std::optional<std::vector<StaticEndpoint>> read_endpoint_list(const Cursor& c, s
     for (const auto& item : items) {
         StaticEndpoint endpoint;
         std::optional<Cursor> address_cursor;
+        if (const auto written = unquoted_ipv6(item.node()); !written.empty()) {
+            item.error(fmt::format("an IPv6 address must be quoted in YAML: \"{}\"", written));
+            continue;
+        }
         if (item.node().IsMap()) {
             const auto f = item.map({"address", "weight"});
             if (!f) { continue; }
@@ -633,7 +664,10 @@ std::optional<std::vector<StaticEndpoint>> read_endpoint_list(const Cursor& c, s
         if (!address_cursor) { continue; }
         const auto address = address_cursor->address(false);
         if (!address) { continue; }
-        const auto [twin, first] = seen.try_emplace({address->host, address->port}, address_cursor->mark());
+        // "[::ffff:10.0.0.1]:80" is 10.0.0.1:80 under another name: one host, listed twice.
+        const auto mapped = ipv4_of_mapped(address->host);
+        const auto [twin, first] =
+            seen.try_emplace({mapped.empty() ? address->host : std::string(mapped), address->port}, address_cursor->mark());
         if (!first) {
             address_cursor->error(fmt::format("{} is listed twice (first at line {}); use weight instead",
                                               address->str(), twin->second.line));
@@ -675,6 +709,49 @@ bool is_valid_name(std::string_view name) {
     });
 }
 
+bool is_ipv6(std::string_view text) {
+    std::array<char, INET6_ADDRSTRLEN> z{};
+    if (text.size() >= z.size()) { return false; }
+    std::copy(text.begin(), text.end(), z.begin());
+    in6_addr address{};
+    return inet_pton(AF_INET6, z.data(), &address) == 1;
+}
+
+// Why `value` cannot be the Host of an http health check, or "" when it can: a name or an IP
+// literal, with an optional port, as a request's Host must be (nothing a backend would refuse, no
+// line breaks that would end the field).
+std::string probe_host_problem(std::string_view value) {
+    std::string_view name = value;
+    std::string_view port;
+    if (value.starts_with('[')) {
+        const auto close = value.find(']');
+        if (close == std::string_view::npos || !is_ipv6(value.substr(1, close - 1))) {
+            return fmt::format("host '{}' is not a valid IPv6 literal, e.g. [::1]", value);
+        }
+        name = {};
+        const auto rest = value.substr(close + 1);
+        if (!rest.empty() && rest.front() != ':') { return fmt::format("host '{}': only a port may follow ']'", value); }
+        if (!rest.empty()) { port = rest.substr(1); }
+    } else if (std::count(value.begin(), value.end(), ':') > 1) {
+        return fmt::format("host '{}': an IPv6 address needs brackets in a Host, e.g. [::1]", value);
+    } else if (const auto colon = value.find(':'); colon != std::string_view::npos) {
+        name = value.substr(0, colon);
+        port = value.substr(colon + 1);
+        if (port.empty()) { return fmt::format("host '{}': a port must follow ':'", value); }
+    }
+    const auto reg_name = [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos;
+    };
+    if (!value.starts_with('[') && (name.empty() || !std::all_of(name.begin(), name.end(), reg_name))) {
+        return fmt::format("host '{}' must be a host name or an IP literal, with an optional port", value);
+    }
+    const auto number = whole_number<std::uint32_t>(port);
+    if (!port.empty() && (port.size() > 5 || !number || *number > 65535)) {
+        return fmt::format("host '{}': invalid port (0 to 65535)", value);
+    }
+    return {};
+}
+
 // Why `host` cannot be a route's match.host, or "" when it can: "api.example.com", "*.example.com" or
 // an IP literal ("10.0.0.1", "[::1]"). Requests are matched on their Host without its port and
 // trailing dot (Router::normalize_host), so a route host with a port could never match.
@@ -685,7 +762,10 @@ std::string route_host_problem(std::string_view host) {
     if (host.empty() || host.find_first_of(" \t/") != std::string_view::npos) { return usage(); }
     if (host.front() == '[') {
         const bool literal = host.size() > 2 && host.back() == ']' && host.find_first_of("[]*", 1) == host.size() - 1;
-        return literal ? std::string{} : usage();
+        if (!literal) { return usage(); }
+        return is_ipv6(host.substr(1, host.size() - 2))
+                   ? std::string{}
+                   : fmt::format("host '{}' is not an IPv6 address (such a Host is refused with 400)", host);
     }
     if (const auto colon = host.find(':'); colon != std::string_view::npos) {
         if (host.find(':', colon + 1) != std::string_view::npos) {
@@ -1328,14 +1408,29 @@ private:
         HttpProbe probe;
         if (const auto p = f->get("path")) {
             if (auto v = p->string()) {
+                const auto odd = std::find_if(v->begin(), v->end(), [](char ch) {
+                    const auto byte = static_cast<unsigned char>(ch);
+                    return byte <= 0x20 || byte >= 0x7f || byte == '#';
+                });
                 if (v->empty() || v->front() != '/') {
                     p->error(fmt::format("path '{}' must start with '/'", *v));
+                } else if (odd != v->end()) {
+                    p->error("path must be a request path: no spaces, control characters, '#' or non-ASCII bytes "
+                             "(percent-encode them)");
                 } else {
                     probe.path = std::move(*v);
                 }
             }
         }
-        f->read_string("host", probe.host);
+        if (const auto h = f->get("host")) {
+            if (auto v = h->string()) {
+                if (auto problem = probe_host_problem(*v); !problem.empty()) {
+                    h->error(problem);
+                } else {
+                    probe.host = std::move(*v);
+                }
+            }
+        }
         if (const auto s = f->get("expected_statuses")) {
             const auto items = s->list();
             if (items.empty() && (s->node().IsNull() || s->node().IsSequence())) {

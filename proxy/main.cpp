@@ -66,7 +66,7 @@ int usage_error(const std::string& message);
 // `systemctl reload` fails when it was refused.
 int request_reload(const std::string& admin_text) {
     const auto admin = drover::config::parse_address(admin_text);
-    if (!admin) { return usage_error("--admin must look like 127.0.0.1:9901"); }
+    if (!admin) { return usage_error("--admin must look like 127.0.0.1:9901 or [::1]:9901"); }
     sockaddr_storage address{};
     socklen_t length = 0;
     const bool v6 = admin->host.find(':') != std::string::npos;

@@ -1658,6 +1658,11 @@ TEST(Loader, AnUnquotedIpv6AddressGetsAHint) {
     ASSERT_EQ(e.errors.size(), 1u);
     EXPECT_NE(e.errors[0].str().find("(an IPv6 address must be quoted in YAML: \"[fd00::1]:80\")"), std::string::npos)
         << e.errors[0].str();
+    // In a flow list it is no syntax error (a map from the list [::1] to 80): the hint still comes.
+    const auto flow = load_all(with_cluster("clusters:\n  - name: web\n    discovery:\n      static: [[::1]:80]\n"));
+    ASSERT_EQ(flow.errors.size(), 1u) << listing(flow);
+    EXPECT_NE(flow.errors[0].message.find("an IPv6 address must be quoted in YAML: \"[::1]:80\""), std::string::npos)
+        << listing(flow);
     // Quoted, or another syntax error: no hint.
     const auto quoted = load("listeners:\n  - name: web\n    address: \"[::1]:8080\"\n    x: [\n");
     ASSERT_FALSE(quoted.errors.empty());
@@ -2007,4 +2012,89 @@ clusters:
 
 
 }  // namespace
+TEST(Loader, HttpCheckHostAndPathAreWhatARequestMayCarry) {
+    // Found by the IPv6 audit: `host: "::1"` went out unbracketed, and CR LF in either reached the wire.
+    const auto r = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    health_check:
+      http: { path: "/a b", host: "::1" }
+  - name: web2
+    discovery:
+      static: [10.0.0.2:80]
+    health_check:
+      http: { path: "/x#y", host: "[zz::1]" }
+  - name: web3
+    discovery:
+      static: [10.0.0.3:80]
+    health_check:
+      http: { host: "a b\r\nX-Injected: 1" }
+  - name: web4
+    discovery:
+      static: [10.0.0.4:80]
+    health_check:
+      http: { host: "a:99999" }
+)"));
+    EXPECT_TRUE(HasError(r, 11, 21, "clusters[0].health_check.http.path", "path must be a request path")) << listing(r);
+    EXPECT_TRUE(HasError(r, 11, 35, "clusters[0].health_check.http.host", "an IPv6 address needs brackets in a Host")) << listing(r);
+    EXPECT_TRUE(HasError(r, 16, 21, "clusters[1].health_check.http.path", "path must be a request path")) << listing(r);
+    EXPECT_TRUE(HasError(r, 16, 35, "clusters[1].health_check.http.host", "is not a valid IPv6 literal")) << listing(r);
+    EXPECT_TRUE(HasError(r, 21, 21, "clusters[2].health_check.http.host", "must be a host name or an IP literal")) << listing(r);
+    EXPECT_TRUE(HasError(r, 26, 21, "clusters[3].health_check.http.host", "invalid port")) << listing(r);
+    EXPECT_EQ(r.errors.size(), 6u) << listing(r);
+    const auto ok = load_all(with_cluster(R"(
+clusters:
+  - name: web
+    discovery:
+      static: [10.0.0.1:80]
+    health_check:
+      http: { path: "/health?full=1", host: "[0::1]:8080" }
+  - name: web2
+    discovery:
+      static: [10.0.0.2:80]
+    health_check:
+      http: { host: "svc.internal:80" }
+)"));
+    EXPECT_TRUE(ok.errors.empty()) << listing(ok);
+}
+
+TEST(Loader, Ipv4MappedAddresses) {
+    // A listener cannot bind one (IPv6 sockets are IPv6-only); as a backend it is its IPv4 address.
+    const auto r = load_all(R"(
+listeners:
+  - name: web
+    address: "[::ffff:127.0.0.1]:8080"
+    cluster: web
+    protocol: tcp
+clusters:
+  - name: web
+    discovery:
+      static: ["[::ffff:10.0.0.1]:80", 10.0.0.1:80]
+)");
+    EXPECT_TRUE(HasError(r, 3, 14, "listeners[0].address",
+                         "[::ffff:127.0.0.1]:8080 is an IPv4-mapped IPv6 address, which cannot be listened on: "
+                         "write 127.0.0.1:8080"))
+        << listing(r);
+    EXPECT_TRUE(HasError(r, 9, 40, "clusters[0].discovery.static[1]", "10.0.0.1:80 is listed twice (first at line 9)"))
+        << listing(r);
+    EXPECT_EQ(r.errors.size(), 2u) << listing(r);
+}
+
+TEST(Loader, RouteHostIpv6LiteralsMustBeAddresses) {
+    const auto r = load_all(std::string{R"(
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    routes:
+      - match: { host: "[zz::1]" }
+        cluster: postgres
+      - match: { host: "[0:0::1]" }
+        cluster: postgres
+)"} + std::string{kPostgresCluster});
+    EXPECT_TRUE(HasError(r, 5, 24, "listeners[0].routes[0].match.host", "host '[zz::1]' is not an IPv6 address"));
+    EXPECT_EQ(r.errors.size(), 1u) << listing(r);
+}
+
 }  // namespace drover::config
