@@ -300,6 +300,16 @@ void Cluster::rebuild() {
         for (const double w : group_weight) { serving_weight += w; }
     }
     ramping_ = false;
+    // maglev: slow start and overload hold back a share of a host's keys instead (HostEntry::key_share),
+    // relative to the least held-back host, so that a cluster that ramps as a whole (at start-up) is
+    // not held back at all.
+    const auto held_back = [&](std::size_t i) { return selection_.hosts[i].slow_start_fraction * inputs[i].weight_factor; };
+    double fullest = 0.0;
+    if (maglev) {
+        for (std::size_t i = 0; i < order_.size(); ++i) {
+            if (selection_.hosts[i].eligible) { fullest = std::max(fullest, held_back(i)); }
+        }
+    }
     for (std::size_t i = 0; i < order_.size(); ++i) {
         const auto& chosen = selection_.hosts[i];
         if (!chosen.eligible) { continue; }
@@ -310,14 +320,19 @@ void Cluster::rebuild() {
             weight = weight / group_weight[g] * groups[g].load * serving_weight;
         }
         const auto scaled = static_cast<std::uint32_t>(std::max(1.0, std::round(weight * kWeightScale)));
-        snapshot->hosts.push_back({order_[i]->host, scaled});
+        std::uint32_t key_share = HostEntry::kFullShare;
+        if (maglev && fullest > 0.0 && held_back(i) < fullest) {
+            key_share = static_cast<std::uint32_t>(std::clamp(held_back(i) / fullest * HostEntry::kFullShare, 1.0,
+                                                              static_cast<double>(HostEntry::kFullShare)));
+        }
+        snapshot->hosts.push_back({order_[i]->host, scaled, key_share});
     }
     snapshot->retry_after_seconds = snapshot->hosts.empty() ? retry_after_seconds(now) : 1;
     if (maglev) {
         // Built here, on the control loop, so no worker ever pays for it on a request. The current table
         // is kept when the hosts and their weights are the same: a DNS refresh with the same answer, a
-        // slow-start tick (the table ignores ramping) rebuilt it for nothing, milliseconds each
-        // (BM_SnapshotDiscoveryUnchangedMaglev).
+        // slow-start tick (the table ignores ramping: key_share carries it) rebuilt it for nothing,
+        // milliseconds each (BM_SnapshotDiscoveryUnchangedMaglev).
         const auto same = [](const HostEntry& a, const HostEntry& b) { return a.host == b.host && a.weight == b.weight; };
         if (snapshot_ && snapshot_->maglev &&
             std::equal(snapshot->hosts.begin(), snapshot->hosts.end(), snapshot_->hosts.begin(), snapshot_->hosts.end(), same)) {

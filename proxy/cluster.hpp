@@ -93,6 +93,12 @@ class MaglevTable;   // proxy/load_balancer/maglev.hpp
 struct HostEntry {
     std::shared_ptr<const discovery::Host> host;
     std::uint32_t weight = 1;
+    // maglev only: of the keys the table gives this host, the share it takes (out of kFullShare), the
+    // rest going on to the next slot's host. Below full while the host ramps up (slow start) or says it
+    // is overloaded, relative to the cluster's least held-back host: the table itself keeps the
+    // configured weights, so that a ramp moves no other host's keys.
+    static constexpr std::uint32_t kFullShare = 1u << 16;
+    std::uint32_t key_share = kFullShare;
 };
 
 class Cluster;

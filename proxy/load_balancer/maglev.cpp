@@ -11,6 +11,8 @@ namespace drover::proxy {
 namespace {
 
 constexpr std::uint32_t kEmpty = std::numeric_limits<std::uint32_t>::max();
+// Slots looked at past hosts that hold a key back, before the first of them takes it after all.
+constexpr std::uint32_t kHeldBackSteps = 64;
 
 bool is_prime(std::uint64_t n) {
     if (n < 2) { return false; }
@@ -90,18 +92,29 @@ const HostEntry* Maglev::choose(const ClusterSnapshot& snapshot, const ChooseCon
         return fallback_.choose(snapshot, context);
     }
     std::uint32_t slot = table->slot_of(*context.hash);
-    if (context.exclude.empty()) { return &hosts[table->host_at(slot)]; }
+    const HostEntry& owner = hosts[table->host_at(slot)];
+    if (context.exclude.empty() && owner.key_share == HostEntry::kFullShare) { return &owner; }
     if (context.exclude.size() >= hosts.size() &&
         std::all_of(hosts.begin(), hosts.end(), [&](const HostEntry& h) { return context.excluded(h.host.get()); })) {
         return nullptr;
     }
+    // A host ramping up (or overloaded) takes the keys whose place in [0, kFullShare) falls below its
+    // key_share and passes the others on: the same keys every time, and as its share grows it gains
+    // keys without giving any back, so a key moves at most once in a ramp.
+    const auto place = static_cast<std::uint32_t>((*context.hash * 0x9e3779b97f4a7c15ULL) >> 48);
+    const HostEntry* passed_over = nullptr;   // the first host that would have taken the key but for its share
     // Neighbouring slots belong to unrelated hosts, so this ends within a few steps of the number of
-    // excluded hosts.
+    // excluded (or held-back) hosts.
     for (std::uint32_t step = 0; step < table->size(); ++step) {
         const HostEntry& entry = hosts[table->host_at(slot)];
-        if (!context.excluded(entry.host.get())) { return &entry; }
+        if (!context.excluded(entry.host.get())) {
+            if (place < entry.key_share) { return &entry; }
+            if (passed_over == nullptr) { passed_over = &entry; }
+            if (step >= kHeldBackSteps) { return passed_over; }   // every near host holds back: no better choice
+        }
         slot = slot + 1 == table->size() ? 0 : slot + 1;
     }
+    if (passed_over != nullptr) { return passed_over; }
     // Every slot's host is excluded, yet some host is not: it had no slot (a tiny weight next to huge
     // ones). Rare enough for the exact random pick.
     return fallback_.choose(snapshot, context);

@@ -194,6 +194,31 @@ TEST(ClusterMaglev, TableIsKeptWhenHostsAndWeightsAreUnchanged) {
     cluster.stop();
 }
 
+// Slow start and overload do not reshape maglev's table: they hold back a share of the host's keys
+// (HostEntry::key_share), relative to the least held-back host, so hosts that all ramp at once (at
+// start-up) hold nothing back.
+TEST(ClusterMaglev, HeldBackHostsKeepTheirSlotsAndPassOnAShareOfTheirKeys) {
+    asio::io_context control;
+    auto config = maglev_config();
+    config.slow_start = std::chrono::seconds(30);
+    auto scripted = std::make_unique<ScriptedResolver>();
+    auto* resolver = scripted.get();
+    Cluster cluster(config, std::move(scripted), [](std::shared_ptr<const ClusterSnapshot>) {}, control);
+    cluster.start();
+    resolver->push({endpoint("127.0.0.2", 80), endpoint("127.0.0.3", 80)});
+    for (const auto& entry : cluster.snapshot()->hosts) { EXPECT_EQ(entry.key_share, HostEntry::kFullShare); }
+    const auto table = cluster.snapshot()->maglev;
+    // Overloaded (a 503 with Retry-After): its share of keys drops, its slots stay.
+    cluster.on_overload(cluster.snapshot()->hosts[0].host, std::chrono::seconds(5));
+    const auto& hosts = cluster.snapshot()->hosts;
+    ASSERT_EQ(hosts.size(), 2u);
+    EXPECT_LT(hosts[0].key_share, HostEntry::kFullShare);
+    EXPECT_GT(hosts[0].key_share, 0u);
+    EXPECT_EQ(hosts[1].key_share, HostEntry::kFullShare);
+    EXPECT_EQ(cluster.snapshot()->maglev, table);
+    cluster.stop();
+}
+
 // Maglev takes configured weights (its table ignores slow start and overload), but spilled load across
 // priority groups still shapes them: the backup group gets its share, not its raw weight.
 TEST(ClusterMaglev, PriorityGroupsShareTheTableByLoad) {

@@ -148,6 +148,37 @@ TEST(Maglev, OneHostJoiningTakesAboutItsShare) {
     EXPECT_LT(moved, kKeys * 1.5 / (kHosts + 1));
 }
 
+// Slow start (and overload) hold back a share of a host's keys: the table stays, the held-back keys go
+// on to the next slot's host, and as the share grows the host gains keys without giving any back.
+TEST(Maglev, AHostRampingUpTakesItsShareOfItsKeysAndOnlyGains) {
+    constexpr int kHosts = 4;
+    auto s = with_table(make_snapshot(uniform(kHosts)));
+    const auto full = assignment(s);
+    const std::string ramping = s.hosts[0].host->name();
+    std::vector<std::string> previous;
+    for (const double share : {0.0, 0.1, 0.25, 0.5, 0.9, 1.0}) {
+        s.hosts[0].key_share = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(share * HostEntry::kFullShare));
+        const auto now = assignment(s);
+        int on_ramping = 0;
+        for (int i = 0; i < kKeys; ++i) {
+            on_ramping += now[i] == ramping ? 1 : 0;
+            // Keys of the other hosts stay where they were; the ramping host's go elsewhere or stay.
+            if (full[i] != ramping) { ASSERT_EQ(now[i], full[i]) << "share " << share << ", key " << i; }
+            if (!previous.empty() && previous[i] == ramping) { ASSERT_EQ(now[i], ramping) << "share " << share; }
+        }
+        EXPECT_NEAR(on_ramping, kKeys / kHosts * share, kKeys / kHosts * 0.03 + 50) << share;
+        previous = now;
+    }
+}
+
+TEST(Maglev, HostsThatAllHoldBackStillServeTheirKeys) {
+    auto s = with_table(make_snapshot(uniform(3)));
+    const auto full = assignment(s);
+    for (auto& entry : s.hosts) { entry.key_share = 1; }
+    Maglev lb(1);
+    for (int i = 0; i < 1000; ++i) { EXPECT_EQ(lb.choose(s, ChooseContext{{}, key(i)})->host->name(), full[i]); }
+}
+
 TEST(Maglev, RetryWalksToTheNextSlotAndIsStable) {
     const auto s = with_table(make_snapshot(uniform(6)));
     Maglev lb(1);
