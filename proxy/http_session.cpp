@@ -1443,6 +1443,7 @@ private:
         const auto& request = request_head_;
         const bool has_body = info.chunked || info.content_length.value_or(0) > 0;
         request_cut_ = false;
+        body_write_stalled_ = false;
         // Plain writes do not use the tcp_stream's timer (stream.hpp): setting it is for TLS only.
         if (upstream_->tls()) { upstream_->lowest().expires_at(per_try_deadline_); }
         boost::system::error_code write_ec;
@@ -1481,6 +1482,12 @@ private:
                 if (sent == Outcome::body_too_large) {
                     linger_ = true;
                     const LocalError local_error{413, LocalReason::body_too_large, "request body larger than the limit"};
+                    co_await send_local(local_error, &request);
+                } else if (sent == Outcome::reset_before_response && body_write_stalled_) {
+                    // The backend took none of the body for timeouts.idle (as NGINX's proxy_send_timeout: 504).
+                    attempt_failure_ = health::Outcome::timeout;
+                    const LocalError local_error{504, LocalReason::upstream_timeout,
+                                                 "backend stopped reading the request body (timeouts.idle)"};
                     co_await send_local(local_error, &request);
                 } else if (sent == Outcome::reset_before_response) {
                     const LocalError local_error{502, LocalReason::bad_upstream_response, "backend closed while receiving the request body"};
@@ -1605,7 +1612,10 @@ private:
                 if (answer_waiting(*upstream_)) { co_return Outcome::early_response; }
                 if (upstream_->tls()) {
                     upstream_->lowest().expires_after(listener_->config.timeouts.idle);
-                    if (co_await write_piece(*upstream_, step.data, info.chunked)) { co_return Outcome::reset_before_response; }
+                    if (const auto wec = co_await write_piece(*upstream_, step.data, info.chunked)) {
+                        body_write_stalled_ = wec == beast::error::timeout;
+                        co_return Outcome::reset_before_response;
+                    }
                 } else if (const auto sent = co_await write_body_plain(step.data, info.chunked); sent != Outcome::ok) {
                     co_return sent;
                 }
@@ -1669,7 +1679,10 @@ private:
             if (ec) { co_return Outcome::reset_before_response; }
             if (asio::buffer_size(rest) == 0) { co_return Outcome::ok; }
             if (answer_waiting(*upstream_)) { co_return Outcome::early_response; }
-            if (Clock::now() >= give_up) { co_return Outcome::reset_before_response; }
+            if (Clock::now() >= give_up) {
+                body_write_stalled_ = true;
+                co_return Outcome::reset_before_response;
+            }
             arm_deadline(std::min(give_up, Clock::now() + kAnswerPoll));
             std::tie(ec) = co_await socket.async_wait(tcp::socket::wait_write, with_deadline());
             disarm_deadline();
@@ -2108,11 +2121,12 @@ private:
     enum class SpliceEnd { done, no_pipe, upstream_failed, client_gone };
 
     // Moves the last `remaining` bytes of a response body from the upstream socket to the client's
-    // through a pipe with splice(2): no copy through user space (http-1m in benchmarks/e2e). Waits for
-    // the backend within `idle`, like the copy loop. The parser is bypassed: the caller knows the body
-    // ended when this returns done.
-    asio::awaitable<SpliceEnd> splice_body(std::uint64_t remaining, std::uint64_t& body_bytes, std::chrono::milliseconds idle,
-                                           beast::error_code& upstream_ec) {
+    // through a pipe with splice(2): no copy through user space (http-1m in benchmarks/e2e). Like the
+    // copy loop, it waits for the backend within `upstream_idle` (the cluster's timeouts.idle) and for
+    // a client that stops reading within the listener's. The parser is bypassed: the caller knows the
+    // body ended when this returns done.
+    asio::awaitable<SpliceEnd> splice_body(std::uint64_t remaining, std::uint64_t& body_bytes,
+                                           std::chrono::milliseconds upstream_idle, beast::error_code& upstream_ec) {
         Pipe pipe = worker_.pipes().take(Pipe::kCapacity);
         if (!pipe) { co_return SpliceEnd::no_pipe; }
         // splice(2) blocks on a blocking socket whatever its flags say: make sure neither is. Both are
@@ -2138,7 +2152,7 @@ private:
                     upstream_ec = http::error::partial_message;   // closed before the end of the body
                     co_return SpliceEnd::upstream_failed;
                 } else if (errno == EAGAIN) {
-                    arm_deadline(Clock::now() + idle);
+                    arm_deadline(Clock::now() + upstream_idle);
                     auto [ec] = co_await upstream_->socket().async_wait(tcp::socket::wait_read, with_deadline());
                     disarm_deadline();
                     if (deadline_fired_ || ec) {
@@ -2159,8 +2173,9 @@ private:
                 // A long body yields to the worker's other connections now and then.
                 if (in_pipe == 0 && ++chunks % 16 == 0) { co_await asio::post(worker_.context(), asio::use_awaitable); }
             } else if (n < 0 && errno == EAGAIN) {
-                // A client that stops reading gets `idle` to start again, as in the copy loop.
-                arm_deadline(Clock::now() + idle);
+                // A client that stops reading gets the listener's timeouts.idle to start again, as in the
+                // copy loop (it had the cluster's, 60 s by default, holding its slot: soak audit).
+                arm_deadline(Clock::now() + listener_->config.timeouts.idle);
                 auto [ec] = co_await client_.socket().async_wait(tcp::socket::wait_write, with_deadline());
                 disarm_deadline();
                 if (ec || deadline_fired_) { co_return SpliceEnd::client_gone; }
@@ -2337,6 +2352,7 @@ private:
     asio::steady_timer deadline_timer_{worker_.context()};
     asio::cancellation_signal deadline_cancel_;
     asio::cancellation_signal upstream_watch_cancel_;   // watch_upstream()'s wait
+    bool body_write_stalled_ = false;   // the request body's write to the backend timed out (not a close)
     std::uint32_t upstream_watch_generation_ = 0;
     bool upstream_spoke_ = false;
     std::uint64_t deadline_generation_ = 0;   // of the timer's current wait

@@ -235,12 +235,13 @@ class HttpLimitsTest(HttpTestCase):
                 pass
         return script
 
-    def stream_to_a_reader_that_never_reads(self, kind, idle):
-        """drover (timeouts.idle `idle` both sides, one request slot) and a client whose request gets an
-        endless response it never reads, in flight. Returns (drover, addr, backend, client socket)."""
+    def stream_to_a_reader_that_never_reads(self, kind, idle, cluster_idle=None):
+        """drover (listener timeouts.idle `idle`, the cluster's `cluster_idle` or the same, one request
+        slot) and a client whose request gets an endless response it never reads, in flight. Returns
+        (drover, addr, backend, client socket)."""
         backend = self.backend(ScriptedBackend(self.endless_response(kind)))
         drover, addr, _ = self.proxy(origin=backend, timeouts={"idle": idle},
-                                     cluster_extra={"timeouts": {"idle": idle}, "limits": {"max_requests": 1}})
+                                     cluster_extra={"timeouts": {"idle": cluster_idle or idle}, "limits": {"max_requests": 1}})
         sock = socket.create_connection(addr, timeout=5)
         self.addCleanup(sock.close)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -253,11 +254,13 @@ class HttpLimitsTest(HttpTestCase):
         return drover.metric_value("drover_cluster_requests_active", {"cluster": "back"})
 
     def test_a_client_that_stops_reading_is_closed_after_idle_and_frees_the_backend(self):
-        # Once the socket buffers are full, Drover's write waits: after timeouts.idle without progress
-        # it gives up, closes both connections and frees the request's slot.
+        # Once the socket buffers are full, Drover's write waits: after the listener's timeouts.idle
+        # without progress it gives up, closes both connections and frees the request's slot. The
+        # cluster's idle (30 s here) is for the backend: a long body with a Content-Length (spliced)
+        # waited for the client that long (soak audit).
         for kind in ("length", "chunked"):
             with self.subTest(kind=kind):
-                drover, addr, backend, _ = self.stream_to_a_reader_that_never_reads(kind, "1s")
+                drover, addr, backend, _ = self.stream_to_a_reader_that_never_reads(kind, "1s", cluster_idle="30s")
                 wait_until(lambda: self.requests_active(drover) == 0, 8,
                            message="the request's slot freed after timeouts.idle without progress")
                 self.assertEqual(drover.metric_value("drover_upstream_connections_active",

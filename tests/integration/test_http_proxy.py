@@ -649,6 +649,26 @@ class HttpProxyTest(HttpTestCase):
         self.assertEqual((resp.status, resp.body), (413, b"too large"), resp)
         self.assertIn("close", resp.tokens("connection"))
 
+    def test_a_backend_that_stops_reading_an_upload_and_never_answers_gets_a_504_after_idle(self):
+        # It reads the head, then neither reads the body nor answers nor closes: after the listener's
+        # timeouts.idle of no room for the body, a 504 upstream_timeout, not a 502 saying it closed
+        # (soak audit).
+        backend = self.raw_backend([[lambda conn, _b: recv_head(conn), lambda conn, _b: time.sleep(15),
+                                     RawHttpBackend.CLOSE]])
+        _, addr = self.http_proxy([backend], listener_extra={"timeouts": {"idle": "1s"}},
+                                  cluster_extra={"retries": {"attempts": 0}})
+        conn = self.client(addr, timeout=15)
+        size = 64 << 20
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+        sender = threading.Thread(target=conn.send_tolerant, args=(b"x" * size,), daemon=True)
+        sender.start()
+        self.addCleanup(sender.join, 15)
+        started = time.monotonic()
+        resp = conn.read_response("POST", timeout=10)
+        self.assertLocalResponse(resp, "upstream_timeout")
+        self.assertIn("stopped reading the request body", resp.body.decode())
+        self.assertLess(time.monotonic() - started, 6)
+
     # -- the upstream pool ---------------------------------------------------------------------------
 
     def test_pool_reuses_one_origin_connection_across_client_connections(self):
