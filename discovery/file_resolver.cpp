@@ -163,9 +163,17 @@ private:
                 if (stopped_) { break; }
                 add_watch();
             }
-            if (!being_written() && identify(path_) != identity_) { load(); }
+            recheck();
         }
         (void)self;
+    }
+
+    // A read not asked for by an event (the periodic check, a change seen during a parse): events
+    // already queued come first. A writer's truncation may be queued but not yet read, and the read
+    // would then find the file empty, or short (soak audit: "empty endpoints file" under load).
+    void recheck() {
+        if (inotify_.is_open() && watch_ >= 0) { on_events(); }
+        if (!parsing_ && !being_written() && identify(path_) != identity_) { load(); }
     }
 
     void open_inotify() {
@@ -233,7 +241,8 @@ private:
                 }
             }
         }
-        if (complete || gone) {
+        // A close followed in the same burst by the next write's truncation: that write's close comes.
+        if (gone || (complete && !writing_)) {
             load();
         } else if (other && !being_written() && identify(path_) != identity_) {
             load();
@@ -293,7 +302,7 @@ private:
                 self->parsing_ = false;
                 if (self->stopped_) { return; }
                 self->apply(std::move(parsed));
-                if (std::exchange(self->load_again_, false)) { self->load(); }
+                if (std::exchange(self->load_again_, false)) { self->recheck(); }
             });
         });
     }

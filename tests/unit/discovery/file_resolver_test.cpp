@@ -117,6 +117,25 @@ TEST_F(FileResolverTest, InPlaceRewriteIsPickedUp) {
     EXPECT_EQ(text(updates[1]), "127.0.0.4:80");
 }
 
+// A rewrite closed, and the next one begun (truncated, part written) before the resolver looks: both
+// come in one burst of events, and the file is read when the second closes, not half-written
+// (soak audit: "empty endpoints file" under load).
+TEST_F(FileResolverTest, ARewriteBegunRightAfterAnotherIsReadWhenItCloses) {
+    write_in_place("endpoints: [127.0.0.2:80]\n");
+    start();
+    write_in_place("endpoints: [127.0.0.3:80]\n");
+    std::ofstream next{path_, std::ios::trunc};
+    next << "endpoints:\n  - 127.0.0.4:80\n  - 127.0.0." << std::flush;
+    run_until(io, [] { return false; }, 300ms);
+    EXPECT_EQ(resolver->status().failures, 0u);
+    EXPECT_EQ(updates.size(), 1u);
+    next << "5:80\n";
+    next.close();
+    ASSERT_TRUE(wait_updates(2));
+    EXPECT_EQ(text(updates[1]), "127.0.0.4:80 127.0.0.5:80");
+    EXPECT_EQ(resolver->status().failures, 0u);
+}
+
 TEST_F(FileResolverTest, UnchangedContentDeliversNothing) {
     write_in_place("endpoints: [127.0.0.2:80]\n");
     start();
