@@ -399,7 +399,6 @@ public:
         return parsed(scalar("a percentage, e.g. 140%"), overprovisioning_of);
     }
 
-    // `allow_port_zero`: listeners may ask for "any port"; hosts and DNS servers may not.
     // `to_listen`: an address Drover binds (a listener, admin), where port 0 picks a free port.
     std::optional<Address> address(bool to_listen) const {
         auto value = parsed(scalar("an address, e.g. 127.0.0.1:8080"), address_of);

@@ -1,5 +1,8 @@
 #include "proxy/http_rules.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -7,9 +10,6 @@
 #include <charconv>
 #include <cstring>
 #include <utility>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 namespace drover::proxy::http_rules {
 

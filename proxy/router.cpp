@@ -1,15 +1,14 @@
 #include "proxy/router.hpp"
 
-#include "proxy/http_rules.hpp"
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#include <cstring>
-
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <vector>
+
+#include "proxy/http_rules.hpp"
 
 namespace drover::proxy {
 
