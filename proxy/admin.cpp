@@ -84,8 +84,9 @@ asio::awaitable<void> serve_admin(const Admin& admin, tcp::socket socket) {
         res.set(http::field::cache_control, "no-store");
         if (!result.allow.empty()) { res.set(http::field::allow, result.allow); }
         res.keep_alive(req.keep_alive());
-        res.body() = request.method == "HEAD" ? std::string() : result.body;
+        res.body() = result.body;
         res.prepare_payload();
+        if (request.method == "HEAD") { res.body().clear(); }   // its Content-Length stays what a GET gets
         stream.expires_after(kAdminTimeout);
         auto [write_ec, written] = co_await http::async_write(stream, res, use_tuple);
         if (write_ec || !res.keep_alive()) { break; }

@@ -208,11 +208,11 @@ void Demo::print_tour(const std::string& listen, const std::string& admin) const
     const std::string tour = fmt::format(R"(
 Drover demo is running: an HTTP load balancer on {0} in front of {2} replicas.
 Try, in another terminal:
-  curl -s http://{0}/                                  # run it a few times: replicas take turns
+  curl -s http://{0}/                                  # run it a few times: replicas share the requests
   curl -s http://{1}/clusters                          # each host: its state, and why
   curl -s -X POST http://{1}/demo/replicas/2/stop      # take replica 2 down ...
   for i in 1 2 3 4; do curl -s http://{0}/; done       # ... traffic moves to 1 and 3, no errors
-  curl -s http://{1}/clusters                          # replica 2 out of rotation (ejected or unhealthy): why says so
+  sleep 2; curl -s http://{1}/clusters                 # replica 2 out of rotation (unhealthy or ejected): why says so
   curl -s -X POST http://{1}/demo/replicas/2/start     # it passes its checks and ramps back up
   curl -s http://{1}/metrics | grep -E 'drover_(http|outlier|health)'   # Prometheus metrics
   curl -si http://{0}/ -H 'Content-Length: 1' -H 'Content-Length: 1'  # ambiguous framing: 400, drover-error

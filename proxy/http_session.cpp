@@ -946,6 +946,7 @@ private:
             }
             if (after_connect_failure) {
                 stats->retries_connect_failure.fetch_add(1, std::memory_order_relaxed);
+                log::debug("cluster {}: retrying on {} after a failed connect", config.name, entry->host->name());
                 after_connect_failure = false;
             }
             const auto host = entry->host;   // a copy: the snapshot may be replaced while we wait
@@ -1959,6 +1960,8 @@ private:
             if (status >= 502 && status <= 504 && gate_ != nullptr &&
                 gate_->take(retry_on_status(status), !body_consumed_ || !request_has_body(info))) {
                 // Tried again elsewhere: this answer is dropped with its connection.
+                log::debug("cluster {}: retrying on another host after status {} from {}", config.name, status,
+                           host->name());
                 close_upstream(host);
                 host->stats().responses_by_class[status_class(status)].fetch_add(1, std::memory_order_relaxed);
                 co_return Outcome::retryable_status;

@@ -60,8 +60,8 @@ std::string socket_error(const std::exception& e) {
 }
 
 std::string bind_error(const config::Listener& listener, std::size_t index, const std::exception& e) {
-    return fmt::format("{}:{}: listeners[{}]: cannot listen on {}: {}", listener.mark.file, listener.mark.line, index,
-                       listener.address.str(), socket_error(e));
+    return fmt::format("{}:{}:{}: listeners[{}]: cannot listen on {}: {}", listener.mark.file, listener.mark.line,
+                       listener.mark.column, index, listener.address.str(), socket_error(e));
 }
 
 // The workers a `workers` value runs: 0 is `auto`, one per core.
@@ -329,7 +329,7 @@ void Server::start() {
         admin_->start();
     } catch (const std::exception& e) {
         const auto& mark = config_.admin.mark;
-        const auto where = mark.file.empty() ? std::string{} : fmt::format("{}:{}: ", mark.file, mark.line);
+        const auto where = mark.file.empty() ? std::string{} : fmt::format("{}:{}:{}: ", mark.file, mark.line, mark.column);
         throw std::runtime_error(fmt::format("{}admin.address: cannot listen on {}: {}{}", where,
                                              config_.admin.address.str(), socket_error(e),
                                              mark.file.empty() ? " (the default admin address: set admin.address)" : ""));

@@ -140,6 +140,13 @@ class AdminTest(DroverTestCase):
         self.assertEqual(self.drover.admin_post("/metrics").status, 405)
         self.assertEqual(self.drover.admin_get("/live").status, 200)  # still serving after errors
 
+    def test_head_is_answered_as_get_without_the_body(self):
+        for path in ("/live", "/listeners"):
+            get = self.drover.admin_get(path)
+            head = self.drover.admin_request("HEAD", path)
+            self.assertEqual((head.status, head.body), (200, b""), path)
+            self.assertEqual(head.header("Content-Length"), str(len(get.body)), path)
+
     def test_a_change_from_a_web_page_is_refused(self):
         # A page open in the operator's browser could POST a form here; browsers say whose page it is.
         for origin in ("https://evil.example", "null", ""):

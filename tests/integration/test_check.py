@@ -280,7 +280,7 @@ class CheckTest(unittest.TestCase):
                 self.assertEqual(proc.returncode, 1, proc.stderr)
                 self.assertNotIn("listener front listening on", proc.stderr)
                 # Where, and why, in the user's terms: not the boost header the error came from.
-                self.assertRegex(proc.stderr, rf"{re.escape(name)}:{line_of(text, '- name: front')}: listeners\[0\]: "
+                self.assertRegex(proc.stderr, rf"{re.escape(name)}:{line_of(text, '- name: front')}:\d+: listeners\[0\]: "
                                               rf"cannot listen on 127\.0\.0\.1:{port}: Address already in use")
                 self.assertNotIn("boost", proc.stderr)
 
@@ -294,7 +294,7 @@ class CheckTest(unittest.TestCase):
         name = self.write("busy-admin.yaml", text)
         proc = self.drover("-c", name)
         self.assertEqual(proc.returncode, 1, proc.stderr)
-        self.assertRegex(proc.stderr, rf"{re.escape(name)}:2: admin\.address: cannot listen on 127\.0\.0\.1:{port}: "
+        self.assertRegex(proc.stderr, rf"{re.escape(name)}:2:\d+: admin\.address: cannot listen on 127\.0\.0\.1:{port}: "
                                       r"Address already in use")
 
     # -- files that read as valid YAML but cannot run as they are ----------------------------------
