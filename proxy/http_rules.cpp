@@ -93,7 +93,8 @@ bool valid_host(std::string_view host) {
     if (port.empty()) { return true; }
     unsigned number = 0;
     const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
-    return ec == std::errc{} && end == port.data() + port.size() && port.size() <= 5 && all_digits(port) && number <= 65535;
+    // from_chars takes digits only (no sign, no space) for an unsigned.
+    return ec == std::errc{} && end == port.data() + port.size() && port.size() <= 5 && number <= 65535;
 }
 
 // Names a backend may fold to a framing or forwarding header by mapping '_' to '-' (CGI does).
