@@ -7,12 +7,12 @@
 #include <array>
 #include <cstdint>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "proxy/http_rules.hpp"
+#include "proxy/load_balancer/rng.hpp"
 
 namespace drover::proxy::http_heads {
 
@@ -27,7 +27,7 @@ std::string_view request_id(std::uint64_t high, std::uint64_t low, std::array<ch
 struct Forwarding {
     std::string_view client_ip;   // appended to X-Forwarded-For
     std::string_view proto;       // X-Forwarded-Proto: "http", or "https" on a TLS listener
-    std::mt19937_64* random;      // draws an X-Request-Id when the client sent none
+    Rng* random;                  // draws an X-Request-Id when the client sent none
     // The Host sent for a request that names no authority (HTTP/1.0 without Host): the address the
     // client connected to, as RFC 9112 section 3.3 reconstructs the target URI. Empty otherwise.
     std::string_view authority = {};

@@ -34,6 +34,7 @@
 #include "proxy/cluster.hpp"
 #include "proxy/deadline_queue.hpp"
 #include "proxy/load_balancer/load_balancer.hpp"
+#include "proxy/load_balancer/rng.hpp"
 #include "proxy/pipe.hpp"
 #include "proxy/router.hpp"
 #include "proxy/upstream_pool.hpp"
@@ -189,7 +190,7 @@ public:
     // at most kSpareSessions, a few KiB each. Not registered as live sessions.
     static constexpr std::size_t kSpareSessions = 64;
     std::vector<Session*>& spare_sessions() { return spare_sessions_; }
-    std::mt19937_64& random() { return random_; }
+    Rng& random() { return random_; }
     bool draining() const { return draining_; }
     // shutdown.idle_grace: how long a connection idle between requests is kept once a drain starts or
     // its listener is removed (a request that comes meanwhile is answered, with Connection: close).
@@ -247,7 +248,7 @@ private:
     BufferPool buffers_;
     PipePool pipes_;
     UpstreamPool pool_{context_};
-    std::mt19937_64 random_{std::random_device{}()};
+    Rng random_{random_seed()};
     DeadlineQueue deadlines_{context_};
     std::vector<Session*> spare_sessions_;   // each owned by its own suspended coroutine
     bool draining_ = false;

@@ -110,7 +110,7 @@ void BM_BuildUpstreamHead(benchmark::State& state, std::string_view client_head)
         state.SkipWithError("request refused: not the measured path");
         return;
     }
-    std::mt19937_64 random(42);   // Worker::random()
+    Rng random(42);   // Worker::random()
     std::size_t bytes = 0;
     std::string head;
     for (auto _ : state) {
