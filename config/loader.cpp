@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "config/host_syntax.hpp"
+
 // Reading is one pass over the YAML tree with a Cursor (a node plus its key path and marks) that reports
 // every problem to a shared Diagnostics and carries on, so one run lists all errors. Cross-references
 // (unique names, listener addresses, cluster names used by listeners) are checked after the pass.
@@ -708,47 +710,17 @@ bool is_valid_name(std::string_view name) {
     });
 }
 
-bool is_ipv6(std::string_view text) {
-    std::array<char, INET6_ADDRSTRLEN> z{};
-    if (text.size() >= z.size()) { return false; }
-    std::copy(text.begin(), text.end(), z.begin());
-    in6_addr address{};
-    return inet_pton(AF_INET6, z.data(), &address) == 1;
-}
-
-// Why `value` cannot be the Host of an http health check, or "" when it can: a name or an IP
-// literal, with an optional port, as a request's Host must be (nothing a backend would refuse, no
-// line breaks that would end the field).
+// Why `value` cannot be the Host of an http health check, or "" when it can: what a request's Host
+// may be (config/host_syntax.hpp), so that nothing a backend would refuse, and no line break that
+// would end the field, goes out.
 std::string probe_host_problem(std::string_view value) {
-    std::string_view name = value;
-    std::string_view port;
-    if (value.starts_with('[')) {
-        const auto close = value.find(']');
-        if (close == std::string_view::npos || !is_ipv6(value.substr(1, close - 1))) {
-            return fmt::format("host '{}' is not a valid IPv6 literal, e.g. [::1]", value);
-        }
-        name = {};
-        const auto rest = value.substr(close + 1);
-        if (!rest.empty() && rest.front() != ':') { return fmt::format("host '{}': only a port may follow ']'", value); }
-        if (!rest.empty()) { port = rest.substr(1); }
-    } else if (std::count(value.begin(), value.end(), ':') > 1) {
+    if (is_valid_host(value)) { return {}; }
+    if (!value.starts_with('[') && std::count(value.begin(), value.end(), ':') > 1) {
         return fmt::format("host '{}': an IPv6 address needs brackets in a Host, e.g. [::1]", value);
-    } else if (const auto colon = value.find(':'); colon != std::string_view::npos) {
-        name = value.substr(0, colon);
-        port = value.substr(colon + 1);
-        if (port.empty()) { return fmt::format("host '{}': a port must follow ':'", value); }
     }
-    const auto reg_name = [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) != 0 || std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos;
-    };
-    if (!value.starts_with('[') && (name.empty() || !std::all_of(name.begin(), name.end(), reg_name))) {
-        return fmt::format("host '{}' must be a host name or an IP literal, with an optional port", value);
-    }
-    const auto number = whole_number<std::uint32_t>(port);
-    if (!port.empty() && (port.size() > 5 || !number || *number > 65535)) {
-        return fmt::format("host '{}': invalid port (0 to 65535)", value);
-    }
-    return {};
+    return fmt::format("host '{}' must be a host name or an IP literal (an IPv6 one in brackets), with an "
+                       "optional port of at most 65535",
+                       value);
 }
 
 // Why `host` cannot be a route's match.host, or "" when it can: "api.example.com", "*.example.com" or
@@ -762,7 +734,7 @@ std::string route_host_problem(std::string_view host) {
     if (host.front() == '[') {
         const bool literal = host.size() > 2 && host.back() == ']' && host.find_first_of("[]*", 1) == host.size() - 1;
         if (!literal) { return usage(); }
-        return is_ipv6(host.substr(1, host.size() - 2))
+        return is_ipv6_address(host.substr(1, host.size() - 2))
                    ? std::string{}
                    : fmt::format("host '{}' is not an IPv6 address (such a Host is refused with 400)", host);
     }

@@ -1,8 +1,5 @@
 #include "proxy/http_rules.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -10,6 +7,8 @@
 #include <charconv>
 #include <cstring>
 #include <utility>
+
+#include "config/host_syntax.hpp"
 
 namespace drover::proxy::http_rules {
 
@@ -52,50 +51,6 @@ constexpr std::array<std::uint8_t, 256> kNameByte = [] {
     table[static_cast<std::size_t>('_')] = kToken | kUnderscore;
     return table;
 }();
-
-// A reg-name's bytes (RFC 3986 §3.2.2: unreserved, sub-delims, and '%' of a pct-encoding).
-constexpr std::array<bool, 256> kRegNameChar = [] {
-    std::array<bool, 256> table{};
-    for (int c = '0'; c <= '9'; ++c) { table[static_cast<std::size_t>(c)] = true; }
-    for (int c = 'a'; c <= 'z'; ++c) { table[static_cast<std::size_t>(c)] = true; }
-    for (int c = 'A'; c <= 'Z'; ++c) { table[static_cast<std::size_t>(c)] = true; }
-    for (char c : std::string_view("-._~%!$&'()*+,;=")) { table[static_cast<unsigned char>(c)] = true; }
-    return table;
-}();
-
-// reg-name / IPv4 / [IPv6] with an optional :port; no userinfo, path, spaces or controls.
-bool valid_host(std::string_view host) {
-    if (host.empty()) { return false; }
-    std::size_t i = 0;
-    if (host.front() == '[') {
-        // An IPv6 address (no zone id, no IPvFuture), as inet_pton reads one: "[1::2::3]" or
-        // "[12345::1]" would be read differently by different backends.
-        const auto close = host.find(']');
-        if (close == std::string_view::npos || close < 3 || close - 1 >= INET6_ADDRSTRLEN) { return false; }
-        std::array<char, INET6_ADDRSTRLEN> text{};
-        for (i = 1; i < close; ++i) {
-            const unsigned char c = static_cast<unsigned char>(host[i]);
-            if (!std::isxdigit(c) && c != ':' && c != '.') { return false; }
-            text[i - 1] = static_cast<char>(c);
-        }
-        in6_addr address{};
-        if (inet_pton(AF_INET6, text.data(), &address) != 1) { return false; }
-        i = close + 1;
-    } else {
-        for (; i < host.size() && host[i] != ':'; ++i) {
-            if (!kRegNameChar[static_cast<unsigned char>(host[i])]) { return false; }
-        }
-        if (i == 0) { return false; }
-    }
-    if (i == host.size()) { return true; }
-    if (host[i] != ':') { return false; }
-    const auto port = host.substr(i + 1);
-    if (port.empty()) { return true; }
-    unsigned number = 0;
-    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
-    // from_chars takes digits only (no sign, no space) for an unsigned.
-    return ec == std::errc{} && end == port.data() + port.size() && port.size() <= 5 && number <= 65535;
-}
 
 // Names a backend may fold to a framing or forwarding header by mapping '_' to '-' (CGI does).
 bool is_smuggling_lookalike(std::string_view name) {
@@ -505,7 +460,7 @@ std::optional<Rejection> check_request(const Head& head, const RequestLimits& li
 
     if (hosts > 1) { return bad("more than one Host"); }
     if (version == 11 && hosts == 0) { return bad("HTTP/1.1 request without Host"); }
-    if (hosts == 1 && !valid_host(host)) { return bad("invalid Host"); }
+    if (hosts == 1 && !config::is_valid_host(host)) { return bad("invalid Host"); }
 
     // A method Drover does not implement (RFC 9110 section 9.1: 501): it proxies requests, not tunnels.
     if (head.verb == Method::connect) { return Rejection{501, "not_implemented", "CONNECT is not supported"}; }
@@ -519,7 +474,7 @@ std::optional<Rejection> check_request(const Head& head, const RequestLimits& li
         auto rest = target.substr(target.find("//") + 2);
         const auto slash = rest.find_first_of("/?");
         const auto authority = rest.substr(0, slash);
-        if (!valid_host(authority) || authority.find('@') != std::string_view::npos) { return bad("invalid authority in the request-target"); }
+        if (!config::is_valid_host(authority) || authority.find('@') != std::string_view::npos) { return bad("invalid authority in the request-target"); }
         // The scheme's default port may be written or left out (RFC 9110 section 4.2.3): http://h:80/
         // and Host: h name the same authority.
         const std::string_view default_port = iequals(target.substr(0, 5), "https") ? "443" : "80";

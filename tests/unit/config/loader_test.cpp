@@ -2044,9 +2044,9 @@ clusters:
     EXPECT_TRUE(HasError(r, 11, 21, "clusters[0].health_check.http.path", "path must be a request path")) << listing(r);
     EXPECT_TRUE(HasError(r, 11, 35, "clusters[0].health_check.http.host", "an IPv6 address needs brackets in a Host")) << listing(r);
     EXPECT_TRUE(HasError(r, 16, 21, "clusters[1].health_check.http.path", "path must be a request path")) << listing(r);
-    EXPECT_TRUE(HasError(r, 16, 35, "clusters[1].health_check.http.host", "is not a valid IPv6 literal")) << listing(r);
+    EXPECT_TRUE(HasError(r, 16, 35, "clusters[1].health_check.http.host", "host '[zz::1]' must be a host name or an IP literal")) << listing(r);
     EXPECT_TRUE(HasError(r, 21, 21, "clusters[2].health_check.http.host", "must be a host name or an IP literal")) << listing(r);
-    EXPECT_TRUE(HasError(r, 26, 21, "clusters[3].health_check.http.host", "invalid port")) << listing(r);
+    EXPECT_TRUE(HasError(r, 26, 21, "clusters[3].health_check.http.host", "optional port of at most 65535")) << listing(r);
     EXPECT_EQ(r.errors.size(), 6u) << listing(r);
     const auto ok = load_all(with_cluster(R"(
 clusters:
